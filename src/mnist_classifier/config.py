@@ -1,0 +1,122 @@
+"""One resolved training configuration: dataclass defaults < YAML file < CLI flags.
+
+The YAML files under `configs/` are the recipes; they use the seed's key names
+(`model_name`, `batch_size`, `learning_rate`, `epochs`, `weight_decay`, `seed`,
+`save_dir`, `save_interval`). Every key is a field of `TrainConfig`; an unknown key
+is an error, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    # model and data
+    model_name: str = "simple_cnn"
+    dataset: str = "mnist"
+    data_dir: str = "data"
+    val_size: int = 5000  # last N training images, used for model selection only
+    limit_train: int | None = None  # train on the first N images (quick runs)
+    augment: bool = True  # batched random affine: shift, rotate, scale
+    # optimisation
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 6e-3  # peak LR for onecycle, the LR otherwise
+    weight_decay: float = 5e-4
+    optimizer: str = "adamw"
+    scheduler: str = "onecycle"
+    label_smoothing: float = 0.1
+    seed: int = 42
+    # output
+    save_dir: str = "models"
+    log_dir: str = "runs"
+    save_interval: int = 5  # a timestamped full-state checkpoint every N epochs
+    # hardware
+    device: str = "auto"
+    num_threads: int | None = None  # None: one per core
+    sync_batchnorm: bool = False  # only under torchrun
+
+    def validate(self) -> "TrainConfig":
+        """Raise a one-line UserError for any value that cannot work."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "save_interval": self.save_interval}
+        for key, value in positive.items():
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"{key} must be a positive integer, got {value!r}")
+        if not self.learning_rate > 0:
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.limit_train is not None and self.limit_train <= 0:
+            raise UserError(f"limit_train must be a positive integer, got {self.limit_train!r}")
+        if self.val_size < 0:
+            raise UserError(f"val_size must be >= 0, got {self.val_size!r}")
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        _check_choice("device", self.device, DEVICES)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def default_config_path(model_name: str) -> Path | None:
+    path = CONFIG_DIR / f"{model_name}.yaml"
+    return path if path.is_file() else None
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found: pass an existing YAML file to --config")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {path} is not valid YAML ({error.__class__.__name__}): fix its syntax") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return values
+
+
+def resolve_config(
+    config_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Merge defaults, the YAML recipe and the flags that were actually given.
+
+    Without --config, the recipe is configs/<model_name>.yaml for the model named by
+    the flags (or the default model).
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if config_path is None:
+        config_path = default_config_path(overrides.get("model_name", TrainConfig.model_name))
+    values = read_yaml_config(config_path) if config_path else {}
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}: valid keys are {', '.join(sorted(known))}")
+    return TrainConfig(**values).validate()
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild the config stored in a checkpoint, ignoring keys a newer version added."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})

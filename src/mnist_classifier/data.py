@@ -1,0 +1,105 @@
+"""MNIST in memory: one uint8 tensor per split, and a batch iterator.
+
+The whole training set is 47 MB as uint8, so it stays in memory (on the GPU when
+training there). Batches are gathered by index, scaled, augmented and normalised as
+whole tensors: no per-sample Python, no DataLoader workers. This is what makes
+training ~3x faster than a per-sample `Dataset` + `DataLoader` on a laptop CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .augment import random_affine
+from .datasets import DatasetSpec, get_dataset_spec
+from .sources import fetch_dataset, load_arrays
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, 28, 28) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def head(self, count: int) -> "Split":
+        return Split(self.images[:count], self.labels[:count])
+
+
+@dataclass
+class DataSplits:
+    train: Split
+    val: Split  # the last `val_size` training images: model selection only
+    test: Split  # touched once, after training
+    spec: DatasetSpec
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: float
+    std: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std}
+
+
+def load_data(
+    data_dir: str | Path = "data",
+    dataset: str = "mnist",
+    val_size: int = 5000,
+    limit_train: int | None = None,
+    source: str = "auto",
+    log: Callable[[str], None] = print,
+) -> DataSplits:
+    spec = get_dataset_spec(dataset)
+    raw_dir = fetch_dataset(data_dir, source=source, dataset=dataset, log=log)
+    train_x, train_y, test_x, test_y = load_arrays(raw_dir, spec)
+    train = Split(torch.from_numpy(train_x), torch.from_numpy(train_y))
+    cut = len(train) - val_size
+    fit, val = train.head(cut), Split(train.images[cut:], train.labels[cut:])
+    if limit_train is not None:
+        fit = fit.head(limit_train)
+    return DataSplits(fit, val, Split(torch.from_numpy(test_x), torch.from_numpy(test_y)), spec)
+
+
+def to_model_input(images: torch.Tensor, norm: Normalization, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented if a generator is given."""
+    batch = images.unsqueeze(1).float().div_(255.0)
+    if generator is not None:
+        batch = random_affine(batch, generator)
+    return batch.sub_(norm.mean).div_(norm.std)
+
+
+def epoch_order(size: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The shuffled order of one epoch: a function of (seed, epoch) only.
+
+    Deriving it from the epoch number, not from a running RNG, is what lets a resumed
+    run (or every rank of a torchrun job) see exactly the batches an unbroken run sees.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(size, generator=generator).to(device)
+
+
+def training_batches(
+    split: Split, order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Full global batches in `order`; each rank takes every world_size-th sample of each.
+
+    The incomplete last batch is dropped (the next epoch reshuffles), so every step
+    has the same global batch and every rank the same number of steps.
+    """
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        indices = order[start : start + batch_size][rank::world_size]
+        yield split.images[indices], split.labels[indices]
+
+
+def eval_batches(split: Split, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(split), batch_size):
+        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]

@@ -1,0 +1,24 @@
+"""The one exception type users see.
+
+Every expected failure (bad data, bad checkpoint, bad flag, bad image) raises a
+`UserError` whose message is one line: what is wrong and how to fix it. The CLI
+prints that line and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix; `str(error)` is the whole explanation."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """A dataset file is missing, corrupt or cannot be fetched."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, unreadable, unsafe or does not fit its model."""
+
+
+class ImageError(UserError):
+    """An input image cannot be read or turned into a model input."""

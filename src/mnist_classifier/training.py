@@ -1,0 +1,318 @@
+"""The training loop: batches in, checkpoints and TensorBoard events out.
+
+    mnist-classifier train                                   # SimpleCNN, ~2.5 min on 2 cores
+    mnist-classifier train --model improved_cnn              # residual CNN
+    mnist-classifier train --resume models/simple_cnn_last.pth
+    torchrun --nproc_per_node=2 -m mnist_classifier train    # data-parallel
+
+Every epoch: train on shuffled full batches, score the validation split, save
+`<model>_last.pth` (the resume point), `<model>_best.pth` when validation accuracy
+improves, and a timestamped copy every `save_interval` epochs. After the last epoch
+the best model is scored once on the test set.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, config_from_dict
+from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
+from .errors import CheckpointError, UserError
+from .evaluation import score_split
+from .models import create_model
+
+BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: the last completed epoch is saved; the CLI exits with status 130."""
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    run_dir: Path
+    best_val_accuracy: float
+    test_accuracy: float
+    epochs_done: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run needs besides the weights."""
+
+    start_epoch: int = 0
+    best_accuracy: float = -1.0
+    history: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    run_dir: Path | None = None
+
+
+def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
+    save_dir = Path(config.save_dir)
+    return save_dir / f"{config.model_name}_best.pth", save_dir / f"{config.model_name}_last.pth"
+
+
+def check_writable(directory: str | Path) -> None:
+    """Fail before training, not after an hour of it, if results cannot be saved."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to {directory} ({error.strerror}): choose another folder or fix its permissions") from None
+
+
+def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The stored run's config; a flag that contradicts it is an error, not a silent change."""
+    payload = load_checkpoint(path)
+    if "optimizer_state_dict" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path} holds weights only, not a resume point: resume from a <model>_last.pth file")
+    config = config_from_dict(payload["config"])
+    for key, value in overrides.items():
+        if value is not None and key != "device" and getattr(config, key) != value:
+            raise UserError(
+                f"--resume continues the run stored in {path}, whose {key} is {getattr(config, key)!r}, "
+                f"not {value!r}: drop that flag or start a new run without --resume"
+            )
+    if overrides.get("device"):
+        config.device = overrides["device"]
+    return config.validate(), payload
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params, lr, decay = model.parameters(), config.learning_rate, config.weight_decay
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    if config.optimizer == "adam":  # the seed's choice: L2 penalty folded into the gradient
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=decay)
+
+
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total, pct_start=0.25)
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.scheduler == "plateau":  # the seed's schedule, stepped once per epoch on val loss
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
+    return None
+
+
+def steps_per_epoch(config: TrainConfig, train_size: int) -> int:
+    return max(1, train_size // config.batch_size)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, ctx: distributed.Context, data: DataSplits, log: Callable[[str], None]):
+        self.config, self.ctx, self.log = config, ctx, log
+        self.norm = Normalization(data.spec.mean, data.spec.std)
+        self.class_names = list(data.spec.class_names)
+        self.train_split, self.val_split = data.train.to(ctx.device), data.val.to(ctx.device)
+        self.test_split = data.test
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        model = create_model(config.model_name, num_classes=len(self.class_names)).to(ctx.device)
+        self.memory_format = torch.channels_last  # ~10-20% faster convolutions on CPU and GPU
+        model = model.to(memory_format=self.memory_format)
+        if ctx.distributed and config.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.net = nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
+        self.optimizer = build_optimizer(config, model)
+        self.steps = steps_per_epoch(config, len(self.train_split))
+        self.scheduler = build_scheduler(config, self.optimizer, self.steps)
+        self.state = RunState()
+        self.writer = None
+
+    # ----------------------------------------------------------------- state
+    def restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model_state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer_state_dict"])
+        if self.scheduler is not None and payload.get("scheduler_state_dict"):
+            self.scheduler.load_state_dict(payload["scheduler_state_dict"])
+        self.state = RunState(
+            start_epoch=int(payload["epoch"]),
+            best_accuracy=float(payload.get("best_accuracy", payload.get("accuracy", -1.0))),
+            history={key: list(payload["history"].get(key, [])) for key in HISTORY_KEYS},
+            run_dir=Path(payload["run_dir"]) if payload.get("run_dir") else None,
+        )
+
+    def payload(self, epoch: int, val_accuracy: float, val_loss: float) -> dict[str, Any]:
+        return {
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": epoch,
+            "accuracy": val_accuracy,
+            "best_accuracy": self.state.best_accuracy,
+            "loss": val_loss,
+            "model_name": self.config.model_name,
+            "dataset": self.config.dataset,
+            "class_names": self.class_names,
+            "config": self.config.to_dict(),
+            "history": self.state.history,
+            "normalization": self.norm.to_dict(),
+            "run_dir": str(self.state.run_dir),
+        }
+
+    # ------------------------------------------------------------------ loop
+    def train_one_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """Returns (mean loss, accuracy, images per second) over all ranks."""
+        config, ctx = self.config, self.ctx
+        torch.manual_seed(config.seed * 1_000 + epoch * 10 + ctx.rank)  # dropout masks
+        augment = torch.Generator(device="cpu").manual_seed(config.seed * 7_919 + epoch * 31 + ctx.rank)
+        order = epoch_order(len(self.train_split), config.seed, epoch, ctx.device)
+        batches = training_batches(self.train_split, order, config.batch_size, ctx.rank, ctx.world_size)
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
+        self.net.train()
+        started = time.perf_counter()
+        progress = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                        disable=None if ctx.is_main else True, leave=False)
+        for step, (images, labels) in enumerate(batches):
+            inputs = to_model_input(images, self.norm, augment if config.augment else None)
+            logits = self.net(inputs.contiguous(memory_format=self.memory_format))
+            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None and config.scheduler != "plateau":
+                self.scheduler.step()
+            correct = (logits.detach().argmax(1) == labels).sum().item()
+            totals += torch.tensor([loss.item() * len(labels), correct, len(labels)], dtype=torch.float64)
+            self.log_batch(epoch * self.steps + step, loss.item(), correct / len(labels))
+            progress.update()
+            if step % 20 == 0:
+                rate = totals[2].item() * ctx.world_size / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{totals[0].item() / totals[2].item():.4f}",
+                                     acc=f"{totals[1].item() / totals[2].item():.2%}", img_s=f"{rate:,.0f}")
+        progress.close()
+        totals = distributed.sum_across_ranks(totals)
+        seconds = time.perf_counter() - started
+        return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item(), totals[2].item() / seconds
+
+    def log_batch(self, global_step: int, loss: float, accuracy: float) -> None:
+        if self.writer is not None and global_step % BATCH_LOG_EVERY == 0:
+            self.writer.add_scalar("Train/Loss_batch", loss, global_step)
+            self.writer.add_scalar("Train/Acc_batch", accuracy, global_step)
+
+    def end_epoch(self, epoch: int, train_loss: float, train_acc: float, rate: float, seconds: float) -> None:
+        val = score_split(self.model, self.val_split, self.norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.config.scheduler == "plateau":
+            self.scheduler.step(val.loss)
+        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val.loss, val.accuracy, lr, seconds)):
+            self.state.history[key].append(value)
+        improved = val.accuracy > self.state.best_accuracy
+        self.state.best_accuracy = max(self.state.best_accuracy, val.accuracy)
+        if not self.ctx.is_main:
+            return
+        self.save(epoch + 1, val.accuracy, val.loss, improved)
+        for tag, value in (("Train/Loss_epoch", train_loss), ("Train/Acc_epoch", train_acc),
+                           ("Val/Loss_epoch", val.loss), ("Val/Acc_epoch", val.accuracy), ("LR", lr)):
+            self.writer.add_scalar(tag, value, epoch + 1)
+        self.writer.flush()
+        self.log(f"epoch {epoch + 1:>2}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
+                 f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  {rate:,.0f} img/s  "
+                 f"{seconds:.1f}s{'  *best' if improved else ''}")
+
+    def save(self, epochs_done: int, val_accuracy: float, val_loss: float, improved: bool) -> None:
+        payload = self.payload(epochs_done, val_accuracy, val_loss)
+        best_path, last_path = checkpoint_paths(self.config)
+        if improved:
+            save_checkpoint(payload, best_path)
+        save_checkpoint(payload, last_path)  # written last: the resume point always exists
+        if epochs_done % self.config.save_interval == 0:
+            stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+            save_checkpoint(payload, Path(self.config.save_dir) / f"{self.config.model_name}_{stamp}.pth")
+
+    def open_writer(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
+
+        if self.state.run_dir is None:
+            stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+            self.state.run_dir = Path(self.config.log_dir) / f"{self.config.model_name}_{stamp}"
+        self.state.run_dir.mkdir(parents=True, exist_ok=True)
+        config_text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+        (self.state.run_dir / "config.yaml").write_text(config_text)
+        self.writer = SummaryWriter(str(self.state.run_dir), purge_step=self.state.start_epoch * self.steps or None)
+        self.writer.add_text("config", f"```\n{config_text}```", self.state.start_epoch)
+
+    def fit(self, stop_after_epochs: int | None = None) -> int:
+        """Train the remaining epochs; returns the number of epochs completed overall."""
+        last = self.config.epochs
+        if stop_after_epochs is not None:
+            last = min(last, self.state.start_epoch + stop_after_epochs)
+        for epoch in range(self.state.start_epoch, last):
+            train_loss, train_acc, rate = self.train_one_epoch(epoch)
+            seconds = len(self.train_split) * self.ctx.world_size / rate
+            self.end_epoch(epoch, train_loss, train_acc, rate, seconds)
+        return last
+
+    def test_best(self) -> tuple[float, float]:
+        """Score the best checkpoint once on the test set and record it in that file."""
+        best_path, _ = checkpoint_paths(self.config)
+        payload = load_checkpoint(best_path)
+        self.model.load_state_dict(payload["model_state_dict"])
+        test = score_split(self.model, self.test_split.to(self.ctx.device), self.norm)
+        payload["test_accuracy"] = test.accuracy
+        payload["test_loss"] = test.loss
+        save_checkpoint(payload, best_path)
+        if self.writer is not None:
+            hparams = {k: v for k, v in self.config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+            self.writer.add_hparams(hparams, {"hparam/test_accuracy": test.accuracy,
+                                              "hparam/best_val_accuracy": payload["accuracy"]}, run_name=".")
+        return payload["accuracy"], test.accuracy
+
+
+def train(
+    config: TrainConfig,
+    resume_payload: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    stop_after_epochs: int | None = None,
+) -> TrainResult | None:
+    """Run (or continue) training; returns None on ranks other than 0."""
+    config.validate()
+    for directory in (config.save_dir, config.log_dir):
+        check_writable(directory)
+    ctx = distributed.setup(config.device)
+    speak = log if ctx.is_main else (lambda _line: None)
+    try:
+        data = load_data(config.data_dir, config.dataset, config.val_size, config.limit_train, log=speak)
+        trainer = Trainer(config, ctx, data, speak)
+        if resume_payload is not None:
+            trainer.restore(resume_payload)
+        if ctx.is_main:
+            trainer.open_writer()
+            speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
+                  f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}")
+            speak("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        try:
+            epochs_done = trainer.fit(stop_after_epochs)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
+        distributed.barrier()
+        if not ctx.is_main:
+            return None
+        best_val, test_accuracy = trainer.test_best() if epochs_done == config.epochs else (trainer.state.best_accuracy, float("nan"))
+        trainer.writer.close()
+        best_path, last_path = checkpoint_paths(config)
+        return TrainResult(best_path, last_path, trainer.state.run_dir, best_val, test_accuracy, epochs_done,
+                           trainer.state.history)
+    finally:
+        distributed.teardown()

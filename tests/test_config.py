@@ -1,0 +1,33 @@
+import pytest
+
+from mnist_classifier.config import resolve_config
+from mnist_classifier.errors import UserError
+
+
+def test_recipe_keeps_the_seed_key_names_and_flags_override_it():
+    config = resolve_config(None, {"epochs": 1, "batch_size": None})
+    assert config.model_name == "simple_cnn"
+    assert config.epochs == 1
+    assert config.batch_size == 128  # from configs/simple_cnn.yaml, flag not given
+
+
+def test_model_flag_picks_that_models_recipe():
+    assert resolve_config(None, {"model_name": "improved_cnn"}).epochs >= 6
+
+
+@pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -4), ("learning_rate", 0.0), ("device", "tpu")])
+def test_impossible_values_are_one_line_errors(key, value):
+    with pytest.raises(UserError, match=key):
+        resolve_config(None, {key: value})
+
+
+def test_unknown_yaml_key_is_an_error_not_a_silent_default(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("model_name: simple_cnn\nlearnig_rate: 0.1\n")
+    with pytest.raises(UserError, match="learnig_rate"):
+        resolve_config(recipe, {})
+
+
+def test_missing_config_file_names_it(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        resolve_config(tmp_path / "nope.yaml", {})
