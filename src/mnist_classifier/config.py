@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from .datasets import get_dataset_spec
 from .errors import UserError
+from .models import MODEL_REGISTRY
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -64,6 +66,8 @@ class TrainConfig:
             raise UserError(f"limit_train must be a positive integer, got {self.limit_train!r}")
         if self.val_size < 0:
             raise UserError(f"val_size must be >= 0, got {self.val_size!r}")
+        _check_model(self.model_name)
+        get_dataset_spec(self.dataset)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
@@ -71,6 +75,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_model(name: str) -> None:
+    if name not in MODEL_REGISTRY:
+        raise UserError(f"unknown model '{name}': choose one of {', '.join(sorted(MODEL_REGISTRY))}")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

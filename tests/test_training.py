@@ -1,0 +1,115 @@
+"""Short real training runs on small slices of real MNIST."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.cli import main
+from mnist_classifier.config import resolve_config
+from mnist_classifier.training import train
+
+from .conftest import DATA_DIR, REPO_ROOT
+
+
+def small_config(tmp_path, **changes):
+    values = dict(limit_train=1200, epochs=2, batch_size=100, seed=7, data_dir=str(DATA_DIR),
+                  save_dir=str(tmp_path / "models"), log_dir=str(tmp_path / "runs"))
+    values.update(changes)
+    return resolve_config(None, values)
+
+
+def quiet(_line):
+    pass
+
+
+def test_short_run_learns_far_above_chance(tmp_path, mnist_raw_dir):
+    result = train(small_config(tmp_path, limit_train=3000, epochs=2), log=quiet)
+    assert result.best_val_accuracy > 0.90
+    assert result.test_accuracy > 0.90
+    assert len(result.history["val_acc"]) == 2
+
+
+def test_resume_continues_exactly(tmp_path, mnist_raw_dir):
+    straight = train(small_config(tmp_path / "a"), log=quiet)
+    interrupted = small_config(tmp_path / "b")
+    partial = train(interrupted, log=quiet, stop_after_epochs=1)
+    assert partial.epochs_done == 1
+    resumed = train(interrupted, resume_payload=load_checkpoint(partial.last_path), log=quiet)
+    a = load_checkpoint(straight.last_path)
+    b = load_checkpoint(resumed.last_path)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, tensor in a["model_state_dict"].items():
+        assert torch.equal(tensor, b["model_state_dict"][key]), key
+    assert a["history"]["val_acc"] == b["history"]["val_acc"]
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory, mnist_raw_dir):
+    folder = tmp_path_factory.mktemp("one_epoch")
+    return folder, train(small_config(folder, epochs=1, save_interval=1), log=quiet)
+
+
+def test_checkpoints_are_plain_weights_only_dicts(one_epoch):
+    tmp_path, result = one_epoch
+    best = torch.load(result.best_path, weights_only=True)
+    for key in ("model_state_dict", "optimizer_state_dict", "epoch", "accuracy", "loss", "model_name",
+                "config", "history", "normalization", "format_version", "test_accuracy"):
+        assert key in best, key
+    assert best["normalization"] == {"mean": 0.1307, "std": 0.3081}
+    assert best["config"]["model_name"] == "simple_cnn"
+    stamped = [p for p in (tmp_path / "models").glob("simple_cnn_*.pth") if p.stem[-1].isdigit()]
+    assert len(stamped) == 1
+    assert not list((tmp_path / "models").glob("*.tmp"))
+
+
+def test_tensorboard_run_has_the_seed_tags(one_epoch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, result = one_epoch
+    events = EventAccumulator(str(result.run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("Train/Loss_batch", "Train/Acc_batch", "Train/Loss_epoch", "Train/Acc_epoch",
+                "Val/Loss_epoch", "Val/Acc_epoch", "LR"):
+        assert tag in tags, tag
+    assert (result.run_dir / "config.yaml").read_text().startswith("model_name: simple_cnn")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "lenet"], "unknown model 'lenet'"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--batch-size", "-3"], "batch_size must be a positive integer"),
+    (["--resume", "models/nowhere_last.pth"], "not found"),
+])
+def test_bad_train_flags_fail_before_any_work(tmp_path, capsys, flags, message):
+    status = main(["train", "--save-dir", str(tmp_path / "m"), "--log-dir", str(tmp_path / "r"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    status = main(["train", "--save-dir", str(blocker / "models"), "--log-dir", str(tmp_path / "r")])
+    assert status == 2
+    assert "cannot write to" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):
+    _, result = one_epoch
+    status = main(["train", "--resume", str(result.last_path), "--model", "improved_cnn"])
+    assert status == 2
+    assert "model_name is 'simple_cnn'" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mnist_classifier", "train", "--epochs", "-1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: epochs must be a positive integer, got -1"
