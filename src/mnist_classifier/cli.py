@@ -56,6 +56,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import run_predict
+
+    return run_predict(args.images, args.checkpoint, as_json=args.json, top=args.top)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.desktop import run_demo
+
+    return run_demo(args.checkpoint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-classifier", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-dir", help="TensorBoard folder (default: runs)")
     add_data_flags(train, defaults=False)
     train.set_defaults(run=cmd_train)
+
+    predict = commands.add_parser("predict", help="classify image files (PNG/JPEG, any size, either polarity)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    predict.add_argument("--json", action="store_true", help="print a JSON array, one object per file (default: text lines)")
+    predict.add_argument("--top", type=int, default=3, help="how many ranked classes to show per file (default: 3)")
+    predict.set_defaults(run=cmd_predict)
+
+    demo = commands.add_parser("demo", help="the OpenCV real-time drawing window")
+    demo.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 

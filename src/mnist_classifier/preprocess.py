@@ -7,9 +7,8 @@ its centre of mass sits at the centre. Output is light ink on black, uint8 0..25
 
     to_mnist("digit.png").image   # (28, 28) uint8, or None when the image is blank
 
-Speed: 0.4 ms for a 280x280 grayscale canvas, 0.7 ms for RGBA (median of 1000 runs,
-one core of a 2-core VM shared with a training job; `pytest tests/test_preprocess.py`
-asserts < 2 ms).
+Speed: 0.4 ms for a 280x280 grayscale canvas, 0.7 ms for RGBA (median of 1000 runs
+on one core of the 2-core development machine; `make bench` measures it end to end).
 """
 
 from __future__ import annotations
