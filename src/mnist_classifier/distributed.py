@@ -69,6 +69,15 @@ def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def gather_scalar(value: float) -> list[float]:
+    """Every rank's value of a float, in rank order, on every rank."""
+    if not dist.is_initialized():
+        return [value]
+    values = [torch.zeros(1, dtype=torch.float64) for _ in range(dist.get_world_size())]
+    dist.all_gather(values, torch.tensor([value], dtype=torch.float64))
+    return [v.item() for v in values]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -29,7 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
-from .evaluation import score_split
+from .evaluation import log_test_figures, score_split
 from .models import create_model
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -169,7 +169,15 @@ class Trainer:
             "history": self.state.history,
             "normalization": self.norm.to_dict(),
             "run_dir": str(self.state.run_dir),
+            "world_size": self.ctx.world_size,
+            "rank_weight_checksums": self.rank_checksums(),
         }
+
+    def rank_checksums(self) -> list[float]:
+        """One number per rank that changes with any weight: proof that DDP kept ranks in step."""
+        weights = torch.cat([p.detach().double().flatten().cpu() for p in self.model.parameters()])
+        positions = torch.arange(1, len(weights) + 1, dtype=torch.float64)
+        return distributed.gather_scalar(float((weights * positions.sqrt()).sum()))
 
     # ------------------------------------------------------------------ loop
     def train_one_epoch(self, epoch: int) -> tuple[float, float, float]:
@@ -220,9 +228,10 @@ class Trainer:
             self.state.history[key].append(value)
         improved = val.accuracy > self.state.best_accuracy
         self.state.best_accuracy = max(self.state.best_accuracy, val.accuracy)
+        payload = self.payload(epoch + 1, val.accuracy, val.loss)  # collective: every rank builds it
         if not self.ctx.is_main:
             return
-        self.save(epoch + 1, val.accuracy, val.loss, improved)
+        self.save(payload, improved)
         for tag, value in (("Train/Loss_epoch", train_loss), ("Train/Acc_epoch", train_acc),
                            ("Val/Loss_epoch", val.loss), ("Val/Acc_epoch", val.accuracy), ("LR", lr)):
             self.writer.add_scalar(tag, value, epoch + 1)
@@ -231,8 +240,8 @@ class Trainer:
                  f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  {rate:,.0f} img/s  "
                  f"{seconds:.1f}s{'  *best' if improved else ''}")
 
-    def save(self, epochs_done: int, val_accuracy: float, val_loss: float, improved: bool) -> None:
-        payload = self.payload(epochs_done, val_accuracy, val_loss)
+    def save(self, payload: dict[str, Any], improved: bool) -> None:
+        epochs_done = payload["epoch"]
         best_path, last_path = checkpoint_paths(self.config)
         if improved:
             save_checkpoint(payload, best_path)
@@ -277,6 +286,9 @@ class Trainer:
             hparams = {k: v for k, v in self.config.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.writer.add_hparams(hparams, {"hparam/test_accuracy": test.accuracy,
                                               "hparam/best_val_accuracy": payload["accuracy"]}, run_name=".")
+            # the same confusion matrix and mistakes grid that `mnist-classifier evaluate` draws
+            log_test_figures(self.writer, self.model, self.test_split.to(self.ctx.device), self.norm,
+                             self.class_names, payload["epoch"])
         return payload["accuracy"], test.accuracy
 
 
@@ -293,7 +305,14 @@ def train(
     ctx = distributed.setup(config.device)
     speak = log if ctx.is_main else (lambda _line: None)
     try:
+        if config.batch_size % ctx.world_size:
+            raise UserError(f"batch_size {config.batch_size} is the global batch: it must divide evenly "
+                            f"over {ctx.world_size} processes")
+        if not ctx.is_main:
+            distributed.barrier()  # rank 0 fetches the data first; the others then read it
         data = load_data(config.data_dir, config.dataset, config.val_size, config.limit_train, log=speak)
+        if ctx.is_main:
+            distributed.barrier()
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)

@@ -1,0 +1,168 @@
+"""Training speed: our whole-tensor pipeline against a seed-style DataLoader pipeline.
+
+    python benchmarks/train_speed.py            # images/s, peak RSS, time to 99.2% test
+    python benchmarks/train_speed.py --quick    # images/s and peak RSS only (~1 min)
+
+Both pipelines train the same SimpleCNN on the same real MNIST images on the CPU.
+The seed-style one is what the original project did: a per-sample `Dataset` that
+returns normalised tensors, `DataLoader(batch_size=64, shuffle=True, num_workers=2)`,
+Adam at 1e-3. Each pipeline runs in its own process, so its peak RSS is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_ACCURACY = 0.992
+SEED_STYLE_MAX_EPOCHS = 6
+
+
+# ---------------------------------------------------------------- workers (child processes)
+def seed_style_worker(images: int, until_accuracy: float | None) -> dict:
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from mnist_classifier.data import load_data
+    from mnist_classifier.models import create_model
+
+    data = load_data(ROOT / "data", log=lambda _line: None)
+
+    class PerSampleMnist(Dataset):  # the seed's shape: one normalised tensor per __getitem__
+        def __init__(self, split):
+            self.images, self.labels = split.images, split.labels
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, index):
+            image = self.images[index].float().div(255.0).sub(0.1307).div(0.3081).unsqueeze(0)
+            return image, int(self.labels[index])
+
+    torch.manual_seed(0)
+    model = create_model("simple_cnn")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_split = data.train if until_accuracy else data.train.head(images)
+    loader = DataLoader(PerSampleMnist(train_split), batch_size=64, shuffle=True, num_workers=2)
+    seen, seconds, epochs, accuracy = 0, 0.0, 0, None
+    while True:
+        started = time.perf_counter()
+        model.train()
+        for batch, labels in loader:
+            loss = torch.nn.functional.cross_entropy(model(batch), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seen += len(labels)
+        seconds += time.perf_counter() - started
+        epochs += 1
+        if until_accuracy is None:
+            break
+        accuracy = test_accuracy(model, data)
+        if accuracy >= until_accuracy or epochs >= SEED_STYLE_MAX_EPOCHS:
+            break
+    return {"images_per_s": seen / seconds, "train_seconds": seconds, "epochs": epochs, "test_accuracy": accuracy}
+
+
+def ours_worker(images: int, until_accuracy: float | None) -> dict:
+    """Throughput over `images`, or the shortest one-cycle recipe (1, 2, 3 epochs) reaching the target."""
+    import tempfile
+
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.training import train
+
+    with tempfile.TemporaryDirectory() as scratch:
+        overrides = dict(data_dir=str(ROOT / "data"), save_dir=f"{scratch}/models", log_dir=f"{scratch}/runs")
+        if until_accuracy is None:
+            overrides["limit_train"] = images
+        for epochs in (1,) if until_accuracy is None else (1, 2, 3):
+            result = train(resolve_config(None, {**overrides, "epochs": epochs}), log=lambda _line: None)
+            if until_accuracy is None or result.test_accuracy >= until_accuracy:
+                break
+    seconds = sum(result.history["seconds"])
+    trained_images = (images or 55_000) * epochs
+    return {"images_per_s": trained_images / seconds, "train_seconds": seconds, "epochs": epochs,
+            "test_accuracy": result.test_accuracy}
+
+
+# ---------------------------------------------------------------- parent
+def run_worker(kind: str, images: int, until_accuracy: float | None) -> dict:
+    """Run one pipeline in a child process; add its peak RSS in MB."""
+    command = [sys.executable, __file__, "--worker", kind, "--images", str(images)]
+    if until_accuracy is not None:
+        command += ["--until", str(until_accuracy)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    output = process.stdout.read()
+    if status != 0:
+        raise RuntimeError(f"{kind} worker failed with status {status}")
+    result = json.loads(output.strip().splitlines()[-1])
+    # ru_maxrss of the child itself (KB on Linux); DataLoader workers are separate processes.
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def run(quick: bool = False) -> dict:
+    images = 6_400 if quick else 16_000
+    results = {"speed": {kind: run_worker(kind, images, None) for kind in ("ours", "seed_style")}}
+    if not quick:
+        results["time_to_99_2"] = {kind: run_worker(kind, 0, TARGET_ACCURACY) for kind in ("ours", "seed_style")}
+    return results
+
+
+def rows(results: dict) -> list[tuple[str, str, float, float, str]]:
+    """(figure, unit, ours, seed-style, target) rows for the report table."""
+    speed = results["speed"]
+    table = [
+        ("training throughput", "images/s", speed["ours"]["images_per_s"], speed["seed_style"]["images_per_s"], ">= 3x"),
+        ("peak RSS while training", "MB", speed["ours"]["peak_rss_mb"], speed["seed_style"]["peak_rss_mb"], "lower"),
+    ]
+    if "time_to_99_2" in results:
+        reach = results["time_to_99_2"]
+        table.append(("training time to 99.2% test", "s", reach["ours"]["train_seconds"],
+                      reach["seed_style"]["train_seconds"], "<= 1/4"))
+        table.append(("test accuracy reached", "%", 100 * reach["ours"]["test_accuracy"],
+                      100 * reach["seed_style"]["test_accuracy"], ">= 99.2"))
+    return table
+
+
+def test_accuracy(model, data) -> float:
+    import torch
+
+    from mnist_classifier.data import Normalization
+    from mnist_classifier.evaluation import score_split
+
+    with torch.no_grad():
+        return score_split(model, data.test, Normalization(0.1307, 0.3081)).accuracy
+
+
+def print_table(table) -> None:
+    print(f"{'figure':<30} {'unit':<9} {'ours':>10} {'seed-style':>11} {'ratio':>7}  target")
+    for figure, unit, ours, base, target in table:
+        print(f"{figure:<30} {unit:<9} {ours:>10,.1f} {base:>11,.1f} {ours / base:>6.2f}x  {target}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="throughput only (default: also time to 99.2%%)")
+    parser.add_argument("--worker", choices=("ours", "seed_style"), help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker = ours_worker if args.worker == "ours" else seed_style_worker
+        print(json.dumps(worker(args.images, args.until)))
+        return 0
+    results = run(args.quick)
+    print_table(rows(results))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""torchrun with two CPU processes (gloo) against one process: same job, same results."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.inference import load_predictor
+from mnist_classifier.training import train
+
+from .conftest import DATA_DIR, REPO_ROOT
+from .test_training import quiet, small_config
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun_train(tmp_path, *flags, timeout=300):
+    command = [*TORCHRUN, "-m", "mnist_classifier", "train", "--limit-train", "5000", "--epochs", "2",
+               "--batch-size", "100", "--seed", "7", "--data-dir", str(DATA_DIR),
+               "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs"), *flags]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, mnist_raw_dir):
+    folder = tmp_path_factory.mktemp("ddp")
+    done = torchrun_train(folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return folder, done
+
+
+def test_two_processes_train_and_write_one_set_of_outputs(two_process_run):
+    folder, done = two_process_run
+    assert sorted(p.name for p in (folder / "models").iterdir()) == ["simple_cnn_best.pth", "simple_cnn_last.pth"]
+    assert len(list((folder / "runs").iterdir())) == 1
+    assert done.stdout.count("test accuracy") == 1  # only rank 0 reports
+    payload = load_checkpoint(folder / "models" / "simple_cnn_last.pth")
+    assert payload["world_size"] == 2
+    checksums = payload["rank_weight_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+
+
+def test_two_processes_match_one_process_within_a_point(two_process_run, tmp_path):
+    folder, _ = two_process_run
+    ddp = load_checkpoint(folder / "models" / "simple_cnn_last.pth")
+    single = train(small_config(tmp_path, limit_train=5000, epochs=2, batch_size=100, seed=7), log=quiet)
+    single_accuracy = load_checkpoint(single.last_path)["accuracy"]
+    assert abs(ddp["accuracy"] - single_accuracy) <= 0.01
+    assert ddp["accuracy"] > 0.85
+
+
+def test_torchrun_checkpoint_loads_in_one_process(two_process_run, mnist_data):
+    folder, _ = two_process_run
+    predictor = load_predictor(folder / "models" / "simple_cnn_best.pth")
+    images = mnist_data.test.images[:200].numpy()
+    accuracy = (predictor.predict(images).argmax(1) == mnist_data.test.labels[:200].numpy()).mean()
+    assert accuracy > 0.85
+
+
+def test_torchrun_resumes_a_single_process_run(tmp_path, mnist_raw_dir):
+    partial = train(small_config(tmp_path, limit_train=5000, epochs=2, batch_size=100, seed=7), log=quiet,
+                    stop_after_epochs=1)
+    done = torchrun_train(tmp_path, "--resume", str(partial.last_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = load_checkpoint(tmp_path / "models" / "simple_cnn_last.pth")
+    assert resumed["epoch"] == 2 and resumed["world_size"] == 2
+    assert len(resumed["history"]["val_acc"]) == 2
+
+
+def test_global_batch_must_split_evenly(tmp_path, mnist_raw_dir):
+    done = torchrun_train(tmp_path, "--batch-size", "101", timeout=120)
+    assert done.returncode != 0
+    assert "must divide evenly over 2 processes" in done.stderr
