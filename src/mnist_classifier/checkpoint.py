@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,22 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**payload, "format_version": FORMAT_VERSION}
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoint {path} ({error.strerror}): fix the folder's permissions") from None
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not save checkpoint {path} ({error.strerror}): free some space; "
+            "the checkpoints already on disk are intact"
+        ) from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
@@ -60,7 +68,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "(only plain tensors and numbers are loaded); use a checkpoint made by this project"
             ) from None
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(error)}): retrain or restore it") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except Exception as error:  # torch raises many types for foreign or cut files; all mean the same
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch file ({_first_line(error)}): "
             "it may be truncated; retrain or restore it"
@@ -97,5 +105,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:160] if text else error.__class__.__name__
+    lines = str(error).strip().splitlines()
+    text = lines[0][:160] if lines else ""
+    return text if len(text) > 12 else f"{error.__class__.__name__} {text}".strip()
