@@ -45,8 +45,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume_payload=payload)
     except TrainingInterrupted as interrupt:
-        print(f"\ninterrupted: the last finished epoch is saved; resume with "
-              f"`mnist-classifier train --resume {interrupt}`", file=sys.stderr)
+        if Path(str(interrupt)).is_file():
+            print(f"\ninterrupted: the last finished epoch is saved; resume with "
+                  f"`mnist-classifier train --resume {interrupt}`", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first epoch finished: nothing to resume, start again", file=sys.stderr)
         return 130
     if result is not None:
         print(f"best validation accuracy {result.best_val_accuracy:.2%}; "
@@ -56,16 +59,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_checkpoint
+
+    evaluate_checkpoint(args.checkpoint, args.out, args.data_dir)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import run_predict
 
     return run_predict(args.images, args.checkpoint, as_json=args.json, top=args.top)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    path = export_onnx(args.checkpoint, args.out, data_dir=args.data_dir)
+    print(f"wrote {path} (ONNX, checked against PyTorch on 1,000 test images); "
+          f"use it with `mnist-classifier predict IMAGE --checkpoint {path}`")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.desktop import run_demo
 
     return run_demo(args.checkpoint)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .demo.web import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(train, defaults=False)
     train.set_defaults(run=cmd_train)
 
+    evaluate = commands.add_parser("evaluate", help="test-set metrics, figures and report.html for a checkpoint")
+    evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to evaluate (default: {DEFAULT_CHECKPOINT})")
+    evaluate.add_argument("--out", help="report folder (default: reports/<model_name>)")
+    evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
+    evaluate.set_defaults(run=cmd_evaluate)
+
     predict = commands.add_parser("predict", help="classify image files (PNG/JPEG, any size, either polarity)")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
@@ -101,9 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=3, help="how many ranked classes to show per file (default: 3)")
     predict.set_defaults(run=cmd_predict)
 
+    export = commands.add_parser("export", help="a deployable ONNX model, checked against PyTorch")
+    export.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to export (default: {DEFAULT_CHECKPOINT})")
+    export.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
+    export.add_argument("--out", help="output file (default: models/<checkpoint name>.onnx)")
+    export.add_argument("--data-dir", default="data", help="dataset folder, for the self-check (default: data)")
+    export.set_defaults(run=cmd_export)
+
     demo = commands.add_parser("demo", help="the OpenCV real-time drawing window")
     demo.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
     demo.set_defaults(run=cmd_demo)
+
+    serve = commands.add_parser("serve", help="the browser drawing demo and the JSON API")
+    serve.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

@@ -1,0 +1,164 @@
+"""`mnist-classifier predict`: real digit files in, one answer (or one error) per file out.
+
+    .venv/bin/python -m pytest tests/test_predict.py -q
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_classifier.cli import main
+from mnist_classifier.inference import load_predictor
+
+LINE = re.compile(r"^(?P<file>.+): (?P<digit>\d) \((?P<conf>[\d.]+)%\)  top (?P<k>\d+): (?P<top>.+)$")
+
+
+@pytest.fixture(scope="module")
+def sure_digits(small_checkpoint, mnist_data):
+    """Ten real test digits, one per class, that the model gets right with confidence
+    on the original 28x28 (so a wrong answer on the re-drawn file is the file's fault)."""
+    images, labels = mnist_data.test.images[:2000].numpy(), mnist_data.test.labels[:2000].numpy()
+    probabilities = load_predictor(small_checkpoint).predict(images)
+    picks = {}
+    for index in np.flatnonzero((probabilities.argmax(1) == labels) & (probabilities.max(1) > 0.9)):
+        picks.setdefault(int(labels[index]), images[index])
+    assert len(picks) == 10
+    return picks
+
+
+def write_digit(path, digit: np.ndarray, scale: int = 1, dark_on_light: bool = False,
+                canvas: tuple[int, int] | None = None, offset: tuple[int, int] = (0, 0), rgb: bool = False):
+    """Save an MNIST digit as a user's file: enlarged, either polarity, somewhere on a canvas."""
+    big = cv2.resize(digit, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else digit
+    image = np.zeros(canvas or big.shape, np.uint8)
+    image[offset[0]:offset[0] + big.shape[0], offset[1]:offset[1] + big.shape[1]] = big
+    image = 255 - image if dark_on_light else image
+    Image.fromarray(image).convert("RGB" if rgb else "L").save(path)
+    return str(path)
+
+
+def digit_files(folder, sure_digits) -> dict[str, int]:
+    """Each class three ways: the original 28x28, 10x dark-on-light off-centre, 6x RGB."""
+    files = {}
+    for label, digit in sure_digits.items():
+        files[write_digit(folder / f"{label}_orig.png", digit)] = label
+        files[write_digit(folder / f"{label}_paper.png", digit, scale=10, dark_on_light=True,
+                          canvas=(600, 500), offset=(300, 20))] = label
+        files[write_digit(folder / f"{label}_rgb.png", digit, scale=6, canvas=(400, 400),
+                          offset=(10, 200), rgb=True)] = label
+    return files
+
+
+def bad_files(folder, good_png: str) -> list[str]:
+    text = folder / "notes.png"
+    text.write_text("this is a shopping list, not a picture\n")
+    truncated = folder / "truncated.png"
+    truncated.write_bytes(open(good_png, "rb").read()[:150])
+    return [str(folder / "missing.png"), str(text), str(truncated), str(folder)]
+
+
+def test_real_digits_in_both_polarities_and_any_size_are_read(small_checkpoint, sure_digits, tmp_path, capsys):
+    files = digit_files(tmp_path, sure_digits)
+    assert main(["predict", *files, "--checkpoint", str(small_checkpoint)]) == 0
+    out, err = capsys.readouterr()
+    answers = [LINE.match(line) for line in out.splitlines()]
+    assert all(answers) and len(answers) == len(files) and err == ""
+    wrong = [a["file"] for a in answers if int(a["digit"]) != files[a["file"]]]
+    assert wrong == [], f"misread: {wrong}"
+    first = answers[0]
+    assert first["k"] == "3" and len(first["top"].split(", ")) == 3
+    assert first["top"].startswith(first["digit"] + " ")  # the answer is the top-ranked class
+
+
+def test_json_gives_one_object_per_file_with_the_same_keys(small_checkpoint, sure_digits, tmp_path, capsys):
+    files = list(digit_files(tmp_path, {7: sure_digits[7], 2: sure_digits[2]}))
+    assert main(["predict", *files, "--checkpoint", str(small_checkpoint), "--json", "--top", "4"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [a["file"] for a in answers] == files
+    for answer in answers:
+        assert set(answer) == {"file", "digit", "label", "confidence", "top", "has_ink", "error"}
+        assert answer["error"] is None and answer["has_ink"] is True
+        assert answer["digit"] == int(answer["file"].split("/")[-1][0]) and answer["label"] == str(answer["digit"])
+        ranked = [t["probability"] for t in answer["top"]]
+        assert len(ranked) == 4 and ranked == sorted(ranked, reverse=True) and sum(ranked) <= 1 + 1e-6
+        assert answer["top"][0] == {"digit": answer["digit"], "label": answer["label"],
+                                    "probability": answer["confidence"]}
+
+
+def test_each_bad_file_gets_its_own_error_and_the_rest_are_classified(small_checkpoint, sure_digits,
+                                                                       tmp_path, capsys):
+    good = write_digit(tmp_path / "three.png", sure_digits[3], scale=8, dark_on_light=True, canvas=(300, 300))
+    bad = bad_files(tmp_path, good)
+    assert main(["predict", bad[0], good, *bad[1:], "--checkpoint", str(small_checkpoint)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith(f"{good}: 3 (") and len(out.splitlines()) == 1
+    errors = err.splitlines()
+    assert len(errors) == len(bad)  # one line each, no traceback
+    for path, line in zip(bad, errors):
+        assert line.startswith(f"{path}: error: ")
+    assert "not found" in errors[0] and "not an image" in errors[1] and "truncated" in errors[2]
+
+
+def test_bad_files_are_error_fields_in_json(small_checkpoint, sure_digits, tmp_path, capsys):
+    good = write_digit(tmp_path / "five.png", sure_digits[5])
+    bad = bad_files(tmp_path, good)
+    assert main(["predict", good, *bad, "--checkpoint", str(small_checkpoint), "--json"]) == 1
+    answers = json.loads(capsys.readouterr().out)
+    assert answers[0]["digit"] == 5 and answers[0]["error"] is None
+    for answer in answers[1:]:
+        assert answer["error"] and answer["digit"] is None and answer["top"] == []
+
+
+def test_blank_image_is_no_digit_not_a_made_up_label(small_checkpoint, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (200, 200), 255).save(blank)
+    assert main(["predict", str(blank), "--checkpoint", str(small_checkpoint)]) == 0
+    assert capsys.readouterr().out.strip() == f"{blank}: no digit (the image has no visible ink)"
+    assert main(["predict", str(blank), "--checkpoint", str(small_checkpoint), "--json"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    assert answer["has_ink"] is False and answer["digit"] is None and answer["error"] is None
+
+
+def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path, sure_digits, capsys):
+    image = write_digit(tmp_path / "one.png", sure_digits[1])
+    assert main(["predict", image, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "nope.pth" in err
+
+
+def test_top_outside_the_classes_is_a_usage_error(small_checkpoint, sure_digits, tmp_path, capsys):
+    image = write_digit(tmp_path / "one.png", sure_digits[1])
+    assert main(["predict", image, "--checkpoint", str(small_checkpoint), "--top", "11"]) == 2
+    assert "--top must be between 1 and 10" in capsys.readouterr().err
+
+
+def test_console_command_exit_status_says_whether_any_file_failed(small_checkpoint, sure_digits, tmp_path):
+    good = write_digit(tmp_path / "eight.png", sure_digits[8], scale=5, dark_on_light=True, canvas=(200, 160))
+    command = [sys.executable, "-m", "mnist_classifier", "predict", "--checkpoint", str(small_checkpoint)]
+    ok = subprocess.run([*command, good], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"{good}: 8 ("), ok.stderr
+    failed = subprocess.run([*command, good, str(tmp_path / "gone.png")], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "gone.png" in failed.stderr and "Traceback" not in failed.stderr
+    usage = subprocess.run([*command[:-2]], capture_output=True, text=True, timeout=120)  # no IMAGE
+    assert usage.returncode == 2 and "IMAGE" in usage.stderr
+
+
+def test_jpeg_photo_of_a_digit_is_read(small_checkpoint, sure_digits, tmp_path, capsys):
+    """A lossy JPEG (ringing around the strokes) on grey paper still reads right."""
+    big = cv2.resize(sure_digits[4], None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC)
+    paper = np.full((420, 520), 200, np.uint8)
+    paper[40:40 + big.shape[0], 150:150 + big.shape[1]] -= (big * 0.7).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(paper).save(buffer, format="JPEG", quality=60)
+    photo = tmp_path / "four.jpg"
+    photo.write_bytes(buffer.getvalue())
+    assert main(["predict", str(photo), "--checkpoint", str(small_checkpoint)]) == 0
+    assert capsys.readouterr().out.startswith(f"{photo}: 4 (")
