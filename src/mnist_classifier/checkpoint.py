@@ -54,6 +54,14 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def remove_partial_writes(directory: str | Path) -> list[Path]:
+    """Delete temporary files left by a process killed mid-save (the real files are intact)."""
+    leftovers = list(Path(directory).glob(".*.pth.*.tmp"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; every way it can be wrong is one CheckpointError."""
     path = Path(path)

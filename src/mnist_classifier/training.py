@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
@@ -287,8 +287,7 @@ class Trainer:
             self.writer.add_hparams(hparams, {"hparam/test_accuracy": test.accuracy,
                                               "hparam/best_val_accuracy": payload["accuracy"]}, run_name=".")
             # the same confusion matrix and mistakes grid that `mnist-classifier evaluate` draws
-            log_test_figures(self.writer, self.model, self.test_split.to(self.ctx.device), self.norm,
-                             self.class_names, payload["epoch"])
+            log_test_figures(self.writer, test.logits, self.test_split, self.class_names, payload["epoch"])
         return payload["accuracy"], test.accuracy
 
 
@@ -303,6 +302,8 @@ def train(
     for directory in (config.save_dir, config.log_dir):
         check_writable(directory)
     ctx = distributed.setup(config.device)
+    if ctx.is_main:
+        remove_partial_writes(config.save_dir)
     speak = log if ctx.is_main else (lambda _line: None)
     try:
         if config.batch_size % ctx.world_size:

@@ -1,0 +1,100 @@
+"""Training survives kill -9 (anywhere, including mid-checkpoint-write) and Ctrl-C."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.training import train
+
+from .conftest import DATA_DIR, REPO_ROOT
+from .test_training import quiet, small_config
+
+RUN = dict(limit_train=2000, epochs=3, batch_size=100, seed=11)
+FLAGS = ["--limit-train", "2000", "--epochs", "3", "--batch-size", "100", "--seed", "11"]
+
+
+def cli_train(folder, *extra, env_extra=None):
+    command = [sys.executable, "-m", "mnist_classifier", "train", *FLAGS, "--data-dir", str(DATA_DIR),
+               "--save-dir", str(folder / "models"), "--log-dir", str(folder / "runs"), *extra]
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def resume_flags(folder):
+    last = folder / "models" / "simple_cnn_last.pth"
+    return ["--resume", str(last)] if last.exists() else []
+
+
+def assert_every_checkpoint_loads(folder):
+    for path in (folder / "models").glob("*.pth"):
+        load_checkpoint(path)  # raises on a torn file
+
+
+def assert_same_weights(path_a, path_b):
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
+    assert a["epoch"] == b["epoch"]
+    for key, tensor in a["model_state_dict"].items():
+        assert torch.equal(tensor, b["model_state_dict"][key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mnist_raw_dir):
+    folder = tmp_path_factory.mktemp("reference")
+    return train(small_config(folder, **RUN), log=quiet).last_path
+
+
+def test_ten_random_kill_9s_lose_nothing(tmp_path, reference):
+    chance = random.Random(20261124)
+    kills = 0
+    while kills < 10:
+        process = cli_train(tmp_path, *resume_flags(tmp_path))
+        time.sleep(chance.uniform(1.5, 6.0))
+        if process.poll() is not None:  # it finished first: the run is complete
+            break
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        kills += 1
+        assert_every_checkpoint_loads(tmp_path)
+    finish = cli_train(tmp_path, *resume_flags(tmp_path))
+    _, err = finish.communicate(timeout=300)
+    assert finish.returncode == 0, err[-1500:]
+    assert kills >= 3  # the run is long enough for the kills to land mid-training
+    assert_same_weights(reference, tmp_path / "models" / "simple_cnn_last.pth")
+
+
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, reference):
+    injector = str(REPO_ROOT / "tests" / "fault_injection")
+    # saves: epoch 1 writes best then last (2 saves); the 4th save is epoch 2's last.
+    process = cli_train(tmp_path, env_extra={"PYTHONPATH": injector, "MNIST_FAULT_KILL_ON_SAVE": "4"})
+    process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGKILL
+    last = load_checkpoint(tmp_path / "models" / "simple_cnn_last.pth")
+    assert last["epoch"] == 1  # the torn write never replaced it
+    assert list((tmp_path / "models").glob(".*.tmp"))  # the torn temporary file is there...
+    finish = cli_train(tmp_path, *resume_flags(tmp_path))
+    _, err = finish.communicate(timeout=300)
+    assert finish.returncode == 0, err[-1500:]
+    assert not list((tmp_path / "models").glob(".*.tmp"))  # ...and is cleaned up on resume
+    assert_same_weights(reference, tmp_path / "models" / "simple_cnn_last.pth")
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, mnist_raw_dir):
+    process = cli_train(tmp_path)
+    last = tmp_path / "models" / "simple_cnn_last.pth"
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert f"--resume {last}" in err
+    assert load_checkpoint(last)["epoch"] >= 1
