@@ -1,0 +1,185 @@
+"""The report folder: metrics.json, the figures, and report.html with everything in it.
+
+The folder appears complete or not at all: files are written into a hidden staging
+folder beside the target and moved in only once all of them exist. An existing
+folder keeps any other files it holds; the report's own files are replaced.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .evaluation import METRICS, Evaluation
+from .plots import figure_png, report_figures
+
+REPORTS_DIR = Path("reports")
+FIGURE_TITLES = {
+    "per_class_accuracy": "Per-class accuracy",
+    "confusion_matrix": "Confusion matrix",
+    "error_analysis": "Most confident mistakes",
+    "sample_predictions": "Sample predictions",
+    "training_curves": "Training curves",
+}
+
+
+def default_report_dir(model_name: str) -> Path:
+    return REPORTS_DIR / model_name
+
+
+def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkpoint: Path, out_dir: Path) -> Path:
+    """Write metrics.json, the five PNGs and report.html into out_dir; returns out_dir."""
+    model_name = payload["model_name"]
+    figures = report_figures(evaluation, images, payload.get("history"), model_name, training_note(payload))
+    pngs = {name: figure_png(figure) for name, figure in figures.items()}
+    summary = report_metadata(payload, checkpoint) | evaluation.to_dict()
+    files = {f"{name}.png": data for name, data in pngs.items()}
+    files["metrics.json"] = (json.dumps(summary, indent=2) + "\n").encode()
+    files["report.html"] = render_html(evaluation, summary, pngs).encode()
+    return install_files(files, out_dir)
+
+
+def report_metadata(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    return {
+        "model_name": payload["model_name"],
+        "dataset": payload.get("dataset", "mnist"),
+        "checkpoint": str(checkpoint),
+        "epochs_trained": payload.get("epoch"),
+        "validation_accuracy": payload.get("accuracy"),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def training_note(payload: dict[str, Any]) -> str | None:
+    """Why train accuracy can sit below validation accuracy: the train batches are harder."""
+    config = payload.get("config") or {}
+    parts = []
+    if config.get("augment"):
+        parts.append("on augmented batches (random shift, rotation, scale)")
+    if config.get("label_smoothing"):
+        parts.append(f"with label smoothing {config['label_smoothing']:g}")
+    if not parts:
+        return None
+    return f"Train loss and accuracy are measured {' '.join(parts)}; validation on the plain held-out images."
+
+
+def check_report_dir(out_dir: Path) -> Path:
+    """Refuse an --out that cannot be a folder before any work is done."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"report folder {out_dir} is a file: choose another --out")
+    return out_dir
+
+
+def install_files(files: dict[str, bytes], out_dir: Path) -> Path:
+    """Stage every file, then move them into out_dir together; on failure leave nothing."""
+    out_dir = check_report_dir(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as error:
+        raise UserError(f"cannot write the report to {out_dir} ({error.strerror}): choose another --out") from None
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if out_dir.is_dir():
+            for name in files:
+                os.replace(staging / name, out_dir / name)
+            staging.rmdir()
+        else:
+            staging.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
+            os.replace(staging, out_dir)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write the report to {out_dir} ({error.strerror}): choose another --out") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# ------------------------------------------------------------------------ html
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; } .meta { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
+th { background: #f3f4f6; } td.name, th.name { text-align: left; }
+td.diag { background: #dbeafe; font-weight: bold; } td.err { background: #fee2e2; }
+figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-weight: bold; margin-bottom: 0.3rem; }
+.cols { display: flex; gap: 2.5rem; flex-wrap: wrap; align-items: flex-start; }
+"""
+
+
+def _value(name: str, value: float) -> str:
+    metric = METRICS.get(name)
+    return f"{value:.4f}" if metric is not None and not metric.percent else f"{value:.2%}"
+
+
+def _description(name: str) -> str:
+    return METRICS[name].description if name in METRICS else ""
+
+
+def _training_facts(summary: dict[str, Any]) -> str:
+    facts = []
+    if summary.get("epochs_trained") is not None:
+        facts.append(f"{summary['epochs_trained']} epochs")
+    if summary.get("validation_accuracy") is not None:
+        facts.append(f"validation accuracy {summary['validation_accuracy']:.2%}")
+    return "".join(f"{fact} &middot; " for fact in facts)
+
+
+def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    """One self-contained page: every number and table, every figure embedded as base64."""
+    esc, names, ev = html.escape, evaluation.class_names, evaluation
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+           f"<title>{esc(summary['model_name'])} evaluation</title><style>{STYLE}</style></head><body>",
+           f"<h1>{esc(summary['model_name'])} on the {esc(summary['dataset'])} test set</h1>",
+           f"<p class='meta'>{summary['test_size']:,} test images &middot; checkpoint "
+           f"<code>{esc(summary['checkpoint'])}</code> &middot; {_training_facts(summary)}"
+           f"created {esc(summary['created'])}</p>", "<h2>Summary</h2><table>",
+           "<tr><th class='name'>metric</th><th>value</th><th class='name'>meaning</th></tr>"]
+    for name, value in ev.scalar_metrics().items():
+        out.append(f"<tr><td class='name'>{esc(name)}</td><td>{_value(name, value)}</td>"
+                   f"<td class='name'>{esc(_description(name))}</td></tr>")
+    out.append("</table><div class='cols'><div><h2>Per class</h2><table>")
+    per_class = ev.per_class_metrics()
+    out.append("<tr><th class='name'>class</th><th>images</th>"
+               + "".join(f"<th title='{esc(_description(k))}'>{esc(k)}</th>" for k in per_class) + "</tr>")
+    for c, name in enumerate(names):
+        cells = "".join(f"<td>{_value(k, v[c])}</td>" for k, v in per_class.items())
+        out.append(f"<tr><td class='name'>{esc(name)}</td><td>{int(ev.class_counts[c]):,}</td>{cells}</tr>")
+    out.append("</table></div><div><h2>Most confused pairs</h2><table>"
+               "<tr><th class='name'>true</th><th class='name'>predicted</th><th>images</th><th>of the class</th></tr>")
+    for pair in summary["most_confused_pairs"]:
+        out.append(f"<tr><td class='name'>{esc(pair['true'])}</td><td class='name'>{esc(pair['predicted'])}</td>"
+                   f"<td>{pair['count']}</td><td>{pair['share_of_class']:.2%}</td></tr>")
+    out.append("</table></div></div><h2>Confusion matrix</h2><p>Rows: true class; columns: predicted.</p><table>")
+    out.append("<tr><th class='name'>true \\ pred</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>")
+    for row, name in enumerate(names):
+        cells = "".join(
+            f"<td class='{'diag' if row == col else 'err' if count else ''}'>{count}</td>"
+            for col, count in enumerate(ev.confusion[row]))
+        out.append(f"<tr><th class='name'>{esc(name)}</th>{cells}</tr>")
+    out.append("</table><h2>Most confident mistakes</h2><table><tr><th>test index</th><th class='name'>true</th>"
+               "<th class='name'>predicted</th><th>confidence</th><th class='name'>top 3</th></tr>")
+    for mistake in summary["most_confident_mistakes"][:12]:
+        top3 = ", ".join(f"{esc(t['class'])}: {t['probability']:.1%}" for t in mistake["top3"])
+        out.append(f"<tr><td>{mistake['index']}</td><td class='name'>{esc(mistake['true'])}</td>"
+                   f"<td class='name'>{esc(mistake['predicted'])}</td><td>{mistake['confidence']:.1%}</td>"
+                   f"<td class='name'>{top3}</td></tr>")
+    out.append("</table><h2>Figures</h2>")
+    for name, data in pngs.items():
+        encoded = base64.b64encode(data).decode("ascii")
+        out.append(f"<figure><figcaption>{esc(FIGURE_TITLES.get(name, name))}</figcaption>"
+                   f"<img alt='{esc(name)}' src='data:image/png;base64,{encoded}'></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,255 @@
+"""`mnist-classifier evaluate` on a real (one-epoch) checkpoint and the real test set."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_classifier.cli import main
+from mnist_classifier.datasets import MNIST
+from mnist_classifier.errors import UserError
+from mnist_classifier.evaluation import METRICS, evaluate_predictions, register_metric
+from mnist_classifier.report import install_files, render_html
+from mnist_classifier.sources import find_idx_file, read_idx
+
+from .conftest import DATA_DIR
+
+FIGURES = ("per_class_accuracy", "confusion_matrix", "error_analysis", "sample_predictions", "training_curves")
+
+
+@pytest.fixture(scope="module")
+def report(small_checkpoint, tmp_path_factory):
+    """Run the command once, from a fresh folder, with the default --out.
+
+    Returns (report dir, what it printed, the Evaluation it computed)."""
+    import mnist_classifier.evaluation as evaluation
+
+    workdir = tmp_path_factory.mktemp("evaluate")
+    printed, results = io.StringIO(), []
+
+    def spy(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    real = evaluation.evaluate_checkpoint
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(evaluation, "evaluate_checkpoint", spy)
+        patch.chdir(workdir)
+        status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--data-dir", str(DATA_DIR)])
+    assert status == 0 and len(results) == 1
+    return workdir / "reports" / "simple_cnn", printed.getvalue(), results[0][0]
+
+
+@pytest.fixture(scope="module")
+def metrics(report):
+    return json.loads((report[0] / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def test_labels(mnist_raw_dir):
+    """Straight from the IDX file, not through the package's data loading."""
+    return read_idx(find_idx_file(mnist_raw_dir, MNIST.test_labels)).astype(np.int64)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_is_a_real_png_of_sensible_size(report, name):
+    path = report[0] / f"{name}.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert 700 <= width <= 2500 and 400 <= height <= 2000, image.size
+    assert pixels.std() > 20  # drawn on, not a blank canvas
+    assert path.stat().st_size > 15_000
+
+
+def test_metrics_json_agrees_with_the_confusion_matrix(metrics, test_labels):
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (10, 10)
+    assert confusion.sum() == metrics["test_size"] == 10_000
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["metrics"]["accuracy"], abs=1e-12)
+    assert confusion.sum(axis=1).tolist() == np.bincount(test_labels, minlength=10).tolist()
+    assert list(metrics["class_counts"].values()) == np.bincount(test_labels, minlength=10).tolist()
+    assert metrics["metrics"]["accuracy"] > 0.9  # a real model on the real test set
+
+
+def test_per_class_numbers_match_an_independent_computation(small_checkpoint, report, metrics, test_labels):
+    """The JSON's numbers against plain numpy formulas on the evaluation's own predictions."""
+    evaluation = report[2]
+    preds = evaluation.probs.argmax(1)
+    assert evaluation.labels.tolist() == test_labels.tolist()
+    # the predictions are the model's: training scored the same checkpoint on the same images
+    recorded = torch.load(small_checkpoint, weights_only=True)["test_accuracy"]
+    assert np.mean(preds == test_labels) == pytest.approx(recorded, abs=1e-6)
+    confusion = np.zeros((10, 10), dtype=int)
+    np.add.at(confusion, (test_labels, preds), 1)
+    assert confusion.tolist() == metrics["confusion_matrix"]
+    for c in range(10):
+        name = str(c)
+        true_positive = np.sum((preds == c) & (test_labels == c))
+        precision = true_positive / np.sum(preds == c)
+        recall = true_positive / np.sum(test_labels == c)
+        assert metrics["metrics"]["precision"][name] == pytest.approx(precision, abs=1e-12)
+        assert metrics["metrics"]["recall"][name] == pytest.approx(recall, abs=1e-12)
+        assert metrics["metrics"]["per_class_accuracy"][name] == pytest.approx(recall, abs=1e-12)
+        assert metrics["metrics"]["f1"][name] == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-12)
+    per_class_f1 = list(metrics["metrics"]["f1"].values())
+    assert metrics["metrics"]["macro_f1"] == pytest.approx(np.mean(per_class_f1), abs=1e-12)
+    top2 = np.argsort(-evaluation.probs, axis=1)[:, :2]
+    top2_accuracy = np.mean((top2 == test_labels[:, None]).any(axis=1))
+    assert metrics["metrics"]["top2_accuracy"] == pytest.approx(top2_accuracy, abs=1e-12)
+
+
+def test_confused_pairs_and_mistakes_are_ranked_and_consistent(metrics):
+    confusion = np.array(metrics["confusion_matrix"])
+    pairs = metrics["most_confused_pairs"]
+    counts = [pair["count"] for pair in pairs]
+    assert counts and counts == sorted(counts, reverse=True)
+    off_diagonal = confusion - np.diag(np.diag(confusion))
+    assert counts[0] == off_diagonal.max()
+    for pair in pairs:
+        assert confusion[int(pair["true"]), int(pair["predicted"])] == pair["count"]
+    mistakes = metrics["most_confident_mistakes"]
+    confidences = [m["confidence"] for m in mistakes]
+    assert len(mistakes) == min(24, off_diagonal.sum()) and confidences == sorted(confidences, reverse=True)
+    for mistake in mistakes:
+        assert mistake["true"] != mistake["predicted"] == mistake["top3"][0]["class"]
+
+
+def test_report_html_is_self_contained_with_every_figure(report, metrics):
+    page = (report[0] / "report.html").read_text()
+    embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(embedded) == len(FIGURES)
+    for data in embedded:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            assert image.format == "PNG"
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    for name in METRICS:
+        assert name in page
+    assert f"{metrics['metrics']['accuracy']:.2%}" in page
+
+
+def test_summary_table_is_printed(report, metrics):
+    printed = report[1]
+    assert f"accuracy {metrics['metrics']['accuracy']:.2%}" in printed
+    assert len(re.findall(r"^\s+\d\s+[\d,]+\s", printed, re.MULTILINE)) == 10  # one row per digit
+    assert "report.html" in printed
+    assert len(printed.splitlines()) < 20
+
+
+def test_a_registered_metric_reaches_json_and_html():
+    rng = np.random.default_rng(0)
+    labels, probs = rng.integers(0, 3, 60), rng.dirichlet(np.ones(3), 60)
+
+    @register_metric("wrong_count", percent=False)
+    def wrong_count(labels, preds, probs):
+        """Number of misclassified images."""
+        return float(np.sum(labels != preds))
+
+    try:
+        evaluation = evaluate_predictions(labels, probs, ["a", "b", "c"])
+        summary = evaluation.to_dict()
+        page = render_html(evaluation, {"model_name": "m", "dataset": "d", "checkpoint": "c", "epochs_trained": 1,
+                                        "created": "now", **summary}, {})
+    finally:
+        METRICS.pop("wrong_count")
+    assert summary["metrics"]["wrong_count"] == np.sum(labels != probs.argmax(1))
+    assert "wrong_count" in page and "Number of misclassified images." in page
+
+
+def test_training_puts_the_figures_into_tensorboard(small_checkpoint):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = torch.load(small_checkpoint, weights_only=True)["run_dir"]
+    events = EventAccumulator(run_dir)
+    events.Reload()
+    assert {"Test/confusion_matrix", "Test/misclassified"} <= set(events.Tags()["images"])
+
+
+# ------------------------------------------------------------------ bad input
+def run_evaluate(tmp_path, capsys, checkpoint) -> tuple[int, str, Path]:
+    out = tmp_path / "reports" / "x"
+    status = main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out), "--data-dir", str(DATA_DIR)])
+    return status, capsys.readouterr().err.strip(), out
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path, capsys):
+    status, err, out = run_evaluate(tmp_path, capsys, tmp_path / "models" / "simple_cnn_best.pth")
+    assert status == 2
+    assert len(err.splitlines()) == 1 and "not found" in err and "mnist-classifier train" in err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_truncated_checkpoint_is_refused_without_a_report(tmp_path, capsys, small_checkpoint):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(small_checkpoint.read_bytes()[:200_000])
+    status, err, out = run_evaluate(tmp_path, capsys, broken)
+    assert status != 0 and len(err.splitlines()) == 1 and "broken.pth" in err
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, id="png-bytes"),
+    pytest.param(b"this is not a checkpoint, just notes\n", id="text"),
+])
+def test_foreign_file_is_refused_without_a_report(tmp_path, capsys, content):
+    foreign = tmp_path / "notes.pth"
+    foreign.write_bytes(content)
+    status, err, out = run_evaluate(tmp_path, capsys, foreign)
+    assert status != 0 and len(err.splitlines()) == 1 and "notes.pth" in err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_weights_that_do_not_fit_model_name_are_refused(tmp_path, capsys, small_checkpoint):
+    payload = torch.load(small_checkpoint, weights_only=True)
+    payload["model_name"] = "improved_cnn"
+    mislabelled = tmp_path / "mislabelled.pth"
+    torch.save(payload, mislabelled)
+    status, err, out = run_evaluate(tmp_path, capsys, mislabelled)
+    assert status != 0 and len(err.splitlines()) == 1
+    assert "do not fit model 'improved_cnn'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mislabelled.pth"]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys, small_checkpoint):
+    blocker = tmp_path / "report.txt"
+    blocker.write_text("keep me")
+    status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--out", str(blocker)])
+    assert status == 2 and "is a file" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_a_failed_write_leaves_no_partial_report(tmp_path, monkeypatch):
+    files = {"metrics.json": b"{}", "a.png": b"png", "report.html": b"<html>"}
+    written = []
+    original = Path.write_bytes
+
+    def fail_on_third(self, data):
+        written.append(self.name)
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fail_on_third)
+    with pytest.raises(UserError, match="No space left"):
+        install_files(files, tmp_path / "reports" / "m")
+    assert list((tmp_path / "reports").iterdir()) == []
+
+
+def test_an_existing_report_folder_keeps_other_files(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "metrics.json").write_text("old")
+    install_files({"metrics.json": b"new", "report.html": b"<html>"}, out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "report.html"]
+    assert (out / "metrics.json").read_text() == "new" and (out / "notes.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
