@@ -25,6 +25,7 @@ from .errors import CheckpointError
 from .models import MODEL_REGISTRY, create_model
 
 FORMAT_VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"
 REQUIRED_KEYS = ("model_state_dict", "model_name")
 
 
@@ -67,6 +68,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: train one with `mnist-classifier train`")
+    with open(path, "rb") as file:
+        if file.read(4) != ZIP_MAGIC:
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive): "
+                "pass a .pth file saved by `mnist-classifier train`"
+            )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
