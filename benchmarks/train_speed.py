@@ -141,10 +141,11 @@ def test_accuracy(model, data) -> float:
         return score_split(model, data.test, Normalization(0.1307, 0.3081)).accuracy
 
 
-def print_table(table) -> None:
-    print(f"{'figure':<30} {'unit':<9} {'ours':>10} {'seed-style':>11} {'ratio':>7}  target")
-    for figure, unit, ours, base, target in table:
-        print(f"{figure:<30} {unit:<9} {ours:>10,.1f} {base:>11,.1f} {ours / base:>6.2f}x  {target}")
+def format_table(results: dict) -> str:
+    lines = [f"{'figure':<30} {'unit':<9} {'ours':>10} {'seed-style':>11} {'ratio':>7}  target"]
+    for figure, unit, ours, base, target in rows(results):
+        lines.append(f"{figure:<30} {unit:<9} {ours:>10,.1f} {base:>11,.1f} {ours / base:>6.2f}x  {target}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = ours_worker if args.worker == "ours" else seed_style_worker
         print(json.dumps(worker(args.images, args.until)))
         return 0
-    results = run(args.quick)
-    print_table(rows(results))
-    print(json.dumps(results))
+    print(format_table(run(args.quick)))
     return 0
 
 

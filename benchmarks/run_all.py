@@ -1,0 +1,91 @@
+"""`make bench`: every figure, measured in one run, written to docs/benchmarks.md.
+
+    python benchmarks/run_all.py            # full suite, under 15 minutes on 2 cores
+    python benchmarks/run_all.py --quick    # a smaller version of each, under 2 minutes
+
+Runs training speed (ours vs a seed-style DataLoader pipeline), drawn-digit accuracy
+and demo latency, inference latency/throughput (ONNX Runtime vs eager PyTorch) and the
+web server under load, each against its baseline and target, then writes the report.
+Benchmarks need a quiet machine: other jobs on the same cores skew every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import drawn_digits  # noqa: E402  (benchmarks/ is not a package)
+import inference  # noqa: E402
+import serve_load  # noqa: E402
+import train_speed  # noqa: E402
+
+REPORT = ROOT / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, no GPU; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, load average before the run {os.getloadavg()[0]:.2f}")
+
+
+def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
+    """(title, fixed-width table) for each benchmark, in the order they run."""
+    out = []
+    started = time.perf_counter()
+    out.append(("Training: whole-tensor pipeline vs seed-style DataLoader (SimpleCNN)",
+                train_speed.format_table(train_speed.run(quick))))
+    out.append(("Drawn digits: accuracy after preprocessing, and demo latency",
+                drawn_digits.table(drawn_digits.run(checkpoint, count=1000 if quick else 10_000,
+                                                    runs=100 if quick else 500))))
+    out.append(("Inference: ONNX Runtime vs eager PyTorch",
+                inference.format_table(inference.run(checkpoint, quick=quick))))
+    out.append(("Web server: 16 concurrent clients posting drawn digits",
+                serve_load.report(serve_load.run(duration=5 if quick else 20, clients=16, checkpoint=checkpoint))))
+    print(f"benchmarks took {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return out
+
+
+def write_report(parts: list[tuple[str, str]], command: str) -> None:
+    lines = ["# Benchmarks", "", f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}.", "",
+             f"Command: `{command}` (this file is rewritten by it).", ""]
+    for title, table in parts:
+        lines += [f"## {title}", "", "```", table, "```", ""]
+    previous = REPORT.read_text() if REPORT.exists() else ""
+    if "<!-- notes -->" in previous:  # hand-written notes below the marker survive a rerun
+        lines.append(previous[previous.index("<!-- notes -->"):].rstrip())
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under 2 minutes (default: full)")
+    parser.add_argument("--checkpoint", default=str(ROOT / "models" / "simple_cnn_best.pth"),
+                        help="model for the inference, drawing and server figures (default: models/simple_cnn_best.pth)")
+    args = parser.parse_args(argv)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        print(f"error: checkpoint {checkpoint} not found: run `make train` first", file=sys.stderr)
+        return 2
+    parts = sections(checkpoint, args.quick)
+    for title, table in parts:
+        print(f"\n{title}\n{table}")
+    if not args.quick:  # the quick run is a smoke test; only the full run is the record
+        write_report(parts, shlex.join(["make", "bench"]))
+        print(f"\nwrote {REPORT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
