@@ -180,8 +180,8 @@ class Trainer:
         return distributed.gather_scalar(float((weights * positions.sqrt()).sum()))
 
     # ------------------------------------------------------------------ loop
-    def train_one_epoch(self, epoch: int) -> tuple[float, float, float]:
-        """Returns (mean loss, accuracy, images per second) over all ranks."""
+    def train_one_epoch(self, epoch: int) -> tuple[float, float, float, float]:
+        """Returns (mean loss, accuracy, images per second, seconds) over all ranks."""
         config, ctx = self.config, self.ctx
         torch.manual_seed(config.seed * 1_000 + epoch * 10 + ctx.rank)  # dropout masks
         augment = torch.Generator(device="cpu").manual_seed(config.seed * 7_919 + epoch * 31 + ctx.rank)
@@ -212,7 +212,8 @@ class Trainer:
         progress.close()
         totals = distributed.sum_across_ranks(totals)
         seconds = time.perf_counter() - started
-        return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item(), totals[2].item() / seconds
+        loss, accuracy = totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
+        return loss, accuracy, totals[2].item() / seconds, seconds
 
     def log_batch(self, global_step: int, loss: float, accuracy: float) -> None:
         if self.writer is not None and global_step % BATCH_LOG_EVERY == 0:
@@ -268,8 +269,7 @@ class Trainer:
         if stop_after_epochs is not None:
             last = min(last, self.state.start_epoch + stop_after_epochs)
         for epoch in range(self.state.start_epoch, last):
-            train_loss, train_acc, rate = self.train_one_epoch(epoch)
-            seconds = len(self.train_split) * self.ctx.world_size / rate
+            train_loss, train_acc, rate, seconds = self.train_one_epoch(epoch)
             self.end_epoch(epoch, train_loss, train_acc, rate, seconds)
         return last
 
