@@ -1,0 +1,131 @@
+"""ONNX export: the exported graph computes what the checkpoint computes, and says what it is."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mnist_classifier import export as export_module
+from mnist_classifier.checkpoint import load_model
+from mnist_classifier.cli import main
+from mnist_classifier.data import Normalization, to_model_input
+from mnist_classifier.errors import CheckpointError, UserError
+from mnist_classifier.export import export_onnx, load_onnx_predictor
+from mnist_classifier.inference import load_predictor
+
+from .conftest import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def onnx_path(small_checkpoint, tmp_path_factory):
+    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("onnx") / "small.onnx", data_dir=DATA_DIR)
+
+
+def test_onnx_logits_match_pytorch_on_real_test_images(onnx_path, small_checkpoint, mnist_data):
+    model, payload = load_model(small_checkpoint)
+    batch = to_model_input(mnist_data.test.images[:1000], Normalization(**payload["normalization"]))
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    backend = load_onnx_predictor(onnx_path).backend
+    assert np.abs(backend(batch.numpy()) - expected).max() <= 1e-4  # batched, chunked session
+    assert np.abs(backend(batch[:1].numpy()) - expected[:1]).max() <= 1e-4  # single-image session
+
+
+def test_onnx_predictor_gives_pytorch_top1(onnx_path, small_checkpoint, mnist_data):
+    images = mnist_data.test.images[:1000].numpy()
+    from_torch = load_predictor(small_checkpoint).predict(images)
+    from_onnx = load_predictor(onnx_path).predict(images)  # routed by suffix, like --checkpoint x.onnx
+    assert (from_onnx.argmax(1) == from_torch.argmax(1)).all()
+    assert np.allclose(from_onnx, from_torch, atol=1e-5)
+    assert (from_onnx.argmax(1) == mnist_data.test.labels[:1000].numpy()).mean() > 0.9
+
+
+def test_onnx_file_describes_itself(onnx_path, small_checkpoint):
+    model = onnx.load(onnx_path)
+    meta = {entry.key: entry.value for entry in model.metadata_props}
+    payload = torch.load(small_checkpoint, weights_only=True)
+    assert meta["model_name"] == "simple_cnn" and meta["dataset"] == "mnist"
+    assert json.loads(meta["class_names"]) == [str(d) for d in range(10)]
+    assert float(meta["normalization_mean"]) == payload["normalization"]["mean"]
+    assert int(meta["parameters"]) == 390_858
+    assert json.loads(meta["validation_accuracy"]) == pytest.approx(payload["accuracy"])
+    assert {op.version for op in model.opset_import if op.domain == ""} == {int(meta["opset"])}
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch axis
+    predictor = load_onnx_predictor(onnx_path)
+    assert predictor.info["parameters"] == 390_858 and predictor.info["backend"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", "truncated"])
+def test_corrupt_onnx_is_one_line_checkpoint_error(onnx_path, tmp_path, content):
+    if content == "truncated":
+        content = onnx_path.read_bytes()[:4000]
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(content)
+    with pytest.raises(CheckpointError, match="export it again") as caught:
+        load_predictor(broken)
+    assert "\n" not in str(caught.value)
+
+
+def test_foreign_or_missing_onnx_is_checkpoint_error(onnx_path, tmp_path):
+    foreign = onnx.load(onnx_path)
+    del foreign.metadata_props[:]
+    onnx.save(foreign, tmp_path / "foreign.onnx")
+    with pytest.raises(CheckpointError, match="not exported by mnist-classifier"):
+        load_predictor(tmp_path / "foreign.onnx")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_predictor(tmp_path / "none.onnx")
+
+
+def test_failed_self_check_writes_no_file(small_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "_max_difference", lambda *args: float("nan"))
+    with pytest.raises(UserError, match="failed its check"):
+        export_onnx(small_checkpoint, tmp_path / "bad.onnx", data_dir=DATA_DIR)
+    assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
+
+
+def test_cli_export_then_predict_with_the_onnx_file(small_checkpoint, mnist_data, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # no --out: the default is models/<checkpoint stem>.onnx
+    assert main(["export", "--checkpoint", str(small_checkpoint), "--data-dir", str(DATA_DIR)]) == 0
+    out = tmp_path / "models" / f"{small_checkpoint.stem}.onnx"
+    assert out.is_file()
+    image = tmp_path / "digit.png"
+    Image.fromarray(mnist_data.test.images[0].numpy()).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(image), "--checkpoint", str(out), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)[0]
+    assert answer["digit"] == int(mnist_data.test.labels[0])
+
+
+def test_cli_export_of_missing_checkpoint_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pth"), "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "mnist-classifier train" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_improved_cnn_exports_within_tolerance(tmp_path):
+    from mnist_classifier.checkpoint import save_checkpoint
+    from mnist_classifier.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("improved_cnn").eval()  # untrained weights: parity does not need accuracy
+    checkpoint = save_checkpoint({"model_state_dict": model.state_dict(), "model_name": "improved_cnn",
+                                  "normalization": {"mean": 0.1307, "std": 0.3081}}, tmp_path / "improved.pth")
+    predictor = load_predictor(export_onnx(checkpoint, tmp_path / "improved.onnx", data_dir=DATA_DIR))
+    assert predictor.model_name == "improved_cnn" and predictor.info["parameters"] > 1_000_000
+
+
+def test_damaged_metadata_is_checkpoint_error(onnx_path, tmp_path):
+    damaged = onnx.load(onnx_path)
+    for entry in damaged.metadata_props:
+        if entry.key == "class_names":
+            entry.value = "[not json"
+    onnx.save(damaged, tmp_path / "damaged.onnx")
+    with pytest.raises(CheckpointError, match="damaged metadata"):
+        load_predictor(tmp_path / "damaged.onnx")
