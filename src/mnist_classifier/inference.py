@@ -64,12 +64,15 @@ class Predictor:
 
 
 class TorchBackend:
+    CHUNK = 512  # 10,000 images at once would hold ~1.5 GB of activations; the ONNX backend chunks alike
+
     def __init__(self, model: torch.nn.Module):
         self.model = model.eval()
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(batch)).numpy()
+        inputs = torch.from_numpy(batch)
+        return torch.cat([self.model(chunk) for chunk in inputs.split(self.CHUNK)]).numpy()
 
 
 def load_predictor(path: str | Path) -> Predictor:
