@@ -1,0 +1,207 @@
+// Drawing pad -> POST /api/predict (canvas as PNG) -> big digit, bars, 28x28 preview.
+// No libraries and nothing fetched from elsewhere: the page must work offline.
+"use strict";
+
+const pad = document.getElementById("pad");
+// Opaque canvas: cheaper to draw, and the PNG carries no alpha for the server to composite.
+const ink = pad.getContext("2d", { alpha: false });
+const view = {
+  digit: document.getElementById("digit"),
+  confidence: document.getElementById("confidence"),
+  preview: document.getElementById("preview"),
+  bars: document.getElementById("bars"),
+  status: document.getElementById("status"),
+  model: document.getElementById("model"),
+  notice: document.getElementById("notice"),
+};
+const LINE_WIDTH = pad.width / 14; // MNIST strokes are about 1/8 of the digit's height
+const LIVE_INTERVAL_MS = 150; // predictions while drawing, at most this often
+
+const state = {
+  drawing: false, // a pointer is down on the pad
+  pointer: null, // which one: a second finger must not join the stroke
+  last: null, // previous point of the stroke
+  hasInk: false,
+  generation: 0, // bumped by clear(): answers about a cleared drawing are dropped
+  inFlight: false, // at most one request at a time...
+  again: false, // ...and one more queued when the drawing changed meanwhile
+  lastSent: 0,
+};
+
+// ------------------------------------------------------------------ drawing
+
+function clearPad() {
+  ink.fillStyle = "#fff";
+  ink.fillRect(0, 0, pad.width, pad.height);
+  state.hasInk = false;
+  state.generation += 1;
+  showEmpty();
+}
+
+function toCanvas(event) {
+  // CSS size and canvas size differ (phones, zoom): map client px to canvas px.
+  const box = pad.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) * pad.width) / box.width,
+    y: ((event.clientY - box.top) * pad.height) / box.height,
+  };
+}
+
+function strokeTo(point) {
+  const from = state.last || point;
+  ink.beginPath();
+  ink.moveTo(from.x, from.y);
+  ink.lineTo(point.x + 0.01, point.y); // +0.01: a single click still leaves a dot
+  ink.stroke();
+  state.last = point;
+  state.hasInk = true;
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0 || state.drawing) return; // left button, finger or pen tip; one at a time
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId); // keep the stroke when leaving the box
+  state.drawing = true;
+  state.pointer = event.pointerId;
+  state.last = null;
+  ink.strokeStyle = "#111";
+  ink.lineWidth = LINE_WIDTH;
+  ink.lineCap = ink.lineJoin = "round";
+  strokeTo(toCanvas(event));
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!state.drawing || event.pointerId !== state.pointer) return;
+  // Coalesced events hold the points the browser merged between frames: smoother curves.
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+  for (const e of events.length ? events : [event]) strokeTo(toCanvas(e));
+  if (performance.now() - state.lastSent > LIVE_INTERVAL_MS) predict();
+});
+
+function endStroke(event) {
+  if (!state.drawing || event.pointerId !== state.pointer) return;
+  state.drawing = false;
+  state.last = null;
+  predict();
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+// ------------------------------------------------------------------ predicting
+
+async function predict() {
+  if (!state.hasInk) return showEmpty();
+  if (state.inFlight) {
+    state.again = true;
+    return;
+  }
+  state.inFlight = true;
+  state.lastSent = performance.now();
+  const generation = state.generation;
+  try {
+    const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const started = performance.now();
+    const response = await fetch("api/predict", {
+      method: "POST", headers: { "Content-Type": "image/png" }, body: png,
+    });
+    const answer = await response.json();
+    if (generation !== state.generation) return; // cleared while waiting
+    if (!response.ok) return showStatus(`error ${response.status}: ${answer.detail}`);
+    showPrediction(answer, performance.now() - started);
+  } catch (error) {
+    showStatus(`no answer from the server (${error.message}); is it still running?`);
+  } finally {
+    state.inFlight = false;
+    if (state.again) {
+      state.again = false;
+      predict();
+    }
+  }
+}
+
+// ------------------------------------------------------------------ showing
+
+const bars = [];
+function buildBars(names) {
+  view.bars.replaceChildren();
+  bars.length = 0;
+  for (const name of names) {
+    const row = document.createElement("li");
+    row.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span>' +
+      '<span class="value"></span>';
+    row.querySelector(".name").textContent = name;
+    view.bars.append(row);
+    bars.push({ row, fill: row.querySelector(".fill"), value: row.querySelector(".value") });
+  }
+}
+
+function showBars(probabilities, top) {
+  probabilities.forEach((p, i) => {
+    if (!bars[i]) return;
+    bars[i].fill.style.width = `${(p * 100).toFixed(1)}%`;
+    bars[i].value.textContent = p > 0 ? `${Math.round(p * 100)}%` : "";
+    bars[i].row.classList.toggle("top", i === top);
+  });
+}
+
+function showPrediction(answer, roundTripMs) {
+  if (answer.digit === null) return showEmpty();
+  view.digit.textContent = answer.label ?? String(answer.digit);
+  view.digit.dataset.state = answer.confidence < 0.6 ? "unsure" : "sure";
+  view.confidence.textContent = `${(answer.confidence * 100).toFixed(1)}% sure`;
+  view.preview.src = `data:image/png;base64,${answer.preview_png}`;
+  view.preview.hidden = false;
+  showBars(answer.probabilities, answer.digit);
+  showStatus(`${answer.model}: ${answer.latency_ms.toFixed(1)} ms on the server, ` +
+    `${Math.round(roundTripMs)} ms round trip`);
+}
+
+function showEmpty() {
+  view.digit.textContent = "–";
+  view.digit.dataset.state = "empty";
+  view.confidence.textContent = "draw something";
+  view.preview.hidden = true;
+  view.preview.removeAttribute("src");
+  showBars(new Array(bars.length).fill(0), -1);
+}
+
+function showStatus(text) {
+  view.status.textContent = text;
+}
+
+function percent(x) {
+  return typeof x === "number" ? `${(x * 100).toFixed(2)}%` : "n/a";
+}
+
+async function loadModelCard() {
+  buildBars([...Array(10).keys()].map(String)); // until the model says otherwise
+  try {
+    const card = await (await fetch("api/model")).json();
+    buildBars(card.class_names);
+    showEmpty();
+    const parameters = card.parameters ? `${card.parameters.toLocaleString("en")} parameters, ` : "";
+    view.model.textContent = `${card.name} · ${parameters}validation ${percent(card.validation_accuracy)}` +
+      `, test ${percent(card.test_accuracy)}`;
+    if (!card.drawable) {
+      view.notice.textContent = `This model was trained on "${card.dataset}", which is not a set of ` +
+        "handwritten digits: the drawing demo is digit-only, so expect odd answers.";
+      view.notice.hidden = false;
+    }
+  } catch (error) {
+    view.model.textContent = "could not read /api/model";
+  }
+}
+
+// ------------------------------------------------------------------ controls
+
+document.getElementById("clear").addEventListener("click", clearPad);
+document.getElementById("predict").addEventListener("click", predict);
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return; // keep Ctrl+C = copy
+  const key = event.key.toLowerCase();
+  if (key === "c") clearPad();
+  else if (key === "s") predict();
+});
+
+clearPad();
+loadModelCard();

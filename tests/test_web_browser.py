@@ -1,0 +1,140 @@
+"""The drawing page in a real browser: Debian's chromium, driven by Playwright.
+
+Screenshots land in artifacts/ (gitignored): web_demo_desktop.png, web_demo_phone.png.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_classifier.demo.web import create_app
+from mnist_classifier.inference import load_predictor
+
+from .test_web_api import running_server
+
+pytestmark = pytest.mark.slow
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
+         "has_touch": True}
+
+
+def chromium_path() -> str:
+    """Debian's chromium, installed here (as root, via apt-get) when missing."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip("chromium is missing and installing it needs root: run scripts/system_deps.sh")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                       check=True, timeout=900, env=env)
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"could not install chromium with apt-get: {error}")
+    return shutil.which("chromium") or pytest.skip("apt-get ran but chromium is still missing")
+
+
+@pytest.fixture(scope="module")
+def base_url(small_checkpoint):
+    with running_server(create_app(load_predictor(small_checkpoint))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_path()
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, base_url, **context_options):
+    """A fresh page on the demo; records every URL it asks for and every console error."""
+    page = browser.new_context(**context_options).new_page()
+    page.requested, page.errors = [], []
+    page.on("request", lambda request: page.requested.append(request.url))
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(base_url + "/")
+    playwright_api.expect(page.locator("#model")).to_contain_text("simple_cnn")
+    return page
+
+
+def draw(page, points: list[tuple[float, float]]) -> None:
+    """One mouse stroke through points given as fractions of the canvas box."""
+    box = page.locator("#pad").bounding_box()
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+
+
+ONE = [(0.52, 0.15 + 0.7 * i / 20) for i in range(21)]
+ZERO = [(0.5 + 0.22 * math.sin(2 * math.pi * i / 40), 0.5 - 0.33 * math.cos(2 * math.pi * i / 40))
+        for i in range(43)]
+
+
+def test_drawing_a_one_then_a_zero(browser, base_url):
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    digit = page.locator("#digit")
+    draw(page, ONE)  # the page predicts by itself when the stroke ends
+    playwright_api.expect(digit).to_have_text("1")
+    assert page.locator("#preview").get_attribute("src").startswith("data:image/png;base64,")
+    assert page.locator("#bars li.top .name").inner_text() == "1"
+
+    page.keyboard.press("c")
+    playwright_api.expect(digit).to_have_attribute("data-state", "empty")
+    assert page.locator("#preview").is_hidden() and page.locator("#bars li.top").count() == 0
+    assert page.evaluate("""() => {  // every pixel of the pad is white again
+        const pad = document.getElementById('pad');
+        const pixels = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+        return pixels.every(value => value === 255);
+    }""")
+
+    draw(page, ZERO)
+    playwright_api.expect(digit).to_have_text("0")
+    with page.expect_request("**/api/predict"):  # S asks again
+        page.keyboard.press("s")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "web_demo_desktop.png", full_page=True)
+    assert all(url.startswith(base_url) for url in page.requested), page.requested  # works offline
+    assert page.errors == []
+
+
+def test_phone_width_and_clear_button(browser, base_url):
+    page = open_page(browser, base_url, **PHONE)
+    box = page.locator("#pad").bounding_box()
+    assert box["width"] <= PHONE["viewport"]["width"] and abs(box["width"] - box["height"]) < 2
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
+    draw(page, ONE)
+    playwright_api.expect(page.locator("#digit")).to_have_text("1")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "web_demo_phone.png", full_page=True)
+    page.locator("#clear").click()
+    playwright_api.expect(page.locator("#digit")).to_have_attribute("data-state", "empty")
+    assert page.errors == []
+
+
+def test_page_says_digit_only_for_a_model_of_something_else(browser, small_checkpoint):
+    digits = load_predictor(small_checkpoint)
+    clothes = dataclasses.replace(digits, class_names=[f"item {i}" for i in range(10)],
+                                  info={**digits.info, "dataset": "not-digits"})
+    with running_server(create_app(clothes)) as url:
+        page = open_page(browser, url, viewport=DESKTOP)
+        playwright_api.expect(page.locator("#notice")).to_contain_text("digit-only")
+        assert page.locator("#bars li .name").first.inner_text() == "item 0"
