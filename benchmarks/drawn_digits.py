@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from mnist_classifier.datasets import get_dataset_spec
-from mnist_classifier.demo.desktop import (SHEET, START_SIZE, TORCH_THREADS, DemoState, compute_layout, pen_up,
-                                           render, with_prediction)
+from mnist_classifier.demo.desktop import START_SIZE, TORCH_THREADS, DemoState, pen_up, with_prediction
+from mnist_classifier.demo.panel import SHEET, compute_layout, render
 from mnist_classifier.errors import UserError
 from mnist_classifier.inference import Predictor, load_predictor
 from mnist_classifier.preprocess import to_mnist

@@ -29,8 +29,8 @@ from PIL import Image
 from mnist_classifier import datasets
 from mnist_classifier.cli import main
 from mnist_classifier.demo import desktop
-from mnist_classifier.demo.desktop import (ACCENT, BAR, PAPER, SHEET, Rect, cleared, compute_layout, new_state,
-                                           pen_down, pen_move, pen_up, render, report, to_sheet, with_prediction)
+from mnist_classifier.demo.desktop import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
+from mnist_classifier.demo.panel import ACCENT, BAR, PAPER, SHEET, Rect, compute_layout, render, to_sheet
 from mnist_classifier.inference import Predictor, load_predictor
 from mnist_classifier.preprocess import preview, to_mnist
 
