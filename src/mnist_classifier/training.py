@@ -12,6 +12,7 @@ the best model is scored once on the test set.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
@@ -78,12 +79,30 @@ def check_writable(directory: str | Path) -> None:
         raise UserError(f"cannot write to {directory} ({error.strerror}): choose another folder or fix its permissions") from None
 
 
+def checkpoint_bytes(model: nn.Module) -> int:
+    """About what one checkpoint of this model takes: weights, two Adam moments, buffers."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
+
+
+def check_free_space(directory: str | Path, needed: int) -> None:
+    """A disk too full for the first checkpoints is an error now, not after the first epoch."""
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise UserError(f"only {free / 1e6:.1f} MB free in {directory}, and this run's checkpoints need about "
+                        f"{needed / 1e6:.1f} MB: free some space or choose another --save-dir")
+
+
 def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """The stored run's config; a flag that contradicts it is an error, not a silent change."""
     payload = load_checkpoint(path)
-    if "optimizer_state_dict" not in payload or "config" not in payload:
+    model_from_checkpoint(payload, path)  # wrong architecture or shapes: one line now, not after loading data
+    if "optimizer_state_dict" not in payload or not isinstance(payload.get("config"), dict):
         raise CheckpointError(f"{path} holds weights only, not a resume point: resume from a <model>_last.pth file")
     config = config_from_dict(payload["config"])
+    if config.model_name != payload["model_name"]:
+        raise CheckpointError(f"{path} is inconsistent: its weights are a {payload['model_name']} but its config "
+                              f"says {config.model_name}; the file is damaged or edited, resume from another one")
     for key, value in overrides.items():
         if value is not None and key != "device" and getattr(config, key) != value:
             raise UserError(
@@ -187,38 +206,48 @@ class Trainer:
         augment = torch.Generator(device="cpu").manual_seed(config.seed * 7_919 + epoch * 31 + ctx.rank)
         order = epoch_order(len(self.train_split), config.seed, epoch, ctx.device)
         batches = training_batches(self.train_split, order, config.batch_size, ctx.rank, ctx.world_size)
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
+        # Summed on the device: reading a GPU value every step would stall the pipeline.
+        totals = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss sum, correct, seen
         self.net.train()
         started = time.perf_counter()
         progress = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                         disable=None if ctx.is_main else True, leave=False)
         for step, (images, labels) in enumerate(batches):
-            inputs = to_model_input(images, self.norm, augment if config.augment else None)
-            logits = self.net(inputs.contiguous(memory_format=self.memory_format))
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if self.scheduler is not None and config.scheduler != "plateau":
-                self.scheduler.step()
-            correct = (logits.detach().argmax(1) == labels).sum().item()
-            totals += torch.tensor([loss.item() * len(labels), correct, len(labels)], dtype=torch.float64)
-            self.log_batch(epoch * self.steps + step, loss.item(), correct / len(labels))
+            batch_totals = self.train_step(images, labels, augment if config.augment else None)
+            totals += batch_totals
+            if step % BATCH_LOG_EVERY == 0:
+                self.log_batch(epoch * self.steps + step, batch_totals)
             progress.update()
-            if step % 20 == 0:
-                rate = totals[2].item() * ctx.world_size / (time.perf_counter() - started)
-                progress.set_postfix(loss=f"{totals[0].item() / totals[2].item():.4f}",
-                                     acc=f"{totals[1].item() / totals[2].item():.2%}", img_s=f"{rate:,.0f}")
+            if step % 20 == 0 and not progress.disable:
+                loss_sum, correct, seen = totals.tolist()
+                rate = seen * ctx.world_size / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}", img_s=f"{rate:,.0f}")
         progress.close()
-        totals = distributed.sum_across_ranks(totals)
+        loss_sum, correct, seen = distributed.sum_across_ranks(totals.cpu()).tolist()
         seconds = time.perf_counter() - started
-        loss, accuracy = totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
-        return loss, accuracy, totals[2].item() / seconds, seconds
+        return loss_sum / seen, correct / seen, seen / seconds, seconds
 
-    def log_batch(self, global_step: int, loss: float, accuracy: float) -> None:
-        if self.writer is not None and global_step % BATCH_LOG_EVERY == 0:
-            self.writer.add_scalar("Train/Loss_batch", loss, global_step)
-            self.writer.add_scalar("Train/Acc_batch", accuracy, global_step)
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, augment: torch.Generator | None) -> torch.Tensor:
+        """One optimiser step; returns (loss sum, correct, seen) for the batch, on the device."""
+        inputs = to_model_input(images, self.norm, augment).contiguous(memory_format=self.memory_format)
+        # bf16 autocast pays off on GPUs; on CPUs without native bf16 it was slower (measured).
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.ctx.device.type == "cuda"):
+            logits = self.net(inputs)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None and self.config.scheduler != "plateau":
+            self.scheduler.step()
+        correct = (logits.detach().argmax(1) == labels).sum()
+        return torch.stack((loss.detach().double() * len(labels), correct.double(),
+                            torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device)))
+
+    def log_batch(self, global_step: int, batch_totals: torch.Tensor) -> None:
+        if self.writer is not None:
+            loss_sum, correct, seen = batch_totals.tolist()
+            self.writer.add_scalar("Train/Loss_batch", loss_sum / seen, global_step)
+            self.writer.add_scalar("Train/Acc_batch", correct / seen, global_step)
 
     def end_epoch(self, epoch: int, train_loss: float, train_acc: float, rate: float, seconds: float) -> None:
         val = score_split(self.model, self.val_split, self.norm)
@@ -317,6 +346,9 @@ def train(
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)
+        # best + last for a new run; a resumed one replaces files that exist (one temporary at a time).
+        # Every rank checks, so that all stop together rather than wait for rank 0 forever.
+        check_free_space(config.save_dir, checkpoint_bytes(trainer.model) * (1 if resume_payload else 2))
         if ctx.is_main:
             trainer.open_writer()
             speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
