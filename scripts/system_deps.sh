@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the desktop-window and browser tests drive, if missing.
+# Install the Debian packages that the desktop-window and browser tests drive, and the
+# Fashion-MNIST files the tests train on, if missing.
 # Needs root (as on CI); without it, says which command to run and carries on.
 set -euo pipefail
 needed=()
@@ -7,9 +8,10 @@ command -v Xvfb >/dev/null || needed+=(xvfb)
 command -v xdotool >/dev/null || needed+=(xdotool)
 command -v chromium >/dev/null || needed+=(chromium)
 command -v xwd >/dev/null || needed+=(x11-apps)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || needed+=(dataset-fashion-mnist)
 [ ${#needed[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "missing ${needed[*]}: run 'sudo apt-get install -y ${needed[*]}' (the GUI and browser tests need them)" >&2
+  echo "missing ${needed[*]}: run 'sudo apt-get install -y ${needed[*]}' (the GUI, browser and Fashion-MNIST tests need them)" >&2
   exit 0
 fi
 echo "installing ${needed[*]} from Debian"

@@ -41,6 +41,7 @@ def test_exploration_notebook_executes(kernel_for_this_python, monkeypatch, mnis
     monkeypatch.setenv("MNIST_NOTEBOOK_QUICK", "1")
     monkeypatch.delenv("MNIST_NOTEBOOK_CHECKPOINT", raising=False)
     monkeypatch.delenv("MNIST_NOTEBOOK_IMAGE", raising=False)
+    monkeypatch.delenv("MNIST_NOTEBOOK_DATASET", raising=False)  # the default, MNIST
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(notebook, kernel_name=kernel_for_this_python, timeout=180,
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})

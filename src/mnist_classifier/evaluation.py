@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Normalization, Split, eval_batches, load_data, to_model_input
+from .datasets import get_dataset_spec
+from .errors import UserError
 
 
 @dataclass
@@ -127,7 +129,7 @@ def log_loss(labels, preds, probs):
 
 @register_metric("per_class_accuracy")
 def per_class_accuracy(labels, preds, probs):
-    """Per class: share of that digit's images classified correctly."""
+    """Per class: share of its images classified correctly."""
     matrix = skm.confusion_matrix(labels, preds, labels=_class_ids(probs))
     return np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
 
@@ -256,9 +258,11 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     data_dir: str | Path = "data",
     log: Callable[[str], None] = print,
+    dataset: str | None = None,
 ) -> tuple[Evaluation, Path]:
     """Score a checkpoint on its test set and write the report; returns it and its folder.
 
+    The test set is that of the checkpoint's dataset; asking for another one is an error.
     Everything is computed before the first file is written, and the folder appears
     complete or not at all (see report.write_report).
     """
@@ -266,8 +270,10 @@ def evaluate_checkpoint(
     from .report import check_report_dir, default_report_dir, write_report
 
     model, payload = load_model(checkpoint)
+    trained_on = payload.get("dataset", "mnist")  # checkpoints older than the registry are MNIST
+    check_same_dataset(checkpoint, trained_on, dataset)
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_report_dir(payload["model_name"]))
-    data = load_data(data_dir, payload.get("dataset", "mnist"), log=lambda _line: None)
+    data = load_data(data_dir, trained_on, log=lambda _line: None)
     stored = payload.get("normalization") or {}
     norm = Normalization(float(stored.get("mean", data.spec.mean)), float(stored.get("std", data.spec.std)))
     class_names = list(payload.get("class_names") or data.spec.class_names)
@@ -277,6 +283,13 @@ def evaluate_checkpoint(
     return evaluation, written
 
 
+def check_same_dataset(checkpoint: str | Path, trained_on: str, requested: str | None) -> None:
+    if requested is not None and requested != trained_on:
+        get_dataset_spec(requested)  # an unknown name gets the error that lists the choices
+        raise UserError(f"{checkpoint} was trained on {trained_on}, not {requested}: its score on {requested} "
+                        f"would be meaningless; drop --dataset, or evaluate a model trained on {requested}")
+
+
 def summary_text(evaluation: Evaluation, model_name: str, report_dir: Path) -> str:
     """The short table printed at the end of `mnist-classifier evaluate`."""
     scalars = evaluation.scalar_metrics()
@@ -284,11 +297,12 @@ def summary_text(evaluation: Evaluation, model_name: str, report_dir: Path) -> s
         f"{name} {value:.2%}" if METRICS[name].percent else f"{name} {value:.4f}" for name, value in scalars.items()
     )
     per_class = {k: v for k, v in evaluation.per_class_metrics().items() if k in ("precision", "recall", "f1")}
+    width = max(5, *map(len, evaluation.class_names))  # "T-shirt/top" as well as "7"
     lines = [f"{model_name} on {len(evaluation.labels):,} test images: {shown}",
-             f"{'class':>5} {'images':>7} " + " ".join(f"{name:>9}" for name in per_class)]
+             f"{'class':>{width}} {'images':>7} " + " ".join(f"{name:>9}" for name in per_class)]
     for c, name in enumerate(evaluation.class_names):
         cells = " ".join(f"{values[c]:>9.2%}" for values in per_class.values())
-        lines.append(f"{name:>5} {int(evaluation.class_counts[c]):>7,} {cells}")
+        lines.append(f"{name:>{width}} {int(evaluation.class_counts[c]):>7,} {cells}")
     names = evaluation.class_names
     pairs = ", ".join(f"{names[t]}->{names[p]} ({n})" for t, p, n in evaluation.confused_pairs(5))
     lines.append(f"most confused (true->predicted): {pairs or 'none'}")

@@ -76,7 +76,7 @@ def per_class_accuracy_figure(accuracies: Sequence[float], class_names: Sequence
     ax.yaxis.set_major_locator(MultipleLocator(0.25 if span <= 2 else 0.5 if span <= 5 else 5 if span <= 40 else 10))
     ax.yaxis.set_major_formatter(PercentFormatter(decimals=2 if span <= 2 else 1 if span <= 5 else 0))
     ax.set_ylabel(f"accuracy (axis starts at {floor:g}%)")
-    ax.set_xlabel("digit")
+    ax.set_xlabel("class")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
@@ -108,7 +108,9 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
         dark = row == col or math.log(count) >= 0.55 * math.log(top)  # white text on the darker reds
         ax.text(col, row, f"{count:d}", ha="center", va="center", fontsize=9 if count < 1000 else 8,
                 color="white" if dark else "black", fontweight="bold" if row == col else "normal")
-    ax.set_xticks(range(size), class_names)
+    slanted = max(map(len, class_names)) > 3  # "T-shirt/top" and "Trouser" would overlap
+    ax.set_xticks(range(size), class_names, rotation=35 if slanted else 0,
+                  ha="right" if slanted else "center", rotation_mode="anchor")
     ax.set_yticks(range(size), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -121,9 +123,10 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
 
 
 # ---------------------------------------------------------------------- images
-def _image_grid(count: int, columns: int, cell_height: float, title: str) -> tuple[Figure, list]:
+def _image_grid(count: int, columns: int, cell_height: float, title: str,
+                cell_width: float = 1.45) -> tuple[Figure, list]:
     rows = max(1, math.ceil(count / columns))
-    figure = new_figure(1.45 * columns, cell_height * rows + 0.5)
+    figure = new_figure(cell_width * columns, cell_height * rows + 0.5)
     figure.suptitle(title)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes:
@@ -148,7 +151,9 @@ def mistakes_figure(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, i
     """Misclassified images in the given order, each with true/predicted and top-3 probabilities."""
     indices = list(indices)
     title = title or f"Most confident mistakes ({len(indices)} shown)"
-    figure, axes = _image_grid(len(indices), columns, 2.0, title)
+    wide = max(map(len, class_names)) > 3  # clothing names: fewer, wider cells so titles fit
+    columns = min(columns, 4) if wide else columns
+    figure, axes = _image_grid(len(indices), columns, 2.2 if wide else 2.0, title, 2.9 if wide else 1.45)
     if not indices:
         axes[0].text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
     for ax, index in zip(axes, indices):

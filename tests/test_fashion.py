@@ -1,0 +1,194 @@
+"""Fashion-MNIST, the second dataset: real files from Debian's package, real training.
+
+Set-up: the files come from Debian's `dataset-fashion-mnist`, installed here with apt-get
+when missing and running as root; otherwise these tests are skipped with the command.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_classifier import datasets
+from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.cli import main
+from mnist_classifier.config import resolve_config
+from mnist_classifier.datasets import FASHION_MNIST as SPEC
+from mnist_classifier.datasets import DebianPackage
+from mnist_classifier.errors import DataError
+from mnist_classifier.sources import debian, fetch_dataset, load_arrays, verify_dataset
+from mnist_classifier.training import train
+
+from .conftest import DATA_DIR
+
+PACKAGE = SPEC.debian.name
+DEBIAN_DIR = Path(SPEC.debian.directory)
+
+
+def quiet(_line):
+    pass
+
+
+@pytest.fixture(scope="session")
+def debian_files() -> Path:
+    """Debian's copy of the four original .gz files, installed if missing and allowed."""
+    if not all((DEBIAN_DIR / f"{f.name}.gz").is_file() for f in SPEC.files):
+        if shutil.which("apt-get") is None or not debian._is_root():
+            pytest.skip(f"needs Debian's {PACKAGE}: run `sudo apt-get install -y {PACKAGE}`")
+        subprocess.run(["apt-get", "install", "-y", "-q", PACKAGE], check=True, capture_output=True, timeout=900)
+    return DEBIAN_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion_raw(debian_files) -> Path:
+    """data/FashionMNIST/raw, verified (copied from the Debian package the first time)."""
+    return fetch_dataset(DATA_DIR, "auto", dataset=SPEC.name, log=quiet)
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_debian_source_copies_the_real_files_and_verifies_them(debian_files, tmp_path):
+    lines = []
+    raw = fetch_dataset(tmp_path, "debian", dataset=SPEC.name, log=lines.append)
+    assert raw == tmp_path / "FashionMNIST" / "raw"
+    assert lines == [f"debian: copied 4 files from {debian_files} ({PACKAGE}) to {raw} (verified)"]
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f.name for f in SPEC.files)  # no temp files
+    train_x, train_y, test_x, test_y = load_arrays(raw, SPEC)
+    assert train_x.shape == (60_000, 28, 28) and test_x.shape == (10_000, 28, 28)
+    assert np.bincount(train_y).tolist() == [6000] * 10 and np.bincount(test_y).tolist() == [1000] * 10
+    # the registry's normalisation constants are the real statistics of the training pixels
+    pixels = np.bincount(train_x.ravel(), minlength=256) / train_x.size
+    mean = float(pixels @ (np.arange(256) / 255))
+    std = float(np.sqrt(pixels @ (np.arange(256) / 255 - mean) ** 2))
+    assert (round(mean, 4), round(std, 4)) == (SPEC.mean, SPEC.std)
+
+
+def test_a_corrupt_file_in_the_package_is_refused_and_leaves_nothing(debian_files, tmp_path, monkeypatch):
+    package = tmp_path / "package"
+    package.mkdir()
+    for f in SPEC.files:
+        (package / f"{f.name}.gz").symlink_to(debian_files / f"{f.name}.gz")
+    labels = bytearray(gzip.decompress((debian_files / f"{SPEC.train_labels.name}.gz").read_bytes()))
+    labels[100] = (labels[100] + 1) % 10  # one label changed: still a valid IDX file
+    (package / f"{SPEC.train_labels.name}.gz").unlink()
+    (package / f"{SPEC.train_labels.name}.gz").write_bytes(gzip.compress(bytes(labels)))
+    monkeypatch.setitem(datasets.DATASETS, SPEC.name, replace(SPEC, debian=DebianPackage(PACKAGE, str(package))))
+    with pytest.raises(DataError, match=f"^debian: .*gave a wrong {SPEC.train_labels.name} .*refused"):
+        fetch_dataset(tmp_path / "data", "debian", dataset=SPEC.name, log=quiet)
+    left = [p.name for p in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()]
+    assert left == [SPEC.train_images.name]  # the good file before it; no temp file, nothing after
+
+
+def test_a_changed_local_file_fails_verification(fashion_raw, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in SPEC.files:
+        (raw / f.name).symlink_to(fashion_raw / f.name)
+    labels = bytearray((fashion_raw / SPEC.train_labels.name).read_bytes())
+    labels[-1] ^= 1
+    (raw / SPEC.train_labels.name).unlink()
+    (raw / SPEC.train_labels.name).write_bytes(bytes(labels))
+    with pytest.raises(DataError, match=rf"{SPEC.train_labels.name} is not the expected {SPEC.train_labels.name} \(SHA-256 .*"
+                                   "delete it and run `mnist-classifier data --dataset fashion-mnist`"):
+        verify_dataset(raw, SPEC)
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get: Debian and Ubuntu only")
+def test_without_root_the_missing_package_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(debian, "_is_root", lambda: False)
+    missing = replace(SPEC, debian=DebianPackage(PACKAGE, str(tmp_path / "not-installed")))
+    monkeypatch.setitem(datasets.DATASETS, SPEC.name, missing)
+    with pytest.raises(DataError) as caught:
+        fetch_dataset(tmp_path / "data", "debian", dataset=SPEC.name, log=quiet)
+    message = str(caught.value)
+    assert f"run `sudo apt-get install -y {PACKAGE}`" in message
+    assert "then `mnist-classifier data --dataset fashion-mnist` again" in message
+
+
+# ------------------------------------------------------------------ training and evaluation
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory, fashion_raw):
+    """SimpleCNN, one epoch (60 steps) on the first 3,000 Fashion-MNIST training images:
+    ~77% test accuracy. No augmentation: it pays off over epochs, not in 60 steps."""
+    folder = tmp_path_factory.mktemp("fashion")
+    config = resolve_config(None, dict(dataset=SPEC.name, limit_train=3000, epochs=1, batch_size=50, augment=False,
+                                       seed=1, data_dir=str(DATA_DIR), save_dir=str(folder / "models"),
+                                       log_dir=str(folder / "runs")))
+    return folder, train(config, log=quiet)
+
+
+def test_a_short_run_on_a_fashion_slice_learns_well_above_chance(fashion_run):
+    _, result = fashion_run
+    assert result.test_accuracy > 0.70  # chance is 0.10
+    best = load_checkpoint(result.best_path)
+    assert best["dataset"] == SPEC.name and best["class_names"] == list(SPEC.class_names)
+    assert best["normalization"] == {"mean": SPEC.mean, "std": SPEC.std}
+
+
+def test_evaluate_uses_the_checkpoints_own_test_set(fashion_run, capsys):
+    folder, result = fashion_run
+    assert main(["evaluate", "--checkpoint", str(result.best_path), "--out", str(folder / "report"),
+                 "--data-dir", str(DATA_DIR)]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((folder / "report" / "metrics.json").read_text())
+    assert metrics["dataset"] == SPEC.name and metrics["test_size"] == 10_000
+    assert metrics["class_names"] == list(SPEC.class_names)
+    assert abs(metrics["metrics"]["accuracy"] - result.test_accuracy) < 1e-6
+    assert "Ankle boot" in out and "T-shirt/top" in (folder / "report" / "report.html").read_text()
+
+
+def test_evaluating_a_fashion_checkpoint_on_mnist_is_a_clear_error(fashion_run, tmp_path, capsys):
+    _, result = fashion_run
+    status = main(["evaluate", "--checkpoint", str(result.best_path), "--dataset", "mnist",
+                   "--out", str(tmp_path / "report"), "--data-dir", str(DATA_DIR)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert f"{result.best_path} was trained on fashion-mnist, not mnist" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_the_drawing_demos_are_digit_only(fashion_run, capsys):
+    from mnist_classifier.demo.web import model_card
+    from mnist_classifier.inference import load_predictor
+
+    _, result = fashion_run
+    assert main(["demo", "--checkpoint", str(result.best_path)]) == 2  # refused before any window
+    err = capsys.readouterr().err
+    assert "digit-only" in err and "fashion-mnist" in err
+    card = model_card(load_predictor(result.best_path))  # the page shows a notice for these
+    assert card["drawable"] is False and card["class_names"] == list(SPEC.class_names)
+
+
+def test_predict_prints_class_names_for_clothing_photos(fashion_run, fashion_raw, tmp_path, capsys):
+    from PIL import Image
+
+    from mnist_classifier.inference import load_predictor
+
+    _, result = fashion_run
+    _, _, test_x, test_y = load_arrays(fashion_raw, SPEC)
+    probabilities = load_predictor(result.best_path).predict(test_x[:1000])
+    files = {}
+    for label in range(10):  # one image per class that the model gets right on the original
+        sure = np.flatnonzero((test_y[:1000] == label) & (probabilities.argmax(1) == label))
+        if len(sure):
+            image = test_x[sure[np.argmax(probabilities[sure, label])]]
+            files[str(tmp_path / f"{label}.png")] = label
+            Image.fromarray(image).save(tmp_path / f"{label}.png")
+            # as a photo would be: dark on white, ten times larger
+            files[str(tmp_path / f"{label}_photo.png")] = label
+            Image.fromarray(255 - image).resize((280, 280), Image.BILINEAR).save(tmp_path / f"{label}_photo.png")
+    assert len(files) >= 16
+    assert main(["predict", *files, "--checkpoint", str(result.best_path), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert all(a["label"] == SPEC.class_names[a["digit"]] for a in answers)
+    right = sum(a["digit"] == files[a["file"]] for a in answers)
+    assert right >= len(files) - 1, [(a["file"], a["label"]) for a in answers]
