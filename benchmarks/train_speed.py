@@ -4,9 +4,9 @@
     python benchmarks/train_speed.py --quick    # images/s and peak RSS only (~1 min)
 
 Both pipelines train the same SimpleCNN on the same real MNIST images on the CPU.
-The seed-style one is what the original project did: a per-sample `Dataset` that
-returns normalised tensors, `DataLoader(batch_size=64, shuffle=True, num_workers=2)`,
-Adam at 1e-3. Each pipeline runs in its own process, so its peak RSS is its own.
+The seed-style one is what the original project did: torchvision's per-sample path
+(a PIL image per sample, ToTensor, Normalize) in a `Dataset` returning normalised tensors,
+`DataLoader(batch_size=64, shuffle=True, num_workers=2)`, Adam at 1e-3. Each pipeline runs in its own process, so its peak RSS is its own.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ SEED_STYLE_MAX_EPOCHS = 6
 
 # ---------------------------------------------------------------- workers (child processes)
 def seed_style_worker(images: int, until_accuracy: float | None) -> dict:
+    import numpy as np
     import torch
+    from PIL import Image
     from torch.utils.data import DataLoader, Dataset
 
     from mnist_classifier.data import load_data
@@ -33,16 +35,20 @@ def seed_style_worker(images: int, until_accuracy: float | None) -> dict:
 
     data = load_data(ROOT / "data", log=lambda _line: None)
 
-    class PerSampleMnist(Dataset):  # the seed's shape: one normalised tensor per __getitem__
+    class PerSampleMnist(Dataset):
+        """What torchvision's MNIST with ToTensor() + Normalize() does for each sample, as the
+        seed used it: a PIL image per sample, converted to a normalised (1, 28, 28) tensor."""
+
         def __init__(self, split):
-            self.images, self.labels = split.images, split.labels
+            self.images, self.labels = split.images.numpy(), split.labels.numpy()
 
         def __len__(self):
             return len(self.labels)
 
         def __getitem__(self, index):
-            image = self.images[index].float().div(255.0).sub(0.1307).div(0.3081).unsqueeze(0)
-            return image, int(self.labels[index])
+            picture = Image.fromarray(self.images[index], mode="L")
+            pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)
+            return pixels.sub(0.1307).div(0.3081).unsqueeze(0), int(self.labels[index])
 
     torch.manual_seed(0)
     model = create_model("simple_cnn")
