@@ -43,10 +43,15 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_name, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         Path(temp_name).unlink(missing_ok=True)
+        # On a full disk torch.save's zip writer raises RuntimeError("unexpected pos ...")
+        # while unwinding from the OSError: the OSError is the one that explains it.
+        cause = _os_error_in(error)
+        if cause is None:
+            raise
         raise CheckpointError(
-            f"could not save checkpoint {path} ({error.strerror}): free some space; "
+            f"could not save checkpoint {path} ({cause.strerror or cause}): free some space; "
             "the checkpoints already on disk are intact"
         ) from None
     except BaseException:
@@ -117,6 +122,17 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     payload = load_checkpoint(path, map_location)
     return model_from_checkpoint(payload, path), payload
+
+
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """The first OSError in an exception's chain of causes, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _first_line(error: BaseException) -> str:

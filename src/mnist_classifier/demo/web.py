@@ -33,12 +33,16 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from ..errors import ImageError, UserError
 from ..inference import Predictor
 from ..preprocess import CANVAS, MAX_SIDE, load_image, to_mnist
 
 MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits easily
+# Seconds for a whole request body (1 MB at 35 kB/s): a client that trickles bytes is cut
+# off with 408 instead of holding its connection forever.
+BODY_TIMEOUT = 30.0
 FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less attack surface
 WORKERS = 4  # concurrent decodes: bounds memory (a 4096^2 PNG is ~300 MB in float32)
 STATIC = Path(__file__).with_name("static")
@@ -72,7 +76,8 @@ PREDICT_BODY = {"required": True, "content": {  # for /docs and /openapi.json
         **_ROW, "items": {**_ROW, "items": {"type": "number", "minimum": 0, "maximum": 255}}}}}}}}
 PREDICT_RESPONSES = {200: {"description": "digit, label, confidence, probabilities, preview_png, model, latency_ms"},
                      **{code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
-                        for code, text in ((413, "body over 1 MB or image over 4096x4096"), (415, "not a PNG or JPEG"),
+                        for code, text in ((408, f"body not received within {BODY_TIMEOUT:g} s"),
+                                           (413, "body over 1 MB or image over 4096x4096"), (415, "not a PNG or JPEG"),
                                            (422, "undecodable image or malformed JSON"))}}
 
 
@@ -80,13 +85,18 @@ def create_app(predictor: Predictor) -> FastAPI:
     """The FastAPI app around an already loaded model (tests build it directly)."""
     app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition",
                   description="Draw at `/`; call `POST /api/predict` from code.")
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
     service = Service(predictor)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, error: Exception) -> JSONResponse:
         # Starlette's default is a text page; API clients are promised JSON.
         return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, 500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _error: ClientDisconnect) -> Response:
+        # The client hung up mid-upload: nobody to answer, nothing to log (it is not our fault).
+        return Response(status_code=400)
 
     @app.post("/api/predict", description=PREDICT_DOC, responses=PREDICT_RESPONSES,
               openapi_extra={"requestBody": PREDICT_BODY})
@@ -263,14 +273,15 @@ def png_base64(image: np.ndarray) -> str:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 once a body passes `limit` bytes.
+    """ASGI middleware: 413 once a body passes `limit` bytes, 408 if it takes over `timeout` s.
 
     Content-Length is checked up front, but chunked uploads have none (and a client
     may lie), so the bytes are also counted as they arrive; reading stops at the limit.
+    The deadline covers the whole body, so a byte every few seconds does not reset it.
     """
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float = BODY_TIMEOUT):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -279,15 +290,22 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
             return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
-        received = 0
+        too_slow = HTTPException(408, f"request body not received within {self.timeout:g} s: send it faster",
+                                 headers={"Connection": "close"})  # and drop the slow connection
+        received, deadline, body_done = 0, anyio.current_time() + self.timeout, False
 
         async def counting_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise too_large  # FastAPI's handler turns it into the JSON 413
-            return message
+            nonlocal received, body_done
+            if body_done:  # later receives only wait for a disconnect: no deadline
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+                body_done = not message.get("more_body", False)
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large  # FastAPI's handler turns it into the JSON 413
+                return message
+            raise too_slow
 
         await self.app(scope, counting_receive, send)
 

@@ -1,0 +1,126 @@
+"""A read-only or full checkpoint folder: refused before training, or reported mid-run with nothing lost.
+
+    .venv/bin/python -m pytest tests/test_full_disk.py -q      # needs root (mounts tmpfs)
+
+Real file systems, not mocks: each test mounts a small tmpfs (read-only, full, or too
+small for the second epoch's checkpoints) as --save-dir. Running as root, chmod would not
+stop a write, so a read-only mount is the honest way to get EROFS; a size-limited tmpfs
+gives a real ENOSPC. Without permission to mount, the tests are skipped.
+"""
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mnist_classifier import cli
+from mnist_classifier.checkpoint import load_checkpoint
+
+from .conftest import DATA_DIR
+
+RECIPE = dict(model_name="simple_cnn", limit_train=500, val_size=500, epochs=2, batch_size=100, seed=5)
+CHECKPOINT_MB = 4.8  # one SimpleCNN checkpoint with its AdamW state is 4.71 MB
+
+
+@contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False):
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=0755" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Training sets one thread per core; on a shared 2-core machine these tests take one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda _n: None)
+    yield
+    monkeypatch.undo()
+    torch.set_num_threads(before)
+
+
+def train_argv(tmp_path: Path, save_dir: Path, *extra: str) -> list[str]:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    return ["train", "--config", str(recipe), "--data-dir", str(DATA_DIR), "--save-dir", str(save_dir),
+            "--log-dir", str(tmp_path / "runs"), *extra]
+
+
+def one_error_line(capsys) -> tuple[str, str]:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    return lines[0], captured.out
+
+
+def assert_no_training_started(tmp_path: Path, out: str) -> None:
+    assert "training simple_cnn" not in out and "epoch" not in out
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("subfolder", ["", "models"], ids=["mount-point", "folder-to-create"])
+def test_read_only_save_dir_is_refused_before_training(tmp_path, capsys, subfolder, mnist_raw_dir):
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as mount:
+        save_dir = mount / subfolder
+        assert cli.main(train_argv(tmp_path, save_dir)) == 2
+        line, out = one_error_line(capsys)
+    assert f"cannot write to {save_dir}" in line and "Read-only file system" in line
+    assert_no_training_started(tmp_path, out)
+
+
+def test_full_save_dir_is_refused_before_training(tmp_path, capsys, mnist_raw_dir):
+    with tmpfs(tmp_path / "full", "256k") as mount:
+        filler = mount / "filler.bin"
+        with open(filler, "wb", buffering=0) as file:  # fill it to the last byte
+            try:
+                while True:
+                    file.write(b"\0" * 4096)
+            except OSError:
+                pass
+        assert cli.main(train_argv(tmp_path, mount)) == 2
+        line, out = one_error_line(capsys)
+    assert f"cannot write to {mount}" in line and "No space left on device" in line
+    assert_no_training_started(tmp_path, out)
+
+
+def test_save_dir_without_room_for_a_checkpoint_is_refused_before_training(tmp_path, capsys, one_thread,
+                                                                          mnist_raw_dir):
+    with tmpfs(tmp_path / "small", "3m") as mount:
+        assert cli.main(train_argv(tmp_path, mount)) == 2
+        line, out = one_error_line(capsys)
+        assert list(mount.iterdir()) == []
+    assert f"free in {mount}" in line and "checkpoints need about 9.4 MB" in line
+    assert_no_training_started(tmp_path, out)
+
+
+def test_disk_filling_mid_run_is_reported_and_loses_nothing(tmp_path, capsys, one_thread, mnist_raw_dir):
+    # Room for epoch 1's best + last (2 x 4.71 MB), not for epoch 2's next temporary file.
+    size_mb = round(CHECKPOINT_MB * 2.5)
+    with tmpfs(tmp_path / "filling", f"{size_mb}m") as mount:
+        assert cli.main(train_argv(tmp_path, mount)) == 2
+        line, out = one_error_line(capsys)
+        assert "epoch  1/2" in out and "epoch  2/2" not in out
+        assert "could not save checkpoint" in line and "No space left on device" in line
+        assert "checkpoints already on disk are intact" in line
+        # Nothing half-written, and what epoch 1 saved still loads.
+        assert sorted(p.name for p in mount.iterdir()) == ["simple_cnn_best.pth", "simple_cnn_last.pth"]
+        last = load_checkpoint(mount / "simple_cnn_last.pth")
+        assert last["epoch"] == 1 and load_checkpoint(mount / "simple_cnn_best.pth")["epoch"] == 1
+        # Space freed: the run resumes from epoch 1 and finishes; nothing was lost.
+        subprocess.run(["mount", "-o", f"remount,size={size_mb * 3}m", str(mount)], check=True)
+        assert cli.main(["train", "--resume", str(mount / "simple_cnn_last.pth")]) == 0
+        out = capsys.readouterr().out
+        assert "epoch  2/2" in out and "epoch  1/2" not in out and "test accuracy" in out
+        assert load_checkpoint(mount / "simple_cnn_last.pth")["epoch"] == 2

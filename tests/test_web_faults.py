@@ -1,0 +1,334 @@
+"""`mnist-classifier serve` under hostile clients and a fuzzer: no 5xx, no crash, others served.
+
+    .venv/bin/python -m pytest tests/test_web_faults.py -q
+
+The server is the real command (`python -m mnist_classifier serve --port 0`) in its own
+process, so the uvicorn settings in `demo/web.py:serve` are the ones under test. Hostile
+clients speak raw HTTP over sockets: they disconnect mid-upload, and they trickle the
+headers or the body one byte at a time. Meanwhile an ordinary client keeps asking for
+predictions and must get each answer promptly. Then the API is fuzzed from its own
+OpenAPI schema (schemathesis) and with hypothesis-made bodies and content types.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from .conftest import REPO_ROOT
+from .test_web_api import running_server
+
+PROMPT = 3.0  # s: an ordinary prediction on a busy 2-core machine takes ~0.02 s
+DIGIT_JSON = {"pixels": np.pad(np.full((14, 4), 255, np.uint8), ((7, 7), (12, 12))).tolist()}
+
+
+@dataclass
+class Server:
+    url: str
+    host: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+    requests_sent: dict[str, int] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server(small_checkpoint, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "stderr.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(small_checkpoint),
+             "--port", "0"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        line = read_line(process, timeout=90)
+        found = re.search(r"at http://(127\.0\.0\.1):(\d+)/", line)
+        assert found, f"no 'serving ... at' line: {line!r}; stderr: {log.read_text()[-2000:]}"
+        host, port = found.group(1), int(found.group(2))
+        wait_until_healthy(f"http://{host}:{port}")
+        yield Server(f"http://{host}:{port}", host, port, process, log)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def read_line(process: subprocess.Popen, timeout: float) -> str:
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return process.stdout.readline()
+
+
+def wait_until_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never became healthy"
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------ hostile clients
+
+
+def raw_request(content_type: str, length: int, close: bool = False) -> bytes:
+    """The head of a POST to /api/predict, as bytes on the wire."""
+    lines = ["POST /api/predict HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}",
+             f"Content-Length: {length}"] + (["Connection: close"] if close else [])
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def disconnect_mid_upload(server: Server, content_type: str, reset: bool) -> None:
+    """Promise 500,000 bytes, send 100,000, vanish (a FIN, or a RST like a crashed client)."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(raw_request(content_type, 500_000) + b"\x89PNG" + b"\0" * 99_996)
+        if reset:  # SO_LINGER 0: close() sends RST instead of FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def trickle(server: Server, seconds: float, in_headers: bool) -> bytes:
+    """One byte every 0.2 s for `seconds`, then the rest at once; returns the raw response."""
+    body = json.dumps(DIGIT_JSON).encode()
+    message = raw_request("application/json", len(body), close=True) + body
+    header_end = message.index(b"\r\n\r\n") + 4
+    start = 0 if in_headers else header_end
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        sock.sendall(message[:start])
+        position, deadline = start, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sock.sendall(message[position:position + 1])
+            position += 1
+            time.sleep(0.2)
+        sock.sendall(message[position:])
+        return receive_all(sock)  # Connection: close, so the server ends it after answering
+
+
+def receive_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection (FIN, or RST if our bytes were left unread)."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else -1
+
+
+def predict_while(server: Server, busy: threading.Event) -> list[float]:
+    """Ordinary client: predictions back to back while `busy` is set; returns each latency."""
+    latencies = []
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        while busy.is_set() or not latencies:
+            started = time.perf_counter()
+            response = client.post("/api/predict", json=DIGIT_JSON)
+            assert response.status_code == 200 and response.json()["digit"] is not None, response.text
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+    return latencies
+
+
+def test_clients_that_vanish_mid_upload_do_not_disturb_others(server):
+    busy = threading.Event()
+    busy.set()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ordinary = pool.submit(predict_while, server, busy)
+        kinds = [(content_type, reset) for content_type in ("image/png", "application/json", "multipart/form-data;"
+                                                            " boundary=x") for reset in (False, True)]
+        for content_type, reset in kinds * 4:  # 24 abandoned uploads
+            disconnect_mid_upload(server, content_type, reset)
+        time.sleep(0.5)
+        busy.clear()
+        latencies = ordinary.result(timeout=60)
+    server.requests_sent["abandoned uploads"] = len(kinds) * 4
+    print(f"abandoned uploads: {len(kinds) * 4}; meanwhile {len(latencies)} predictions, "
+          f"slowest {max(latencies):.3f} s")
+    assert max(latencies) < PROMPT, latencies
+    assert httpx.post(f"{server.url}/api/predict", json=DIGIT_JSON, timeout=10).status_code == 200
+    assert server.alive() and "Traceback" not in server.stderr(), server.stderr()[-3000:]
+
+
+def test_slow_tricklers_are_answered_and_others_are_served_meanwhile(server):
+    busy = threading.Event()
+    busy.set()
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        ordinary = pool.submit(predict_while, server, busy)
+        # Three trickle the headers and three the body, one byte per 0.2 s for 4 s each.
+        tricklers = [pool.submit(trickle, server, 4.0, in_headers) for in_headers in (True, False) * 3]
+        answers = [t.result(timeout=60) for t in tricklers]
+        busy.clear()
+        latencies = ordinary.result(timeout=60)
+    server.requests_sent["tricklers"] = len(answers)
+    print(f"tricklers: {len(answers)} answered {[status_of(a) for a in answers]}; meanwhile "
+          f"{len(latencies)} predictions, slowest {max(latencies):.3f} s")
+    assert [status_of(a) for a in answers] == [200] * 6, [a[:200] for a in answers]
+    # The ordinary client kept going the whole time: many answers, each prompt.
+    assert len(latencies) >= 10 and max(latencies) < PROMPT, latencies
+    assert server.alive() and "Traceback" not in server.stderr(), server.stderr()[-3000:]
+
+
+def test_a_body_that_never_finishes_is_cut_off(small_checkpoint, monkeypatch):
+    """A body still incomplete after BODY_TIMEOUT gets 408 and the connection is closed."""
+    from mnist_classifier.demo import web
+    from mnist_classifier.inference import load_predictor
+
+    monkeypatch.setattr(web, "BODY_TIMEOUT", 1.0)  # the real one is 30 s
+    with running_server(web.create_app(load_predictor(small_checkpoint))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(raw_request("image/png", 1000))
+            started, answer = time.monotonic(), b""
+            sock.settimeout(0.2)
+            while time.monotonic() - started < 8 and not answer:
+                try:
+                    sock.sendall(b"\0")
+                    answer = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            waited = time.monotonic() - started
+            sock.settimeout(5)
+            answer += receive_all(sock)  # returns only once the server closes the connection
+        assert status_of(answer) == 408 and b"not received within" in answer, answer[:300]
+        print(f"never-finishing body: 408 after {waited:.2f} s (BODY_TIMEOUT patched to 1 s), connection closed")
+        assert 0.9 < waited < 4
+        assert httpx.get(f"{url}/api/health", timeout=10).status_code == 200
+
+
+# ------------------------------------------------------------------ fuzzing
+
+
+def test_schemathesis_fuzz_of_the_openapi_schema_finds_no_5xx(server):
+    """Every operation in /openapi.json, schema-valid and schema-violating data, bounded."""
+    import requests
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", timeout=10)
+    sent, statuses, per_operation = [0], {}, {}
+    with requests.Session() as session:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @settings(max_examples=50, deadline=None, database=None, derandomize=True,
+                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                @given(case=operation.as_strategy(generation_mode=mode))
+                def send(case):
+                    response = case.call(base_url=server.url, session=session, timeout=30)
+                    sent[0] += 1
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    label = f"{case.method} {case.path} {mode.value}"
+                    per_operation[label] = per_operation.get(label, 0) + 1
+                    assert response.status_code < 500, (case.method, case.path, response.text[:300])
+
+                try:
+                    send()
+                except Unsatisfiable:  # nothing to get wrong in a request without inputs (GET /api/health)
+                    assert mode == GenerationMode.NEGATIVE and operation.method.upper() == "GET"
+    server.requests_sent["schemathesis"] = sent[0]
+    print(f"schemathesis: {sent[0]} requests, statuses {dict(sorted(statuses.items()))}, by operation {per_operation}")
+    assert sent[0] >= 60 and server.alive()
+
+
+def test_hypothesis_fuzz_of_bodies_and_content_types_finds_no_5xx(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    png = cv2.imencode(".png", np.asarray(DIGIT_JSON["pixels"], np.uint8))[1].tobytes()
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+        max_leaves=60)
+    pixel_rows = st.lists(st.lists(st.integers(-10, 300) | st.floats(allow_nan=True), min_size=26, max_size=30),
+                          min_size=26, max_size=30)
+    bodies = st.one_of(
+        st.binary(max_size=4096),
+        json_values.map(lambda value: json.dumps(value).encode()),  # NaN, Infinity included
+        st.fixed_dictionaries({"pixels": pixel_rows}).map(lambda value: json.dumps(value).encode()),
+        st.tuples(st.integers(0, len(png)), st.binary(max_size=64)).map(  # a real PNG, cut and spliced
+            lambda cut: png[:cut[0]] + cut[1] + png[cut[0] + len(cut[1]):]),
+    )
+    content_types = st.sampled_from([
+        "image/png", "image/jpeg", "application/json", "application/x-www-form-urlencoded", "text/plain",
+        "multipart/form-data", "multipart/form-data; boundary=zz", "application/octet-stream", "",
+        "image/png; charset=utf-8", "APPLICATION/JSON", "*/*", "image/", ";;;",
+    ])
+    # Mostly the one operation that reads a body; now and then the wrong method or route.
+    elsewhere = st.sampled_from([("GET", "/api/predict"), ("PUT", "/api/predict"), ("OPTIONS", "/api/predict"),
+                                 ("POST", "/api/health"), ("DELETE", "/api/model"), ("HEAD", "/"), ("POST", "/")])
+    routes = st.tuples(st.integers(0, 7), elsewhere).map(
+        lambda pick: pick[1] if pick[0] == 7 else ("POST", "/api/predict"))
+    sent, statuses = [0], {}
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        @settings(max_examples=250, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(route=routes, content_type=content_types, body=bodies)
+        def send(route, content_type, body):
+            method, path = route
+            headers = {"Content-Type": content_type} if content_type else {}
+            response = client.request(method, path, content=body, headers=headers)
+            sent[0] += 1
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (method, path, content_type, body[:80], response.text[:300])
+
+        send()
+
+        @settings(max_examples=40, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(name=st.sampled_from(["file", "file", "image", ""]), data=bodies,
+               filename=st.text(max_size=20), declared=content_types)
+        def upload(name, data, filename, declared):
+            response = client.post("/api/predict", files={name: (filename, data, declared or "image/png")})
+            sent[0] += 1
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (name, filename, declared, response.text[:300])
+
+        upload()
+    server.requests_sent["hypothesis"] = sent[0]
+    print(f"hypothesis: {sent[0]} requests, statuses {dict(sorted(statuses.items()))}")
+    assert server.alive() and httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
+
+
+def test_server_is_still_up_and_clean_after_everything(server):
+    response = httpx.post(f"{server.url}/api/predict", json=DIGIT_JSON, timeout=10)
+    assert response.status_code == 200 and response.json()["digit"] is not None
+    assert server.alive()
+    assert "Traceback" not in server.stderr() and "Exception" not in server.stderr(), server.stderr()[-3000:]
+    print(f"requests by kind: {server.requests_sent}")
