@@ -29,7 +29,7 @@ train: data
 evaluate: install
 	$(BIN)/mnist-classifier evaluate --checkpoint models/$(MODEL)_best.pth
 
-# Debian packages the GUI and browser tests drive (a virtual display, xdotool, chromium).
+# Debian packages the tests use: a virtual display, xdotool, chromium, Fashion-MNIST.
 system-deps:
 	bash scripts/system_deps.sh
 
