@@ -15,5 +15,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 echo "installing ${needed[*]} from Debian"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null; }; then
+  echo "warning: could not install ${needed[*]}; the tests that drive them will say so" >&2
+fi
