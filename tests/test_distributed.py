@@ -76,3 +76,13 @@ def test_global_batch_must_split_evenly(tmp_path, mnist_raw_dir):
     done = torchrun_train(tmp_path, "--batch-size", "101", timeout=120)
     assert done.returncode != 0
     assert "must divide evenly over 2 processes" in done.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_one_clear_line(tmp_path, capsys):
+    from mnist_classifier.cli import main
+
+    status = main(["train", "--device", "cuda", "--save-dir", str(tmp_path / "m"), "--log-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err == "error: --device cuda asked for, but no CUDA GPU is visible: use --device cpu or auto"
