@@ -97,7 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnist-classifier", description="Train, evaluate, export and draw digits for a PyTorch MNIST classifier.")
+    parser = argparse.ArgumentParser(
+        prog="mnist-classifier", description="Train, evaluate, export and draw digits for a PyTorch MNIST classifier.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="fetch and verify the dataset")
