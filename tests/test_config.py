@@ -31,3 +31,9 @@ def test_unknown_yaml_key_is_an_error_not_a_silent_default(tmp_path):
 def test_missing_config_file_names_it(tmp_path):
     with pytest.raises(UserError, match="not found"):
         resolve_config(tmp_path / "nope.yaml", {})
+
+
+def test_a_dataset_with_its_own_recipe_gets_it_and_others_fall_back():
+    fashion = resolve_config(None, {"dataset": "fashion-mnist"})
+    assert fashion.dataset == "fashion-mnist" and fashion.epochs == 12 and not fashion.augment
+    assert resolve_config(None, {"dataset": "mnist"}).epochs == 3

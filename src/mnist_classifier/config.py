@@ -87,9 +87,11 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def default_config_path(model_name: str) -> Path | None:
-    path = CONFIG_DIR / f"{model_name}.yaml"
-    return path if path.is_file() else None
+def default_config_path(model_name: str, dataset: str = "mnist") -> Path | None:
+    """configs/<model>_<dataset>.yaml when the dataset has its own recipe, else configs/<model>.yaml."""
+    candidates = [CONFIG_DIR / f"{model_name}_{dataset}.yaml"] if dataset != "mnist" else []
+    candidates.append(CONFIG_DIR / f"{model_name}.yaml")
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -115,7 +117,8 @@ def resolve_config(
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if config_path is None:
-        config_path = default_config_path(overrides.get("model_name", TrainConfig.model_name))
+        config_path = default_config_path(overrides.get("model_name", TrainConfig.model_name),
+                                          overrides.get("dataset", TrainConfig.dataset))
     values = read_yaml_config(config_path) if config_path else {}
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
