@@ -21,3 +21,16 @@ def test_predictor_classifies_real_test_digits(small_checkpoint, mnist_data):
 def test_missing_checkpoint_says_how_to_make_one(tmp_path):
     with pytest.raises(CheckpointError, match="mnist-classifier train"):
         load_predictor(tmp_path / "none.pth")
+
+
+def test_a_checkpoint_in_the_seed_projects_format_loads_as_simple_cnn(small_checkpoint, tmp_path, mnist_data):
+    import torch
+
+    ours = torch.load(small_checkpoint, weights_only=True)
+    seed_style = {key: ours[key] for key in ("model_state_dict", "optimizer_state_dict", "epoch", "accuracy", "loss")}
+    torch.save(seed_style, tmp_path / "seed_simple_cnn_best.pth")
+    predictor = load_predictor(tmp_path / "seed_simple_cnn_best.pth")
+    assert predictor.model_name == "simple_cnn"
+    assert (predictor.mean, predictor.std) == (0.1307, 0.3081)  # MNIST's, as the seed used
+    images = mnist_data.test.images[:300].numpy()
+    assert np.array_equal(predictor.predict(images), load_predictor(small_checkpoint).predict(images))

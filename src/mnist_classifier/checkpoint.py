@@ -21,12 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import Normalization
+from .datasets import get_dataset_spec
 from .errors import CheckpointError
 from .models import MODEL_REGISTRY, create_model
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
-REQUIRED_KEYS = ("model_state_dict", "model_name")
+SEED_MODEL = "simple_cnn"  # the original project's checkpoints name no model; its default was this one
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -93,11 +95,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} is not a readable PyTorch file ({_first_line(error)}): "
             "it may be truncated; retrain or restore it"
         ) from None
-    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
-        raise CheckpointError(
-            f"checkpoint {path} is not an mnist-classifier checkpoint (needs {', '.join(REQUIRED_KEYS)})"
-        )
+    if not isinstance(payload, dict) or "model_state_dict" not in payload:
+        raise CheckpointError(f"checkpoint {path} is not an mnist-classifier checkpoint (needs model_state_dict)")
+    payload.setdefault("model_name", SEED_MODEL)
     return payload
+
+
+def stored_normalization(payload: dict[str, Any]) -> Normalization:
+    """The constants the model was trained with; the dataset's own when the file predates them."""
+    spec = get_dataset_spec(payload.get("dataset", "mnist"))
+    stored = payload.get("normalization") or {}
+    return Normalization(float(stored.get("mean", spec.mean)), float(stored.get("std", spec.std)))
 
 
 def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:

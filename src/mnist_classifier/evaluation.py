@@ -266,7 +266,7 @@ def evaluate_checkpoint(
     Everything is computed before the first file is written, and the folder appears
     complete or not at all (see report.write_report).
     """
-    from .checkpoint import load_model
+    from .checkpoint import load_model, stored_normalization
     from .report import check_report_dir, default_report_dir, write_report
 
     model, payload = load_model(checkpoint)
@@ -274,8 +274,7 @@ def evaluate_checkpoint(
     check_same_dataset(checkpoint, trained_on, dataset)
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_report_dir(payload["model_name"]))
     data = load_data(data_dir, trained_on, log=lambda _line: None)
-    stored = payload.get("normalization") or {}
-    norm = Normalization(float(stored.get("mean", data.spec.mean)), float(stored.get("std", data.spec.std)))
+    norm = stored_normalization(payload)
     class_names = list(payload.get("class_names") or data.spec.class_names)
     evaluation = evaluate_model(model, data.test, norm, class_names)
     written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoint), target)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import CheckpointError, UserError
 from .inference import Predictor, checkpoint_info
@@ -56,7 +56,7 @@ def export_onnx(
     """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
     checkpoint_path = Path(checkpoint_path)
     model, payload = load_model(checkpoint_path)
-    norm = _normalization(payload, checkpoint_path)
+    norm = stored_normalization(payload)
     out_path = Path(out_path) if out_path else Path("models") / f"{checkpoint_path.stem}.onnx"
     proto = _to_onnx(model, opset)
     images = load_data(data_dir, payload.get("dataset", "mnist"), log=lambda _line: None).test.images[:CHECK_IMAGES]
@@ -216,13 +216,6 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "test_accuracy": json.loads(meta["test_accuracy"]),
         },
     )
-
-
-def _normalization(payload: dict[str, Any], path: Path) -> Normalization:
-    norm = payload.get("normalization") or {}
-    if "mean" not in norm or "std" not in norm:
-        raise CheckpointError(f"checkpoint {path} has no normalization constants: retrain it with this version")
-    return Normalization(float(norm["mean"]), float(norm["std"]))
 
 
 def _onnxruntime():

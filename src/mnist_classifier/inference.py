@@ -16,8 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .errors import CheckpointError
+from .checkpoint import load_model, stored_normalization
 from .models import count_parameters
 
 
@@ -83,14 +82,12 @@ def load_predictor(path: str | Path) -> Predictor:
 
         return load_onnx_predictor(path)
     model, payload = load_model(path)
-    norm = payload.get("normalization") or {}
-    if "mean" not in norm or "std" not in norm:
-        raise CheckpointError(f"checkpoint {path} has no normalization constants: retrain it with this version")
+    norm = stored_normalization(payload)
     return Predictor(
         backend=TorchBackend(model),
         model_name=payload["model_name"],
-        mean=float(norm["mean"]),
-        std=float(norm["std"]),
+        mean=norm.mean,
+        std=norm.std,
         class_names=list(payload.get("class_names") or [str(d) for d in range(10)]),
         info=checkpoint_info(payload, model, path),
     )
