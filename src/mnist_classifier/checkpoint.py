@@ -3,9 +3,10 @@
 A checkpoint is a plain dict of tensors and primitives, so
 `torch.load(path, weights_only=True)` reads it and nothing in it can run code:
 
-    model_state_dict, optimizer_state_dict, scheduler_state_dict, epoch, accuracy
-    (best validation accuracy so far), loss, model_name, dataset, config, history,
-    normalization {mean, std}, format_version; `test_accuracy` once measured.
+    model_state_dict, optimizer_state_dict, scheduler_state_dict, epoch (completed),
+    accuracy and loss (that epoch's validation scores), best_accuracy, model_name,
+    dataset, class_names, config, history, normalization {mean, std}, run_dir,
+    world_size, rank_weight_checksums, format_version; test_accuracy once measured.
 
 Writes are atomic (temporary file in the same folder, fsync, rename), so a crash or
 a kill -9 leaves either the old file or the new one, never half of one.
