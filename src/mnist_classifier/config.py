@@ -49,7 +49,7 @@ class TrainConfig:
     save_interval: int = 5  # a timestamped full-state checkpoint every N epochs
     # hardware
     device: str = "auto"
-    num_threads: int | None = None  # None: one per core
+    num_threads: int | None = None  # None: torch's default, one per physical core (split across torchrun ranks)
     sync_batchnorm: bool = False  # only under torchrun
 
     def validate(self) -> "TrainConfig":

@@ -39,7 +39,7 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(device_choice: str = "auto") -> Context:
+def setup(device_choice: str = "auto", num_threads: int | None = None) -> Context:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -49,8 +49,11 @@ def setup(device_choice: str = "auto") -> Context:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
-    if device.type == "cpu":
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    elif device.type == "cpu" and world_size > 1:
         # Ranks on one machine share its cores; oversubscribing them is slower than idle.
+        # (One process keeps torch's default: one thread per physical core.)
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
     return Context(rank, local_rank, world_size, device)

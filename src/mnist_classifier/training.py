@@ -330,7 +330,7 @@ def train(
     config.validate()
     for directory in (config.save_dir, config.log_dir):
         check_writable(directory)
-    ctx = distributed.setup(config.device)
+    ctx = distributed.setup(config.device, config.num_threads)
     if ctx.is_main:
         remove_partial_writes(config.save_dir)
     speak = log if ctx.is_main else (lambda _line: None)
