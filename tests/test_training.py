@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import sys
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from mnist_classifier.checkpoint import load_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
-from mnist_classifier.training import train
+from mnist_classifier.training import check_writable, train
 
 from .conftest import DATA_DIR, REPO_ROOT
 
@@ -99,6 +100,13 @@ def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
     status = main(["train", "--save-dir", str(blocker / "models"), "--log-dir", str(tmp_path / "r")])
     assert status == 2
     assert "cannot write to" in capsys.readouterr().err
+
+
+def test_processes_checking_one_folder_at_once_do_not_trip_each_other(tmp_path):
+    # torchrun starts every rank at the same moment, and each checks the shared save dir.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: check_writable(tmp_path), range(400)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):

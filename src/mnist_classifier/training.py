@@ -13,6 +13,7 @@ the best model is scored once on the test set.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,9 +73,10 @@ def check_writable(directory: str | Path) -> None:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        # A probe of its own per process: torchrun ranks check the same folder at the same moment.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-") as probe:
+            probe.write(b"ok")
+            probe.flush()
     except OSError as error:
         raise UserError(f"cannot write to {directory} ({error.strerror}): choose another folder or fix its permissions") from None
 
