@@ -64,7 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoint
 
-    evaluate_checkpoint(args.checkpoint, args.out, args.data_dir, dataset=args.dataset)
+    if args.ensemble and args.checkpoint:
+        raise UserError("--ensemble names every checkpoint to average: drop --checkpoint, or list it after --ensemble")
+    checkpoints = args.ensemble or args.checkpoint or DEFAULT_CHECKPOINT
+    evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta)
     return 0
 
 
@@ -124,11 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test-set metrics, figures and report.html for a checkpoint")
-    evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to evaluate (default: {DEFAULT_CHECKPOINT})")
+    evaluate.add_argument("--checkpoint", help=f"model to evaluate (default: {DEFAULT_CHECKPOINT})")
     evaluate.add_argument("--out", help="report folder (default: reports/<model_name>)")
     evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
     evaluate.add_argument("--dataset", help="test set to score (default: the one the checkpoint was trained on; "
                           "another one is refused)")
+    evaluate.add_argument("--tta", action="store_true",
+                          help="test-time augmentation: average over the image and 4 one-pixel shifts (5x the work)")
+    evaluate.add_argument("--ensemble", nargs="+", metavar="CHECKPOINT",
+                          help="average the probabilities of these checkpoints (instead of --checkpoint)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify image files (PNG/JPEG, any size, either polarity)")

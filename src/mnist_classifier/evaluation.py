@@ -254,30 +254,39 @@ def log_test_figures(writer, logits: torch.Tensor, split: Split, class_names: Se
 
 # -------------------------------------------------------------- the evaluate command
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     out_dir: str | Path | None = None,
     data_dir: str | Path = "data",
     log: Callable[[str], None] = print,
     dataset: str | None = None,
+    tta: bool = False,
 ) -> tuple[Evaluation, Path]:
-    """Score a checkpoint on its test set and write the report; returns it and its folder.
+    """Score a checkpoint (or an ensemble of them) on its test set and write the report.
 
-    The test set is that of the checkpoint's dataset; asking for another one is an error.
-    Everything is computed before the first file is written, and the folder appears
-    complete or not at all (see report.write_report).
+    Returns the evaluation and the report folder. The test set is that of the
+    checkpoints' dataset; asking for another one is an error. With several checkpoints
+    or `tta`, the class probabilities are averaged (see combine.py). Everything is
+    computed before the first file is written, and the folder appears complete or not
+    at all (see report.write_report).
     """
     from .checkpoint import load_model, stored_normalization
+    from .combine import averaged_probabilities, check_members_agree, combined_payload
     from .report import check_report_dir, default_report_dir, write_report
 
-    model, payload = load_model(checkpoint)
-    trained_on = payload.get("dataset", "mnist")  # checkpoints older than the registry are MNIST
-    check_same_dataset(checkpoint, trained_on, dataset)
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    loaded = [load_model(path) for path in checkpoints]
+    payloads = [payload for _, payload in loaded]
+    check_members_agree(payloads, checkpoints)
+    trained_on = payloads[0].get("dataset", "mnist")  # checkpoints older than the registry are MNIST
+    check_same_dataset(checkpoints[0], trained_on, dataset)
+    payload = combined_payload(payloads, checkpoints, tta)
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_report_dir(payload["model_name"]))
     data = load_data(data_dir, trained_on, log=lambda _line: None)
-    norm = stored_normalization(payload)
-    class_names = list(payload.get("class_names") or data.spec.class_names)
-    evaluation = evaluate_model(model, data.test, norm, class_names)
-    written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoint), target)
+    class_names = list(payloads[0].get("class_names") or data.spec.class_names)
+    members = [(model, stored_normalization(member)) for model, member in loaded]
+    probs = averaged_probabilities(members, data.test, tta)
+    evaluation = evaluate_predictions(data.test.labels.numpy(), probs.numpy(), class_names)
+    written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoints[0]), target)
     log(summary_text(evaluation, payload["model_name"], written))
     return evaluation, written
 

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .augment import AUGMENTATION_NOTES
+from .datasets import DATASETS
 from .errors import UserError
 from .evaluation import METRICS, Evaluation
 from .plots import figure_png, report_figures
@@ -50,10 +52,12 @@ def report_metadata(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]
     return {
         "model_name": payload["model_name"],
         "dataset": payload.get("dataset", "mnist"),
-        "checkpoint": str(checkpoint),
+        "checkpoint": " ".join(payload.get("members") or [str(checkpoint)]),
         "epochs_trained": payload.get("epoch"),
         "validation_accuracy": payload.get("accuracy"),
         "created": datetime.now().isoformat(timespec="seconds"),
+        "ensemble_members": len(payload.get("members") or [checkpoint]),
+        "tta_views": payload.get("tta_views", 1),
     }
 
 
@@ -62,7 +66,8 @@ def training_note(payload: dict[str, Any]) -> str | None:
     config = payload.get("config") or {}
     parts = []
     if config.get("augment"):
-        parts.append("on augmented batches (random shift, rotation, scale)")
+        policy = DATASETS[payload["dataset"]].augmentation if payload.get("dataset") in DATASETS else "affine"
+        parts.append(f"on augmented batches ({AUGMENTATION_NOTES[policy]})")
     if config.get("label_smoothing"):
         parts.append(f"with label smoothing {config['label_smoothing']:g}")
     if not parts:
@@ -130,6 +135,10 @@ def _description(name: str) -> str:
 
 def _training_facts(summary: dict[str, Any]) -> str:
     facts = []
+    if summary.get("ensemble_members", 1) > 1:
+        facts.append(f"ensemble of {summary['ensemble_members']} checkpoints, probabilities averaged")
+    if summary.get("tta_views", 1) > 1:
+        facts.append(f"test-time augmentation: {summary['tta_views']} views per image (1-pixel shifts)")
     if summary.get("epochs_trained") is not None:
         facts.append(f"{summary['epochs_trained']} epochs")
     if summary.get("validation_accuracy") is not None:

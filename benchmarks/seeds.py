@@ -1,0 +1,85 @@
+"""Accuracy over several seeds: train one recipe once per seed, report mean and spread.
+
+    python benchmarks/seeds.py                                   # ImprovedCNN on MNIST, seeds 1 2 3
+    python benchmarks/seeds.py --model simple_cnn --seeds 1 2 3 4 5
+    python benchmarks/seeds.py --dataset fashion-mnist
+
+Each seed trains through the real CLI (`mnist-classifier train`) into
+models/seeds/<model>_<dataset>_seed<N>/, so its best checkpoint can be evaluated,
+exported or ensembled afterwards. A seed whose run already finished is not trained
+again; delete its folder to retrain it. Test accuracy is the figure `train` records in
+the best checkpoint (scored once, after training); training time is the sum of the
+epochs' own timings, without start-up and evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mnist_classifier.checkpoint import load_checkpoint  # noqa: E402
+
+
+def run_folder(args: argparse.Namespace, seed: int) -> Path:
+    return ROOT / "models" / "seeds" / f"{args.model}_{args.dataset}_seed{seed}"
+
+
+def finished(folder: Path, model: str) -> bool:
+    best = folder / f"{model}_best.pth"
+    return best.is_file() and "test_accuracy" in load_checkpoint(best)
+
+
+def train_seed(args: argparse.Namespace, seed: int) -> None:
+    folder = run_folder(args, seed)
+    command = [sys.executable, "-m", "mnist_classifier", "train", "--model", args.model, "--dataset", args.dataset,
+               "--seed", str(seed), "--save-dir", str(folder), "--log-dir", str(ROOT / "runs" / "seeds")]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    print("$", " ".join(command[1:]), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True)
+    print(f"seed {seed}: {time.perf_counter() - started:.0f} s wall, start-up and test scoring included", flush=True)
+
+
+def summarise(args: argparse.Namespace) -> None:
+    rows = []
+    for seed in args.seeds:
+        best = load_checkpoint(run_folder(args, seed) / f"{args.model}_best.pth")
+        last = load_checkpoint(run_folder(args, seed) / f"{args.model}_last.pth")
+        seconds = sum(last["history"]["seconds"])
+        rows.append((seed, best["test_accuracy"], best["accuracy"], last["epoch"], seconds))
+    print(f"\n{args.model} on {args.dataset}, {len(rows)} seeds")
+    print(f"{'seed':>6} {'test acc':>9} {'val acc':>9} {'epochs':>7} {'training s':>11}")
+    for seed, test, val, epochs, seconds in rows:
+        print(f"{seed:>6} {test:>9.2%} {val:>9.2%} {epochs:>7} {seconds:>11.1f}")
+    tests = [row[1] for row in rows]
+    spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    print(f"mean test accuracy {statistics.mean(tests):.2%} +- {spread:.2%} (sample std); "
+          f"training {statistics.mean(row[4] for row in rows) / 60:.1f} min per seed on average")
+    print("checkpoints: " + " ".join(str(run_folder(args, s).relative_to(ROOT) / f"{args.model}_best.pth")
+                                     for s in args.seeds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="improved_cnn")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    args = parser.parse_args()
+    for seed in args.seeds:
+        if finished(run_folder(args, seed), args.model):
+            print(f"seed {seed}: already trained in {run_folder(args, seed).relative_to(ROOT)}")
+        else:
+            train_seed(args, seed)
+    summarise(args)
+
+
+if __name__ == "__main__":
+    main()

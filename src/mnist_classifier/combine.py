@@ -1,0 +1,93 @@
+"""Test-time augmentation and checkpoint ensembles: several opinions, one averaged answer.
+
+    mnist-classifier evaluate --tta                                  # 5 views of every test image
+    mnist-classifier evaluate --ensemble a_best.pth b_best.pth c_best.pth --tta
+
+Both average class probabilities (softmax outputs), not logits, so that no single
+over-confident member or view can outvote the others. The TTA views are the image
+itself and copies moved by one pixel up, down, left and right: training augmentation
+already moves digits by up to two pixels, so every view is an image the model has
+learned to read. Flips and large rotations are left out on purpose: they turn a 6
+into a 9 and a 2 into a 5.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Normalization, Split
+from .errors import UserError
+from .evaluation import compute_logits
+
+# (dx, dy) in pixels; the first view is the image as it is.
+TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """uint8 (N, H, W) -> the same images moved dx right and dy down, background filling in."""
+    if dx == 0 and dy == 0:
+        return images
+    pad = max(abs(dx), abs(dy))
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (pad, pad, pad, pad))
+    return padded[..., pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+
+
+@torch.no_grad()
+def averaged_probabilities(members: Sequence[tuple[nn.Module, Normalization]], split: Split,
+                           tta: bool = False) -> torch.Tensor:
+    """Mean class probabilities (N, C) over every member and every view of each image."""
+    shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
+    total = None
+    for model, norm in members:
+        for dx, dy in shifts:
+            view = Split(shift_images(split.images, dx, dy), split.labels)
+            probs = torch.softmax(compute_logits(model, view, norm).float(), dim=1)
+            total = probs if total is None else total.add_(probs)
+    if total is None:
+        raise ValueError("an ensemble needs at least one member")
+    return total / (len(members) * len(shifts))
+
+
+def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path]) -> None:
+    """Averaging only means something when every member answers the same question."""
+    first = payloads[0]
+    for payload, path in zip(payloads[1:], checkpoints[1:]):
+        for key, default in (("dataset", "mnist"), ("class_names", None)):
+            if payload.get(key, default) != first.get(key, default):
+                raise UserError(f"{path} has {key} {payload.get(key, default)!r} but {checkpoints[0]} has "
+                                f"{first.get(key, default)!r}: ensemble checkpoints trained on the same dataset")
+
+
+def combined_name(payloads: Sequence[dict[str, Any]], tta: bool) -> str:
+    """A label for titles and the default report folder, e.g. improved_cnn_ensemble3_tta."""
+    names = sorted({payload["model_name"] for payload in payloads})
+    label = "+".join(names)
+    if len(payloads) > 1:
+        label += f"_ensemble{len(payloads)}"
+    return label + ("_tta" if tta else "")
+
+
+def combined_payload(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path],
+                     tta: bool) -> dict[str, Any]:
+    """What the report shows about where the predictions came from."""
+    if len(payloads) == 1 and not tta:
+        return payloads[0]
+    single = len(payloads) == 1
+    first = payloads[0]
+    return {
+        "model_name": combined_name(payloads, tta),
+        "dataset": first.get("dataset", "mnist"),
+        "class_names": first.get("class_names"),
+        # one training history is only the truth about a single member
+        "history": first.get("history") if single else None,
+        "config": first.get("config") if single else None,
+        "epoch": first.get("epoch") if single else None,
+        "accuracy": first.get("accuracy") if single else None,
+        "members": [str(path) for path in checkpoints],
+        "tta_views": len(TTA_SHIFTS) if tta else 1,
+    }

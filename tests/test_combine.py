@@ -1,0 +1,128 @@
+"""Test-time augmentation and checkpoint ensembles (`evaluate --tta`, `--ensemble`), real models and images."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_classifier.checkpoint import load_checkpoint, load_model, save_checkpoint, stored_normalization
+from mnist_classifier.cli import main
+from mnist_classifier.combine import averaged_probabilities, shift_images
+from mnist_classifier.config import resolve_config
+from mnist_classifier.data import to_model_input
+from mnist_classifier.datasets import get_dataset_spec
+from mnist_classifier.training import train
+
+from .conftest import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def second_checkpoint(tmp_path_factory, mnist_raw_dir):
+    """Another real SimpleCNN, on other images and another seed, so that the two disagree somewhere."""
+    folder = tmp_path_factory.mktemp("second")
+    config = resolve_config(None, dict(limit_train=4000, epochs=1, batch_size=100, seed=11, data_dir=str(DATA_DIR),
+                                       save_dir=str(folder / "models"), log_dir=str(folder / "runs")))
+    return train(config, log=lambda _line: None).best_path
+
+
+def numpy_shift(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """An independent shift: roll, then blank what wrapped around."""
+    moved = np.roll(images, (dy, dx), axis=(1, 2))
+    if dy > 0:
+        moved[:, :dy] = 0
+    elif dy < 0:
+        moved[:, dy:] = 0
+    if dx > 0:
+        moved[:, :, :dx] = 0
+    elif dx < 0:
+        moved[:, :, dx:] = 0
+    return moved
+
+
+def member(path):
+    model, payload = load_model(path)
+    return model.eval(), stored_normalization(payload)
+
+
+def probabilities(model_and_norm, images: np.ndarray) -> np.ndarray:
+    model, norm = model_and_norm
+    with torch.no_grad():
+        return torch.softmax(model(to_model_input(torch.from_numpy(images), norm)), dim=1).numpy()
+
+
+@pytest.mark.parametrize("dx, dy", [(1, 0), (-1, 0), (0, 1), (0, -1), (2, -1)])
+def test_shift_moves_the_ink_and_fills_with_background(mnist_data, dx, dy):
+    images = mnist_data.test.images[:50]
+    shifted = shift_images(images, dx, dy)
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    assert np.array_equal(shifted.numpy(), numpy_shift(images.numpy(), dx, dy))
+
+
+def test_one_model_without_tta_is_its_own_softmax(small_checkpoint, mnist_data):
+    split = mnist_data.test.head(300)
+    combined = averaged_probabilities([member(small_checkpoint)], split).numpy()
+    np.testing.assert_allclose(combined, probabilities(member(small_checkpoint), split.images.numpy()), atol=1e-6)
+
+
+def test_tta_averages_the_image_and_its_four_one_pixel_shifts(small_checkpoint, mnist_data):
+    split = mnist_data.test.head(300)
+    images = split.images.numpy()
+    views = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    expected = np.mean([probabilities(member(small_checkpoint), numpy_shift(images, dx, dy)) for dx, dy in views],
+                       axis=0)
+    combined = averaged_probabilities([member(small_checkpoint)], split, tta=True).numpy()
+    np.testing.assert_allclose(combined, expected, atol=1e-6)
+    np.testing.assert_allclose(combined.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_ensemble_is_the_mean_of_its_members(small_checkpoint, second_checkpoint, mnist_data):
+    split = mnist_data.test.head(300)
+    images = split.images.numpy()
+    first, second = probabilities(member(small_checkpoint), images), probabilities(member(second_checkpoint), images)
+    assert (first.argmax(1) != second.argmax(1)).any() or not np.allclose(first, second, atol=1e-3)
+    combined = averaged_probabilities([member(small_checkpoint), member(second_checkpoint)], split).numpy()
+    np.testing.assert_allclose(combined, (first + second) / 2, atol=1e-6)
+
+
+def test_evaluate_ensemble_with_tta_writes_a_labelled_report(small_checkpoint, second_checkpoint, mnist_data,
+                                                             tmp_path, capsys):
+    out = tmp_path / "report"
+    status = main(["evaluate", "--ensemble", str(small_checkpoint), str(second_checkpoint), "--tta",
+                   "--out", str(out), "--data-dir", str(DATA_DIR)])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model_name"] == "simple_cnn_ensemble2_tta"
+    assert metrics["ensemble_members"] == 2 and metrics["tta_views"] == 5
+    assert metrics["checkpoint"] == f"{small_checkpoint} {second_checkpoint}"
+    # the reported accuracy is that of the averaged probabilities, computed here independently
+    images, labels = mnist_data.test.images.numpy(), mnist_data.test.labels.numpy()
+    views = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    mean = np.mean([probabilities(member(path), numpy_shift(images, dx, dy))
+                    for path in (small_checkpoint, second_checkpoint) for dx, dy in views], axis=0)
+    assert metrics["metrics"]["accuracy"] == pytest.approx((mean.argmax(1) == labels).mean(), abs=1e-4)
+    assert "ensemble of 2 checkpoints" in (out / "report.html").read_text()
+    assert "simple_cnn_ensemble2_tta on 10,000 test images" in capsys.readouterr().out
+
+
+def test_ensemble_members_from_different_datasets_are_refused(small_checkpoint, tmp_path, capsys):
+    payload = load_checkpoint(small_checkpoint)
+    fashion = get_dataset_spec("fashion-mnist")
+    payload.update(dataset=fashion.name, class_names=list(fashion.class_names))
+    foreign = tmp_path / "fashion_best.pth"
+    save_checkpoint(payload, foreign)
+    status = main(["evaluate", "--ensemble", str(small_checkpoint), str(foreign), "--out", str(tmp_path / "r"),
+                   "--data-dir", str(DATA_DIR)])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "fashion-mnist" in error and "same dataset" in error
+    assert not (tmp_path / "r").exists()
+
+
+def test_checkpoint_and_ensemble_together_are_refused(small_checkpoint, tmp_path, capsys):
+    status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--ensemble", str(small_checkpoint),
+                   "--out", str(tmp_path / "r")])
+    assert status == 2
+    assert "drop --checkpoint" in capsys.readouterr().err
+
