@@ -1,7 +1,9 @@
-"""Shared fixtures: the real MNIST files (fetched once per machine) and small slices."""
+"""Shared fixtures: the real MNIST and Fashion-MNIST files (fetched once per machine) and small slices."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,25 @@ def small_checkpoint(tmp_path_factory, mnist_raw_dir) -> Path:
     config = resolve_config(None, dict(limit_train=8000, epochs=1, batch_size=100, seed=3, data_dir=str(DATA_DIR),
                                        save_dir=str(folder / "models"), log_dir=str(folder / "runs")))
     return train(config, log=lambda _line: None).best_path
+
+
+@pytest.fixture(scope="session")
+def debian_files() -> Path:
+    """Debian's copy of the four original Fashion-MNIST .gz files, installed if missing and allowed."""
+    from mnist_classifier.datasets import FASHION_MNIST
+    from mnist_classifier.sources import debian
+
+    package, folder = FASHION_MNIST.debian.name, Path(FASHION_MNIST.debian.directory)
+    if not all((folder / f"{f.name}.gz").is_file() for f in FASHION_MNIST.files):
+        if shutil.which("apt-get") is None or not debian._is_root():
+            pytest.skip(f"needs Debian's {package}: run `sudo apt-get install -y {package}`")
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, capture_output=True, timeout=900)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fashion_raw(debian_files) -> Path:
+    """data/FashionMNIST/raw, verified (copied from the Debian package the first time)."""
+    from mnist_classifier.sources import fetch_dataset
+
+    return fetch_dataset(DATA_DIR, "auto", dataset="fashion-mnist", log=lambda _line: None)

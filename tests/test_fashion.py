@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,22 +32,6 @@ DEBIAN_DIR = Path(SPEC.debian.directory)
 
 def quiet(_line):
     pass
-
-
-@pytest.fixture(scope="session")
-def debian_files() -> Path:
-    """Debian's copy of the four original .gz files, installed if missing and allowed."""
-    if not all((DEBIAN_DIR / f"{f.name}.gz").is_file() for f in SPEC.files):
-        if shutil.which("apt-get") is None or not debian._is_root():
-            pytest.skip(f"needs Debian's {PACKAGE}: run `sudo apt-get install -y {PACKAGE}`")
-        subprocess.run(["apt-get", "install", "-y", "-q", PACKAGE], check=True, capture_output=True, timeout=900)
-    return DEBIAN_DIR
-
-
-@pytest.fixture(scope="session")
-def fashion_raw(debian_files) -> Path:
-    """data/FashionMNIST/raw, verified (copied from the Debian package the first time)."""
-    return fetch_dataset(DATA_DIR, "auto", dataset=SPEC.name, log=quiet)
 
 
 # ------------------------------------------------------------------ data

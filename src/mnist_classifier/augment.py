@@ -34,3 +34,36 @@ def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     ).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+MAX_CROP_SHIFT_PIXELS = 2
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """images: (B, 1, H, W) float in [0, 1] -> each image shifted by whole pixels and mirrored half the time.
+
+    The shift is a random 28x28 crop of the image padded by 2 px; the mirror is
+    left-right. Right for clothing (a shirt mirrored is still a shirt), wrong for digits.
+    Whole-pixel moves and a mirror land on pixel centres, so sampling copies pixels exactly.
+    """
+    batch, _, height, width = images.shape
+    draws = torch.rand(batch, 3, generator=generator, device=generator.device).to(images.device)
+    span = 2 * MAX_CROP_SHIFT_PIXELS + 1
+    shift_x = (draws[:, 0] * span).floor().clamp_(max=span - 1) - MAX_CROP_SHIFT_PIXELS
+    shift_y = (draws[:, 1] * span).floor().clamp_(max=span - 1) - MAX_CROP_SHIFT_PIXELS
+    mirror = torch.where(draws[:, 2] < 0.5, -1.0, 1.0)
+    zero, one = torch.zeros_like(mirror), torch.ones_like(mirror)
+    theta = torch.stack(
+        (torch.stack((mirror, zero, -shift_x * 2 / width), dim=1), torch.stack((zero, one, -shift_y * 2 / height), dim=1)),
+        dim=1,
+    ).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+# A dataset names its policy (DatasetSpec.augmentation); `augment: true` in a recipe applies it.
+AUGMENTATIONS = {"affine": random_affine, "crop_flip": random_crop_flip}
+AUGMENTATION_NOTES = {
+    "affine": "random shift, rotation, scale",
+    "crop_flip": "random 2-px crop, left-right mirror",
+}

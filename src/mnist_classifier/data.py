@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .augment import random_affine
+from .augment import AUGMENTATIONS
 from .datasets import DatasetSpec, get_dataset_spec
 from .sources import fetch_dataset, load_arrays
 
@@ -69,11 +69,12 @@ def load_data(
     return DataSplits(fit, val, Split(torch.from_numpy(test_x), torch.from_numpy(test_y)), spec)
 
 
-def to_model_input(images: torch.Tensor, norm: Normalization, generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented if a generator is given."""
+def to_model_input(images: torch.Tensor, norm: Normalization, generator: torch.Generator | None = None,
+                   augmentation: str = "affine") -> torch.Tensor:
+    """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented (augment.AUGMENTATIONS) if a generator is given."""
     batch = images.unsqueeze(1).float().div_(255.0)
     if generator is not None:
-        batch = random_affine(batch, generator)
+        batch = AUGMENTATIONS[augmentation](batch, generator)
     return batch.sub_(norm.mean).div_(norm.std)
 
 

