@@ -46,7 +46,8 @@ class BenchmarkError(RuntimeError):
     """The benchmark could not run (no checkpoint, server did not start)."""
 
 
-def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None = None) -> dict:
+def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None = None,
+        workers: int = 1) -> dict:
     """Start a server, load it for `duration` seconds, stop it; -> figures and targets."""
     duration = min(max(float(duration), 0.5), MAX_DURATION_S)
     clients = min(max(int(clients), 1), MAX_CLIENTS)
@@ -57,10 +58,11 @@ def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None
     port = free_port()
     errors_file = tempfile.TemporaryFile("w+")  # a file, not a pipe: a pipe nobody reads can fill up
     server = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint",
-                               str(checkpoint), "--port", str(port)],
+                               str(checkpoint), "--port", str(port), "--workers", str(workers)],
                               stdout=subprocess.DEVNULL, stderr=errors_file)
     try:
         wait_until_ready(port, server, errors_file)
+        wait_for_workers(server.pid, workers)
         cpu_before = cpu_seconds(server.pid)
         latencies, errors, elapsed = asyncio.run(load(port, bodies, clients, duration))
         server_cpu = cpu_seconds(server.pid) - cpu_before
@@ -72,12 +74,12 @@ def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None
             server.kill()
         errors_file.close()
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"clients": clients, "duration_s": round(elapsed, 2), "requests": len(latencies),
+    return {"clients": clients, "workers": workers, "duration_s": round(elapsed, 2), "requests": len(latencies),
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "errors": errors, "server_cpu_ms_per_request": round(server_cpu * 1000 / max(len(latencies), 1), 2),
             "checkpoint": str(checkpoint), "targets": TARGETS,
-            "command": command_line(duration, clients, checkpoint)}
+            "command": command_line(duration, clients, checkpoint, workers)}
 
 
 def drawn_digit_pngs(count: int = 40) -> list[bytes]:
@@ -140,12 +142,45 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time a process has used (Linux): tells server cost apart from machine contention."""
+    """CPU time the server has used, worker processes included (Linux): tells server
+    cost apart from machine contention."""
+    return sum(process_cpu(pid).values())
+
+
+def process_cpu(pid: int) -> dict[int, float]:
+    """{pid: CPU seconds} of the process `pid` and its children."""
+    used = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while we looked
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            used[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def read_bytes(path: str) -> bytes:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(path).read_bytes()
     except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return b""
+
+
+def wait_for_workers(pid: int, workers: int, timeout: float = 90.0) -> None:
+    """Until `serve --workers N` has N children that sit idle: all started, models loaded,
+    so no start-up CPU is counted as serving."""
+    if workers == 1:
+        return
+    deadline, before = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = {child: cpu for child, cpu in process_cpu(pid).items()
+               if b"spawn_main" in read_bytes(f"/proc/{child}/cmdline")}  # not the resource tracker
+        if len(now) == workers and all(now[child] - before.get(child, 0.0) < 0.05 for child in now):
+            return
+        before = now
+    raise BenchmarkError(f"{workers} server processes not ready after {timeout:.0f} s")
 
 
 def free_port() -> int:
@@ -170,9 +205,9 @@ def wait_until_ready(port: int, server: subprocess.Popen, errors_file, timeout: 
     raise BenchmarkError(f"server not ready after {timeout:.0f} s")
 
 
-def command_line(duration: float, clients: int, checkpoint: Path) -> str:
+def command_line(duration: float, clients: int, checkpoint: Path, workers: int) -> str:
     return shlex.join([sys.executable, "benchmarks/serve_load.py", "--duration", f"{duration:g}",
-                       "--clients", str(clients), "--checkpoint", str(checkpoint)])
+                       "--clients", str(clients), "--checkpoint", str(checkpoint), "--workers", str(workers)])
 
 
 def report(result: dict) -> str:
@@ -184,7 +219,7 @@ def report(result: dict) -> str:
                result["p99_ms"] <= targets["p99_ms"]),
               ("errors", str(result["errors"]), str(targets["errors"]), result["errors"] <= targets["errors"]),
               ("server CPU", f"{result['server_cpu_ms_per_request']:.2f} ms", "per request", None)]
-    lines = [f"serve_load: {result['clients']} clients, {result['duration_s']} s, "
+    lines = [f"serve_load: {result['clients']} clients, {result['workers']} server process(es), {result['duration_s']} s, "
              f"{result['requests']} requests, {Path(result['checkpoint']).name}",
              f"{'metric':<12} {'measured':>10}  {'target':<10} verdict"]
     for name, measured, target, ok in checks:
@@ -201,10 +236,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections (default: 16)")
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                         help="model to serve (default: models/simple_cnn_best.pth)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (`serve --workers`, default: 1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON (default: a table)")
     args = parser.parse_args()
     try:
-        result = run(args.duration, args.clients, args.checkpoint)
+        result = run(args.duration, args.clients, args.checkpoint, args.workers)
     except BenchmarkError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

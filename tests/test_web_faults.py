@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,12 +56,19 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(small_checkpoint, tmp_path_factory):
-    log = tmp_path_factory.mktemp("serve") / "stderr.txt"
+    with serve_command(small_checkpoint, tmp_path_factory.mktemp("serve")) as running:
+        yield running
+
+
+@contextmanager
+def serve_command(checkpoint: Path, folder: Path, *options: str):
+    """`python -m mnist_classifier serve --port 0 ...` until the block ends (then Ctrl+C)."""
+    log = folder / "stderr.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(small_checkpoint),
-             "--port", "0"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+            [sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(checkpoint),
+             "--port", "0", *options], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         line = read_line(process, timeout=90)
         found = re.search(r"at http://(127\.0\.0\.1):(\d+)/", line)
@@ -69,12 +77,16 @@ def server(small_checkpoint, tmp_path_factory):
         wait_until_healthy(f"http://{host}:{port}")
         yield Server(f"http://{host}:{port}", host, port, process, log)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def read_line(process: subprocess.Popen, timeout: float) -> str:
@@ -332,3 +344,66 @@ def test_server_is_still_up_and_clean_after_everything(server):
     assert server.alive()
     assert "Traceback" not in server.stderr() and "Exception" not in server.stderr(), server.stderr()[-3000:]
     print(f"requests by kind: {server.requests_sent}")
+
+
+# ------------------------------------------------------------------ serve --workers
+
+
+def test_worker_processes_share_the_port_replace_a_killed_one_and_stop_together(small_checkpoint, tmp_path):
+    with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
+        workers = wait_for_children(running.process.pid, count=2)
+        answers = post_digits(running, 24)
+        assert len(set(answers)) == 1 and answers[0] is not None, answers  # every process, one model
+
+        os.kill(workers[0], signal.SIGKILL)  # a worker dies (out of memory, a bug, kill -9)
+        replaced = wait_for_children(running.process.pid, count=2, without=workers[0])
+        assert post_digits(running, 8) == answers[:8]
+        assert stop(running.process) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
+
+
+def test_zero_workers_is_a_one_line_error(small_checkpoint, capsys):
+    from mnist_classifier import cli
+
+    assert cli.main(["serve", "--checkpoint", str(small_checkpoint), "--port", "0", "--workers", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--workers" in error
+
+
+def post_digits(running: Server, count: int) -> list:
+    def one(_):
+        return httpx.post(f"{running.url}/api/predict", json=DIGIT_JSON, timeout=30).json()["digit"]
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def wait_for_children(pid: int, count: int, without: int | None = None, timeout: float = 60) -> list[int]:
+    """The pids of `pid`'s child processes once there are `count` of them (none is `without`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = [child for child in child_pids(pid) if child != without]
+        if len(children) == count:
+            return children
+        assert time.monotonic() < deadline, f"{len(children)} worker processes, expected {count}"
+        time.sleep(0.2)
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        # ppid; zombies are gone already; multiprocessing's resource tracker is no worker
+        if int(fields[1]) == pid and fields[0] != "Z" and is_spawned_worker(stat.parent):
+            children.append(int(stat.parent.name))
+    return children
+
+
+def is_spawned_worker(proc: Path) -> bool:
+    try:
+        return b"spawn_main" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False

@@ -95,7 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.web import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port)
+    serve(args.checkpoint, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port, each with its own model (default: 1; "
+                       "the number of CPU cores gives the most requests/s)")
     serve.set_defaults(run=cmd_serve)
     return parser
 
