@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py                                  # 16 clients, 20 s
     python benchmarks/serve_load.py --duration 5 --clients 4 --checkpoint models/simple_cnn_best.pth
+    python benchmarks/serve_load.py --workers 2 --checkpoint models/simple_cnn_best.onnx
 
 The server is the real CLI (`python -m mnist_classifier serve`) in its own process, so
 the load generator never competes with it for a GIL (it still shares the CPU cores:

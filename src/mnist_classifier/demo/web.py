@@ -8,10 +8,11 @@ preprocessing (`preprocess.to_mnist`), so the page, the API, `predict` and the d
 demo agree on the same drawing. The API is described at /openapi.json (and /docs,
 whose viewer needs internet access).
 
-Speed (`python benchmarks/serve_load.py`, 16 clients posting canvas PNGs on loopback):
-~0.5 ms of HTTP/threading and ~1.6 ms of decode + preprocessing + (batched) inference
-per request on an idle core; on this 2-core VM, shared with other jobs at load 5-9, it
-measured 156-319 requests/s, p99 80-190 ms, no errors (~4 ms server CPU per request).
+Speed (`python benchmarks/serve_load.py --workers 2`, 16 clients posting canvas PNGs on
+loopback, 2-core VM): per request ~0.5 ms of PNG decode, ~0.5 ms of preprocessing,
+0.2 ms (ONNX Runtime) to 0.6 ms (PyTorch) of inference and ~1 ms of HTTP and thread
+hand-offs. One process tops out near one core, 230-270 requests/s; `--workers 2` gave
+450-700 requests/s: the shared VM's speed varies that much from run to run.
 """
 from __future__ import annotations
 
