@@ -93,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .demo.web import serve
+    from .demo.server import serve
 
     serve(args.checkpoint, host=args.host, port=args.port, workers=args.workers)
     return 0
