@@ -113,7 +113,7 @@ def nothing_starts(monkeypatch, tmp_path):
 
     Returns the list of things that were started (must stay empty) and the argv builder.
     """
-    from mnist_classifier.demo import desktop, web
+    from mnist_classifier.demo import desktop, server
 
     started: list[str] = []
 
@@ -125,7 +125,7 @@ def nothing_starts(monkeypatch, tmp_path):
 
     monkeypatch.setattr(desktop, "_Window", record("demo window"))
     monkeypatch.setattr(desktop, "_require_display", lambda: None)  # so a good file would reach the window
-    monkeypatch.setattr(web, "bind", record("server socket"))
+    monkeypatch.setattr(server, "bind", record("server socket"))
     monkeypatch.setattr("mnist_classifier.training.load_data", record("training data load"))
     monkeypatch.chdir(tmp_path)  # defaults like models/ and runs/ would appear here
     image = tmp_path / "digit.png"
