@@ -349,7 +349,7 @@ def test_server_is_still_up_and_clean_after_everything(server):
 # ------------------------------------------------------------------ serve --workers
 
 
-def test_worker_processes_share_the_port_replace_a_killed_one_and_stop_together(small_checkpoint, tmp_path):
+def test_worker_processes_answer_one_killed_is_replaced_all_stop_together(small_checkpoint, tmp_path):
     with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
         workers = wait_for_children(running.process.pid, count=2)
         answers = post_digits(running, 24)
