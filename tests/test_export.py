@@ -32,6 +32,8 @@ def test_onnx_logits_match_pytorch_on_real_test_images(onnx_path, small_checkpoi
     backend = load_onnx_predictor(onnx_path).backend
     assert np.abs(backend(batch.numpy()) - expected).max() <= 1e-4  # batched, chunked session
     assert np.abs(backend(batch[:1].numpy()) - expected[:1]).max() <= 1e-4  # single-image session
+    two_threads = load_onnx_predictor(onnx_path, single_image_threads=2).backend
+    assert np.abs(two_threads(batch[:8].numpy()) - expected[:8]).max() <= 1e-4  # the latency option
 
 
 def test_onnx_predictor_gives_pytorch_top1(onnx_path, small_checkpoint, mnist_data):
