@@ -353,6 +353,24 @@ def test_reads_palette_png_with_transparency():
     assert correlation(result.image, to_mnist(coverage).image) > 0.99
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_exif_rotation_is_applied_like_a_phone_shows_it(image_format):
+    upright = draw_seven()
+    stored = Image.fromarray(np.rot90(upright))  # as the camera sensor saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    stored.save(buffer, format=image_format, exif=exif, **({"quality": 95} if image_format == "JPEG" else {}))
+    assert max_difference(to_mnist(buffer.getvalue()), to_mnist(upright)) <= 40  # JPEG ringing
+    assert correlation(to_mnist(buffer.getvalue()).image, to_mnist(upright).image) > 0.98
+
+
+def test_caller_pil_image_is_not_changed():
+    image = Image.fromarray(draw_seven())
+    load_image(image)
+    assert image.size == (280, 280) and np.array_equal(np.array(image), draw_seven())
+
+
 def test_load_image_returns_numpy_array():
     array = load_image(png_bytes(np.dstack([draw_seven()] * 3)))
     assert isinstance(array, np.ndarray) and array.shape == (280, 280, 3)

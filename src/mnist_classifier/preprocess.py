@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mnist_classifier.errors import ImageError
 
@@ -112,13 +112,21 @@ def _decoding(name: str):
 
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     _check_size(im.width, im.height, name)
-    im = ImageOps.exif_transpose(im)  # phone photos store rotation in EXIF
+    im = _upright(im)
     if im.has_transparency_data:  # an alpha band, or a tRNS colour key
         if im.mode not in ("LA", "RGBA"):
             im = im.convert("RGBA")
     elif im.mode not in ("1", "L", "I", "F", "RGB") and not im.mode.startswith("I;16"):
         im = im.convert("RGB")  # palette, CMYK, YCbCr...: colours are what we need
     return np.array(im)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF rotation phone photos carry; without one, no copy (~0.2 ms a canvas)."""
+    im.load()  # a PNG may keep its EXIF after the pixels
+    if im.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return im
+    return ImageOps.exif_transpose(im)
 
 
 def _check_size(width: int, height: int, name: str = "the image") -> None:
