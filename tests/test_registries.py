@@ -5,6 +5,7 @@ tested in test_evaluation.py::test_a_registered_metric_reaches_json_and_html.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import textwrap
 
@@ -12,12 +13,14 @@ import pytest
 import torch
 
 from mnist_classifier import models
+from mnist_classifier.augment import AUGMENTATIONS
 from mnist_classifier.checkpoint import load_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
 from mnist_classifier.datasets import DATASETS, SOURCE_NAMES, get_dataset_spec
 from mnist_classifier.errors import UserError
 from mnist_classifier.plugins import PLUGINS_ENV
+from mnist_classifier.preprocess import FRAMINGS
 from mnist_classifier.sources import fetch_dataset
 
 from .conftest import DATA_DIR
@@ -56,6 +59,16 @@ def test_every_dataset_entry_is_complete(name):
     assert 0 < spec.mean < 1 and 0 < spec.std < 1
     assert len({f.sha256 for f in spec.files}) == 4 and all(len(f.sha256) == 64 for f in spec.files)
     assert all(url.startswith("https://") for url in spec.mirrors)
+    assert spec.augmentation in AUGMENTATIONS and spec.framing in FRAMINGS
+
+
+def test_an_unknown_augmentation_stops_training_before_it_starts(monkeypatch, tmp_path, mnist_raw_dir, capsys):
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], augmentation="swirl"))
+    status = main(["train", "--epochs", "1", "--limit-train", "500", "--data-dir", str(DATA_DIR),
+                   "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status != 0 and "augmentation 'swirl'" in error and "affine, crop_flip" in error
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
 def test_a_source_the_dataset_does_not_have_is_refused(tmp_path, capsys):

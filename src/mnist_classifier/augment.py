@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
+
 MAX_SHIFT_PIXELS = 2.0
 MAX_ROTATION_DEGREES = 10.0
 SCALE_RANGE = (0.9, 1.1)
@@ -67,3 +69,12 @@ AUGMENTATION_NOTES = {
     "affine": "random shift, rotation, scale",
     "crop_flip": "random 2-px crop, left-right mirror",
 }
+
+
+def require_augmentation(name: str, dataset: str) -> str:
+    """`name` if it is a policy above; else the error a dataset's author needs, before any training."""
+    if name not in AUGMENTATIONS:
+        choices = ", ".join(sorted(AUGMENTATIONS))
+        raise UserError(f"dataset '{dataset}' names augmentation '{name}', which does not exist: "
+                        f"set its DatasetSpec.augmentation to one of {choices}")
+    return name

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
+from .augment import require_augmentation
 from .checkpoint import load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
@@ -145,7 +146,7 @@ class Trainer:
         self.config, self.ctx, self.log = config, ctx, log
         self.norm = Normalization(data.spec.mean, data.spec.std)
         self.class_names = list(data.spec.class_names)
-        self.augmentation = data.spec.augmentation
+        self.augmentation = require_augmentation(data.spec.augmentation, data.spec.name)
         self.train_split, self.val_split = data.train.to(ctx.device), data.val.to(ctx.device)
         self.test_split = data.test
         torch.manual_seed(config.seed)  # identical initial weights on every rank
