@@ -15,7 +15,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,26 +51,21 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
                                                     runs=100 if quick else 500))))
     out.append(("Inference: ONNX Runtime vs eager PyTorch",
                 inference.format_table(inference.run(checkpoint, quick=quick))))
-    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as folder:
-        for backend, model_file, workers in served_models(checkpoint, Path(folder)):
-            out.append((f"Web server ({backend}): 16 concurrent clients posting drawn digits",
-                        serve_load.report(serve_load.run(duration=5 if quick else 20, clients=16,
-                                                         checkpoint=model_file, workers=workers))))
+    for backend, workers, onnx in served_models():
+        out.append((f"Web server ({backend}): 16 concurrent clients posting drawn digits",
+                    serve_load.report(serve_load.run(duration=5 if quick else 20, clients=16,
+                                                     checkpoint=checkpoint, workers=workers, onnx=onnx))))
     print(f"benchmarks took {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return out
 
 
-def served_models(checkpoint: Path, folder: Path) -> list[tuple[str, Path, int]]:
+def served_models() -> list[tuple[str, int, bool]]:
     """`serve` as it starts by default, with a process per core, and serving the ONNX
     export with a process per core (README: Deploy with ONNX)."""
-    from mnist_classifier.export import export_onnx
-
-    onnx_file = folder / f"{checkpoint.stem}.onnx"
-    export_onnx(checkpoint, onnx_file, data_dir=ROOT / "data")
     cores = os.cpu_count() or 1
-    return [("PyTorch checkpoint, 1 process: the default", checkpoint, 1),
-            (f"PyTorch checkpoint, --workers {cores}", checkpoint, cores),
-            (f"ONNX Runtime, --workers {cores}", onnx_file, cores)]
+    return [("PyTorch checkpoint, 1 process: the default", 1, False),
+            (f"PyTorch checkpoint, --workers {cores}", cores, False),
+            (f"ONNX Runtime, --workers {cores}", cores, True)]
 
 
 def write_report(parts: list[tuple[str, str]], command: str) -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py                                  # 16 clients, 20 s
     python benchmarks/serve_load.py --duration 5 --clients 4 --checkpoint models/simple_cnn_best.pth
-    python benchmarks/serve_load.py --workers 2 --checkpoint models/simple_cnn_best.onnx
+    python benchmarks/serve_load.py --workers 2 --onnx    # export the checkpoint, serve the .onnx
 
 The server is the real CLI (`python -m mnist_classifier serve`) in its own process, so
 the load generator never competes with it for a GIL (it still shares the CPU cores:
@@ -48,18 +48,32 @@ class BenchmarkError(RuntimeError):
 
 
 def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None = None,
-        workers: int = 1) -> dict:
-    """Start a server, load it for `duration` seconds, stop it; -> figures and targets."""
+        workers: int = 1, onnx: bool = False) -> dict:
+    """Start a server, load it for `duration` seconds, stop it; -> figures and targets.
+
+    With `onnx`, a .pth checkpoint is first exported (to a temporary folder) and the
+    export is served, so that one command line reproduces the ONNX Runtime figures."""
     duration = min(max(float(duration), 0.5), MAX_DURATION_S)
     clients = min(max(int(clients), 1), MAX_CLIENTS)
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
     if not checkpoint.is_file():
         raise BenchmarkError(f"checkpoint {checkpoint} not found: train one with `mnist-classifier train`")
+    command = command_line(duration, clients, checkpoint, workers, onnx)
+    if not (onnx and checkpoint.suffix == ".pth"):
+        return measure(duration, clients, checkpoint, workers, command)
+    from mnist_classifier.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as folder:
+        exported = export_onnx(checkpoint, Path(folder) / f"{checkpoint.stem}.onnx", data_dir=ROOT / "data")
+        return measure(duration, clients, exported, workers, command)
+
+
+def measure(duration: float, clients: int, model_file: Path, workers: int, command: str) -> dict:
     bodies = drawn_digit_pngs()
     port = free_port()
     errors_file = tempfile.TemporaryFile("w+")  # a file, not a pipe: a pipe nobody reads can fill up
     server = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint",
-                               str(checkpoint), "--port", str(port), "--workers", str(workers)],
+                               str(model_file), "--port", str(port), "--workers", str(workers)],
                               stdout=subprocess.DEVNULL, stderr=errors_file)
     try:
         wait_until_ready(port, server, errors_file)
@@ -79,8 +93,7 @@ def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "errors": errors, "server_cpu_ms_per_request": round(server_cpu * 1000 / max(len(latencies), 1), 2),
-            "checkpoint": str(checkpoint), "targets": TARGETS,
-            "command": command_line(duration, clients, checkpoint, workers)}
+            "checkpoint": model_file.name, "targets": TARGETS, "command": command}
 
 
 def drawn_digit_pngs(count: int = 40) -> list[bytes]:
@@ -206,9 +219,10 @@ def wait_until_ready(port: int, server: subprocess.Popen, errors_file, timeout: 
     raise BenchmarkError(f"server not ready after {timeout:.0f} s")
 
 
-def command_line(duration: float, clients: int, checkpoint: Path, workers: int) -> str:
+def command_line(duration: float, clients: int, checkpoint: Path, workers: int, onnx: bool) -> str:
     return shlex.join([sys.executable, "benchmarks/serve_load.py", "--duration", f"{duration:g}",
-                       "--clients", str(clients), "--checkpoint", str(checkpoint), "--workers", str(workers)])
+                       "--clients", str(clients), "--checkpoint", str(checkpoint), "--workers", str(workers)]
+                      + (["--onnx"] if onnx else []))
 
 
 def report(result: dict) -> str:
@@ -238,10 +252,12 @@ def main() -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                         help="model to serve (default: models/simple_cnn_best.pth)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (`serve --workers`, default: 1)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="export the .pth checkpoint to ONNX first and serve the export (default: serve as given)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON (default: a table)")
     args = parser.parse_args()
     try:
-        result = run(args.duration, args.clients, args.checkpoint, args.workers)
+        result = run(args.duration, args.clients, args.checkpoint, args.workers, args.onnx)
     except BenchmarkError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
