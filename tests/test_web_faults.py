@@ -15,6 +15,7 @@ import json
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -350,14 +351,19 @@ def test_server_is_still_up_and_clean_after_everything(server):
 
 
 def test_worker_processes_answer_one_killed_is_replaced_all_stop_together(small_checkpoint, tmp_path):
-    with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
+    served = tmp_path / "served.pth"
+    shutil.copyfile(small_checkpoint, served)
+    with serve_command(served, tmp_path, "--workers", "2") as running:
         workers = wait_for_children(running.process.pid, count=2)
         answers = post_digits(running, 24)
         assert len(set(answers)) == 1 and answers[0] is not None, answers  # every process, one model
 
-        os.kill(workers[0], signal.SIGKILL)  # a worker dies (out of memory, a bug, kill -9)
-        replaced = wait_for_children(running.process.pid, count=2, without=workers[0])
+        served.unlink()  # retrained, moved or deleted while serving: a new worker still has the model
+        for worker in workers:  # both die (out of memory, a bug, kill -9): only replacements can answer
+            os.kill(worker, signal.SIGKILL)
+            replaced = wait_for_children(running.process.pid, count=2, without=worker)
         assert post_digits(running, 8) == answers[:8]
+        assert not set(workers) & set(child_pids(running.process.pid))
         assert stop(running.process) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
 

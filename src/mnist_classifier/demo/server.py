@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -48,10 +50,20 @@ def serve_in_processes(checkpoint: Path, sock: socket.socket, workers: int) -> N
     it at about one core of decoding and HTTP, so more cores need more processes."""
     from uvicorn.supervisors import Multiprocess
 
-    # Workers are spawned, not forked: they rebuild the app from the environment.
-    os.environ[CHECKPOINT_ENV] = str(checkpoint.resolve())
-    server = uvicorn_server(f"{__name__}:app_from_environment", factory=True, workers=workers)
-    Multiprocess(server.config, sockets=[sock]).run()  # restarts a worker that dies
+    # The supervisor restarts a worker that dies, maybe hours later: it must load the model
+    # the others serve, even if the file was retrained, moved or deleted meanwhile. So the
+    # workers load a private copy, which lives as long as the server.
+    with tempfile.TemporaryDirectory(prefix="mnist-classifier-serve-") as folder:
+        snapshot = Path(folder) / checkpoint.name
+        try:
+            shutil.copyfile(checkpoint, snapshot)
+        except OSError as error:
+            raise UserError(f"cannot copy {checkpoint} for the worker processes to {folder} "
+                            f"({error.strerror}): free some space there or set TMPDIR") from None
+        # Workers are spawned, not forked: they rebuild the app from the environment.
+        os.environ[CHECKPOINT_ENV] = str(snapshot)
+        server = uvicorn_server(f"{__name__}:app_from_environment", factory=True, workers=workers)
+        Multiprocess(server.config, sockets=[sock]).run()
 
 
 def app_from_environment() -> FastAPI:
