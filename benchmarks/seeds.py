@@ -24,14 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mnist_classifier.checkpoint import load_checkpoint  # noqa: E402
+from mnist_classifier.training import checkpoint_stem  # noqa: E402
 
 
 def run_folder(args: argparse.Namespace, seed: int) -> Path:
     return ROOT / "models" / "seeds" / f"{args.model}_{args.dataset}_seed{seed}"
 
 
-def finished(folder: Path, model: str) -> bool:
-    best = folder / f"{model}_best.pth"
+def checkpoint(args: argparse.Namespace, seed: int, kind: str = "best") -> Path:
+    return run_folder(args, seed) / f"{checkpoint_stem(args.model, args.dataset)}_{kind}.pth"
+
+
+def finished(args: argparse.Namespace, seed: int) -> bool:
+    best = checkpoint(args, seed)
     return best.is_file() and "test_accuracy" in load_checkpoint(best)
 
 
@@ -50,8 +55,8 @@ def train_seed(args: argparse.Namespace, seed: int) -> None:
 def summarise(args: argparse.Namespace) -> None:
     rows = []
     for seed in args.seeds:
-        best = load_checkpoint(run_folder(args, seed) / f"{args.model}_best.pth")
-        last = load_checkpoint(run_folder(args, seed) / f"{args.model}_last.pth")
+        best = load_checkpoint(checkpoint(args, seed))
+        last = load_checkpoint(checkpoint(args, seed, "last"))
         seconds = sum(last["history"]["seconds"])
         rows.append((seed, best["test_accuracy"], best["accuracy"], last["epoch"], seconds))
     print(f"\n{args.model} on {args.dataset}, {len(rows)} seeds")
@@ -62,7 +67,7 @@ def summarise(args: argparse.Namespace) -> None:
     spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
     print(f"mean test accuracy {statistics.mean(tests):.2%} +- {spread:.2%} (sample std); "
           f"training {statistics.mean(row[4] for row in rows) / 60:.1f} min per seed on average")
-    print("checkpoints: " + " ".join(str(run_folder(args, s).relative_to(ROOT) / f"{args.model}_best.pth")
+    print("checkpoints: " + " ".join(str(checkpoint(args, s).relative_to(ROOT))
                                      for s in args.seeds))
 
 
@@ -74,7 +79,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     args = parser.parse_args()
     for seed in args.seeds:
-        if finished(run_folder(args, seed), args.model):
+        if finished(args, seed):
             print(f"seed {seed}: already trained in {run_folder(args, seed).relative_to(ROOT)}")
         else:
             train_seed(args, seed)

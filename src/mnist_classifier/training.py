@@ -7,8 +7,9 @@
 
 Every epoch: train on shuffled full batches, score the validation split, save
 `<model>_last.pth` (the resume point), `<model>_best.pth` when validation accuracy
-improves, and a timestamped copy every `save_interval` epochs. After the last epoch
-the best model is scored once on the test set.
+improves, and a timestamped copy every `save_interval` epochs (other datasets than MNIST
+add theirs: `<model>_fashion-mnist_best.pth`). After the last epoch the best model is
+scored once on the test set.
 """
 from __future__ import annotations
 
@@ -64,9 +65,15 @@ class RunState:
     run_dir: Path | None = None
 
 
+def checkpoint_stem(model_name: str, dataset: str) -> str:
+    """`simple_cnn` for MNIST, `simple_cnn_fashion-mnist` for others: training on a second
+    dataset must not overwrite the MNIST model (same pattern as configs/)."""
+    return model_name if dataset == "mnist" else f"{model_name}_{dataset}"
+
+
 def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
-    save_dir = Path(config.save_dir)
-    return save_dir / f"{config.model_name}_best.pth", save_dir / f"{config.model_name}_last.pth"
+    save_dir, stem = Path(config.save_dir), checkpoint_stem(config.model_name, config.dataset)
+    return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
 
 
 def check_writable(directory: str | Path) -> None:
@@ -282,14 +289,16 @@ class Trainer:
         save_checkpoint(payload, last_path)  # written last: the resume point always exists
         if epochs_done % self.config.save_interval == 0:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            save_checkpoint(payload, Path(self.config.save_dir) / f"{self.config.model_name}_{stamp}.pth")
+            stem = checkpoint_stem(self.config.model_name, self.config.dataset)
+            save_checkpoint(payload, Path(self.config.save_dir) / f"{stem}_{stamp}.pth")
 
     def open_writer(self) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
 
         if self.state.run_dir is None:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            self.state.run_dir = Path(self.config.log_dir) / f"{self.config.model_name}_{stamp}"
+            stem = checkpoint_stem(self.config.model_name, self.config.dataset)
+            self.state.run_dir = Path(self.config.log_dir) / f"{stem}_{stamp}"
         self.state.run_dir.mkdir(parents=True, exist_ok=True)
         config_text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
         (self.state.run_dir / "config.yaml").write_text(config_text)
