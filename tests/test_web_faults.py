@@ -350,7 +350,7 @@ def test_server_is_still_up_and_clean_after_everything(server):
 # ------------------------------------------------------------------ serve --workers
 
 
-def test_worker_processes_answer_one_killed_is_replaced_all_stop_together(small_checkpoint, tmp_path):
+def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_together(small_checkpoint, tmp_path):
     served = tmp_path / "served.pth"
     shutil.copyfile(small_checkpoint, served)
     with serve_command(served, tmp_path, "--workers", "2") as running:

@@ -151,6 +151,7 @@ def steps_per_epoch(config: TrainConfig, train_size: int) -> int:
 class Trainer:
     def __init__(self, config: TrainConfig, ctx: distributed.Context, data: DataSplits, log: Callable[[str], None]):
         self.config, self.ctx, self.log = config, ctx, log
+        self.stem = checkpoint_stem(config.model_name, config.dataset)  # names checkpoints and runs
         self.norm = Normalization(data.spec.mean, data.spec.std)
         self.class_names = list(data.spec.class_names)
         self.augmentation = require_augmentation(data.spec.augmentation, data.spec.name)
@@ -289,16 +290,14 @@ class Trainer:
         save_checkpoint(payload, last_path)  # written last: the resume point always exists
         if epochs_done % self.config.save_interval == 0:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            stem = checkpoint_stem(self.config.model_name, self.config.dataset)
-            save_checkpoint(payload, Path(self.config.save_dir) / f"{stem}_{stamp}.pth")
+            save_checkpoint(payload, Path(self.config.save_dir) / f"{self.stem}_{stamp}.pth")
 
     def open_writer(self) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
 
         if self.state.run_dir is None:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            stem = checkpoint_stem(self.config.model_name, self.config.dataset)
-            self.state.run_dir = Path(self.config.log_dir) / f"{stem}_{stamp}"
+            self.state.run_dir = Path(self.config.log_dir) / f"{self.stem}_{stamp}"
         self.state.run_dir.mkdir(parents=True, exist_ok=True)
         config_text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
         (self.state.run_dir / "config.yaml").write_text(config_text)
