@@ -10,6 +10,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
+# Accuracy recomputed independently (other batch sizes, other summation order) can tip
+# an image whose top two classes are almost tied: allow two images of 10,000.
+NEAR_TIES = 2.5e-4
 
 # Headless everywhere: figures go to files, and Qt must not look for a display.
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,6 +1,8 @@
 """Batched training augmentation on real images: what each dataset's policy does to them."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -59,9 +61,11 @@ def test_affine_moves_digits_a_little_and_keeps_their_ink(mnist_data):
 def test_each_dataset_trains_with_its_own_policy(dataset, policy, tmp_path, request, monkeypatch):
     request.getfixturevalue("mnist_raw_dir" if dataset == "mnist" else "fashion_raw")
     used = []
-    for name, fn in list(augment.AUGMENTATIONS.items()):
-        monkeypatch.setitem(augment.AUGMENTATIONS, name,
-                            lambda images, generator, _name=name, _fn=fn: used.append(_name) or _fn(images, generator))
+    for name, registered in list(augment.AUGMENTATIONS.items()):
+        def recorded(images, generator, _name=name, _transform=registered.transform):
+            used.append(_name)
+            return _transform(images, generator)
+        monkeypatch.setitem(augment.AUGMENTATIONS, name, dataclasses.replace(registered, transform=recorded))
     config = resolve_config(None, dict(dataset=dataset, limit_train=200, epochs=1, batch_size=100, augment=True,
                                        val_size=100, data_dir=str(DATA_DIR), save_dir=str(tmp_path / "m"),
                                        log_dir=str(tmp_path / "r")))

@@ -8,6 +8,8 @@ Works on [0, 1] images *before* normalisation, so the zero padding that
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -63,11 +65,19 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
     return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    note: str  # for reports: what training did to the images
+    # Does training show left-right mirrored images? Then the model has learned to read
+    # them, and test-time augmentation (combine.py) may show it mirrored views too.
+    mirrors: bool = False
+
+
 # A dataset names its policy (DatasetSpec.augmentation); `augment: true` in a recipe applies it.
-AUGMENTATIONS = {"affine": random_affine, "crop_flip": random_crop_flip}
-AUGMENTATION_NOTES = {
-    "affine": "random shift, rotation, scale",
-    "crop_flip": "random 2-px crop, left-right mirror",
+AUGMENTATIONS = {
+    "affine": Augmentation(random_affine, "random shift, rotation, scale"),
+    "crop_flip": Augmentation(random_crop_flip, "random 2-px crop, left-right mirror", mirrors=True),
 }
 
 

@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="test set to score (default: the one the checkpoint was trained on; "
                           "another one is refused)")
     evaluate.add_argument("--tta", action="store_true",
-                          help="test-time augmentation: average over the image and 4 one-pixel shifts (5x the work)")
+                          help="test-time augmentation: average over the image and 4 one-pixel shifts (5x the work), "
+                          "and their mirrors where training mirrored (clothes: 10x)")
     evaluate.add_argument("--ensemble", nargs="+", metavar="CHECKPOINT",
                           help="average the probabilities of these checkpoints (instead of --checkpoint)")
     evaluate.set_defaults(run=cmd_evaluate)

@@ -1,14 +1,15 @@
 """Test-time augmentation and checkpoint ensembles: several opinions, one averaged answer.
 
-    mnist-classifier evaluate --tta                                  # 5 views of every test image
+    mnist-classifier evaluate --tta                                  # 5 views of every digit, 10 of clothes
     mnist-classifier evaluate --ensemble a_best.pth b_best.pth c_best.pth --tta
 
 Both average class probabilities (softmax outputs), not logits, so that no single
 over-confident member or view can outvote the others. The TTA views are the image
 itself and copies moved by one pixel up, down, left and right: training augmentation
 already moves digits by up to two pixels, so every view is an image the model has
-learned to read. Flips and large rotations are left out on purpose: they turn a 6
-into a 9 and a 2 into a 5.
+learned to read. Flips and large rotations are left out for digits on purpose: they
+turn a 6 into a 9 and a 2 into a 5. A dataset whose training mirrors its images
+(Fashion-MNIST: a shirt mirrored is still a shirt) gets the mirror of each view too.
 """
 from __future__ import annotations
 
@@ -19,12 +20,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import AUGMENTATIONS, require_augmentation
 from .data import Normalization, Split
+from .datasets import DatasetSpec
 from .errors import UserError
 from .evaluation import compute_logits
 
 # (dx, dy) in pixels; the first view is the image as it is.
 TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+View = tuple[int, int, bool]  # (dx, dy, mirrored): mirrored left-right first, then moved
+ORIGINAL_ONLY: tuple[View, ...] = ((0, 0, False),)
+
+
+def tta_views(spec: DatasetSpec) -> tuple[View, ...]:
+    """The views `--tta` averages for a dataset: what its training augmentation taught the model to read."""
+    policy = AUGMENTATIONS[require_augmentation(spec.augmentation, spec.name)]
+    mirrored = (False, True) if policy.mirrors else (False,)
+    return tuple((dx, dy, mirror) for mirror in mirrored for dx, dy in TTA_SHIFTS)
 
 
 def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -37,20 +50,24 @@ def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return padded[..., pad - dy : pad - dy + height, pad - dx : pad - dx + width]
 
 
+def view_images(images: torch.Tensor, view: View) -> torch.Tensor:
+    dx, dy, mirrored = view
+    return shift_images(images.flip(-1) if mirrored else images, dx, dy)
+
+
 @torch.no_grad()
 def averaged_probabilities(members: Sequence[tuple[nn.Module, Normalization]], split: Split,
-                           tta: bool = False) -> torch.Tensor:
+                           views: Sequence[View] = ORIGINAL_ONLY) -> torch.Tensor:
     """Mean class probabilities (N, C) over every member and every view of each image."""
-    shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
+    if not members or not views:
+        raise ValueError("averaging needs at least one member and one view")
     total = None
     for model, norm in members:
-        for dx, dy in shifts:
-            view = Split(shift_images(split.images, dx, dy), split.labels)
-            probs = torch.softmax(compute_logits(model, view, norm).float(), dim=1)
+        for view in views:
+            seen = Split(view_images(split.images, view), split.labels)
+            probs = torch.softmax(compute_logits(model, seen, norm).float(), dim=1)
             total = probs if total is None else total.add_(probs)
-    if total is None:
-        raise ValueError("an ensemble needs at least one member")
-    return total / (len(members) * len(shifts))
+    return total / (len(members) * len(views))
 
 
 def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path]) -> None:
@@ -73,8 +90,9 @@ def combined_name(payloads: Sequence[dict[str, Any]], tta: bool) -> str:
 
 
 def combined_payload(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path],
-                     tta: bool) -> dict[str, Any]:
+                     views: Sequence[View] = ORIGINAL_ONLY) -> dict[str, Any]:
     """What the report shows about where the predictions came from."""
+    tta = len(views) > 1
     if len(payloads) == 1 and not tta:
         return payloads[0]
     single = len(payloads) == 1
@@ -89,5 +107,6 @@ def combined_payload(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[s
         "epoch": first.get("epoch") if single else None,
         "accuracy": first.get("accuracy") if single else None,
         "members": [str(path) for path in checkpoints],
-        "tta_views": len(TTA_SHIFTS) if tta else 1,
+        "tta_views": len(views),
+        "tta_mirrored": any(mirrored for _, _, mirrored in views),
     }

@@ -74,7 +74,7 @@ def to_model_input(images: torch.Tensor, norm: Normalization, generator: torch.G
     """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented (augment.AUGMENTATIONS) if a generator is given."""
     batch = images.unsqueeze(1).float().div_(255.0)
     if generator is not None:
-        batch = AUGMENTATIONS[augmentation](batch, generator)
+        batch = AUGMENTATIONS[augmentation].transform(batch, generator)
     return batch.sub_(norm.mean).div_(norm.std)
 
 

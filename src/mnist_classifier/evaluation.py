@@ -270,7 +270,7 @@ def evaluate_checkpoint(
     at all (see report.write_report).
     """
     from .checkpoint import load_model, stored_normalization
-    from .combine import averaged_probabilities, check_members_agree, combined_payload
+    from .combine import ORIGINAL_ONLY, averaged_probabilities, check_members_agree, combined_payload, tta_views
     from .report import check_report_dir, default_report_dir, write_report
 
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
@@ -279,12 +279,13 @@ def evaluate_checkpoint(
     check_members_agree(payloads, checkpoints)
     trained_on = payloads[0].get("dataset", "mnist")  # checkpoints older than the registry are MNIST
     check_same_dataset(checkpoints[0], trained_on, dataset)
-    payload = combined_payload(payloads, checkpoints, tta)
+    views = tta_views(get_dataset_spec(trained_on)) if tta else ORIGINAL_ONLY
+    payload = combined_payload(payloads, checkpoints, views)
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_report_dir(payload["model_name"]))
     data = load_data(data_dir, trained_on, log=lambda _line: None)
     class_names = list(payloads[0].get("class_names") or data.spec.class_names)
     members = [(model, stored_normalization(member)) for model, member in loaded]
-    probs = averaged_probabilities(members, data.test, tta)
+    probs = averaged_probabilities(members, data.test, views)
     evaluation = evaluate_predictions(data.test.labels.numpy(), probs.numpy(), class_names)
     written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoints[0]), target)
     log(summary_text(evaluation, payload["model_name"], written))

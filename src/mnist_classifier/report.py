@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .augment import AUGMENTATION_NOTES
+from .augment import AUGMENTATIONS
 from .datasets import DATASETS
 from .errors import UserError
 from .evaluation import METRICS, Evaluation
@@ -58,6 +58,7 @@ def report_metadata(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]
         "created": datetime.now().isoformat(timespec="seconds"),
         "ensemble_members": len(payload.get("members") or [checkpoint]),
         "tta_views": payload.get("tta_views", 1),
+        "tta_mirrored": payload.get("tta_mirrored", False),
     }
 
 
@@ -67,7 +68,7 @@ def training_note(payload: dict[str, Any]) -> str | None:
     parts = []
     if config.get("augment"):
         policy = DATASETS[payload["dataset"]].augmentation if payload.get("dataset") in DATASETS else "affine"
-        parts.append(f"on augmented batches ({AUGMENTATION_NOTES[policy]})")
+        parts.append(f"on augmented batches ({AUGMENTATIONS[policy].note})")
     if config.get("label_smoothing"):
         parts.append(f"with label smoothing {config['label_smoothing']:g}")
     if not parts:
@@ -138,7 +139,8 @@ def _training_facts(summary: dict[str, Any]) -> str:
     if summary.get("ensemble_members", 1) > 1:
         facts.append(f"ensemble of {summary['ensemble_members']} checkpoints, probabilities averaged")
     if summary.get("tta_views", 1) > 1:
-        facts.append(f"test-time augmentation: {summary['tta_views']} views per image (1-pixel shifts)")
+        kinds = "1-pixel shifts, each also mirrored" if summary.get("tta_mirrored") else "1-pixel shifts"
+        facts.append(f"test-time augmentation: {summary['tta_views']} views per image ({kinds})")
     if summary.get("epochs_trained") is not None:
         facts.append(f"{summary['epochs_trained']} epochs")
     if summary.get("validation_accuracy") is not None:
