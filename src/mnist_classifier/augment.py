@@ -69,8 +69,8 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
 class Augmentation:
     transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     note: str  # for reports: what training did to the images
-    # Does training show left-right mirrored images? Then the model has learned to read
-    # them, and test-time augmentation (combine.py) may show it mirrored views too.
+    # Is a left-right mirror harmless to the label? Then training shows mirrored images,
+    # and test-time augmentation (combine.py) averages mirrored views too.
     mirrors: bool = False
 
 

@@ -34,7 +34,7 @@ ORIGINAL_ONLY: tuple[View, ...] = ((0, 0, False),)
 
 
 def tta_views(spec: DatasetSpec) -> tuple[View, ...]:
-    """The views `--tta` averages for a dataset: what its training augmentation taught the model to read."""
+    """The views `--tta` averages for a dataset: changes its augmentation policy declares harmless to the label."""
     policy = AUGMENTATIONS[require_augmentation(spec.augmentation, spec.name)]
     mirrored = (False, True) if policy.mirrors else (False,)
     return tuple((dx, dy, mirror) for mirror in mirrored for dx, dy in TTA_SHIFTS)
