@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import drawn_digits  # noqa: E402  (benchmarks/ is not a package)
+import honest_answers  # noqa: E402
 import inference  # noqa: E402
 import serve_load  # noqa: E402
 import train_speed  # noqa: E402
@@ -49,6 +50,9 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
     out.append(("Drawn digits: accuracy after preprocessing, and demo latency",
                 drawn_digits.table(drawn_digits.run(checkpoint, count=1000 if quick else 10_000,
                                                     runs=100 if quick else 500))))
+    checkpoints = [checkpoint] if quick else [checkpoint, ROOT / "models" / "improved_cnn_best.pth"]
+    out.append(("Honest answers: calibration and 'not a digit' (benchmarks/honest_answers.py)",
+                honest_answers.table(honest_answers.run(checkpoints))))
     out.append(("Inference: ONNX Runtime vs eager PyTorch",
                 inference.format_table(inference.run(checkpoint, quick=quick))))
     for backend, workers, onnx in served_models():

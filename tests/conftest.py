@@ -45,6 +45,19 @@ def small_checkpoint(tmp_path_factory, mnist_raw_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def honest_checkpoint(tmp_path_factory, mnist_raw_dir) -> Path:
+    """A real SimpleCNN that has learnt what a digit is not: the default recipe (uniform-pen
+    digits, generated non-digits, calibration) for 2 epochs on 20,000 real images."""
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.training import train
+
+    folder = tmp_path_factory.mktemp("honest_checkpoint")
+    config = resolve_config(None, dict(limit_train=20_000, epochs=2, data_dir=str(DATA_DIR),
+                                       save_dir=str(folder / "models"), log_dir=str(folder / "runs")))
+    return train(config, log=lambda _line: None).best_path
+
+
+@pytest.fixture(scope="session")
 def debian_files() -> Path:
     """Debian's copy of the four original Fashion-MNIST .gz files, installed if missing and allowed."""
     from mnist_classifier.datasets import FASHION_MNIST

@@ -46,10 +46,14 @@ def member(path):
     return model.eval(), stored_normalization(payload)
 
 
-def probabilities(model_and_norm, images: np.ndarray) -> np.ndarray:
+def probabilities(model_and_norm, images: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     model, norm = model_and_norm
     with torch.no_grad():
-        return torch.softmax(model(to_model_input(torch.from_numpy(images), norm)), dim=1).numpy()
+        return torch.softmax(model(to_model_input(torch.from_numpy(images), norm)) / temperature, dim=1).numpy()
+
+
+def temperature(path) -> float:
+    return float(torch.load(path, weights_only=True)["temperature"])
 
 
 @pytest.mark.parametrize("dx, dy", [(1, 0), (-1, 0), (0, 1), (0, -1), (2, -1)])
@@ -101,7 +105,8 @@ def test_evaluate_ensemble_with_tta_writes_a_labelled_report(small_checkpoint, s
     # the reported accuracy is that of the averaged probabilities, computed here independently
     images, labels = mnist_data.test.images.numpy(), mnist_data.test.labels.numpy()
     views = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
-    mean = np.mean([probabilities(member(path), numpy_shift(images, dx, dy))
+    # each member's probabilities are its calibrated ones (its own stored temperature)
+    mean = np.mean([probabilities(member(path), numpy_shift(images, dx, dy), temperature(path))
                     for path in (small_checkpoint, second_checkpoint) for dx, dy in views], axis=0)
     assert metrics["metrics"]["accuracy"] == pytest.approx((mean.argmax(1) == labels).mean(), abs=NEAR_TIES)
     assert "ensemble of 2 checkpoints" in (out / "report.html").read_text()

@@ -30,7 +30,8 @@ from mnist_classifier import datasets
 from mnist_classifier.cli import main
 from mnist_classifier.demo import desktop
 from mnist_classifier.demo.desktop import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
-from mnist_classifier.demo.panel import ACCENT, BAR, PAPER, SHEET, Rect, compute_layout, render, to_sheet
+from mnist_classifier.calibration import Calibration
+from mnist_classifier.demo.panel import ACCENT, BAR, PAPER, REFUSED, SHEET, Rect, compute_layout, render, to_sheet
 from mnist_classifier.inference import Predictor, load_predictor
 from mnist_classifier.preprocess import preview, to_mnist
 
@@ -41,11 +42,12 @@ SIZES = [(240, 160), (320, 480), (640, 480), (960, 600), (520, 800), (1280, 720)
          (500, 2400), (100, 60)]
 
 
-def fake_predictor(probabilities) -> Predictor:
+def fake_predictor(probabilities, reject_threshold: float | None = None) -> Predictor:
     """A Predictor whose model always answers `probabilities` (softmax of their logs)."""
     logits = np.log(np.asarray(probabilities, np.float32))
     return Predictor(backend=lambda batch: np.tile(logits, (len(batch), 1)), model_name="fake",
-                     mean=0.1307, std=0.3081, info={"dataset": "mnist", "file": "fake.pth"})
+                     mean=0.1307, std=0.3081, info={"dataset": "mnist", "file": "fake.pth"},
+                     calibration=Calibration(1.0, reject_threshold, fitted=True))
 
 
 def drag(state, points):
@@ -68,14 +70,14 @@ def test_dragging_draws_ink_along_the_stroke_and_only_while_the_button_is_down()
 
 def test_clear_empties_the_canvas_and_forgets_the_prediction():
     state = with_prediction(drag(new_state(), [(100.0, 60.0), (120.0, 220.0)]), fake_predictor([0.1] * 10))
-    assert state.prediction is not None
+    assert state.answer is not None
     empty = cleared(state)
-    assert empty.ink.max() == 0 and empty.prediction is None and not empty.predicted
+    assert empty.ink.max() == 0 and empty.answer is None and not empty.predicted
 
 
 def test_empty_canvas_is_no_digit_not_a_made_up_label():
     state = with_prediction(new_state(), fake_predictor([0.91] + [0.01] * 9))
-    assert state.predicted and state.prediction is None and state.model_input.image is None
+    assert state.predicted and state.answer is None and state.model_input.image is None
     assert report(state, NAMES) == "no digit: the canvas is empty"
 
 
@@ -86,6 +88,14 @@ def test_report_prints_the_answer_and_every_probability():
     first, second = report(state, NAMES).splitlines()
     assert first == "prediction: 4 (82.0%)"
     assert re.findall(r"(\d): +([\d.]+)%", second) == [(str(d), f"{100 * p:.2f}") for d, p in enumerate(probabilities)]
+
+
+def test_a_refused_drawing_says_not_a_digit_with_its_best_guess():
+    probabilities = [0.05] * 10
+    probabilities[4] = 0.55
+    state = with_prediction(drag(new_state(), [(80.0, 80.0), (200.0, 200.0)]), fake_predictor(probabilities, 0.6))
+    assert state.answer.verdict == "not_a_digit" and state.answer.digit is None and state.answer.best_guess == 4
+    assert report(state, NAMES).splitlines()[0] == "not a digit (best guess 4, 55.0%)"
 
 
 def test_a_naturally_drawn_stroke_comes_out_mnist_thick():
@@ -179,6 +189,19 @@ def test_panel_shows_the_image_the_model_sees():
     assert expected.max() == 255  # the drawing is there, not a black square
 
 
+def test_a_refused_answer_greys_every_bar_and_shows_no_big_digit():
+    probabilities = np.array([0.03, 0.05, 0.04, 0.40, 0.08, 0.06, 0.07, 0.03, 0.20, 0.04])
+    state = with_prediction(drag(new_state(), [(100.0, 60.0), (180.0, 220.0)]), fake_predictor(probabilities, 0.5))
+    layout = compute_layout(960, 600)
+    frame = render(state, layout, NAMES)
+    chart, answer = frame[layout.chart.slice()], frame[layout.answer.slice()]
+    grey = np.all(chart == np.array(REFUSED, np.uint8), axis=2)
+    assert grey.sum() > 100  # the bars are there, in grey
+    for colour in (ACCENT, BAR):
+        assert not np.all(chart == np.array(colour, np.uint8), axis=2).any()
+    assert not np.all(answer == np.array(ACCENT, np.uint8), axis=2).any()  # no big accent-coloured "3"
+
+
 def test_empty_window_invites_drawing_and_shows_no_bars():
     layout = compute_layout(960, 600)
     frame = render(new_state(), layout, NAMES)
@@ -250,7 +273,7 @@ def test_digits_drawn_with_the_mouse_read_right(digit, small_checkpoint):
     for stroke in DRAWINGS[digit]:  # several strokes add up, as on paper
         state = drag(state, stroke)
     state = with_prediction(state, load_predictor(small_checkpoint))
-    assert state.prediction.label == digit, report(state, NAMES)
+    assert state.answer.best_guess == digit, report(state, NAMES)
 
 
 # ------------------------------------------------------------------ the real window

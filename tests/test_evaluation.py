@@ -22,7 +22,8 @@ from mnist_classifier.sources import find_idx_file, read_idx
 
 from .conftest import DATA_DIR
 
-FIGURES = ("per_class_accuracy", "confusion_matrix", "error_analysis", "sample_predictions", "training_curves")
+FIGURES = ("per_class_accuracy", "confusion_matrix", "error_analysis", "sample_predictions", "training_curves",
+           "reliability")
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,28 @@ def test_summary_table_is_printed(report, metrics):
     assert f"accuracy {metrics['metrics']['accuracy']:.2%}" in printed
     assert len(re.findall(r"^\s+\d\s+[\d,]+\s", printed, re.MULTILINE)) == 10  # one row per digit
     assert "report.html" in printed
-    assert len(printed.splitlines()) < 20
+    assert "calibration (temperature" in printed and "answered not_a_digit" in printed
+    assert len(printed.splitlines()) < 36
+
+
+def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):
+    import torch
+
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == torch.load(small_checkpoint, weights_only=True)["temperature"]
+    assert calibration["after"]["ece"] < calibration["before"]["ece"] and calibration["after"]["ece"] < 0.03
+    assert calibration["after"]["nll"] < calibration["before"]["nll"]
+    for curve in calibration["reliability"].values():
+        assert sum(curve["counts"]) == 10_000 and len(curve["edges"]) == 16
+    verdicts = metrics["verdicts"]
+    assert [row["set"] for row in verdicts["digits"]][0] == "MNIST test digits" and len(verdicts["digits"]) == 4
+    assert verdicts["digits"][0]["answered_digit"] >= 0.98  # the threshold lets 99.5% of validation digits by
+    families = {row["family"] for row in verdicts["non_digits"]}
+    assert {"scribble", "glyph", "shape", "fragment", "pair"} <= families
+    assert all(0 <= row["answered_not_a_digit"] <= 1 and row["images"] == 1000 for row in verdicts["non_digits"])
+    assert max(row["answered_not_a_digit"] for row in verdicts["non_digits"]) > 0.5  # it does refuse
+    page = (report[0] / "report.html").read_text()
+    assert "<h2>Calibration</h2>" in page and "<h2>Digit or not</h2>" in page
 
 
 def test_a_registered_metric_reaches_json_and_html():

@@ -45,6 +45,23 @@ def test_onnx_predictor_gives_pytorch_top1(onnx_path, small_checkpoint, mnist_da
     assert (from_onnx.argmax(1) == mnist_data.test.labels[:1000].numpy()).mean() > 0.9
 
 
+def test_temperature_and_refusal_threshold_survive_export_and_reload(onnx_path, small_checkpoint, mnist_data):
+    from mnist_classifier.outliers import generate_family
+    from mnist_classifier.preprocess import Preprocessed
+
+    from_torch, from_onnx = load_predictor(small_checkpoint), load_predictor(onnx_path)
+    payload = torch.load(small_checkpoint, weights_only=True)
+    assert from_onnx.calibration == from_torch.calibration
+    assert from_onnx.calibration.temperature == payload["temperature"] != 1.0
+    assert from_onnx.calibration.reject_threshold == payload["reject_threshold"] is not None
+    # the same verdicts on digits and on generated non-digits, some of which are refused
+    scribbles = generate_family("scribble", 200, seed=5, digits=(mnist_data.test.images.numpy(),
+                                                                 mnist_data.test.labels.numpy()))
+    inputs = [Preprocessed(image, True) for image in [*mnist_data.test.images[:200].numpy(), *scribbles]]
+    verdicts = [[a.verdict for a in predictor.answers(inputs)] for predictor in (from_torch, from_onnx)]
+    assert verdicts[0] == verdicts[1] and "not_a_digit" in verdicts[0] and "digit" in verdicts[0]
+
+
 def test_onnx_file_describes_itself(onnx_path, small_checkpoint):
     model = onnx.load(onnx_path)
     meta = {entry.key: entry.value for entry in model.metadata_props}

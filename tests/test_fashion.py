@@ -25,7 +25,7 @@ from mnist_classifier.sources import debian, fetch_dataset, load_arrays, verify_
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, NEAR_TIES
-from .test_combine import member, numpy_shift, probabilities
+from .test_combine import member, numpy_shift, probabilities, temperature
 
 PACKAGE = SPEC.debian.name
 DEBIAN_DIR = Path(SPEC.debian.directory)
@@ -145,7 +145,7 @@ def test_tta_on_clothes_adds_mirrored_views(fashion_run, fashion_raw):
     # the reported accuracy, recomputed here from numpy mirrors and shifts of the real test images
     _, _, images, labels = load_arrays(fashion_raw, SPEC)
     shifts, model = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)), member(result.best_path)
-    mean = np.mean([probabilities(model, numpy_shift(np.ascontiguousarray(seen), dx, dy))
+    mean = np.mean([probabilities(model, numpy_shift(np.ascontiguousarray(seen), dx, dy), temperature(result.best_path))
                     for seen in (images, images[:, :, ::-1]) for dx, dy in shifts], axis=0)
     assert metrics["metrics"]["accuracy"] == pytest.approx((mean.argmax(1) == labels).mean(), abs=NEAR_TIES)
 

@@ -52,4 +52,4 @@ def test_exploration_notebook_executes(kernel_for_this_python, monkeypatch, mnis
     assert len(images) >= 8  # samples, balance, means, pixel stats, confusion, per class, mistakes, custom image
     text = "".join(output.get("text", "") for output in outputs)
     assert "quick mode: True" in text
-    assert "prediction:" in text and "mean 0.1307" in text
+    assert "answer:" in text and "calibrated" in text and "mean 0.1307" in text

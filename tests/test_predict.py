@@ -84,8 +84,10 @@ def test_json_gives_one_object_per_file_with_the_same_keys(small_checkpoint, sur
     answers = json.loads(capsys.readouterr().out)
     assert [a["file"] for a in answers] == files
     for answer in answers:
-        assert set(answer) == {"file", "digit", "label", "confidence", "top", "has_ink", "error"}
-        assert answer["error"] is None and answer["has_ink"] is True
+        assert set(answer) == {"file", "verdict", "digit", "best_guess", "label", "confidence", "probabilities",
+                               "digit_score", "preview_png", "top", "has_ink", "error"}
+        assert answer["error"] is None and answer["has_ink"] is True and answer["verdict"] == "digit"
+        assert answer["best_guess"] == answer["digit"] and len(answer["probabilities"]) == 10
         assert answer["digit"] == int(answer["file"].split("/")[-1][0]) and answer["label"] == str(answer["digit"])
         ranked = [t["probability"] for t in answer["top"]]
         assert len(ranked) == 4 and ranked == sorted(ranked, reverse=True) and sum(ranked) <= 1 + 1e-6
@@ -162,3 +164,42 @@ def test_jpeg_photo_of_a_digit_is_read(small_checkpoint, sure_digits, tmp_path, 
     photo.write_bytes(buffer.getvalue())
     assert main(["predict", str(photo), "--checkpoint", str(small_checkpoint)]) == 0
     assert capsys.readouterr().out.startswith(f"{photo}: 4 (")
+
+
+def draw_cross(path) -> str:
+    """An X drawn with a thick pen on white paper, as a user would draw one."""
+    paper = np.full((280, 280), 255, np.uint8)
+    for start, end in (((60, 50), (220, 230)), ((220, 50), (60, 230))):
+        cv2.line(paper, start, end, 0, 20, cv2.LINE_AA)
+    cv2.imwrite(str(path), paper)
+    return str(path)
+
+
+def test_an_x_is_not_a_digit_with_its_best_guess_and_exit_0(honest_checkpoint, sure_digits, tmp_path, capsys):
+    cross = draw_cross(tmp_path / "cross.png")
+    seven = write_digit(tmp_path / "seven.png", sure_digits[7], scale=10, dark_on_light=True)
+    assert main(["predict", cross, seven, "--checkpoint", str(honest_checkpoint)]) == 0  # a refusal is an answer
+    out = capsys.readouterr().out.splitlines()
+    refused = re.match(rf"^{re.escape(cross)}: not a digit \(best guess (\d), ([\d.]+)%\)  top 3: ", out[0])
+    assert refused, out[0]
+    assert LINE.match(out[1])["digit"] == "7"
+    assert main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--json"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    threshold = load_predictor(honest_checkpoint).calibration.reject_threshold
+    assert answer["verdict"] == "not_a_digit" and answer["digit"] is None
+    assert answer["best_guess"] == int(refused[1]) and answer["digit_score"] < threshold
+    assert answer["has_ink"] and answer["top"][0]["digit"] == answer["best_guess"]
+    # --reject-threshold none: the same drawing gets its best guess as the digit
+    assert main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--json", "--reject-threshold", "none"]) == 0
+    [forced] = json.loads(capsys.readouterr().out)
+    assert forced["verdict"] == "digit" and forced["digit"] == answer["best_guess"]
+    assert forced["confidence"] == answer["confidence"]  # the threshold never changes the probabilities
+
+
+def test_reject_threshold_that_is_no_number_is_a_usage_error(small_checkpoint, tmp_path, capsys):
+    cross = draw_cross(tmp_path / "cross.png")
+    for bad in ("high", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", cross, "--checkpoint", str(small_checkpoint), "--reject-threshold", bad])
+        assert exit_info.value.code == 2
+        assert "--reject-threshold: expected a" in capsys.readouterr().err

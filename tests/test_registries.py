@@ -120,7 +120,8 @@ def test_a_model_from_outside_the_package_trains_and_evaluates_by_the_cli(plugin
     # no configs/tiny_mlp_plugin.yaml: the defaults of config.py, with the flags on top
     assert best["model_name"] == plugin and best["config"]["epochs"] == 1
     assert best["config"]["learning_rate"] == resolve_config(None, {}).learning_rate
-    assert best["test_accuracy"] > 0.75  # a 50k-parameter MLP after 20 steps; chance is 0.10
+    # a 50k-parameter MLP after 20 steps, some of each spent on non-digits; chance is 0.10
+    assert best["test_accuracy"] > 0.6
     status = main(["evaluate", "--checkpoint", str(tmp_path / "models" / f"{plugin}_best.pth"),
                    "--out", str(tmp_path / "report"), "--data-dir", str(DATA_DIR)])
     assert status == 0 and (tmp_path / "report" / "metrics.json").is_file()

@@ -105,8 +105,9 @@ def test_real_digits_as_dark_on_light_pngs_are_recognised(api, digits, predictor
     # The API runs the one preprocessing: same input, same 28x28, same probabilities.
     local = to_mnist(load_image(as_paper_png(digits[7])))
     assert np.array_equal(decoded_preview(answer), local.image)
-    expected = predictor.predict_one(local.image).probabilities
+    expected = predictor.answer(local).probabilities
     assert np.allclose(answer["probabilities"], expected, atol=1e-5)
+    assert answer["verdict"] == "digit" and answer["best_guess"] == answer["digit"] == 7
 
 
 def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits):
@@ -114,7 +115,7 @@ def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits):
     upload = api.post("/api/predict", files={"file": ("three.png", png, "image/png")})
     assert upload.status_code == 200
     assert upload.json()["probabilities"] == post_png(api, png).json()["probabilities"]
-    assert upload.json()["digit"] == 3
+    assert upload.json()["best_guess"] == 3
 
 
 def test_json_pixels_white_on_black_are_recognised(api, digits):
@@ -132,7 +133,8 @@ def test_empty_drawing_gives_no_digit(api):
     blank = cv2.imencode(".png", np.full((280, 280), 255, np.uint8))[1].tobytes()
     for response in (post_png(api, blank), api.post("/api/predict", json={"pixels": [[0] * 28] * 28})):
         answer = response.json()
-        assert response.status_code == 200 and answer["digit"] is None
+        assert response.status_code == 200 and answer["digit"] is None and answer["best_guess"] is None
+        assert answer["verdict"] == "empty"
         assert answer["probabilities"] == [0.0] * 10 and answer["confidence"] == 0.0
         assert decoded_preview(answer).shape == (28, 28) and not decoded_preview(answer).any()
 
@@ -151,12 +153,12 @@ def test_overlapping_calls_share_one_forward_pass_and_its_errors():
         def __init__(self):
             self.batches = []
 
-        def predict(self, images):
+        def assess(self, images):
             self.batches.append(len(images))
             time.sleep(0.2 if len(self.batches) == 1 else 0)
             if images[:, 0, 0].max() == 99:
                 raise RuntimeError("bad batch")
-            return images[:, 0, :2].astype(np.float32)  # row = the image's own marker
+            return images[:, 0, :2].astype(np.float32), images[:, 0, 0] * 10.0  # rows = the image's own marker
 
     fake = SlowModel()
     shared = SharedModel(fake)
@@ -165,13 +167,15 @@ def test_overlapping_calls_share_one_forward_pass_and_its_errors():
         first = pool.submit(shared, images[0])
         time.sleep(0.05)
         rest = list(pool.map(shared, images[1:]))
-    assert [row[0] for row in [first.result()] + rest] == list(range(8))  # each gets its own row
+    answers = [first.result()] + rest
+    assert [row[0] for row, _ in answers] == list(range(8))  # each gets its own row
+    assert [score for _, score in answers] == [10.0 * value for value in range(8)]  # and its own score
     assert fake.batches[0] == 1 and sum(fake.batches) == 8 and len(fake.batches) < 8
     with ThreadPoolExecutor(max_workers=2) as pool:
         failing = pool.submit(shared, np.full((28, 28), 99, np.uint8))
         with pytest.raises(RuntimeError, match="bad batch"):
             failing.result(timeout=5)
-    assert shared(images[3])[0] == 3  # and the model still answers
+    assert shared(images[3])[0][0] == 3  # and the model still answers
 
 
 def test_health_and_model_card(api, predictor):

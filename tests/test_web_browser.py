@@ -47,8 +47,8 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(small_checkpoint):
-    with running_server(create_app(load_predictor(small_checkpoint))) as url:
+def base_url(honest_checkpoint):
+    with running_server(create_app(load_predictor(honest_checkpoint))) as url:
         yield url
 
 
@@ -113,6 +113,30 @@ def test_drawing_a_one_then_a_zero(browser, base_url):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "web_demo_desktop.png", full_page=True)
     assert all(url.startswith(base_url) for url in page.requested), page.requested  # works offline
+    assert page.errors == []
+
+
+CROSS = ([(0.25 + 0.5 * i / 20, 0.22 + 0.56 * i / 20) for i in range(21)],
+         [(0.75 - 0.5 * i / 20, 0.22 + 0.56 * i / 20) for i in range(21)])
+
+
+def test_a_digit_is_answered_and_an_x_is_not_a_digit(browser, base_url):
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    digit, bars = page.locator("#digit"), page.locator("#bars")
+    draw(page, ONE)
+    playwright_api.expect(digit).to_have_text("1")
+    playwright_api.expect(digit).not_to_have_attribute("data-state", "refused")
+    page.keyboard.press("c")
+    for stroke in CROSS:
+        draw(page, stroke)
+    playwright_api.expect(digit).to_have_text("not a digit?")
+    playwright_api.expect(digit).to_have_attribute("data-state", "refused")
+    playwright_api.expect(page.locator("#confidence")).to_contain_text("best guess")
+    playwright_api.expect(bars).to_have_class("bars refused")  # every bar greyed
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "web_demo_not_a_digit.png", full_page=True)
+    page.keyboard.press("c")  # clearing forgets the refusal too
+    playwright_api.expect(bars).to_have_class("bars")
     assert page.errors == []
 
 

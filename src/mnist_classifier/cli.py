@@ -6,6 +6,7 @@ stderr and a non-zero exit status; see errors.py.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -74,7 +75,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import run_predict
 
-    return run_predict(args.images, args.checkpoint, as_json=args.json, top=args.top)
+    return run_predict(args.images, args.checkpoint, as_json=args.json, top=args.top,
+                       reject_threshold=args.reject_threshold)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .honesty import calibrate_checkpoint
+
+    calibrate_checkpoint(args.checkpoint, args.data_dir)
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -89,13 +98,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.desktop import run_demo
 
-    return run_demo(args.checkpoint)
+    return run_demo(args.checkpoint, reject_threshold=args.reject_threshold)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.server import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, workers=args.workers)
+    serve(args.checkpoint, host=args.host, port=args.port, workers=args.workers,
+          reject_threshold=args.reject_threshold)
     return 0
 
 
@@ -144,7 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
     predict.add_argument("--json", action="store_true", help="print a JSON array, one object per file (default: text lines)")
     predict.add_argument("--top", type=int, default=3, help="how many ranked classes to show per file (default: 3)")
+    add_reject_flag(predict)
     predict.set_defaults(run=cmd_predict)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit the temperature and the 'not a digit' threshold of an existing checkpoint")
+    calibrate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                           help=f"checkpoint to calibrate, rewritten in place (default: {DEFAULT_CHECKPOINT})")
+    calibrate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
+    calibrate.set_defaults(run=cmd_calibrate)
 
     export = commands.add_parser("export", help="a deployable ONNX model, checked against PyTorch")
     export.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to export (default: {DEFAULT_CHECKPOINT})")
@@ -155,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the OpenCV real-time drawing window")
     demo.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    add_reject_flag(demo)
     demo.set_defaults(run=cmd_demo)
 
     serve = commands.add_parser("serve", help="the browser drawing demo and the JSON API")
@@ -165,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing the port, each with its own model (default: 1; "
                        "the number of CPU cores gives the most requests/s)")
+    add_reject_flag(serve)
     serve.set_defaults(run=cmd_serve)
     return parser
 
@@ -173,6 +193,25 @@ def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> No
     parser.add_argument("--data-dir", default="data" if defaults else None, help="dataset folder (default: data)")
     parser.add_argument("--dataset", default="mnist" if defaults else None,
                         help=f"{' or '.join(DATASETS)} (default: mnist)")
+
+
+def add_reject_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reject-threshold", type=reject_threshold, default="stored", metavar="F|none",
+                        help="answer 'not a digit' when the drawing's digit score is below F (lower refuses less; "
+                        "'none' never refuses) (default: the threshold stored with the model, which lets 99.5%% "
+                        "of validation digits through)")
+
+
+def reject_threshold(text: str) -> float | str | None:
+    if text in ("stored", "none"):  # "stored": the default, the model's own threshold
+        return None if text == "none" else text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (a digit score) or 'none', got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number (a digit score) or 'none', got {text!r}")
+    return value
 
 
 def source_orders() -> str:

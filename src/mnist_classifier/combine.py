@@ -55,19 +55,27 @@ def view_images(images: torch.Tensor, view: View) -> torch.Tensor:
     return shift_images(images.flip(-1) if mirrored else images, dx, dy)
 
 
-@torch.no_grad()
 def averaged_probabilities(members: Sequence[tuple[nn.Module, Normalization]], split: Split,
                            views: Sequence[View] = ORIGINAL_ONLY) -> torch.Tensor:
     """Mean class probabilities (N, C) over every member and every view of each image."""
+    return averaged_probabilities_at(members, split, views, [[1.0] * len(members)])[0]
+
+
+@torch.no_grad()
+def averaged_probabilities_at(members: Sequence[tuple[nn.Module, Normalization]], split: Split,
+                              views: Sequence[View], temperature_sets: Sequence[Sequence[float]]) -> list[torch.Tensor]:
+    """averaged_probabilities once per set of member temperatures (one per member), from one
+    forward pass: evaluate compares raw (all 1) and calibrated confidences this way."""
     if not members or not views:
         raise ValueError("averaging needs at least one member and one view")
-    total = None
-    for model, norm in members:
+    totals = [torch.zeros(len(split), 0)] * len(temperature_sets)
+    for index, (model, norm) in enumerate(members):
         for view in views:
-            seen = Split(view_images(split.images, view), split.labels)
-            probs = torch.softmax(compute_logits(model, seen, norm).float(), dim=1)
-            total = probs if total is None else total.add_(probs)
-    return total / (len(members) * len(views))
+            logits = compute_logits(model, Split(view_images(split.images, view), split.labels), norm).float()
+            for slot, temperatures in enumerate(temperature_sets):
+                probs = torch.softmax(logits / temperatures[index], dim=1)
+                totals[slot] = probs if totals[slot].numel() == 0 else totals[slot] + probs
+    return [total / (len(members) * len(views)) for total in totals]
 
 
 def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path]) -> None:

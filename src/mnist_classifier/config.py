@@ -34,6 +34,11 @@ class TrainConfig:
     val_size: int = 5000  # last N training images, used for model selection only
     limit_train: int | None = None  # train on the first N images (quick runs)
     augment: bool = True  # batched random affine: shift, rotate, scale
+    # honest answers, for datasets of drawings (exposure.py): digits re-drawn with a uniform pen,
+    # and generated non-digits pushed towards a uniform prediction
+    pen_redraw: float = 0.25  # share of each batch's digits re-drawn along their skeleton
+    outlier_fraction: float = 0.125  # non-digits added per digit in a batch (16 to a batch of 128)
+    outlier_weight: float = 0.5  # weight of their loss; 0 turns outlier exposure off
     # optimisation
     epochs: int = 3
     batch_size: int = 128
@@ -64,6 +69,11 @@ class TrainConfig:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.limit_train is not None and self.limit_train <= 0:
             raise UserError(f"limit_train must be a positive integer, got {self.limit_train!r}")
+        for key in ("pen_redraw", "outlier_fraction"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise UserError(f"{key} must be between 0 and 1, got {getattr(self, key)!r}")
+        if self.outlier_weight < 0:
+            raise UserError(f"outlier_weight must be >= 0 (0 turns outlier exposure off), got {self.outlier_weight!r}")
         if self.val_size < 0:
             raise UserError(f"val_size must be >= 0, got {self.val_size!r}")
         _check_model(self.model_name)

@@ -89,16 +89,15 @@ def epoch_order(size: int, seed: int, epoch: int, device: torch.device | str = "
 
 
 def training_batches(
-    split: Split, order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Full global batches in `order`; each rank takes every world_size-th sample of each.
+    order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[torch.Tensor]:
+    """The indices of full global batches in `order`; each rank takes every world_size-th of each.
 
     The incomplete last batch is dropped (the next epoch reshuffles), so every step
     has the same global batch and every rank the same number of steps.
     """
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        indices = order[start : start + batch_size][rank::world_size]
-        yield split.images[indices], split.labels[indices]
+        yield order[start : start + batch_size][rank::world_size]
 
 
 def eval_batches(split: Split, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -269,8 +269,11 @@ def evaluate_checkpoint(
     computed before the first file is written, and the folder appears complete or not
     at all (see report.write_report).
     """
+    from .calibration import Calibration
     from .checkpoint import load_model, stored_normalization
-    from .combine import ORIGINAL_ONLY, averaged_probabilities, check_members_agree, combined_payload, tta_views
+    from .combine import ORIGINAL_ONLY, averaged_probabilities_at, check_members_agree, combined_payload, tta_views
+    from .honesty import calibration_report, calibration_text, verdict_report, verdict_text
+    from .inference import load_predictor
     from .report import check_report_dir, default_report_dir, write_report
 
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
@@ -285,10 +288,20 @@ def evaluate_checkpoint(
     data = load_data(data_dir, trained_on, log=lambda _line: None)
     class_names = list(payloads[0].get("class_names") or data.spec.class_names)
     members = [(model, stored_normalization(member)) for model, member in loaded]
-    probs = averaged_probabilities(members, data.test, views)
-    evaluation = evaluate_predictions(data.test.labels.numpy(), probs.numpy(), class_names)
-    written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoints[0]), target)
+    calibrations = [Calibration.from_payload(member) for member in payloads]
+    raw, probs = averaged_probabilities_at(members, data.test, views,
+                                           [[1.0] * len(members), [c.temperature for c in calibrations]])
+    labels = data.test.labels.numpy()
+    evaluation = evaluate_predictions(labels, probs.numpy(), class_names)
+    temperature = calibrations[0].temperature if len(members) == 1 and calibrations[0].fitted else None
+    honesty = {"calibration": calibration_report(raw.numpy(), probs.numpy(), labels, temperature)}
+    if data.spec.drawable and len(members) == 1 and not tta:  # refusal is one model's single-view rule
+        honesty["verdicts"] = verdict_report(load_predictor(checkpoints[0], warn=log), data.test, data_dir)
+    written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoints[0]), target, honesty)
     log(summary_text(evaluation, payload["model_name"], written))
+    log(calibration_text(honesty["calibration"]))
+    if "verdicts" in honesty:
+        log(verdict_text(honesty["verdicts"]))
     return evaluation, written
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import UNCALIBRATED, Calibration
 from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import CheckpointError, UserError
@@ -118,6 +119,10 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
         "opset": str(opset),
         "max_abs_diff_vs_pytorch": f"{max_diff:.3e} on {CHECK_IMAGES} test images",
     }
+    calibration = Calibration.from_payload(payload)
+    if calibration.fitted:  # absent: the Predictor loads it uncalibrated, as it would the checkpoint
+        entries.update(temperature=repr(calibration.temperature),
+                       reject_threshold=json.dumps(calibration.reject_threshold))
     del proto.metadata_props[:]
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
@@ -220,7 +225,15 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "validation_accuracy": json.loads(meta["validation_accuracy"]),
             "test_accuracy": json.loads(meta["test_accuracy"]),
         },
+        calibration=_calibration_from_metadata(meta),
     )
+
+
+def _calibration_from_metadata(meta: dict[str, str]) -> Calibration:
+    if "temperature" not in meta:
+        return UNCALIBRATED
+    threshold = json.loads(meta.get("reject_threshold", "null"))
+    return Calibration(float(meta["temperature"]), None if threshold is None else float(threshold), fitted=True)
 
 
 def _onnxruntime():

@@ -268,3 +268,30 @@ def tensorboard_figures(evaluation: Any, images: np.ndarray) -> dict[str, Figure
         "Test/misclassified": mistakes_figure(images, ev.labels, ev.probs, ev.confident_mistakes(24),
                                               ev.class_names, "Most confident mistakes (test set)"),
     }
+
+
+# ------------------------------------------------------------------- calibration
+def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], title: str = "Reliability") -> Figure:
+    """Accuracy against confidence per bin (calibration.ReliabilityBins.to_dict()), raw and calibrated.
+
+    A calibrated model's points lie on the diagonal; the bars show how many images each
+    bin holds (log scale: nearly all sit in the top bin)."""
+    figure = new_figure(9, 4.4)
+    curve, counts = figure.subplots(1, 2, width_ratios=(1.3, 1))
+    curve.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="perfect calibration")
+    for bins, name, color in ((before, "raw softmax", WORST), (after, "calibrated", BAR)):
+        points = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
+        if points:
+            xs, ys = zip(*points)
+            curve.plot(xs, ys, marker="o", color=color, label=name)
+    curve.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-class probability)", ylabel="accuracy",
+              title=title)
+    curve.legend(loc="upper left")
+    edges = np.asarray(after["edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    for bins, name, color, shift in ((before, "raw", WORST, -0.25), (after, "calibrated", BAR, 0.25)):
+        counts.bar(centres + shift * width, np.maximum(bins["counts"], 0), width=width / 2, color=color, label=name,
+                   log=True)
+    counts.set(xlim=(0, 1), xlabel="confidence bin", ylabel="images (log scale)", title="images per bin")
+    counts.legend(loc="upper left")
+    return figure

@@ -8,7 +8,9 @@ as the demos (`preprocess.to_mnist`), for Fashion-MNIST `preprocess.fill_frame`;
 of any size and either polarity works. A file that cannot be read gets its own
 error (a line on stderr, or an "error" field in JSON) and the others are still
 classified; the exit status is 1 when any file failed. An image with no ink is
-answered "no digit", never a made-up label.
+answered "no digit", never a made-up label; a drawing the model does not take for a
+digit is answered `not a digit (best guess 4, 31.0%)` (verdict `not_a_digit` in JSON),
+with exit status 0: a refusal is an answer.
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 
 from .datasets import get_dataset_spec
 from .errors import ImageError, UserError
-from .inference import Prediction, Predictor, load_predictor
+from .answer import DIGIT, EMPTY, Answer, empty_answer
+from .inference import Predictor, load_predictor
 from .preprocess import FRAMINGS, to_mnist
 
 DEFAULT_TOP = 3
@@ -30,38 +32,28 @@ DEFAULT_TOP = 3
 
 @dataclass
 class FileAnswer:
-    """What `predict` says about one file: a prediction, "no digit", or an error."""
+    """What `predict` says about one file: an Answer (digit, not a digit, empty) or an error."""
 
     file: str
-    prediction: Prediction | None = None
+    answer: Answer | None = None
     error: str | None = None
-
-    @property
-    def has_ink(self) -> bool:
-        return self.prediction is not None
 
 
 def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
-    """Preprocess every file, then run the model once on all the inked ones."""
-    answers = [FileAnswer(str(path)) for path in paths]
-    images, inked = [], []
+    """Preprocess every file, then run the model once on all of them together."""
+    results = [FileAnswer(str(path)) for path in paths]
+    prepared, readable = [], []
     prepare = framing_of(predictor)
-    for answer in answers:
+    for result in results:
         try:
-            pre = prepare(Path(answer.file))
+            prepared.append(prepare(Path(result.file)))
+            readable.append(result)
         except ImageError as error:
-            answer.error = str(error)
-            continue
-        if pre.has_ink:
-            images.append(pre.image)
-            inked.append(answer)
-    if images:
-        # One batch: a hundred files cost about as much as one forward pass.
-        for answer, probabilities in zip(inked, predictor.predict(np.stack(images))):
-            label = int(probabilities.argmax())
-            answer.prediction = Prediction(label, float(probabilities[label]),
-                                           [float(p) for p in probabilities])
-    return answers
+            result.error = str(error)
+    # One batch: a hundred files cost about as much as one forward pass.
+    for result, answer in zip(readable, predictor.answers(prepared)):
+        result.answer = answer
+    return results
 
 
 def framing_of(predictor: Predictor):
@@ -72,40 +64,49 @@ def framing_of(predictor: Predictor):
         return to_mnist
 
 
-def answer_line(answer: FileAnswer, class_names: list[str], top: int) -> str:
-    """One human-readable line: `digit.png: 7 (98.5%)  top 3: 7 98.5%, 1 1.0%, 9 0.3%`."""
-    if answer.error is not None:
-        return f"{answer.file}: error: {answer.error}"
-    if answer.prediction is None:
-        return f"{answer.file}: no digit (the image has no visible ink)"
-    p = answer.prediction
-    ranked = ", ".join(f"{class_names[i]} {prob:.1%}" for i, prob in p.top(top))
-    return f"{answer.file}: {class_names[p.label]} ({p.confidence:.1%})  top {top}: {ranked}"
+def answer_line(result: FileAnswer, class_names: list[str], top: int) -> str:
+    """One human-readable line: `digit.png: 7 (98.5%)  top 3: ...` or `x.png: not a digit (best guess 4, 31.0%)`."""
+    if result.error is not None:
+        return f"{result.file}: error: {result.error}"
+    answer = result.answer
+    if answer.verdict == EMPTY:
+        return f"{result.file}: no digit (the image has no visible ink)"
+    ranked = ", ".join(f"{class_names[i]} {prob:.1%}" for i, prob in answer.top(top))
+    guess = class_names[answer.best_guess]
+    said = f"{guess} ({answer.confidence:.1%})" if answer.verdict == DIGIT else \
+        f"not a digit (best guess {guess}, {answer.confidence:.1%})"
+    return f"{result.file}: {said}  top {top}: {ranked}"
 
 
-def answer_dict(answer: FileAnswer, class_names: list[str], top: int) -> dict:
-    """The JSON object for one file; every object has the same keys whatever happened."""
-    p = answer.prediction
+def answer_dict(result: FileAnswer, class_names: list[str], top: int) -> dict:
+    """The JSON object for one file: the Answer's fields (answer.py), the ranking, any error.
+    Every object has the same keys whatever happened."""
+    answer = result.answer or empty_answer(len(class_names))
+    fields = answer.to_json(class_names)
+    if result.error is not None:
+        fields.update(verdict=None, preview_png=None)
     return {
-        "file": answer.file,
-        "digit": None if p is None else p.label,
-        "label": None if p is None else class_names[p.label],
-        "confidence": None if p is None else round(p.confidence, 6),
-        "top": [] if p is None else [{"digit": i, "label": class_names[i],
-                                      "probability": round(prob, 6)} for i, prob in p.top(top)],
+        "file": result.file,
+        **fields,
+        "top": [] if not answer.has_ink else [{"digit": i, "label": class_names[i], "probability": round(prob, 6)}
+                                             for i, prob in answer.top(top)],
         "has_ink": answer.has_ink,
-        "error": answer.error,
+        "error": result.error,
     }
 
 
 def run_predict(paths: list[str], checkpoint: str | Path, as_json: bool = False,
                 top: int = DEFAULT_TOP, out: TextIO | None = None,
-                err: TextIO | None = None) -> int:
-    """The whole command: 0 when every file was read, 1 when any was not.
+                err: TextIO | None = None, reject_threshold: float | None | str = "stored") -> int:
+    """The whole command: 0 when every file was read, 1 when any was not ("not a digit" is
+    an answer, not a failure).
 
+    `reject_threshold`: "stored" (the checkpoint's), a confidence, or None (never refuse).
     A bad checkpoint or --top raises UserError (exit 2) before any file is read."""
     out, err = out or sys.stdout, err or sys.stderr
-    predictor = load_predictor(checkpoint)
+    predictor = load_predictor(checkpoint, warn=lambda line: print(line, file=err))
+    if reject_threshold != "stored":
+        predictor = predictor.with_reject_threshold(reject_threshold)
     names = predictor.class_names
     if not 1 <= top <= len(names):
         raise UserError(f"--top must be between 1 and {len(names)}, got {top}")

@@ -20,7 +20,7 @@ from .augment import AUGMENTATIONS
 from .datasets import DATASETS
 from .errors import UserError
 from .evaluation import METRICS, Evaluation
-from .plots import figure_png, report_figures
+from .plots import figure_png, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
 FIGURE_TITLES = {
@@ -29,6 +29,7 @@ FIGURE_TITLES = {
     "error_analysis": "Most confident mistakes",
     "sample_predictions": "Sample predictions",
     "training_curves": "Training curves",
+    "reliability": "Reliability diagram: accuracy against confidence, before and after calibration",
 }
 
 
@@ -36,12 +37,20 @@ def default_report_dir(model_name: str) -> Path:
     return REPORTS_DIR / model_name
 
 
-def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkpoint: Path, out_dir: Path) -> Path:
-    """Write metrics.json, the five PNGs and report.html into out_dir; returns out_dir."""
+def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkpoint: Path, out_dir: Path,
+                 honesty: dict[str, Any] | None = None) -> Path:
+    """Write metrics.json, the PNGs and report.html into out_dir; returns out_dir.
+
+    `honesty` (honesty.py: "calibration" and, for a single digit model, "verdicts") adds
+    reliability.png and their tables."""
     model_name = payload["model_name"]
+    honesty = honesty or {}
     figures = report_figures(evaluation, images, payload.get("history"), model_name, training_note(payload))
+    if "calibration" in honesty:
+        bins = honesty["calibration"]["reliability"]
+        figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, test set")
     pngs = {name: figure_png(figure) for name, figure in figures.items()}
-    summary = report_metadata(payload, checkpoint) | evaluation.to_dict()
+    summary = report_metadata(payload, checkpoint) | evaluation.to_dict() | honesty
     files = {f"{name}.png": data for name, data in pngs.items()}
     files["metrics.json"] = (json.dumps(summary, indent=2) + "\n").encode()
     files["report.html"] = render_html(evaluation, summary, pngs).encode()
@@ -187,10 +196,45 @@ def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str,
         out.append(f"<tr><td>{mistake['index']}</td><td class='name'>{esc(mistake['true'])}</td>"
                    f"<td class='name'>{esc(mistake['predicted'])}</td><td>{mistake['confidence']:.1%}</td>"
                    f"<td class='name'>{top3}</td></tr>")
-    out.append("</table><h2>Figures</h2>")
+    out.append("</table>")
+    out.extend(_honesty_html(summary))
+    out.append("<h2>Figures</h2>")
     for name, data in pngs.items():
         encoded = base64.b64encode(data).decode("ascii")
         out.append(f"<figure><figcaption>{esc(FIGURE_TITLES.get(name, name))}</figcaption>"
                    f"<img alt='{esc(name)}' src='data:image/png;base64,{encoded}'></figure>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _honesty_html(summary: dict[str, Any]) -> list[str]:
+    """Calibration before/after and the verdict tables, when evaluate measured them."""
+    out = []
+    calibration = summary.get("calibration")
+    if calibration:
+        temperature = calibration["temperature"]
+        out.append("<h2>Calibration</h2><p>" + (f"Temperature {temperature:.3f}, fitted on the validation split."
+                   if temperature is not None else "No stored temperature: both columns are the raw softmax.")
+                   + " ECE: 15 equal-width bins.</p><table><tr><th class='name'>score</th><th>raw softmax</th>"
+                   "<th>calibrated</th></tr>")
+        for key, name in (("ece", "expected calibration error"), ("nll", "negative log-likelihood"),
+                          ("brier", "Brier score")):
+            before, after = calibration["before"][key], calibration["after"][key]
+            shown = (f"{before:.2%}", f"{after:.2%}") if key == "ece" else (f"{before:.4f}", f"{after:.4f}")
+            out.append(f"<tr><td class='name'>{name}</td><td>{shown[0]}</td><td>{shown[1]}</td></tr>")
+        out.append("</table>")
+    verdicts = summary.get("verdicts")
+    if verdicts:
+        threshold = verdicts["reject_threshold"]
+        rule = ("never refuses" if threshold is None else
+                f"answers 'not a digit' when its digit score (T &middot; logsumexp(logits / T)) is below {threshold:.2f}")
+        out.append(f"<h2>Digit or not</h2><p>The model {rule}.</p><table><tr><th class='name'>digits</th>"
+                   "<th>images</th><th>answered digit</th><th>accuracy</th></tr>")
+        out += [f"<tr><td class='name'>{html.escape(row['set'])}</td><td>{row['images']:,}</td>"
+                f"<td>{row['answered_digit']:.2%}</td><td>{row['accuracy']:.2%}</td></tr>" for row in verdicts["digits"]]
+        out.append("</table><table><tr><th class='name'>non-digits (seeds training never used)</th><th>images</th>"
+                   "<th>answered not a digit</th></tr>")
+        out += [f"<tr><td class='name'>{html.escape(row['family'])}</td><td>{row['images']:,}</td>"
+                f"<td>{row['answered_not_a_digit']:.2%}</td></tr>" for row in verdicts["non_digits"]]
+        out.append("</table>")
+    return out

@@ -29,11 +29,13 @@ from tqdm import tqdm
 
 from . import distributed
 from .augment import require_augmentation
+from .calibration import calibrate_logits
 from .checkpoint import load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
-from .evaluation import log_test_figures, score_split
+from .evaluation import compute_logits, log_test_figures, score_split
+from .exposure import Exposure, uniformity_loss
 from .models import create_model
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -168,6 +170,8 @@ class Trainer:
         self.optimizer = build_optimizer(config, model)
         self.steps = steps_per_epoch(config, len(self.train_split))
         self.scheduler = build_scheduler(config, self.optimizer, self.steps)
+        self.drawable = data.spec.drawable
+        self.exposure = Exposure.build(config, self.train_split, self.drawable, self.steps * config.epochs, log)
         self.state = RunState()
         self.writer = None
 
@@ -210,6 +214,19 @@ class Trainer:
         positions = torch.arange(1, len(weights) + 1, dtype=torch.float64)
         return distributed.gather_scalar(float((weights * positions.sqrt()).sum()))
 
+    def calibrate(self) -> dict[str, Any]:
+        """Temperature and refusal threshold from the validation split (calibration.py), as checkpoint keys."""
+        if len(self.val_split) == 0:
+            self.log("no validation split (val_size 0): the model is left uncalibrated")
+            return {}
+        logits = compute_logits(self.model, self.val_split, self.norm)
+        calibration = calibrate_logits(logits, self.val_split.labels, refuse=self.drawable)
+        refusal = (f"; 'not a digit' below digit score {calibration.reject_threshold:.2f}"
+                   if calibration.reject_threshold is not None else "")
+        self.log(f"calibrated on {len(self.val_split):,} validation images: temperature "
+                 f"{calibration.temperature:.3f}{refusal}")
+        return calibration.to_payload()
+
     # ------------------------------------------------------------------ loop
     def train_one_epoch(self, epoch: int) -> tuple[float, float, float, float]:
         """Returns (mean loss, accuracy, images per second, seconds) over all ranks."""
@@ -217,15 +234,15 @@ class Trainer:
         torch.manual_seed(config.seed * 1_000 + epoch * 10 + ctx.rank)  # dropout masks
         augment = torch.Generator(device="cpu").manual_seed(config.seed * 7_919 + epoch * 31 + ctx.rank)
         order = epoch_order(len(self.train_split), config.seed, epoch, ctx.device)
-        batches = training_batches(self.train_split, order, config.batch_size, ctx.rank, ctx.world_size)
+        batches = training_batches(order, config.batch_size, ctx.rank, ctx.world_size)
         # Summed on the device: reading a GPU value every step would stall the pipeline.
         totals = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss sum, correct, seen
         self.net.train()
         started = time.perf_counter()
         progress = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                         disable=None if ctx.is_main else True, leave=False)
-        for step, (images, labels) in enumerate(batches):
-            batch_totals = self.train_step(images, labels, augment if config.augment else None)
+        for step, indices in enumerate(batches):
+            batch_totals = self.train_step(indices, augment)
             totals += batch_totals
             if step % BATCH_LOG_EVERY == 0:
                 self.log_batch(epoch * self.steps + step, batch_totals)
@@ -239,13 +256,23 @@ class Trainer:
         seconds = time.perf_counter() - started
         return loss_sum / seen, correct / seen, seen / seconds, seconds
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, augment: torch.Generator | None) -> torch.Tensor:
-        """One optimiser step; returns (loss sum, correct, seen) for the batch, on the device."""
-        inputs = to_model_input(images, self.norm, augment, self.augmentation).contiguous(memory_format=self.memory_format)
+    def train_step(self, indices: torch.Tensor, augment: torch.Generator) -> torch.Tensor:
+        """One optimiser step on these training images (plus exposure.py's non-digits);
+        returns (loss sum, correct, seen) for the digits, on the device."""
+        labels = self.train_split.labels[indices]
+        images = self.exposure.digits(self.train_split, indices, augment)
+        non_digits = self.exposure.non_digits(len(indices), augment)
+        if non_digits is not None:
+            images = torch.cat((images, non_digits))
+        inputs = to_model_input(images, self.norm, augment if self.config.augment else None, self.augmentation)
+        inputs = inputs.contiguous(memory_format=self.memory_format)
         # bf16 autocast pays off on GPUs; on CPUs without native bf16 it was slower (measured).
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.ctx.device.type == "cuda"):
-            logits = self.net(inputs)
+            all_logits = self.net(inputs)
+            logits = all_logits[:len(labels)]
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+            if non_digits is not None:
+                loss = loss + self.exposure.outlier_weight * uniformity_loss(all_logits[len(labels):])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -315,10 +342,11 @@ class Trainer:
         return last
 
     def test_best(self) -> tuple[float, float]:
-        """Score the best checkpoint once on the test set and record it in that file."""
+        """Calibrate the best checkpoint on validation, score it once on the test set, record both in that file."""
         best_path, _ = checkpoint_paths(self.config)
         payload = load_checkpoint(best_path)
         self.model.load_state_dict(payload["model_state_dict"])
+        payload.update(self.calibrate())
         test = score_split(self.model, self.test_split.to(self.ctx.device), self.norm)
         payload["test_accuracy"] = test.accuracy
         payload["test_loss"] = test.loss

@@ -25,7 +25,8 @@ import torch
 
 from ..datasets import get_dataset_spec
 from ..errors import UserError
-from ..inference import Prediction, Predictor, load_predictor
+from ..answer import DIGIT, Answer
+from ..inference import Predictor, load_predictor
 from ..preprocess import NO_INK, Preprocessed, to_mnist
 from .panel import BRUSH_RADIUS, SHEET, compute_layout, render, to_sheet
 
@@ -45,7 +46,7 @@ class DemoState:
     ink: np.ndarray  # (SHEET, SHEET) uint8: 0 paper, 255 full ink
     pen: tuple[float, float] | None = None  # last point of the stroke being drawn
     model_input: Preprocessed = NO_INK  # what the model saw at the last prediction
-    prediction: Prediction | None = None  # None: nothing predicted, or no ink found
+    answer: Answer | None = None  # None: nothing predicted, or no ink found
     predicted: bool = False  # False until a prediction is asked for since the last clear
 
 
@@ -72,10 +73,10 @@ def cleared(_state: DemoState) -> DemoState:
 
 
 def with_prediction(state: DemoState, predictor: Predictor) -> DemoState:
-    """Run the shared preprocessing and the model on the sheet; no ink -> no prediction."""
+    """Run the shared preprocessing and the model on the sheet; no ink -> no answer."""
     pre = to_mnist(state.ink)
-    prediction = predictor.predict_one(pre.image) if pre.has_ink else None
-    return replace(state, model_input=pre, prediction=prediction, predicted=True)
+    answer = predictor.answer(pre) if pre.has_ink else None
+    return replace(state, model_input=pre, answer=answer, predicted=True)
 
 
 def _stroke(ink: np.ndarray, start, end) -> np.ndarray:
@@ -88,19 +89,24 @@ def _stroke(ink: np.ndarray, start, end) -> np.ndarray:
 
 def report(state: DemoState, class_names: list[str]) -> str:
     """The terminal printout for S: the answer, then every class's probability."""
-    if state.prediction is None:
+    if state.answer is None:
         return "no digit: the canvas is empty"
-    p = state.prediction
-    spread = "  ".join(f"{name}: {prob:6.2%}" for name, prob in zip(class_names, p.probabilities))
-    return f"prediction: {class_names[p.label]} ({p.confidence:.1%})\nprobabilities: {spread}"
+    answer = state.answer
+    spread = "  ".join(f"{name}: {prob:6.2%}" for name, prob in zip(class_names, answer.probabilities))
+    name, confidence = class_names[answer.best_guess], f"{answer.confidence:.1%}"
+    said = f"prediction: {name} ({confidence})" if answer.verdict == DIGIT else \
+        f"not a digit (best guess {name}, {confidence})"
+    return f"{said}\nprobabilities: {spread}"
 
 
 # ---------------------------------------------------------------------- the window
 
 
-def run_demo(checkpoint: str) -> int:
+def run_demo(checkpoint: str, reject_threshold: float | None | str = "stored") -> int:
     """Open the window and run until Esc or the window is closed; 0 on a clean exit."""
     predictor = load_predictor(checkpoint)  # a missing checkpoint: one line, exit 2
+    if reject_threshold != "stored":
+        predictor = predictor.with_reject_threshold(reject_threshold)
     _require_drawable(predictor)
     _require_display()
     torch.set_num_threads(TORCH_THREADS)

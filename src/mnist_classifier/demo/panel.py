@@ -29,7 +29,7 @@ BRUSH_RADIUS = 10  # px on the sheet: 21-px strokes; a 170-px tall digit -> 2.5 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BACKGROUND, PAPER, INK = (38, 34, 32), 246, 24  # BGR, then the canvas grays
 TEXT, MUTED, ACCENT = (236, 236, 236), (150, 146, 142), (60, 190, 255)
-BAR, TRACK = (150, 128, 104), (62, 58, 55)
+BAR, TRACK, REFUSED = (150, 128, 104), (62, 58, 55), (105, 105, 105)
 HINT = "drag: draw   release or S: predict   C: clear   Esc: quit"
 _PAPER_LUT = np.linspace(PAPER, INK, 256).round().astype(np.uint8)  # ink 0..255 -> gray
 
@@ -111,8 +111,9 @@ def render(state: DemoState, layout: Layout, class_names: list[str]) -> np.ndarr
     _draw_canvas(frame, layout.canvas, state.ink)
     _draw_answer(frame, layout, state, class_names)
     _draw_preview(frame, layout, state.model_input)
-    probabilities = state.prediction.probabilities if state.prediction else None
-    _draw_chart(frame, layout.chart, probabilities, class_names)
+    answer = state.answer
+    probabilities = answer.probabilities if answer else None
+    _draw_chart(frame, layout.chart, probabilities, class_names, refused=answer is not None and answer.digit is None)
     _text(frame, HINT, layout.hint, MUTED, align="center")
     return frame
 
@@ -128,8 +129,11 @@ def _draw_canvas(frame: np.ndarray, rect: Rect, ink: np.ndarray) -> None:
 def _draw_answer(frame: np.ndarray, layout: Layout, state: DemoState, names: list[str]) -> None:
     r, cap = layout.answer, layout.caption
     _text(frame, "prediction", Rect(r.x, r.y - cap, r.w, cap * 4 // 5), MUTED)
-    if state.prediction is not None:
-        big, line, color = names[state.prediction.label], f"{state.prediction.confidence:.1%} sure", ACCENT
+    answer = state.answer
+    if answer is not None and answer.digit is not None:
+        big, line, color = names[answer.digit], f"{answer.confidence:.1%} sure", ACCENT
+    elif answer is not None:  # refused: say so instead of a big number, and show the guess small
+        big, line, color = "not a digit?", f"best guess {names[answer.best_guess]}, {answer.confidence:.0%}", MUTED
     elif state.predicted:
         big, line, color = "?", "no digit", MUTED
     else:
@@ -145,8 +149,9 @@ def _draw_preview(frame: np.ndarray, layout: Layout, pre: Preprocessed) -> None:
     cv2.rectangle(frame, (r.x - 1, r.y - 1), (r.x + r.w, r.y + r.h), MUTED, 1)
 
 
-def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str]) -> None:
-    """One horizontal bar per class with its percentage; the winner in the accent colour."""
+def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str], refused: bool = False) -> None:
+    """One horizontal bar per class with its percentage; the winner in the accent colour
+    (grey, like every bar, when the answer is "not a digit")."""
     row = rect.h / len(names)
     label_w = max(8, int(row * 1.1))
     pct_w = max(20, int(row * 2.6))
@@ -156,7 +161,7 @@ def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str]) 
         top, bar_h = rect.y + int(i * row), max(1, int(row * 0.62))
         bar_top = top + (int(row) - bar_h) // 2
         p = probabilities[i] if probabilities is not None else 0.0
-        color = ACCENT if i == best else BAR
+        color = REFUSED if refused else ACCENT if i == best else BAR
         _text(frame, name, Rect(rect.x, bar_top, label_w * 2 // 3, bar_h), TEXT if i == best else MUTED)
         cv2.rectangle(frame, (bar_x, bar_top), (bar_x + bar_w - 1, bar_top + bar_h - 1), TRACK, -1)
         if p * bar_w >= 1:

@@ -6,6 +6,7 @@ several (`--workers N`). The app itself (routes, request handling) is in web.py.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -20,16 +21,17 @@ from ..errors import UserError
 from .web import create_app
 
 CHECKPOINT_ENV = "MNIST_CLASSIFIER_SERVE_CHECKPOINT"  # tells spawned workers what to load
+THRESHOLD_ENV = "MNIST_CLASSIFIER_SERVE_REJECT_THRESHOLD"  # and the --reject-threshold they refuse at
 
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          log=print) -> None:
+          log=print, reject_threshold: float | None | str = "stored") -> None:
     """Load the model, bind, serve until Ctrl+C. Problems are UserErrors, before serving."""
     from ..inference import load_predictor
 
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
-    predictor = load_predictor(checkpoint)  # a missing/bad checkpoint stops us here
+    predictor = thresholded(load_predictor(checkpoint, warn=log), reject_threshold)  # a bad checkpoint stops us here
     sock = bind(host, port)  # and so does a busy port, before any process-wide setting below
     warning = exposure_warning(host)
     if warning:
@@ -42,6 +44,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         tune_process()
         uvicorn_server(create_app(predictor)).run(sockets=[sock])
     else:
+        os.environ[THRESHOLD_ENV] = json.dumps(reject_threshold)
         serve_in_processes(Path(checkpoint), sock, workers)
 
 
@@ -71,7 +74,13 @@ def app_from_environment() -> FastAPI:
     from ..inference import load_predictor
 
     tune_process()
-    return create_app(load_predictor(os.environ[CHECKPOINT_ENV]))
+    predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
+    return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))))
+
+
+def thresholded(predictor, reject_threshold: float | None | str):
+    """The predictor refusing at --reject-threshold ("stored": the model's own threshold)."""
+    return predictor if reject_threshold == "stored" else predictor.with_reject_threshold(reject_threshold)
 
 
 def uvicorn_server(app, **options):

@@ -16,7 +16,6 @@ hand-offs. One process tops out near one core, 230-270 requests/s; `--workers 2`
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
 import threading
@@ -25,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import anyio
-import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -33,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from ..answer import decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
 from ..preprocess import CANVAS, MAX_SIDE, load_image, to_mnist
@@ -61,8 +60,10 @@ PREDICT_DOC = f"""Classify one drawing. Send **one** of:
   numbers 0..255, **white digit on black like MNIST** (0 = background).
 
 Every input is cropped, scaled and centred like MNIST before the model sees it; the
-result is returned as `preview_png`. An empty drawing gives `digit: null`, confidence 0
-and ten zero probabilities. Bodies over {MAX_BODY} bytes get 413, non-images 415,
+result is returned as `preview_png`. The answer's `verdict` is `digit`, `not_a_digit`
+(the model does not take the drawing for a digit: `digit` is null, `best_guess` and the
+calibrated `confidence` say what it would have guessed) or `empty` (no ink: `digit` and
+`best_guess` null, confidence 0, ten zero probabilities). A refusal is a 200 answer. Bodies over {MAX_BODY} bytes get 413, non-images 415,
 undecodable images and malformed JSON 422; errors are `{{"detail": "..."}}`."""
 
 _BINARY = {"type": "string", "format": "binary"}
@@ -72,7 +73,8 @@ PREDICT_BODY = {"required": True, "content": {  # for /docs and /openapi.json
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": _BINARY}}},
     "application/json": {"schema": {"type": "object", "required": ["pixels"], "properties": {"pixels": {
         **_ROW, "items": {**_ROW, "items": {"type": "number", "minimum": 0, "maximum": 255}}}}}}}}
-PREDICT_RESPONSES = {200: {"description": "digit, label, confidence, probabilities, preview_png, model, latency_ms"},
+PREDICT_RESPONSES = {200: {"description": "verdict, digit, best_guess, label, confidence, probabilities, "
+                                          "preview_png, model, latency_ms"},
                      **{code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
                         for code, text in ((408, f"body not received within {BODY_TIMEOUT:g} s"),
                                            (413, "body over 1 MB or image over 4096x4096"), (415, "not a PNG or JPEG"),
@@ -127,7 +129,6 @@ class Service:
         self.predictor = predictor
         self.model = SharedModel(predictor)
         self.limiter = anyio.CapacityLimiter(WORKERS)
-        self.empty_preview = png_base64(np.zeros((CANVAS, CANVAS), np.uint8))
         self.model_card = model_card(predictor)
 
     def predict(self, kind: str, body: bytes, start: float) -> bytes:
@@ -136,17 +137,14 @@ class Service:
             pre = to_mnist(image)
         except ImageError as error:
             raise HTTPException(422, str(error)) from None
-        result = {"digit": None, "label": None, "confidence": 0.0,
-                  "probabilities": [0.0] * len(self.predictor.class_names), "preview_png": self.empty_preview}
+        names = self.predictor.class_names
         if pre.has_ink:
-            probabilities = self.model(pre.image)
-            label = int(probabilities.argmax())
-            result.update(digit=label, label=self.predictor.class_names[label],
-                          confidence=round(float(probabilities[label]), 6),
-                          probabilities=[round(float(p), 6) for p in probabilities],
-                          preview_png=png_base64(pre.image))
-        result.update(model=self.predictor.model_name,
-                      latency_ms=round((time.perf_counter() - start) * 1000, 3))
+            probabilities, score = self.model(pre.image)
+            answer = decide(probabilities, score, self.predictor.calibration.reject_threshold, pre.image)
+        else:
+            answer = empty_answer(len(names))
+        result = answer.to_json(names) | {"model": self.predictor.model_name,
+                                          "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
         return json.dumps(result).encode()
 
 
@@ -161,10 +159,11 @@ class SharedModel:
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
         self.lock = threading.Lock()
-        self.queue: list[list] = []  # [image, probabilities or exception or None]
+        self.queue: list[list] = []  # [image, (probabilities, score) or exception or None]
         self.queue_lock = threading.Lock()
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """-> (calibrated probabilities, digit score) of one image."""
         slot = [image, None]
         with self.queue_lock:
             self.queue.append(slot)
@@ -173,7 +172,7 @@ class SharedModel:
                 with self.queue_lock:
                     batch, self.queue = self.queue, []
                 try:
-                    results = list(self.predictor.predict(np.stack([item[0] for item in batch])))
+                    results = list(zip(*self.predictor.assess(np.stack([item[0] for item in batch]))))
                 except Exception as error:  # every waiter gets it, none hangs
                     results = [error] * len(batch)
                 for item, result in zip(batch, results):
@@ -192,8 +191,11 @@ def model_card(predictor: Predictor) -> dict:
     except UserError:  # a dataset this version does not know: don't promise drawing works
         drawable = False
     keys = ("parameters", "validation_accuracy", "test_accuracy", "dataset", "epoch", "file")
+    calibration = predictor.calibration
     return {"name": predictor.model_name, **{key: info.get(key) for key in keys},
-            "class_names": list(predictor.class_names), "drawable": drawable}
+            "class_names": list(predictor.class_names), "drawable": drawable,
+            "calibrated": calibration.fitted, "temperature": calibration.temperature,
+            "reject_threshold": calibration.reject_threshold}
 
 
 # ------------------------------------------------------------------- request bodies
@@ -263,11 +265,6 @@ def pixels_from_json(body: bytes) -> np.ndarray:
 
 def refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
-
-
-def png_base64(image: np.ndarray) -> str:
-    _, encoded = cv2.imencode(".png", image)  # ~10 us for 28x28, a third of PIL's time
-    return base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
 class BodyLimit:

@@ -145,13 +145,23 @@ function showBars(probabilities, top) {
 }
 
 function showPrediction(answer, roundTripMs) {
-  if (answer.digit === null) return showEmpty();
-  view.digit.textContent = answer.label ?? String(answer.digit);
-  view.digit.dataset.state = answer.confidence < 0.6 ? "unsure" : "sure";
-  view.confidence.textContent = `${(answer.confidence * 100).toFixed(1)}% sure`;
+  if (answer.verdict === "empty") return showEmpty();
+  const refused = answer.verdict === "not_a_digit";
+  const percentSure = `${(answer.confidence * 100).toFixed(1)}%`;
+  if (refused) {
+    // The model does not take this for a digit: say so, and show its guess small.
+    view.digit.textContent = "not a digit?";
+    view.digit.dataset.state = "refused";
+    view.confidence.textContent = `best guess ${answer.label}, ${percentSure}`;
+  } else {
+    view.digit.textContent = answer.label ?? String(answer.digit);
+    view.digit.dataset.state = answer.confidence < 0.6 ? "unsure" : "sure";
+    view.confidence.textContent = `${percentSure} sure`;
+  }
+  view.bars.classList.toggle("refused", refused);
   view.preview.src = `data:image/png;base64,${answer.preview_png}`;
   view.preview.hidden = false;
-  showBars(answer.probabilities, answer.digit);
+  showBars(answer.probabilities, answer.best_guess);
   showStatus(`${answer.model}: ${answer.latency_ms.toFixed(1)} ms on the server, ` +
     `${Math.round(roundTripMs)} ms round trip`);
 }
@@ -162,6 +172,7 @@ function showEmpty() {
   view.confidence.textContent = "draw something";
   view.preview.hidden = true;
   view.preview.removeAttribute("src");
+  view.bars.classList.remove("refused");
   showBars(new Array(bars.length).fill(0), -1);
 }
 

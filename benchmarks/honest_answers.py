@@ -1,0 +1,91 @@
+"""Honest answers: calibration and "not a digit", for each trained MNIST model, against its targets.
+
+    python benchmarks/honest_answers.py                       # models/simple_cnn_best.pth, improved_cnn_best.pth
+    python benchmarks/honest_answers.py --checkpoint PATH ...
+
+For every checkpoint that exists: test accuracy; ECE (15 bins) of the raw softmax and of
+the calibrated probabilities; the share of MNIST test digits and of the same digits
+re-drawn with uniform pens answered `digit`; the share of each non-digit family (seeds
+training never used; clothes never trained on) answered `not_a_digit`. The figures come
+from the very functions `evaluate` uses (honesty.py). Targets (issue "Honest answers"):
+ECE <= 1%, >= 99% of digits and re-drawn digits answered digit, >= 90% of each non-digit
+family refused, re-drawn accuracy within 1 point of the originals.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINTS = (ROOT / "models" / "simple_cnn_best.pth", ROOT / "models" / "improved_cnn_best.pth")
+
+
+def measure(checkpoint: Path) -> dict:
+    from mnist_classifier.calibration import softmax
+    from mnist_classifier.data import load_data
+    from mnist_classifier.honesty import calibration_report, verdict_report
+    from mnist_classifier.inference import load_predictor
+
+    predictor = load_predictor(checkpoint)
+    test = load_data(ROOT / "data", log=lambda _line: None).test
+    logits, labels = predictor.logits(test.images.numpy()), test.labels.numpy()
+    temperature = predictor.calibration.temperature
+    calibration = calibration_report(softmax(logits), softmax(logits, temperature), labels, temperature)
+    verdicts = verdict_report(predictor, test, ROOT / "data")
+    return {"checkpoint": checkpoint.name, "accuracy": float((logits.argmax(1) == labels).mean()),
+            "calibration": calibration, "verdicts": verdicts}
+
+
+def run(checkpoints=DEFAULT_CHECKPOINTS) -> list[dict]:
+    return [measure(Path(path)) for path in checkpoints if Path(path).is_file()]
+
+
+def table(results: list[dict]) -> str:
+    """One column per model, one row per figure, with the target and whether it is met."""
+    if not results:
+        return "no trained MNIST checkpoint in models/: run `make train` first"
+    rows = [("test accuracy", [r["accuracy"] for r in results], "", None)]
+    rows.append(("ECE, raw softmax", [r["calibration"]["before"]["ece"] for r in results], "", None))
+    rows.append(("ECE, calibrated", [r["calibration"]["after"]["ece"] for r in results], "<= 1%",
+                 lambda v: v <= 0.01))
+    for index, row in enumerate(results[0]["verdicts"]["digits"]):
+        shares = [r["verdicts"]["digits"][index]["answered_digit"] for r in results]
+        rows.append((f"{row['set']}: answered digit", shares, ">= 99%", lambda v: v >= 0.99))
+        if index:
+            accuracy = [r["verdicts"]["digits"][index]["accuracy"] for r in results]
+            rows.append((f"{row['set']}: accuracy", accuracy, "within 1 pt", None))
+    for index, row in enumerate(results[0]["verdicts"]["non_digits"]):
+        shares = [r["verdicts"]["non_digits"][index]["answered_not_a_digit"] for r in results]
+        rows.append((f"{row['family']}: refused", shares, ">= 90%", lambda v: v >= 0.90))
+    width = max(len(name) for name, *_ in rows) + 2
+    lines = [f"{'figure':<{width}}" + "".join(f"{r['checkpoint']:>26}" for r in results) + "  target"]
+    for name, values, target, met in rows:
+        cells = "".join(f"{_cell(v, met):>26}" for v in values)
+        lines.append(f"{name:<{width}}{cells}  {target}")
+    thresholds = ", ".join(f"{r['checkpoint']} {_threshold(r)}" for r in results)
+    lines.append(f"refusal threshold (digit score): {thresholds}")
+    return "\n".join(lines)
+
+
+def _cell(value: float, met) -> str:
+    mark = "" if met is None else (" ok" if met(value) else " MISSED")
+    return f"{value:.2%}{mark}"
+
+
+def _threshold(result: dict) -> str:
+    threshold = result["verdicts"]["reject_threshold"]
+    return "none" if threshold is None else f"{threshold:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", nargs="+", default=[str(p) for p in DEFAULT_CHECKPOINTS],
+                        help="checkpoints to measure (default: the two MNIST models in models/)")
+    args = parser.parse_args(argv)
+    print(table(run(args.checkpoint)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The Answer: what every front end says about one drawing, and the rule that decides it.
+
+    answer = predictor.answer(to_mnist("digit.png"))
+    answer.verdict        # "digit", "not_a_digit" or "empty"
+    answer.digit          # 7, or None unless the verdict is "digit"
+    answer.best_guess     # the top class whenever there is ink, refused or not
+    answer.confidence     # calibrated probability of best_guess
+    answer.digit_score    # how digit-like the drawing is; below the model's threshold: "not a digit"
+    answer.to_json(class_names)   # the same fields for `predict --json` and the HTTP API
+
+`predict`, both demos and the API build their output from this one object, so a refusal
+reads the same everywhere. A refusal is an answer, not an error.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+DIGIT, NOT_A_DIGIT, EMPTY = "digit", "not_a_digit", "empty"
+VERDICTS = (DIGIT, NOT_A_DIGIT, EMPTY)
+
+
+@dataclass(frozen=True)
+class Answer:
+    verdict: str
+    best_guess: int | None  # None only when there is no ink
+    confidence: float  # calibrated probability of best_guess; 0 when empty
+    probabilities: tuple[float, ...]
+    preview: np.ndarray | None = None  # the (28, 28) uint8 input the model saw; None when empty
+    digit_score: float | None = None  # calibration.digit_scores; None when empty
+
+    @property
+    def digit(self) -> int | None:
+        return self.best_guess if self.verdict == DIGIT else None
+
+    @property
+    def has_ink(self) -> bool:
+        return self.verdict != EMPTY
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        order = np.argsort(self.probabilities, kind="stable")[::-1][:k]
+        return [(int(i), float(self.probabilities[i])) for i in order]
+
+    def to_json(self, class_names: Sequence[str]) -> dict[str, Any]:
+        """The Answer's JSON fields (DESIGN.md), plus the class name of best_guess as `label`."""
+        guess = self.best_guess
+        return {
+            "verdict": self.verdict,
+            "digit": self.digit,
+            "best_guess": guess,
+            "label": None if guess is None else class_names[guess],
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "digit_score": None if self.digit_score is None else round(self.digit_score, 4),
+            "preview_png": png_base64(self.preview if self.preview is not None else np.zeros((28, 28), np.uint8)),
+        }
+
+
+def decide(probabilities: np.ndarray, digit_score: float, reject_threshold: float | None,
+           preview: np.ndarray | None = None) -> Answer:
+    """The verdict for one inked image from its calibrated class probabilities and digit score."""
+    best = int(np.argmax(probabilities))
+    refused = reject_threshold is not None and digit_score < reject_threshold
+    return Answer(NOT_A_DIGIT if refused else DIGIT, best, float(probabilities[best]),
+                  tuple(float(p) for p in probabilities), preview, float(digit_score))
+
+
+def empty_answer(num_classes: int) -> Answer:
+    """No ink: nothing to classify, so no guess (never a made-up digit)."""
+    return Answer(EMPTY, None, 0.0, (0.0,) * num_classes, None)
+
+
+def png_base64(image: np.ndarray) -> str:
+    _, encoded = cv2.imencode(".png", image)  # ~10 us for 28x28, a third of PIL's time
+    return base64.b64encode(encoded.tobytes()).decode("ascii")

@@ -1,0 +1,99 @@
+"""What a digit training batch holds besides the dataset's images, and the loss that uses it.
+
+Two things MNIST alone never shows a model, added to every batch of a drawable dataset:
+
+- **uniform-pen digits** (`pen_redraw` of the batch): MNIST digits re-drawn along their
+  skeleton with a pen of constant width (strokes.py), the way people draw in the demos;
+- **non-digits** (`outlier_fraction` extra images per digit): generated scribbles, glyphs,
+  doodles, digit fragments and digit pairs (outliers.py), pushed towards a uniform
+  prediction with weight `outlier_weight` (outlier exposure, Hendrycks et al. 2019), so
+  that "not a digit" can be read off a low top-class probability.
+
+Both are prepared once per run (skeletons of the training split, a pool of non-digits) and
+then cost one gather per step; the same seeded generator as the augmentation drives every
+choice, so a resumed run sees the same batches as an unbroken one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .data import Split
+
+# Non-digits generated per run at most (~1 ms each, so ~11 s on 2 cores); more steps reuse
+# them, each time through the random affine augmentation afresh.
+POOL_LIMIT = 10_000
+
+
+@dataclass
+class Exposure:
+    pen_share: float = 0.0
+    outlier_fraction: float = 0.0
+    outlier_weight: float = 0.0
+    distances: torch.Tensor | None = None  # skeleton distances of the training split (strokes.py)
+    outliers: torch.Tensor | None = None  # (P, 28, 28) uint8 pool of non-digits
+
+    @classmethod
+    def build(cls, config: TrainConfig, train: Split, drawable: bool, total_steps: int,
+              log: Callable[[str], None]) -> "Exposure":
+        """Nothing for datasets that are not drawings (clothes); else the skeletons and the pool."""
+        if not drawable:
+            return cls()
+        exposure = cls(config.pen_redraw, config.outlier_fraction, config.outlier_weight)
+        if config.pen_redraw > 0:
+            from .strokes import skeleton_distances
+
+            exposure.distances = skeleton_distances(train.images.cpu()).to(train.images.device)
+        per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
+        if config.outlier_weight > 0 and per_step > 0:
+            from .outliers import generate_outliers
+
+            count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
+            digits = (train.images.cpu().numpy(), train.labels.cpu().numpy())
+            pool = generate_outliers(count, seed=config.seed, digits=digits)
+            exposure.outliers = torch.from_numpy(pool).to(train.images.device)
+            log(f"outlier exposure: {len(pool):,} generated non-digits, {per_step} per batch of "
+                f"{config.batch_size}, weight {config.outlier_weight}; {config.pen_redraw:.0%} of digits re-drawn "
+                "with a uniform pen")
+        return exposure
+
+    def digits(self, split: Split, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batch's digit images (uint8), a `pen_share` of them re-drawn with a random pen."""
+        images = split.images[indices]
+        if self.distances is None:
+            return images
+        from .strokes import random_pen_widths, redraw
+
+        chosen = torch.rand(len(indices), generator=generator) < self.pen_share
+        if not chosen.any():
+            return images
+        picked = indices[chosen.to(indices.device)]
+        widths = random_pen_widths(int(chosen.sum()), generator)
+        redrawn = redraw(self.distances[picked], widths.to(self.distances.device))
+        images = images.clone()
+        images[chosen.to(images.device)] = (redrawn * 255).round_().to(torch.uint8)
+        return images
+
+    def non_digits(self, batch_size: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Non-digits to append to a batch of `batch_size` digits, or None when exposure is off."""
+        if self.outliers is None:
+            return None
+        count = outliers_per_step(batch_size, self.outlier_fraction)
+        picked = torch.randint(len(self.outliers), (count,), generator=generator)
+        return self.outliers[picked.to(self.outliers.device)]
+
+
+def outliers_per_step(batch_size: int, fraction: float) -> int:
+    return int(round(batch_size * fraction))
+
+
+def uniformity_loss(logits: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the uniform distribution: 0 when every class is equally likely.
+    (Cross-entropy against uniform minus its floor log C, so logged losses stay readable.)"""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    return -log_probs.mean(dim=1).mean() - math.log(logits.shape[1])

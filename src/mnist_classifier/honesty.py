@@ -1,0 +1,142 @@
+"""Are the answers honest? `calibrate` for a saved model, and the tables `evaluate` prints.
+
+    mnist-classifier calibrate --checkpoint models/simple_cnn_best.pth
+
+`calibrate_checkpoint` fits the temperature and the refusal threshold on the checkpoint's
+validation split (calibration.py) and writes them into the file, atomically: the seed
+project's checkpoints and ones trained before calibration existed get honest confidences
+and "not a digit" without retraining.
+
+`honesty_report` measures, for `evaluate`:
+- calibration: ECE (15 bins), NLL and Brier score before (raw softmax) and after the
+  temperature, and the reliability diagram's bins;
+- verdicts: the share of MNIST test digits and of the same digits re-drawn with uniform
+  pens (strokes.py) answered `digit`, and the share of each non-digit family answered
+  `not_a_digit`. Those non-digits are generated with seeds that training never uses, their
+  fragments and pairs are cut from *test* digits, and Fashion-MNIST's test items (when its
+  files are already on disk) are a family that training never sees at all.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .calibration import calibrate_logits, calibration_scores, reliability_bins, softmax
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Split, load_data
+from .datasets import get_dataset_spec
+from .inference import Predictor, load_predictor
+
+FAMILY_IMAGES = 1000  # per non-digit family
+HELD_OUT_SEED = 900_001  # training seeds its non-digits with the run's seed (42 by default)
+FASHION_IMAGES = 1000
+
+
+def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit temperature and threshold on the checkpoint's validation split and store them in it."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    predictor = load_predictor(path, warn=lambda _line: None)
+    spec = get_dataset_spec(payload.get("dataset", "mnist"))
+    val_size = int((payload.get("config") or {}).get("val_size", 5000))
+    val = load_data(data_dir, spec.name, val_size=val_size, log=lambda _line: None).val
+    logits = predictor.logits(val.images.numpy())
+    calibration = calibrate_logits(torch.from_numpy(logits), val.labels, refuse=spec.drawable)
+    payload.update(calibration.to_payload())
+    save_checkpoint(payload, path)
+    labels = val.labels.numpy()
+    ece_before, ece_after = (calibration_scores(softmax(logits, t), labels)["ece"] for t in (1.0, calibration.temperature))
+    refusal = (f", 'not a digit' below digit score {calibration.reject_threshold:.2f}"
+               if calibration.reject_threshold is not None else "")
+    log(f"{path}: temperature {calibration.temperature:.3f}{refusal}; validation ECE "
+        f"{ece_before:.2%} -> {ece_after:.2%} ({len(labels):,} images)")
+    return calibration.to_payload()
+
+
+# ----------------------------------------------------------------- evaluate's tables
+
+
+def calibration_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray,
+                       temperature: float | None) -> dict[str, Any]:
+    """Scores and reliability bins of the raw and the calibrated probabilities."""
+    return {
+        "temperature": temperature,
+        "before": calibration_scores(raw, labels),
+        "after": calibration_scores(calibrated, labels),
+        "reliability": {"before": reliability_bins(raw, labels).to_dict(),
+                        "after": reliability_bins(calibrated, labels).to_dict()},
+    }
+
+
+def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "data") -> dict[str, Any]:
+    """How often digits pass and non-digits are refused, at the predictor's threshold."""
+    from .outliers import TRAINING_FAMILIES, fashion_as_ink, generate_family
+    from .strokes import PEN_WIDTHS_BENCHMARK, uniform_pen_images
+
+    threshold = predictor.calibration.reject_threshold
+    labels = test.labels.numpy()
+    digit_sets = [("MNIST test digits", test.images.numpy())]
+    digit_sets += [(f"re-drawn, uniform pen {width:g} px", uniform_pen_images(test.images, width).numpy())
+                   for width in PEN_WIDTHS_BENCHMARK]
+    digits = [_digit_row(name, *predictor.assess(images), labels, threshold) for name, images in digit_sets]
+    source = (test.images.numpy(), labels)
+    families = [(name, generate_family(name, FAMILY_IMAGES, HELD_OUT_SEED + index, source))
+                for index, name in enumerate(TRAINING_FAMILIES)]
+    fashion = _fashion_test_items(data_dir)
+    if fashion is not None:
+        families.append(("clothes (Fashion-MNIST, never trained on)", fashion_as_ink(fashion)))
+    non_digits = [_non_digit_row(name, predictor.assess(images)[1], threshold) for name, images in families]
+    return {"reject_threshold": threshold, "digits": digits, "non_digits": non_digits,
+            "fashion_mnist_missing": fashion is None}
+
+
+def _digit_row(name: str, probs: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+               threshold: float | None) -> dict[str, Any]:
+    return {"set": name, "images": int(len(labels)), "answered_digit": float(_passes(scores, threshold).mean()),
+            "accuracy": float((probs.argmax(1) == labels).mean())}
+
+
+def _non_digit_row(name: str, scores: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    return {"family": name, "images": int(len(scores)),
+            "answered_not_a_digit": float((~_passes(scores, threshold)).mean())}
+
+
+def _passes(scores: np.ndarray, threshold: float | None) -> np.ndarray:
+    return np.ones(len(scores), bool) if threshold is None else scores >= threshold
+
+
+def _fashion_test_items(data_dir: str | Path) -> np.ndarray | None:
+    """Fashion-MNIST's first test items when its files are already here (never fetched for this)."""
+    from .errors import UserError
+
+    try:
+        return load_data(data_dir, "fashion-mnist", source="local", log=lambda _line: None).test.images[:FASHION_IMAGES].numpy()
+    except UserError:
+        return None
+
+
+def verdict_text(report: dict[str, Any]) -> str:
+    """The two tables `evaluate` prints."""
+    threshold = report["reject_threshold"]
+    rule = "nothing is refused (no threshold)" if threshold is None else f"refused below digit score {threshold:.2f}"
+    lines = [f"verdicts ({rule}):", f"  {'digits':<38} {'images':>7} {'answered digit':>15} {'accuracy':>9}"]
+    lines += [f"  {row['set']:<38} {row['images']:>7,} {row['answered_digit']:>15.2%} {row['accuracy']:>9.2%}"
+              for row in report["digits"]]
+    lines.append(f"  {'non-digits (held-out seeds)':<38} {'images':>7} {'answered not_a_digit':>20}")
+    lines += [f"  {row['family']:<38} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
+              for row in report["non_digits"]]
+    if report.get("fashion_mnist_missing"):
+        lines.append("  (clothes: Fashion-MNIST is not on disk; `mnist-classifier data --dataset fashion-mnist` adds them)")
+    return "\n".join(lines)
+
+
+def calibration_text(report: dict[str, Any]) -> str:
+    before, after = report["before"], report["after"]
+    temperature = report["temperature"]
+    label = f"temperature {temperature:.3f}" if temperature is not None else "no stored temperature"
+    return (f"calibration ({label}): ECE {before['ece']:.2%} -> {after['ece']:.2%}, "
+            f"NLL {before['nll']:.4f} -> {after['nll']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}")
