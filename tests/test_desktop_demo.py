@@ -276,6 +276,18 @@ def test_digits_drawn_with_the_mouse_read_right(digit, small_checkpoint):
     assert state.answer.best_guess == digit, report(state, NAMES)
 
 
+def test_a_cross_drawn_with_the_mouse_is_not_a_digit(honest_checkpoint):
+    state = drag(drag(new_state(), [(60.0, 60.0), (220.0, 220.0)]), [(220.0, 60.0), (60.0, 220.0)])
+    state = with_prediction(state, load_predictor(honest_checkpoint))
+    assert state.answer.verdict == "not_a_digit" and state.answer.digit is None, report(state, NAMES)
+    assert report(state, NAMES).startswith("not a digit (best guess ")
+    layout = compute_layout(960, 600)
+    answer_box = render(state, layout, NAMES)[layout.answer.slice()]
+    assert not np.all(answer_box == np.array(ACCENT, np.uint8), axis=2).any()  # no big digit
+    seven = with_prediction(drag(new_state(), DRAWINGS[7][0]), load_predictor(honest_checkpoint))
+    assert seven.answer.verdict == "digit" and seven.answer.digit == 7, report(seven, NAMES)
+
+
 # ------------------------------------------------------------------ the real window
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mnist_classifier.errors import UserError
-from mnist_classifier.outliers import GLYPHS, TRAINING_FAMILIES, cut_digits, generate_family, generate_outliers
+from mnist_classifier.doodles import GLYPHS
+from mnist_classifier.outliers import TRAINING_FAMILIES, cut_digits, generate_family, generate_outliers
 
 
 @pytest.fixture(scope="module")

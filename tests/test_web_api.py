@@ -129,6 +129,24 @@ def test_json_pixels_white_on_black_are_recognised(api, digits):
     assert as_curl_sends_it.json()["digit"] == answers[1]["digit"]
 
 
+def test_digits_pass_and_generated_non_digits_are_refused_over_http(honest_checkpoint, mnist_data):
+    from mnist_classifier.outliers import generate_family
+
+    source = (mnist_data.test.images.numpy(), mnist_data.test.labels.numpy())
+    non_digits = [image for family in ("shape", "glyph") for image in generate_family(family, 25, 31, source)]
+    with running_server(create_app(load_predictor(honest_checkpoint))) as base_url:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            refused = [post_png(client, as_paper_png(image)).json() for image in non_digits]
+            passed = [post_png(client, as_paper_png(image)).json() for image in source[0][:50]]
+    assert all(answer["verdict"] in ("digit", "not_a_digit") for answer in refused + passed)
+    for answer in refused + passed:  # a refusal keeps its best guess; only `digit` goes null
+        assert isinstance(answer["best_guess"], int)
+        assert answer["digit"] == (answer["best_guess"] if answer["verdict"] == "digit" else None)
+    assert np.mean([a["verdict"] == "not_a_digit" for a in refused]) >= 0.8
+    assert np.mean([a["verdict"] == "digit" for a in passed]) >= 0.95
+    assert np.mean([a["digit"] == label for a, label in zip(passed, source[1][:50])]) >= 0.9
+
+
 def test_empty_drawing_gives_no_digit(api):
     blank = cv2.imencode(".png", np.full((280, 280), 255, np.uint8))[1].tobytes()
     for response in (post_png(api, blank), api.post("/api/predict", json={"pixels": [[0] * 28] * 28})):

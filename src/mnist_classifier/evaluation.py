@@ -273,7 +273,7 @@ def evaluate_checkpoint(
     from .checkpoint import load_model, stored_normalization
     from .combine import ORIGINAL_ONLY, averaged_probabilities_at, check_members_agree, combined_payload, tta_views
     from .honesty import calibration_report, calibration_text, verdict_report, verdict_text
-    from .inference import load_predictor
+    from .inference import torch_predictor
     from .report import check_report_dir, default_report_dir, write_report
 
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
@@ -296,7 +296,8 @@ def evaluate_checkpoint(
     temperature = calibrations[0].temperature if len(members) == 1 and calibrations[0].fitted else None
     honesty = {"calibration": calibration_report(raw.numpy(), probs.numpy(), labels, temperature)}
     if data.spec.drawable and len(members) == 1 and not tta:  # refusal is one model's single-view rule
-        honesty["verdicts"] = verdict_report(load_predictor(checkpoints[0], warn=log), data.test, data_dir)
+        predictor = torch_predictor(*loaded[0], Path(checkpoints[0]))
+        honesty["verdicts"] = verdict_report(predictor, data.test, data_dir)
     written = write_report(evaluation, data.test.images.numpy(), payload, Path(checkpoints[0]), target, honesty)
     log(summary_text(evaluation, payload["model_name"], written))
     log(calibration_text(honesty["calibration"]))

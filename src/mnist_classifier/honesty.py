@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from .calibration import calibrate_logits, calibration_scores, reliability_bins, softmax
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
-from .inference import Predictor, load_predictor
+from .inference import Predictor, torch_predictor
 
 FAMILY_IMAGES = 1000  # per non-digit family
 HELD_OUT_SEED = 900_001  # training seeds its non-digits with the run's seed (42 by default)
@@ -39,8 +39,8 @@ def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
                          log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit temperature and threshold on the checkpoint's validation split and store them in it."""
     path = Path(path)
-    payload = load_checkpoint(path)
-    predictor = load_predictor(path, warn=lambda _line: None)
+    model, payload = load_model(path)
+    predictor = torch_predictor(model, payload, path)
     spec = get_dataset_spec(payload.get("dataset", "mnist"))
     val_size = int((payload.get("config") or {}).get("val_size", 5000))
     val = load_data(data_dir, spec.name, val_size=val_size, log=lambda _line: None).val

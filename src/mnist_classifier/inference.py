@@ -98,21 +98,25 @@ def load_predictor(path: str | Path, warn=None) -> Predictor:
 
         predictor = load_onnx_predictor(path)
     else:
-        model, payload = load_model(path)
-        norm = stored_normalization(payload)
-        predictor = Predictor(
-            backend=TorchBackend(model),
-            model_name=payload["model_name"],
-            mean=norm.mean,
-            std=norm.std,
-            class_names=list(payload.get("class_names") or [str(d) for d in range(10)]),
-            info=checkpoint_info(payload, model, path),
-            calibration=Calibration.from_payload(payload),
-        )
+        predictor = torch_predictor(*load_model(path), path)
     if not predictor.calibration.fitted:
         (warn or _to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and "
                              f"nothing is refused as 'not a digit'; fix: mnist-classifier calibrate --checkpoint {path}")
     return predictor
+
+
+def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> Predictor:
+    """A Predictor around a model already loaded from the checkpoint at `path` (no second read)."""
+    norm = stored_normalization(payload)
+    return Predictor(
+        backend=TorchBackend(model),
+        model_name=payload["model_name"],
+        mean=norm.mean,
+        std=norm.std,
+        class_names=list(payload.get("class_names") or [str(d) for d in range(10)]),
+        info=checkpoint_info(payload, model, Path(path)),
+        calibration=Calibration.from_payload(payload),
+    )
 
 
 def _to_stderr(line: str) -> None:

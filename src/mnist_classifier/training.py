@@ -8,8 +8,9 @@
 Every epoch: train on shuffled full batches, score the validation split, save
 `<model>_last.pth` (the resume point), `<model>_best.pth` when validation accuracy
 improves, and a timestamped copy every `save_interval` epochs (other datasets than MNIST
-add theirs: `<model>_fashion-mnist_best.pth`). After the last epoch the best model is
-scored once on the test set.
+add theirs: `<model>_fashion-mnist_best.pth`). Batches of digits also carry generated
+non-digits and pen-redrawn digits (exposure.py). After the last epoch the best model is
+calibrated on the validation split (calibration.py) and scored once on the test set.
 """
 from __future__ import annotations
 
