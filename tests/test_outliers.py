@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from mnist_classifier.errors import UserError
+from mnist_classifier import doodles
 from mnist_classifier.doodles import GLYPHS
-from mnist_classifier.outliers import TRAINING_FAMILIES, cut_digits, generate_family, generate_outliers
+from mnist_classifier.outliers import (TRAINING_FAMILIES, cut_digits, fashion_as_ink, generate_family,
+                                       generate_outliers)
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +72,38 @@ def test_pairs_show_two_separate_digits_most_of_the_time(digits):
 def test_unknown_family_names_the_choices(digits):
     with pytest.raises(UserError, match="scribble"):
         generate_family("letters", 5, seed=0, digits=digits)
+
+
+def _size_to_stroke(drawing: np.ndarray) -> float:
+    """Longer side of the ink's box over its mean stroke width (2 * area / outline length)."""
+    ink = drawing > 127
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    padded = np.pad(ink, 1)
+    outline = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1])
+    width = 2 * ink.sum() / (outline * np.pi / 4)  # pixel edges overstate a curve's length by 4/pi
+    return max(rows[-1] - rows[0], cols[-1] - cols[0]) / width
+
+
+@pytest.mark.parametrize("draw", [
+    doodles.scribble_drawing,
+    doodles.shape_drawing,
+    pytest.param(doodles.glyph_drawing, marks=pytest.mark.xfail(strict=True, reason=(
+        "OpenCV 5's putText draws Hershey fonts as bold outline fonts whatever the thickness: "
+        "strokes come out ~1/5 of the glyph instead of 1/12-1/16"))),
+])
+def test_drawings_use_a_thin_pen_like_a_mouse(draw):
+    # 12-16 pen widths across by design; this estimate reads a drawn square of 14 as 10,
+    # and a bold pen (a fifth of the size, as cv2's fonts come out) as under 5.
+    rng = np.random.default_rng(5)
+    ratios = [_size_to_stroke(draw(rng)) for _ in range(150)]
+    assert np.median(ratios) > 6.5, np.median(ratios)  # scribbles ~7.8, shapes ~9.4, glyphs ~4.5
+
+
+def test_fashion_items_are_fitted_and_blank_ones_dropped(mnist_data):
+    items = np.zeros((4, 28, 28), np.uint8)
+    items[1, 2:26, 4:24] = 200  # a solid garment-like block, off centre
+    items[3] = mnist_data.test.images[0].numpy()
+    fitted = fashion_as_ink(items)
+    assert fitted.shape == (2, 28, 28) and fitted.dtype == np.uint8
+    rows = np.flatnonzero(fitted[0].any(axis=1))
+    assert rows[-1] - rows[0] + 1 == 20  # to_mnist's 20-px box, not fill_frame's 28
