@@ -68,13 +68,13 @@ def averaged_probabilities_at(members: Sequence[tuple[nn.Module, Normalization]]
     forward pass: evaluate compares raw (all 1) and calibrated confidences this way."""
     if not members or not views:
         raise ValueError("averaging needs at least one member and one view")
-    totals = [torch.zeros(len(split), 0)] * len(temperature_sets)
+    totals: list = [0] * len(temperature_sets)  # running sums; 0 + a tensor is the tensor
     for index, (model, norm) in enumerate(members):
         for view in views:
             logits = compute_logits(model, Split(view_images(split.images, view), split.labels), norm).float()
             for slot, temperatures in enumerate(temperature_sets):
                 probs = torch.softmax(logits / temperatures[index], dim=1)
-                totals[slot] = probs if totals[slot].numel() == 0 else totals[slot] + probs
+                totals[slot] = totals[slot] + probs
     return [total / (len(members) * len(views)) for total in totals]
 
 
