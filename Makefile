@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL ?= simple_cnn
 
-.PHONY: all install data train evaluate test bench bench-quick system-deps clean
+.PHONY: all install data train evaluate test bench bench-quick bundled-model dist system-deps clean
 
 all: train
 
@@ -29,6 +29,15 @@ train: data
 evaluate: install
 	$(BIN)/mnist-classifier evaluate --checkpoint models/$(MODEL)_best.pth
 
+# The model shipped inside the package (src/mnist_classifier/bundled/): the make train recipe, calibrated.
+bundled-model: data
+	$(BIN)/python scripts/build_bundled_model.py
+
+# A wheel and an sdist in dist/, with the page's static files and the bundled model inside.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 # Debian packages the tests use: a virtual display, xdotool, chromium, Fashion-MNIST.
 system-deps:
 	bash scripts/system_deps.sh
@@ -44,4 +53,4 @@ bench-quick: install data
 	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
-	rm -rf $(VENV) runs reports .pytest_cache
+	rm -rf $(VENV) runs reports dist build .pytest_cache

@@ -28,10 +28,13 @@ import numpy as np
 import torch
 
 from mnist_classifier.datasets import get_dataset_spec
-from mnist_classifier.demo.desktop import START_SIZE, TORCH_THREADS, DemoState, pen_up, with_prediction
-from mnist_classifier.demo.panel import SHEET, compute_layout, render
+from mnist_classifier.demo.desktop import START_SIZE, TORCH_THREADS
+from mnist_classifier.demo.state import DemoState, pen_up, with_prediction
+from mnist_classifier.demo.panel import compute_layout, render
+from mnist_classifier.demo.state import SHEET
 from mnist_classifier.errors import UserError
-from mnist_classifier.inference import Predictor, load_predictor
+from mnist_classifier.inference import Predictor
+from mnist_classifier.reader import load_predictor
 from mnist_classifier.preprocess import to_mnist
 from mnist_classifier.sources import fetch_dataset, load_arrays
 

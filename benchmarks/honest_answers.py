@@ -25,7 +25,7 @@ def measure(checkpoint: Path) -> dict:
     from mnist_classifier.calibration import softmax
     from mnist_classifier.data import load_data
     from mnist_classifier.honesty import calibration_report, verdict_report
-    from mnist_classifier.inference import load_predictor
+    from mnist_classifier.reader import load_predictor
 
     predictor = load_predictor(checkpoint)
     test = load_data(ROOT / "data", log=lambda _line: None).test

@@ -32,8 +32,10 @@ import torch
 
 from mnist_classifier.data import Normalization, load_data, to_model_input
 from mnist_classifier.errors import UserError
-from mnist_classifier.export import CHUNK, SMALL_BATCH, export_onnx, load_onnx_predictor
-from mnist_classifier.inference import Predictor, load_predictor
+from mnist_classifier.export import export_onnx
+from mnist_classifier.onnx_backend import CHUNK, SMALL_BATCH, load_onnx_predictor
+from mnist_classifier.inference import Predictor
+from mnist_classifier.reader import load_predictor
 
 DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
 P50_TARGET_MS, SPEEDUP_TARGET, FULL_TEST_TARGET_S = 0.2, 4.0, 1.0

@@ -11,7 +11,7 @@ from mnist_classifier.calibration import (
     negative_log_likelihood, reliability_bins, softmax,
 )
 from mnist_classifier.cli import main
-from mnist_classifier.inference import load_predictor
+from mnist_classifier.reader import load_predictor
 
 from .conftest import DATA_DIR
 

@@ -29,10 +29,12 @@ from PIL import Image
 from mnist_classifier import datasets
 from mnist_classifier.cli import main
 from mnist_classifier.demo import desktop
-from mnist_classifier.demo.desktop import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
+from mnist_classifier.demo.state import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
 from mnist_classifier.calibration import Calibration
-from mnist_classifier.demo.panel import ACCENT, BAR, PAPER, REFUSED, SHEET, Rect, compute_layout, render, to_sheet
-from mnist_classifier.inference import Predictor, load_predictor
+from mnist_classifier.demo.panel import ACCENT, BAR, PAPER, REFUSED, Rect, compute_layout, render, to_sheet
+from mnist_classifier.demo.state import SHEET
+from mnist_classifier.inference import Predictor
+from mnist_classifier.reader import load_predictor
 from mnist_classifier.preprocess import preview, to_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,13 +306,13 @@ def test_real_window_draws_predicts_resizes_and_quits_on_escape(x_display, small
         assert printed, f"nothing printed; stdout: {out.read_text()!r}"
         assert printed[1] == "1", printed[0]
         assert len(re.findall(r"\d: +[\d.]+%", printed[3])) == 10
-        shot = screenshot(x_display, geometry, ARTIFACTS / "demo_window_960x600.png")
+        shot = painted_screenshot(x_display, geometry, ARTIFACTS / "demo_window_960x600.png")
         _assert_looks_like_the_demo(shot, compute_layout(*geometry[2:]), stroke_x=canvas.w // 2)
 
         xdotool(x_display, "windowsize", window, "520", "780")  # portrait: the canvas moves to the top
         assert wait_for(lambda: window_geometry(x_display, window)[2:] == (520, 780), timeout=10)
         time.sleep(1.0)  # a few frames for the demo to notice and re-layout
-        shot = screenshot(x_display, window_geometry(x_display, window), ARTIFACTS / "demo_window_520x780.png")
+        shot = painted_screenshot(x_display, window_geometry(x_display, window), ARTIFACTS / "demo_window_520x780.png")
         _assert_looks_like_the_demo(shot, compute_layout(520, 780), stroke_x=compute_layout(520, 780).canvas.w // 2)
 
         xdotool(x_display, "key", "--window", window, "Escape")
@@ -425,6 +427,17 @@ def screenshot(display: str, geometry, path: Path) -> np.ndarray:
     path.parent.mkdir(exist_ok=True)
     Image.fromarray(window).save(path)
     return window
+
+
+def painted_screenshot(display: str, geometry, path: Path, timeout: float = 10.0) -> np.ndarray:
+    """The window once the X server shows something in it: Qt paints a frame asynchronously,
+    so a busy machine can still show the unpainted (black) window just after the stroke."""
+    deadline = time.monotonic() + timeout
+    shot = screenshot(display, geometry, path)
+    while shot.std() <= 20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        shot = screenshot(display, geometry, path)
+    return shot
 
 
 def send_close_request(display: str, window: int) -> None:

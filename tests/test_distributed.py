@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mnist_classifier.checkpoint import load_checkpoint
-from mnist_classifier.inference import load_predictor
+from mnist_classifier.reader import load_predictor
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, REPO_ROOT

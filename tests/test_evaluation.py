@@ -31,7 +31,7 @@ def report(small_checkpoint, tmp_path_factory):
     """Run the command once, from a fresh folder, with the default --out.
 
     Returns (report dir, what it printed, the Evaluation it computed)."""
-    import mnist_classifier.evaluation as evaluation
+    import mnist_classifier.assessment as assessment
 
     workdir = tmp_path_factory.mktemp("evaluate")
     printed, results = io.StringIO(), []
@@ -40,9 +40,9 @@ def report(small_checkpoint, tmp_path_factory):
         results.append(real(*args, **kwargs))
         return results[-1]
 
-    real = evaluation.evaluate_checkpoint
+    real = assessment.evaluate_checkpoint
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
-        patch.setattr(evaluation, "evaluate_checkpoint", spy)
+        patch.setattr(assessment, "evaluate_checkpoint", spy)
         patch.chdir(workdir)
         status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--data-dir", str(DATA_DIR)])
     assert status == 0 and len(results) == 1

@@ -13,8 +13,9 @@ from mnist_classifier.checkpoint import load_model
 from mnist_classifier.cli import main
 from mnist_classifier.data import Normalization, to_model_input
 from mnist_classifier.errors import CheckpointError, UserError
-from mnist_classifier.export import export_onnx, load_onnx_predictor
-from mnist_classifier.inference import load_predictor
+from mnist_classifier.export import export_onnx
+from mnist_classifier.onnx_backend import load_onnx_predictor
+from mnist_classifier.reader import load_predictor
 
 from .conftest import DATA_DIR
 

@@ -162,7 +162,7 @@ def test_evaluating_a_fashion_checkpoint_on_mnist_is_a_clear_error(fashion_run, 
 
 def test_the_drawing_demos_are_digit_only(fashion_run, capsys):
     from mnist_classifier.demo.web import model_card
-    from mnist_classifier.inference import load_predictor
+    from mnist_classifier.reader import load_predictor
 
     _, result = fashion_run
     assert main(["demo", "--checkpoint", str(result.best_path)]) == 2  # refused before any window
@@ -175,7 +175,7 @@ def test_the_drawing_demos_are_digit_only(fashion_run, capsys):
 def test_predict_prints_class_names_for_clothing_photos(fashion_run, fashion_raw, tmp_path, capsys):
     from PIL import Image
 
-    from mnist_classifier.inference import load_predictor
+    from mnist_classifier.reader import load_predictor
 
     _, result = fashion_run
     _, _, test_x, test_y = load_arrays(fashion_raw, SPEC)

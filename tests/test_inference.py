@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mnist_classifier.errors import CheckpointError
-from mnist_classifier.inference import load_predictor
+from mnist_classifier.reader import load_predictor
 
 
 def test_predictor_classifies_real_test_digits(small_checkpoint, mnist_data):

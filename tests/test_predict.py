@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from mnist_classifier.cli import main
-from mnist_classifier.inference import load_predictor
+from mnist_classifier.reader import load_predictor
 
 LINE = re.compile(r"^(?P<file>.+): (?P<digit>\d) \((?P<conf>[\d.]+)%\)  top (?P<k>\d+): (?P<top>.+)$")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mnist_classifier.demo.web import create_app
-from mnist_classifier.inference import load_predictor
+from mnist_classifier.reader import load_predictor
 
 from .test_web_api import running_server
 

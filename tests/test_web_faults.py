@@ -215,7 +215,7 @@ def test_slow_tricklers_are_answered_and_others_are_served_meanwhile(server):
 def test_a_body_that_never_finishes_is_cut_off(small_checkpoint, monkeypatch):
     """A body still incomplete after BODY_TIMEOUT gets 408 and the connection is closed."""
     from mnist_classifier.demo import web
-    from mnist_classifier.inference import load_predictor
+    from mnist_classifier.reader import load_predictor
 
     monkeypatch.setattr(web, "BODY_TIMEOUT", 1.0)  # the real one is 30 s
     with running_server(web.create_app(load_predictor(small_checkpoint))) as url:

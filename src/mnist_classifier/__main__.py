@@ -1,3 +1,4 @@
+"""`python -m mnist_classifier`: the same as the `mnist-classifier` command (cli.py)."""
 import sys
 
 from .cli import main

@@ -22,15 +22,20 @@ Measuring: ECE (15 equal-width bins) is torchmetrics' `multiclass_calibration_er
 (checked against a case worked by hand in tests/test_calibration.py); NLL is
 cross-entropy; Brier is the mean squared distance between the probability vector and the
 one-hot truth, summed over classes.
+
+Applying a calibration (`Calibration`, `softmax`, `digit_scores`) needs numpy only: the
+ONNX path of the Python API imports this module without loading PyTorch. Fitting and
+ECE import torch when they are called.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 ECE_BINS = 15
 DIGIT_PASS_RATE = 0.995  # the share of validation digits that must be answered "digit"
@@ -63,6 +68,9 @@ UNCALIBRATED = Calibration()
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The T > 0 that minimises the NLL of softmax(logits / T): one scalar, convex in log T."""
+    import torch
+    import torch.nn.functional as F
+
     logits, labels = logits.detach().double().cpu(), labels.cpu()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
@@ -114,6 +122,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by their size."""
+    import torch
     from torchmetrics.functional.classification import multiclass_calibration_error  # ~1 s import
 
     probs_t = torch.as_tensor(np.asarray(probs, dtype=np.float32))

@@ -15,6 +15,8 @@ from .errors import UserError
 from .plugins import import_plugins
 
 DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
+ANSWERING_MODEL_HELP = (f"model to use, .pth or .onnx (default: {DEFAULT_CHECKPOINT}, or the model bundled "
+                        "in the package when there is none)")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -63,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_checkpoint
+    from .assessment import evaluate_checkpoint
 
     if args.ensemble and args.checkpoint:
         raise UserError("--ensemble names every checkpoint to average: drop --checkpoint, or list it after --ensemble")
@@ -72,10 +74,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def answering_model(named: str | None) -> Path:
+    """The model `predict`, `demo` and `serve` use: the named one, models/', else the bundled one (said on stderr)."""
+    from .bundled import choose_model
+
+    choice = choose_model(named)
+    if choice.bundled:
+        print(choice.describe(), file=sys.stderr)
+    return choice.path
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import run_predict
 
-    return run_predict(args.images, args.checkpoint, as_json=args.json, top=args.top,
+    return run_predict(args.images, answering_model(args.checkpoint), as_json=args.json, top=args.top,
                        reject_threshold=args.reject_threshold)
 
 
@@ -98,13 +110,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.desktop import run_demo
 
-    return run_demo(args.checkpoint, reject_threshold=args.reject_threshold)
+    return run_demo(answering_model(args.checkpoint), reject_threshold=args.reject_threshold)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.server import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, workers=args.workers,
+    serve(answering_model(args.checkpoint), host=args.host, port=args.port, workers=args.workers,
           reject_threshold=args.reject_threshold)
     return 0
 
@@ -151,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify image files (PNG/JPEG, any size, either polarity)")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
-    predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    predict.add_argument("--checkpoint", help=ANSWERING_MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print a JSON array, one object per file (default: text lines)")
     predict.add_argument("--top", type=int, default=3, help="how many ranked classes to show per file (default: 3)")
     add_reject_flag(predict)
@@ -172,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="the OpenCV real-time drawing window")
-    demo.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    demo.add_argument("--checkpoint", help=ANSWERING_MODEL_HELP)
     add_reject_flag(demo)
     demo.set_defaults(run=cmd_demo)
 
     serve = commands.add_parser("serve", help="the browser drawing demo and the JSON API")
-    serve.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to use (default: {DEFAULT_CHECKPOINT})")
+    serve.add_argument("--checkpoint", help=ANSWERING_MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")

@@ -1,4 +1,4 @@
-"""ONNX export that checks itself, and the ONNX Runtime backend for `Predictor`.
+"""ONNX export that checks itself (onnx_backend.py loads what it writes).
 
     mnist-classifier export --checkpoint models/simple_cnn_best.pth   # -> models/simple_cnn_best.onnx
     mnist-classifier predict digit.png --checkpoint models/simple_cnn_best.onnx
@@ -30,22 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .calibration import UNCALIBRATED, Calibration
+from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
-from .errors import CheckpointError, UserError
-from .inference import Predictor, checkpoint_info
+from .errors import UserError
+from .onnx_backend import METADATA_KEY, OnnxBackend
+from .torch_backend import checkpoint_info
 
 DEFAULT_OPSET = 18  # read by every ONNX Runtime since 1.14 and by most other runtimes
 METADATA_VERSION = "1"
 CHECK_IMAGES = 1000
 TOLERANCE = 1e-4
-# Big batches run in chunks: ~500 images of activations stay in cache, 10,000 do not.
-CHUNK = 512
-# Up to this many images take the single-thread session: waking a non-spinning pool
-# thread costs more than it saves on a 0.15 ms job (measured p50 0.21 ms with 2 threads
-# vs 0.16 ms with 1), and it leaves the other cores to the caller.
-SMALL_BATCH = 8
 
 
 def export_onnx(
@@ -103,7 +98,7 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
     """Everything `load_onnx_predictor` needs, as strings (metadata_props holds only strings)."""
     class_names = list(payload.get("class_names") or [str(d) for d in range(10)])
     entries = {
-        "mnist_classifier.metadata_version": METADATA_VERSION,
+        METADATA_KEY: METADATA_VERSION,
         "model_name": payload["model_name"],
         "dataset": str(info["dataset"]),
         "class_names": json.dumps(class_names),
@@ -119,6 +114,8 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
         "opset": str(opset),
         "max_abs_diff_vs_pytorch": f"{max_diff:.3e} on {CHECK_IMAGES} test images",
     }
+    if payload.get("provenance"):  # the bundled model says where it comes from (bundled.py)
+        entries["provenance"] = json.dumps(payload["provenance"], sort_keys=True)
     calibration = Calibration.from_payload(payload)
     if calibration.fitted:  # absent: the Predictor loads it uncalibrated, as it would the checkpoint
         entries.update(temperature=repr(calibration.temperature),
@@ -145,105 +142,6 @@ def _write_atomically(data: bytes, path: Path) -> Path:
     return path
 
 
-class OnnxBackend:
-    """ONNX Runtime on the CPU: (N, 1, 28, 28) normalised float32 -> (N, C) logits.
-
-    Two sessions over one model: one for a few images (the demos' case) and, built on
-    first use, one with `threads` intra-op threads for large batches (evaluation,
-    benchmarks). The model is held as bytes, so that later session never depends on
-    the file still being there.
-
-    The few-images session runs on one thread by default: the server and the demos
-    share the CPU with other work. A caller that has the machine to itself can ask for
-    `single_image_threads=2`: those threads spin between calls (ONNX Runtime's own
-    default), which cuts a single image from ~0.18 to ~0.13 ms on two cores.
-    """
-
-    def __init__(self, model: bytes, threads: int | None = None, single_image_threads: int = 1):
-        self.model = model
-        self.threads = threads or os.cpu_count() or 1
-        self.single = _session(self.model, single_image_threads, spin=single_image_threads > 1)
-        self.batched = None
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if len(batch) <= SMALL_BATCH or self.threads == 1:
-            return self.single.run(None, {"images": batch})[0]
-        if self.batched is None:
-            self.batched = _session(self.model, self.threads)
-        parts = [self.batched.run(None, {"images": batch[i:i + CHUNK]})[0] for i in range(0, len(batch), CHUNK)]
-        return np.concatenate(parts)
-
-
-def _session(model: bytes, threads: int, spin: bool = False):
-    ort = _onnxruntime()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1  # a straight chain of nodes: nothing runs in parallel
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # NCHWc convs: ~1.6x faster
-    # Idle pool threads spin only when asked: on a shared laptop CPU they would steal
-    # the cores that the web server, the demo window or other work need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
-def load_onnx_predictor(path: str | Path, threads: int | None = None, single_image_threads: int = 1) -> Predictor:
-    """A Predictor for an exported .onnx file; every way the file can be wrong is one CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ONNX model {path} not found: make one with `mnist-classifier export`")
-    try:
-        backend = OnnxBackend(path.read_bytes(), threads, single_image_threads)
-    except UserError:  # onnxruntime missing: its own message says what to do
-        raise
-    except Exception as error:  # onnxruntime's errors derive from Exception only
-        raise CheckpointError(
-            f"ONNX model {path} is not readable ({_first_line(error)}): export it again"
-        ) from None
-    meta = backend.single.get_modelmeta().custom_metadata_map
-    names = [node.name for node in backend.single.get_inputs()]
-    if "mnist_classifier.metadata_version" not in meta or names != ["images"]:
-        raise CheckpointError(f"ONNX model {path} was not exported by mnist-classifier: export it with `mnist-classifier export`")
-    try:
-        return _predictor_from_metadata(backend, meta, path)
-    except (KeyError, ValueError) as error:  # ValueError covers bad JSON and bad numbers
-        raise CheckpointError(f"ONNX model {path} has damaged metadata ({_first_line(error)}): export it again") from None
-
-
-def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: Path) -> Predictor:
-    return Predictor(
-        backend=backend,
-        model_name=meta["model_name"],
-        mean=float(meta["normalization_mean"]),
-        std=float(meta["normalization_std"]),
-        class_names=json.loads(meta["class_names"]),
-        info={
-            "file": path.name, "backend": "onnxruntime", "opset": int(meta["opset"]),
-            "parameters": int(meta["parameters"]), "dataset": meta["dataset"],
-            "epoch": json.loads(meta["epoch"]),
-            "validation_accuracy": json.loads(meta["validation_accuracy"]),
-            "test_accuracy": json.loads(meta["test_accuracy"]),
-        },
-        calibration=_calibration_from_metadata(meta),
-    )
-
-
-def _calibration_from_metadata(meta: dict[str, str]) -> Calibration:
-    if "temperature" not in meta:
-        return UNCALIBRATED
-    threshold = json.loads(meta.get("reject_threshold", "null"))
-    return Calibration(float(meta["temperature"]), None if threshold is None else float(threshold), fitted=True)
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("ONNX Runtime is not installed: `pip install onnxruntime`") from None
-    return onnxruntime
-
-
 @contextmanager
 def _quiet_logger(name: str):
     """Errors only for a block: the exporter warns about torchvision ops we never use."""
@@ -254,8 +152,3 @@ def _quiet_logger(name: str):
         yield
     finally:
         logger.setLevel(level)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:160] if text else error.__class__.__name__

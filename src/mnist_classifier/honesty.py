@@ -28,7 +28,8 @@ from .calibration import calibrate_logits, calibration_scores, reliability_bins,
 from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
-from .inference import Predictor, torch_predictor
+from .inference import Predictor
+from .torch_backend import torch_predictor
 
 FAMILY_IMAGES = 1000  # per non-digit family
 HELD_OUT_SEED = 900_001  # training seeds its non-digits with the run's seed (42 by default)

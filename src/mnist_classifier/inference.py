@@ -1,28 +1,25 @@
-"""Predictor: 28x28 uint8 images in, class probabilities out, whatever the backend.
+"""Predictor: 28x28 uint8 images in, calibrated class probabilities and Answers out.
 
-    predictor = load_predictor("models/simple_cnn_best.pth")   # PyTorch checkpoint
+    predictor = load_predictor("models/simple_cnn_best.pth")   # reader.py: .pth or .onnx
     probabilities = predictor.predict(images)                   # (N, 28, 28) uint8 -> (N, C), calibrated
     answer = predictor.answer(to_mnist("digit.png"))            # verdict, digit, best_guess, ... (answer.py)
 
-`predict`, the desktop demo and the web demo all go through this, so they give the
-same answer for the same drawing. Images are MNIST-like (white ink on black), as
-`preprocess.to_mnist` makes them; normalisation and the temperature are applied here, once.
+Owns: normalisation, the temperature and the refusal rule, applied once for every
+backend. The backends (torch_backend.py, onnx_backend.py) only turn a normalised batch
+into logits, so `predict`, both demos, the API and the Python API give the same answer
+for the same drawing. Images are MNIST-like (white ink on black), as
+`preprocess.to_mnist` makes them. Imports neither torch nor a backend: the ONNX path of
+the Python API answers without loading PyTorch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
-import sys
-
 import numpy as np
-import torch
 
 from .answer import Answer, decide, empty_answer
 from .calibration import Calibration, digit_scores, softmax
-from .checkpoint import load_model, stored_normalization
-from .models import count_parameters
 from .preprocess import Preprocessed
 
 
@@ -73,62 +70,3 @@ class Predictor:
     def with_reject_threshold(self, threshold: float | None) -> "Predictor":
         """The same model refusing below another confidence (None: never refuse)."""
         return replace(self, calibration=self.calibration.with_threshold(threshold))
-
-
-class TorchBackend:
-    CHUNK = 512  # 10,000 images at once would hold ~1.5 GB of activations; the ONNX backend chunks alike
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        inputs = torch.from_numpy(batch)
-        return torch.cat([self.model(chunk) for chunk in inputs.split(self.CHUNK)]).numpy()
-
-
-def load_predictor(path: str | Path, warn=None) -> Predictor:
-    """A Predictor for a `.pth` checkpoint or an `.onnx` export.
-
-    A file without stored calibration answers as before (temperature 1, nothing refused),
-    and `warn` (default: a line on stderr) is told so once."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        from .export import load_onnx_predictor  # optional backend: onnxruntime
-
-        predictor = load_onnx_predictor(path)
-    else:
-        predictor = torch_predictor(*load_model(path), path)
-    if not predictor.calibration.fitted:
-        (warn or _to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and "
-                             f"nothing is refused as 'not a digit'; fix: mnist-classifier calibrate --checkpoint {path}")
-    return predictor
-
-
-def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> Predictor:
-    """A Predictor around a model already loaded from the checkpoint at `path` (no second read)."""
-    norm = stored_normalization(payload)
-    return Predictor(
-        backend=TorchBackend(model),
-        model_name=payload["model_name"],
-        mean=norm.mean,
-        std=norm.std,
-        class_names=list(payload.get("class_names") or [str(d) for d in range(10)]),
-        info=checkpoint_info(payload, model, Path(path)),
-        calibration=Calibration.from_payload(payload),
-    )
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
-def checkpoint_info(payload: dict[str, Any], model: torch.nn.Module, path: Path) -> dict[str, Any]:
-    return {
-        "file": path.name,
-        "parameters": count_parameters(model),
-        "dataset": payload.get("dataset", "mnist"),
-        "epoch": payload.get("epoch"),
-        "validation_accuracy": payload.get("accuracy"),
-        "test_accuracy": payload.get("test_accuracy"),
-    }

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import TextIO
 
 
-from .datasets import get_dataset_spec
 from .errors import ImageError, UserError
 from .answer import DIGIT, EMPTY, Answer, empty_answer
-from .inference import Predictor, load_predictor
-from .preprocess import FRAMINGS, to_mnist
+from .inference import Predictor
+from .reader import framing_of, load_predictor
 
 DEFAULT_TOP = 3
 
@@ -54,14 +53,6 @@ def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
     for result, answer in zip(readable, predictor.answers(prepared)):
         result.answer = answer
     return results
-
-
-def framing_of(predictor: Predictor):
-    """The preprocessing that makes a file look like the checkpoint's training images."""
-    try:
-        return FRAMINGS[get_dataset_spec(predictor.info.get("dataset", "mnist")).framing]
-    except UserError:  # a dataset this version does not know: the digit recipe
-        return to_mnist
 
 
 def answer_line(result: FileAnswer, class_names: list[str], top: int) -> str:

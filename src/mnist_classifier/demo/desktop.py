@@ -6,7 +6,7 @@
 Controls (the seed's): left-drag draws, releasing the button predicts, S predicts and
 prints the probabilities, C clears, Esc (or closing the window) quits.
 
-State (`DemoState`: the ink on a fixed 280x280 sheet) changes only through plain functions
+State (state.py: the ink on a fixed 280x280 sheet) changes only through plain functions
 (`pen_down`, `pen_move`, `pen_up`, `cleared`, `with_prediction`) and `panel.render`
 draws the whole window as an image, so all of it is tested without a display; the OpenCV
 loop at the bottom only forwards events. Mouse release to new panel: ~2 ms p50 on a
@@ -17,18 +17,16 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from dataclasses import dataclass, replace
 
 import cv2
-import numpy as np
 import torch
 
 from ..datasets import get_dataset_spec
 from ..errors import UserError
-from ..answer import DIGIT, Answer
-from ..inference import Predictor, load_predictor
-from ..preprocess import NO_INK, Preprocessed, to_mnist
-from .panel import BRUSH_RADIUS, SHEET, compute_layout, render, to_sheet
+from ..inference import Predictor
+from ..reader import load_predictor
+from .panel import compute_layout, render, to_sheet
+from .state import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
 
 WINDOW = "mnist-classifier demo"
 START_SIZE = (960, 600)
@@ -36,67 +34,6 @@ START_SIZE = (960, 600)
 # two threads made inference 8 ms instead of 0.8 ms (p50; benchmarks/drawn_digits.py).
 TORCH_THREADS = 1
 
-
-
-# ---------------------------------------------------------------------- state
-
-
-@dataclass(frozen=True)
-class DemoState:
-    ink: np.ndarray  # (SHEET, SHEET) uint8: 0 paper, 255 full ink
-    pen: tuple[float, float] | None = None  # last point of the stroke being drawn
-    model_input: Preprocessed = NO_INK  # what the model saw at the last prediction
-    answer: Answer | None = None  # None: nothing predicted, or no ink found
-    predicted: bool = False  # False until a prediction is asked for since the last clear
-
-
-def new_state() -> DemoState:
-    return DemoState(ink=np.zeros((SHEET, SHEET), np.uint8))
-
-
-def pen_down(state: DemoState, point: tuple[float, float]) -> DemoState:
-    return replace(state, ink=_stroke(state.ink, point, point), pen=point)
-
-
-def pen_move(state: DemoState, point: tuple[float, float]) -> DemoState:
-    if state.pen is None:  # moving without a button held draws nothing
-        return state
-    return replace(state, ink=_stroke(state.ink, state.pen, point), pen=point)
-
-
-def pen_up(state: DemoState) -> DemoState:
-    return replace(state, pen=None)
-
-
-def cleared(_state: DemoState) -> DemoState:
-    return new_state()
-
-
-def with_prediction(state: DemoState, predictor: Predictor) -> DemoState:
-    """Run the shared preprocessing and the model on the sheet; no ink -> no answer."""
-    pre = to_mnist(state.ink)
-    answer = predictor.answer(pre) if pre.has_ink else None
-    return replace(state, model_input=pre, answer=answer, predicted=True)
-
-
-def _stroke(ink: np.ndarray, start, end) -> np.ndarray:
-    ink = ink.copy()
-    # Sub-pixel coordinates (shift=4) keep slow strokes from looking jagged.
-    a, b = (tuple(int(round(v * 16)) for v in p) for p in (start, end))
-    cv2.line(ink, a, b, 255, 2 * BRUSH_RADIUS + 1, cv2.LINE_AA, shift=4)
-    return ink
-
-
-def report(state: DemoState, class_names: list[str]) -> str:
-    """The terminal printout for S: the answer, then every class's probability."""
-    if state.answer is None:
-        return "no digit: the canvas is empty"
-    answer = state.answer
-    spread = "  ".join(f"{name}: {prob:6.2%}" for name, prob in zip(class_names, answer.probabilities))
-    name, confidence = class_names[answer.best_guess], f"{answer.confidence:.1%}"
-    said = f"prediction: {name} ({confidence})" if answer.verdict == DIGIT else \
-        f"not a digit (best guess {name}, {confidence})"
-    return f"{said}\nprobabilities: {spread}"
 
 
 # ---------------------------------------------------------------------- the window

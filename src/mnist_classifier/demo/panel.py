@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..preprocess import Preprocessed, preview
-
-if TYPE_CHECKING:
-    from .desktop import DemoState
+from .state import SHEET, DemoState
 
 
 MIN_SIZE = (240, 160)  # below this the layout is drawn at this size and scaled down
-# The ink lives on a fixed sheet, shown scaled to the canvas: resizing the window keeps
-# the drawing, and the brush is a fixed fraction of the sheet, so a digit drawn at a
-# natural size comes out MNIST-thick (~2.5 px at 28x28) however big the window is.
-SHEET = 280  # 10x MNIST
-BRUSH_RADIUS = 10  # px on the sheet: 21-px strokes; a 170-px tall digit -> 2.5 px
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BACKGROUND, PAPER, INK = (38, 34, 32), 246, 24  # BGR, then the canvas grays
 TEXT, MUTED, ACCENT = (236, 236, 236), (150, 146, 142), (60, 190, 255)

@@ -27,7 +27,7 @@ THRESHOLD_ENV = "MNIST_CLASSIFIER_SERVE_REJECT_THRESHOLD"  # and the --reject-th
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           log=print, reject_threshold: float | None | str = "stored") -> None:
     """Load the model, bind, serve until Ctrl+C. Problems are UserErrors, before serving."""
-    from ..inference import load_predictor
+    from ..reader import load_predictor
 
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
@@ -71,7 +71,7 @@ def serve_in_processes(checkpoint: Path, sock: socket.socket, workers: int) -> N
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of `serve --workers N`."""
-    from ..inference import load_predictor
+    from ..reader import load_predictor
 
     tune_process()
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once

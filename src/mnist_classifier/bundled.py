@@ -1,0 +1,69 @@
+"""The model that ships inside the package, and which model answers when none is named.
+
+    choose_model(None)      # models/simple_cnn_best.pth if it exists, else the bundled ONNX model
+    provenance()            # recipe, seed, test accuracy, ECE, date, SHA-256 of each shipped file
+
+Owns: where the bundled files live, their recorded provenance (`bundled/provenance.json`,
+written by `make bundled-model`, i.e. scripts/build_bundled_model.py), and the rule shared
+by `predict`, `demo`, `serve` and `mnist_classifier.load()`: a model named by the user,
+else the `make train` checkpoint in models/, else the bundled one. Torch-free.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_CHECKPOINT = BUNDLED_DIR / "simple_cnn.pth"
+BUNDLED_ONNX = BUNDLED_DIR / "simple_cnn.onnx"
+PROVENANCE_FILE = BUNDLED_DIR / "provenance.json"
+TRAINED_CHECKPOINT = Path("models") / "simple_cnn_best.pth"  # what `make train` writes
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    path: Path
+    bundled: bool
+
+    def describe(self) -> str:
+        """One line for stderr saying which model answers, and why."""
+        if not self.bundled:
+            return f"model: {self.path}"
+        facts = provenance()
+        return (f"model: the bundled SimpleCNN ({facts['test_accuracy']:.2%} on MNIST test, built "
+                f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}: `make train` makes your own")
+
+
+def choose_model(named: str | Path | None, prefer_onnx: bool = True) -> ModelChoice:
+    """The named file, else models/simple_cnn_best.pth, else the bundled model (ONNX unless asked otherwise)."""
+    if named is not None:
+        return ModelChoice(Path(named), bundled=False)
+    if TRAINED_CHECKPOINT.is_file():
+        return ModelChoice(TRAINED_CHECKPOINT, bundled=False)
+    shipped = BUNDLED_ONNX if prefer_onnx else BUNDLED_CHECKPOINT
+    if not shipped.is_file():
+        raise CheckpointError(f"no model to answer: {TRAINED_CHECKPOINT} not found and this install lacks the "
+                              f"bundled {shipped.name}; train one with `make train` or name one with --checkpoint")
+    return ModelChoice(shipped, bundled=True)
+
+
+def provenance() -> dict[str, Any]:
+    """What `make bundled-model` recorded about the shipped files."""
+    try:
+        return json.loads(PROVENANCE_FILE.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"the bundled model's record {PROVENANCE_FILE} is unreadable ({error}); "
+                              "reinstall the package or run `make bundled-model`") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,59 @@
+"""The PyTorch backend of `Predictor`: a checkpoint's model turning normalised batches into logits.
+
+Owns: building a Predictor from a `.pth` checkpoint (or from a model already loaded
+from one) and the model card facts every front end shows (`checkpoint_info`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .calibration import Calibration
+from .checkpoint import load_model, stored_normalization
+from .inference import Predictor
+from .models import count_parameters
+
+
+class TorchBackend:
+    CHUNK = 512  # 10,000 images at once would hold ~1.5 GB of activations; the ONNX backend chunks alike
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        inputs = torch.from_numpy(batch)
+        return torch.cat([self.model(chunk) for chunk in inputs.split(self.CHUNK)]).numpy()
+
+
+def load_torch_predictor(path: str | Path) -> Predictor:
+    """A Predictor for a `.pth` checkpoint (safe loading and its errors: checkpoint.py)."""
+    return torch_predictor(*load_model(path), Path(path))
+
+
+def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> Predictor:
+    """A Predictor around a model already loaded from the checkpoint at `path` (no second read)."""
+    norm = stored_normalization(payload)
+    return Predictor(
+        backend=TorchBackend(model),
+        model_name=payload["model_name"],
+        mean=norm.mean,
+        std=norm.std,
+        class_names=list(payload.get("class_names") or [str(d) for d in range(10)]),
+        info=checkpoint_info(payload, model, Path(path)),
+        calibration=Calibration.from_payload(payload),
+    )
+
+
+def checkpoint_info(payload: dict[str, Any], model: torch.nn.Module, path: Path) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "parameters": count_parameters(model),
+        "dataset": payload.get("dataset", "mnist"),
+        "epoch": payload.get("epoch"),
+        "validation_accuracy": payload.get("accuracy"),
+        "test_accuracy": payload.get("test_accuracy"),
+    }

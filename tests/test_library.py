@@ -1,0 +1,207 @@
+"""The Python API (`mnist_classifier.load()`), the bundled model, and one-way imports."""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mnist_classifier
+from mnist_classifier.bundled import BUNDLED_CHECKPOINT, BUNDLED_ONNX, provenance, sha256_of
+from mnist_classifier.errors import CheckpointError, ImageError
+
+from .conftest import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "src" / "mnist_classifier"
+MAX_BUNDLED_BYTES = 2 * 1024 * 1024
+
+
+def big_png(image: np.ndarray, path: Path) -> Path:
+    """A 28x28 MNIST digit as a user would have it: 224x224, black ink on white."""
+    Image.fromarray(255 - image).resize((224, 224), Image.BILINEAR).save(path)
+    return path
+
+
+# ------------------------------------------------------------------ the bundled model
+
+
+def test_bundled_files_are_the_recorded_ones_and_small():
+    record = provenance()
+    for path in (BUNDLED_CHECKPOINT, BUNDLED_ONNX):
+        assert sha256_of(path) == record["files"][path.name]["sha256"], f"{path.name} differs from provenance.json"
+        assert path.stat().st_size == record["files"][path.name]["bytes"] <= MAX_BUNDLED_BYTES
+    assert record["recipe"].startswith("mnist-classifier train --model simple_cnn") and record["seed"] == 42
+    assert record["ece"] <= 0.01
+
+
+def test_bundled_model_scores_its_recorded_accuracy_on_mnist_test(mnist_data):
+    images, labels = mnist_data.test.images.numpy(), mnist_data.test.labels.numpy()
+    onnx = mnist_classifier.load(BUNDLED_ONNX)
+    accuracy = (onnx.predictor.predict(images).argmax(1) == labels).mean()
+    assert accuracy >= 0.993
+    assert accuracy == pytest.approx(provenance()["test_accuracy"], abs=1e-4)
+    # both shipped files are the same model, calibrated alike
+    checkpoint = mnist_classifier.load(BUNDLED_CHECKPOINT)
+    np.testing.assert_allclose(checkpoint.predictor.predict(images[:500]), onnx.predictor.predict(images[:500]),
+                               atol=1e-4)
+    assert checkpoint.predictor.calibration == onnx.predictor.calibration
+    assert onnx.predictor.calibration.fitted and onnx.predictor.calibration.reject_threshold is not None
+
+
+# ------------------------------------------------------------------ the Python API
+
+
+def test_every_kind_of_input_gets_the_same_answer(mnist_data, tmp_path):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digit, label = mnist_data.test.images[0].numpy(), int(mnist_data.test.labels[0])
+    path = big_png(digit, tmp_path / "digit.png")
+    encoded = path.read_bytes()
+    inputs = {
+        "path": path, "str": str(path), "bytes": encoded, "file object": io.BytesIO(encoded),
+        "PIL image": Image.open(path), "numpy array": digit,
+        "torch tensor (1, 1, 28, 28)": torch.from_numpy(digit)[None, None],
+        "float tensor": torch.from_numpy(digit).float() / 255,
+    }
+    answers = {kind: reader.predict(source) for kind, source in inputs.items()}
+    for kind, answer in answers.items():
+        assert answer.verdict == "digit" and answer.digit == label, kind
+        assert answer.preview.shape == (28, 28) and len(answer.probabilities) == 10, kind
+        assert 0.5 < answer.confidence <= 1.0 and answer.best_guess == answer.digit, kind
+
+
+def test_predict_batch_answers_each_in_order(mnist_data, tmp_path):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    images, labels = mnist_data.test.images[:40].numpy(), mnist_data.test.labels[:40].numpy()
+    blank = np.full((100, 100), 255, np.uint8)
+    batch = reader.predict_batch([*images, blank, str(big_png(images[3], tmp_path / "three.png"))])
+    assert len(batch) == 42
+    assert np.mean([a.best_guess == y for a, y in zip(batch[:40], labels)]) >= 0.95
+    assert [a.best_guess for a in batch[:40]] == [reader.predict(image).best_guess for image in images]
+    assert batch[40].verdict == "empty" and batch[40].digit is None and batch[40].best_guess is None
+    assert batch[41].best_guess == batch[3].best_guess
+
+
+def test_a_scribble_is_not_a_digit_and_a_text_file_is_a_clear_error(tmp_path):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    rng = np.random.default_rng(0)
+    scribble = np.zeros((280, 280), np.uint8)
+    import cv2
+
+    points = rng.integers(20, 260, size=(40, 2)).astype(np.int32)
+    cv2.polylines(scribble, [points], False, 255, 9)
+    answer = reader.predict(scribble)
+    assert answer.verdict == "not_a_digit" and answer.digit is None and answer.best_guess is not None
+    text = tmp_path / "notes.txt"
+    text.write_text("seven")
+    with pytest.raises(ImageError, match="notes.txt is not an image file"):
+        reader.predict(text)
+    with pytest.raises(ImageError, match="binary mode"):
+        reader.predict(open(text))
+
+
+def test_load_names_which_model_answers(small_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bundled = mnist_classifier.load()
+    assert bundled.bundled and bundled.path == BUNDLED_ONNX and "bundled" in repr(bundled)
+    (tmp_path / "models").mkdir()
+    shutil.copy(small_checkpoint, tmp_path / "models" / "simple_cnn_best.pth")
+    trained = mnist_classifier.load()  # what `make train` wrote wins over the bundled model
+    assert not trained.bundled and trained.path == Path("models/simple_cnn_best.pth")
+    assert mnist_classifier.load(small_checkpoint).path == small_checkpoint
+    assert mnist_classifier.load(reject_threshold=None).predictor.calibration.reject_threshold is None
+    with pytest.raises(CheckpointError, match="none.onnx not found"):
+        mnist_classifier.load(tmp_path / "none.onnx")
+
+
+def test_the_onnx_path_answers_without_importing_torch(mnist_data, tmp_path):
+    path = big_png(mnist_data.test.images[1].numpy(), tmp_path / "digit.png")
+    program = ("import sys, json, mnist_classifier\n"
+               "reader = mnist_classifier.load()\n"
+               f"answer = reader.predict({str(path)!r})\n"
+               "print(json.dumps({'digit': answer.digit, 'bundled': reader.bundled,"
+               " 'torch': 'torch' in sys.modules}))\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said == {"digit": int(mnist_data.test.labels[1]), "bundled": True, "torch": False}
+
+
+def test_predict_command_without_models_uses_the_bundled_model_and_says_so(mnist_data, tmp_path):
+    path = big_png(mnist_data.test.images[2].numpy(), tmp_path / "digit.png")
+    done = subprocess.run([sys.executable, "-m", "mnist_classifier", "predict", "digit.png", "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bundled SimpleCNN" in done.stderr and "make train" in done.stderr
+    assert json.loads(done.stdout)[0]["digit"] == int(mnist_data.test.labels[2])
+    assert path.is_file()
+
+
+# ------------------------------------------------------------------ the package's shape
+
+
+def package_imports() -> dict[str, set[str]]:
+    """module -> the package modules it imports, anywhere in the file (lazy imports too)."""
+    graph = {}
+    for file in PACKAGE.rglob("*.py"):
+        module = ".".join(file.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            targets.update(name for name in names if name.startswith("mnist_classifier"))
+        graph[module] = targets
+    modules = set(graph)
+    return {m: {t for t in targets if t in modules and t != m} for m, targets in graph.items()}
+
+
+def test_imports_run_one_way():
+    graph = package_imports()
+    assert len(graph) > 30 and "mnist_classifier.reader" in graph["mnist_classifier"]
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in graph[module]:
+            if target in path:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    # the package __init__ re-exports the API; modules that import it are importing the package
+    cycles = [c for c in cycles if "mnist_classifier" not in c]
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+    assert not any(t.startswith("mnist_classifier.cli") for m, ts in graph.items() for t in ts if m != "mnist_classifier.__main__")
+
+
+def test_every_module_says_what_it_owns():
+    undocumented = [str(file.relative_to(PACKAGE)) for file in PACKAGE.rglob("*.py")
+                    if not ast.get_docstring(ast.parse(file.read_text()))]
+    assert not undocumented
+
+
+def test_the_package_is_typed():
+    assert (PACKAGE / "py.typed").is_file()
+    assert mnist_classifier.load.__annotations__["return"] in ("Reader", mnist_classifier.Reader)
+    assert os.path.basename(mnist_classifier.__file__) == "__init__.py" and mnist_classifier.__all__
