@@ -4,7 +4,7 @@
     python benchmarks/run_all.py --quick    # a smaller version of each, under 2 minutes
 
 Runs training speed (ours vs a seed-style DataLoader pipeline), drawn-digit accuracy
-and demo latency, inference latency/throughput (ONNX Runtime vs eager PyTorch) and the
+and demo latency, the Python API's start-up, inference latency/throughput (ONNX Runtime vs eager PyTorch) and the
 web server under load, each against its baseline and target, then writes the report.
 Benchmarks need a quiet machine: other jobs on the same cores skew every figure.
 """
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import drawn_digits  # noqa: E402  (benchmarks/ is not a package)
 import honest_answers  # noqa: E402
 import inference  # noqa: E402
+import library_start  # noqa: E402
 import serve_load  # noqa: E402
 import train_speed  # noqa: E402
 
@@ -53,6 +54,8 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
     checkpoints = [checkpoint] if quick else [checkpoint, ROOT / "models" / "improved_cnn_best.pth"]
     out.append(("Honest answers: calibration and 'not a digit' (benchmarks/honest_answers.py)",
                 honest_answers.table(honest_answers.run(checkpoints))))
+    out.append(("Python API: import, load() and the first predict() in a fresh process",
+                library_start.table(library_start.run(repeats=3 if quick else 5))))
     out.append(("Inference: ONNX Runtime vs eager PyTorch",
                 inference.format_table(inference.run(checkpoint, quick=quick))))
     for backend, workers, onnx in served_models():

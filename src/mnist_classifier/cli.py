@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .datasets import DATASETS, SOURCE_NAMES
 from .errors import UserError
+from .hardware import DEVICES, PRECISIONS
 from .plugins import import_plugins
 
 DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
@@ -37,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {
         "model_name": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
         "learning_rate": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
-        "limit_train": args.limit_train, "device": args.device, "data_dir": args.data_dir,
+        "limit_train": args.limit_train, "device": args.device, "precision": args.precision, "data_dir": args.data_dir,
         "dataset": args.dataset, "save_dir": args.save_dir, "log_dir": args.log_dir,
     }
     payload = None
@@ -141,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, help="weight decay (default: from the recipe)")
     train.add_argument("--seed", type=int, help="random seed (default: 42)")
     train.add_argument("--limit-train", type=int, help="train on the first N images only (default: all)")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA when present)")
+    train.add_argument("--device", choices=DEVICES, help="default: auto (CUDA, then Apple MPS, then Intel XPU, else CPU)")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help="default: auto (bf16 autocast where the hardware computes bf16 natively, else fp32)")
     train.add_argument("--resume", help="continue from a <model>_last.pth checkpoint")
     train.add_argument("--save-dir", help="checkpoint folder (default: models)")
     train.add_argument("--log-dir", help="TensorBoard folder (default: runs)")

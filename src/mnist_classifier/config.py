@@ -17,12 +17,12 @@ import yaml
 from .datasets import get_dataset_spec
 from .errors import UserError
 from .models import MODEL_REGISTRY
+from .hardware import DEVICES, PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -53,7 +53,8 @@ class TrainConfig:
     log_dir: str = "runs"
     save_interval: int = 5  # a timestamped full-state checkpoint every N epochs
     # hardware
-    device: str = "auto"
+    device: str = "auto"  # hardware.py: CUDA, then MPS, then XPU, else the CPU
+    precision: str = "auto"  # hardware.py: bf16 autocast where the hardware computes bf16, else fp32
     num_threads: int | None = None  # None: torch's default, one per physical core (split across torchrun ranks)
     sync_batchnorm: bool = False  # only under torchrun
 
@@ -81,6 +82,7 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("precision", self.precision, PRECISIONS)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .hardware import resolve_device
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,6 @@ class Context:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu or auto")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def setup(device_choice: str = "auto", num_threads: int | None = None) -> Context:
