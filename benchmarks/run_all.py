@@ -67,12 +67,12 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
 
 
 def served_models() -> list[tuple[str, int, bool]]:
-    """`serve` as it starts by default, with a process per core, and serving the ONNX
-    export with a process per core (README: Deploy with ONNX)."""
+    """`serve` as it starts by default (a process per core, the ONNX export), and the
+    eager-PyTorch configurations it replaced, side by side."""
     cores = os.cpu_count() or 1
-    return [("PyTorch checkpoint, 1 process: the default", 1, False),
-            (f"PyTorch checkpoint, --workers {cores}", cores, False),
-            (f"ONNX Runtime, --workers {cores}", cores, True)]
+    return [("PyTorch checkpoint, --workers 1 --backend torch", 1, False),
+            (f"PyTorch checkpoint, --workers {cores} --backend torch", cores, False),
+            (f"ONNX Runtime, --workers {cores}: the default", cores, True)]
 
 
 def write_report(parts: list[tuple[str, str]], command: str) -> None:

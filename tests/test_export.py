@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from mnist_classifier import export as export_module
+from mnist_classifier.bundled import sha256_of
 from mnist_classifier.checkpoint import load_model
 from mnist_classifier.cli import main
 from mnist_classifier.data import Normalization, to_model_input
@@ -149,3 +151,41 @@ def test_damaged_metadata_is_checkpoint_error(onnx_path, tmp_path):
     onnx.save(damaged, tmp_path / "damaged.onnx")
     with pytest.raises(CheckpointError, match="damaged metadata"):
         load_predictor(tmp_path / "damaged.onnx")
+
+
+def test_serve_caches_the_export_beside_the_checkpoint_and_renews_a_stale_one(small_checkpoint, tmp_path):
+    from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint
+    from mnist_classifier.demo.server import served_model
+
+    checkpoint = tmp_path / "simple_cnn_best.pth"
+    shutil.copy(small_checkpoint, checkpoint)
+    said = []
+    served = served_model(checkpoint, "auto", DATA_DIR, said.append)
+    assert served == tmp_path / "simple_cnn_best.onnx" and not said
+    first = served.stat().st_mtime_ns
+    assert served_model(checkpoint, "auto", DATA_DIR, said.append) == served
+    assert served.stat().st_mtime_ns == first  # reused, not exported again
+    np.testing.assert_allclose(load_predictor(served).predict(np.zeros((1, 28, 28), np.uint8)),
+                               load_predictor(checkpoint).predict(np.zeros((1, 28, 28), np.uint8)), atol=1e-5)
+    payload = load_checkpoint(checkpoint)  # retrained: other weights in the same file
+    payload["model_state_dict"] = {k: v * 0.5 if v.is_floating_point() else v
+                                   for k, v in payload["model_state_dict"].items()}
+    save_checkpoint(payload, checkpoint)
+    assert served_model(checkpoint, "auto", DATA_DIR, said.append) == served
+    assert served.stat().st_mtime_ns != first
+    assert load_onnx_predictor(served).info["source_sha256"] == sha256_of(checkpoint)
+    assert served_model(checkpoint, "torch", DATA_DIR, said.append) == checkpoint
+
+
+def test_serve_falls_back_to_pytorch_when_no_export_can_be_made(small_checkpoint, tmp_path):
+    from mnist_classifier.demo.server import served_model
+
+    checkpoint = tmp_path / "simple_cnn_best.pth"
+    shutil.copy(small_checkpoint, checkpoint)
+    said = []
+    assert served_model(checkpoint, "auto", tmp_path / "no-data", said.append) == checkpoint
+    assert len(said) == 1 and "serving" in said[0] and "with PyTorch" in said[0]
+    with pytest.raises(UserError):
+        served_model(checkpoint, "onnx", tmp_path / "no-data", said.append)
+    with pytest.raises(CheckpointError, match="not found"):
+        served_model(tmp_path / "none.pth", "auto", DATA_DIR, said.append)

@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.server import serve
 
     serve(answering_model(args.checkpoint), host=args.host, port=args.port, workers=args.workers,
-          reject_threshold=args.reject_threshold)
+          reject_threshold=args.reject_threshold, backend=args.backend, data_dir=args.data_dir)
     return 0
 
 
@@ -196,9 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="server processes sharing the port, each with its own model (default: 1; "
-                       "the number of CPU cores gives the most requests/s)")
+    serve.add_argument("--workers", type=int,
+                       help="server processes sharing the port, each with its own model "
+                       "(default: one per CPU core, the most requests/s measured)")
+    serve.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"),
+                       help="auto (default): a .pth is served through its ONNX export, made on first use and "
+                       "cached beside it (PyTorch when the export fails); onnx: the same, or an error; torch: as is")
+    serve.add_argument("--data-dir", default="data", help="test images that check a new ONNX export (default: data)")
     add_reject_flag(serve)
     serve.set_defaults(run=cmd_serve)
     return parser

@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .bundled import sha256_of
 from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError
-from .onnx_backend import METADATA_KEY, OnnxBackend
+from .onnx_backend import METADATA_KEY, OnnxBackend, load_onnx_predictor
 from .torch_backend import checkpoint_info
 
 DEFAULT_OPSET = 18  # read by every ONNX Runtime since 1.14 and by most other runtimes
@@ -48,6 +49,7 @@ def export_onnx(
     out_path: str | Path | None = None,
     opset: int = DEFAULT_OPSET,
     data_dir: str | Path = "data",
+    data_source: str = "auto",
 ) -> Path:
     """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
     checkpoint_path = Path(checkpoint_path)
@@ -55,7 +57,7 @@ def export_onnx(
     norm = stored_normalization(payload)
     out_path = Path(out_path) if out_path else Path("models") / f"{checkpoint_path.stem}.onnx"
     proto = _to_onnx(model, opset)
-    images = load_data(data_dir, payload.get("dataset", "mnist"), log=lambda _line: None).test.images[:CHECK_IMAGES]
+    images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None).test.images[:CHECK_IMAGES]
     max_diff = _max_difference(model, proto.SerializeToString(), to_model_input(images, norm).numpy())
     if not max_diff <= TOLERANCE:  # also catches NaN
         raise UserError(
@@ -63,8 +65,24 @@ def export_onnx(
             f"{max_diff:.2e} (> {TOLERANCE:g}) on {len(images)} test images; no file written"
         )
     info = checkpoint_info(payload, model, checkpoint_path)
-    _set_metadata(proto, payload, norm, info, opset, max_diff)
+    _set_metadata(proto, payload, norm, info, opset, max_diff, checkpoint_path)
     return _write_atomically(proto.SerializeToString(), out_path)
+
+
+def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
+    """The checkpoint's ONNX export beside it (`x.pth` -> `x.onnx`), made or remade when it is
+    missing, unreadable or exported from other bytes than the checkpoint's today."""
+    checkpoint_path = Path(checkpoint_path)
+    cached = checkpoint_path.with_suffix(".onnx")
+    if cached.is_file():
+        try:
+            source = load_onnx_predictor(cached).info.get("source_sha256")
+        except UserError:
+            source = None  # damaged or foreign: export again
+        if source == sha256_of(checkpoint_path):
+            return cached
+    # Only test images already on disk check it: serving should not start with a download.
+    return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local")
 
 
 def _to_onnx(model: torch.nn.Module, opset: int):
@@ -94,7 +112,7 @@ def _max_difference(model: torch.nn.Module, onnx_bytes: bytes, batch: np.ndarray
 
 
 def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dict[str, Any],
-                  opset: int, max_diff: float) -> None:
+                  opset: int, max_diff: float, checkpoint_path: Path) -> None:
     """Everything `load_onnx_predictor` needs, as strings (metadata_props holds only strings)."""
     class_names = list(payload.get("class_names") or [str(d) for d in range(10)])
     entries = {
@@ -111,6 +129,7 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
         "validation_accuracy": json.dumps(info["validation_accuracy"]),
         "test_accuracy": json.dumps(info["test_accuracy"]),
         "source_checkpoint": info["file"],
+        "source_sha256": sha256_of(checkpoint_path),  # lets a cached export tell it is stale
         "opset": str(opset),
         "max_abs_diff_vs_pytorch": f"{max_diff:.3e} on {CHECK_IMAGES} test images",
     }

@@ -107,6 +107,7 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "epoch": json.loads(meta["epoch"]),
             "validation_accuracy": json.loads(meta["validation_accuracy"]),
             "test_accuracy": json.loads(meta["test_accuracy"]),
+            "source_sha256": meta.get("source_sha256"),
         },
         calibration=_calibration_from_metadata(meta),
     )
