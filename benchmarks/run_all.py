@@ -1,9 +1,9 @@
 """`make bench`: every figure, measured in one run, written to docs/benchmarks.md.
 
-    python benchmarks/run_all.py            # full suite, under 15 minutes on 2 cores
-    python benchmarks/run_all.py --quick    # a smaller version of each, under 2 minutes
+    python benchmarks/run_all.py            # full suite, about 20 minutes on 2 cores
+    python benchmarks/run_all.py --quick    # a smaller version of each, a few minutes
 
-Runs training speed (ours vs a seed-style DataLoader pipeline), drawn-digit accuracy
+Runs training speed (ours vs a seed-style DataLoader pipeline, and vs the seed's own loop), drawn-digit accuracy
 and demo latency, the Python API's start-up, inference latency/throughput (ONNX Runtime vs eager PyTorch) and the
 web server under load, each against its baseline and target, then writes the report.
 Benchmarks need a quiet machine: other jobs on the same cores skew every figure.
@@ -26,6 +26,7 @@ import drawn_digits  # noqa: E402  (benchmarks/ is not a package)
 import honest_answers  # noqa: E402
 import inference  # noqa: E402
 import library_start  # noqa: E402
+import seed_loop  # noqa: E402
 import serve_load  # noqa: E402
 import train_speed  # noqa: E402
 
@@ -48,6 +49,8 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
     started = time.perf_counter()
     out.append(("Training: whole-tensor pipeline vs seed-style DataLoader (SimpleCNN)",
                 train_speed.format_table(train_speed.run(quick))))
+    out.append(("Training: the seed project's own loop vs ours (benchmarks/seed_loop.py)",
+                seed_loop.table(seed_loop.run(quick))))
     out.append(("Drawn digits: accuracy after preprocessing, and demo latency",
                 drawn_digits.table(drawn_digits.run(checkpoint, count=1000 if quick else 10_000,
                                                     runs=100 if quick else 500))))
@@ -88,7 +91,7 @@ def write_report(parts: list[tuple[str, str]], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs, under 2 minutes (default: full)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, a few minutes (default: full)")
     parser.add_argument("--checkpoint", default=str(ROOT / "models" / "simple_cnn_best.pth"),
                         help="model for the inference, drawing and server figures (default: models/simple_cnn_best.pth)")
     args = parser.parse_args(argv)
