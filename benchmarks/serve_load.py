@@ -74,7 +74,8 @@ def measure(duration: float, clients: int, model_file: Path, workers: int, comma
     errors_file = tempfile.TemporaryFile("w+")  # a file, not a pipe: a pipe nobody reads can fill up
     # --backend torch: a .pth is measured as PyTorch serves it, not through serve's own ONNX export
     server = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint",
-                               str(model_file), "--port", str(port), "--workers", str(workers), "--backend", "torch"],
+                               str(model_file), "--port", str(port), "--workers", str(workers), "--backend", "torch",
+                               "--no-collect"],
                               stdout=subprocess.DEVNULL, stderr=errors_file)
     try:
         wait_until_ready(port, server, errors_file)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
+import json
 import os
 import re
 import select
@@ -29,13 +30,16 @@ from PIL import Image
 from mnist_classifier import datasets
 from mnist_classifier.cli import main
 from mnist_classifier.demo import desktop
-from mnist_classifier.demo.state import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
+from mnist_classifier.demo.state import (COLLECTION_OFF, NOTHING_TO_SAVE, cleared, idle_line, new_state, pen_down,
+                                         pen_move, pen_up, report, with_prediction)
 from mnist_classifier.calibration import Calibration
-from mnist_classifier.demo.panel import ACCENT, BAR, PAPER, REFUSED, Rect, compute_layout, render, to_sheet
+from mnist_classifier.demo.panel import (ACCENT, ALERT, BAR, MUTED, PAPER, REFUSED, TEXT, Rect, compute_layout, render,
+                                         to_sheet)
 from mnist_classifier.demo.state import SHEET
 from mnist_classifier.inference import Predictor
 from mnist_classifier.reader import load_predictor
 from mnist_classifier.preprocess import preview, to_mnist
+from mnist_classifier.user_examples import INDEX, ExampleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -144,7 +148,7 @@ def test_layout_fits_every_element_in_the_window_without_overlap(size):
     frame = Rect(0, 0, layout.width, layout.height)
     assert layout.width >= size[0] and layout.height >= size[1]  # tiny windows: drawn at a minimum, scaled
     cap = layout.caption
-    boxes = {"canvas": layout.canvas, "chart": layout.chart, "hint": layout.hint,
+    boxes = {"canvas": layout.canvas, "chart": layout.chart, "status": layout.status, "hint": layout.hint,
              "answer": Rect(layout.answer.x, layout.answer.y - cap, layout.answer.w, layout.answer.h + cap),
              "preview": Rect(layout.preview.x, layout.preview.y - cap, layout.preview.w, layout.preview.h + cap)}
     for name, r in boxes.items():
@@ -160,7 +164,7 @@ def test_layout_fits_every_element_in_the_window_without_overlap(size):
 
 def test_every_element_grows_with_the_window():
     small, large = compute_layout(640, 400), compute_layout(1920, 1200)
-    for name in ("canvas", "answer", "preview", "chart", "hint"):
+    for name in ("canvas", "answer", "preview", "chart", "status", "hint"):
         a, b = getattr(small, name), getattr(large, name)
         assert b.w >= 2.5 * a.w and b.h >= 2.5 * a.h, name
 
@@ -211,6 +215,87 @@ def test_empty_window_invites_drawing_and_shows_no_bars():
     assert not np.all(chart == np.array(ACCENT, np.uint8), axis=2).any()
     canvas = frame[layout.canvas.slice()]
     assert (canvas[:, :, 0] == PAPER).mean() > 0.9 and (canvas[:, :, 0] < PAPER).any()  # the "draw here" text
+
+
+# ------------------------------------------------------------------ labelling: keys 0-9 and U
+
+
+def predicted_seven(probabilities=None):
+    """A drawn 7 with the model's answer, as after releasing the mouse."""
+    if probabilities is None:
+        probabilities = [0.02] * 10
+        probabilities[1] = 0.82  # the model says 1; the user will say 7
+    return with_prediction(drag(new_state(), DRAWINGS[7][0]), fake_predictor(probabilities))
+
+
+def test_a_digit_key_saves_the_drawing_with_that_label_and_the_answer_then(tmp_path):
+    store = ExampleStore(tmp_path / "user", warn=pytest.fail)
+    state = predicted_seven()
+    after = desktop.save_label(state, store, 7, "simple_cnn_user_best.pth")
+    assert after.status == "saved as 7: 1 example, 1 of 7" and not after.alert
+    assert np.array_equal(after.ink, state.ink) and after.answer == state.answer  # the drawing stays
+    [example] = store.examples()
+    assert (example.label, example.verdict, example.answer, example.model) == (7, "digit", 1, "simple_cnn_user_best.pth")
+    assert example.confidence == pytest.approx(0.82, abs=1e-4)
+    images, labels = store.arrays()
+    assert np.array_equal(images[0], state.model_input.image) and list(labels) == [7]
+    drawing = np.array(Image.open(tmp_path / "user" / example.drawing))
+    assert np.array_equal(drawing, state.ink)  # the 280x280 sheet the preprocessing was given
+
+    again = desktop.save_label(cleared(after), store, 7, "m")  # the status survives a clear; no ink now
+    assert again.status == NOTHING_TO_SAVE and again.alert and len(store.examples()) == 1
+    four = desktop.save_label(predicted_seven(), store, 4, "m")
+    assert four.status == "saved as 4: 2 examples, 1 of 4"
+
+
+def test_u_removes_the_last_example_and_says_what_is_left(tmp_path):
+    store = ExampleStore(tmp_path / "user", warn=pytest.fail)
+    state = desktop.save_label(predicted_seven(), store, 3, "m")
+    state = desktop.save_label(state, store, 7, "m")
+    state = desktop.undo_label(state, store)
+    assert state.status == "removed the last example (a 7): 1 left" and not state.alert
+    assert [example.label for example in store.examples()] == [3]
+    assert len(list((tmp_path / "user" / "drawings").iterdir())) == 1
+    state = desktop.undo_label(desktop.undo_label(state, store), store)
+    assert state.status == "nothing to undo: no examples saved" and store.examples() == []
+
+
+def test_no_ink_or_collection_off_saves_nothing_and_says_so(tmp_path):
+    store = ExampleStore(tmp_path / "user")
+    for state in (new_state(), with_prediction(new_state(), fake_predictor([0.1] * 10))):
+        after = desktop.save_label(state, store, 5, "m")
+        assert after.status == NOTHING_TO_SAVE and after.alert and after.answer is None
+    for after in (desktop.save_label(predicted_seven(), None, 7, "m"), desktop.undo_label(predicted_seven(), None)):
+        assert after.status == COLLECTION_OFF == "labelling is off (--no-collect)" and after.alert
+    assert not (tmp_path / "user").exists()
+
+
+def test_a_store_that_refuses_is_a_status_line_not_a_crash(tmp_path):
+    full = ExampleStore(tmp_path / "full", max_examples=0)
+    after = desktop.save_label(predicted_seven(), full, 7, "m")
+    assert after.alert and after.status.startswith("not saved: ") and "the limit" in after.status
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    after = desktop.save_label(predicted_seven(), ExampleStore(blocked / "user"), 7, "m")
+    assert after.alert and after.status.startswith("not saved: cannot create")
+    assert desktop.undo_label(predicted_seven(), ExampleStore(blocked / "user")).status.startswith("not undone: ")
+
+
+def test_the_status_line_is_drawn_across_the_window(tmp_path):
+    layout = compute_layout(960, 600)
+
+    def status_pixels(frame, colour):
+        return np.all(frame[layout.status.slice()] == np.array(colour, np.uint8), axis=2).sum()
+
+    idle = render(new_state(), layout, NAMES, idle_line("simple_cnn_user_best.pth", collecting=True))
+    assert status_pixels(idle, MUTED) > 100 and status_pixels(idle, ALERT) == 0
+    assert "simple_cnn_user_best.pth" in idle_line("simple_cnn_user_best.pth", True)
+    assert COLLECTION_OFF in idle_line("simple_cnn_best.pth", collecting=False)
+    saved = desktop.save_label(predicted_seven(), ExampleStore(tmp_path / "user"), 7, "m")
+    frame = render(saved, layout, NAMES, "idle text")
+    assert status_pixels(frame, TEXT) > 100 and status_pixels(frame, ALERT) == 0
+    refused = render(desktop.save_label(new_state(), None, 7, "m"), layout, NAMES)
+    assert status_pixels(refused, ALERT) > 100
 
 
 # ------------------------------------------------------------------ one-line failures
@@ -295,8 +380,10 @@ def test_a_cross_drawn_with_the_mouse_is_not_a_digit(honest_checkpoint):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_real_window_draws_predicts_resizes_and_quits_on_escape(x_display, small_checkpoint, tmp_path):
+def test_real_window_draws_predicts_labels_resizes_and_quits_on_escape(x_display, small_checkpoint, tmp_path):
     with demo_process(x_display, small_checkpoint, tmp_path) as (demo, window, out):
+        title = wait_for(lambda: small_checkpoint.name in xdotool(x_display, "getwindowname", window), timeout=10)
+        assert title, xdotool(x_display, "getwindowname", window)  # the title names the model that answers
         geometry = window_geometry(x_display, window)
         canvas = compute_layout(*geometry[2:]).canvas
         draw_vertical_stroke(x_display, window, canvas)
@@ -308,6 +395,16 @@ def test_real_window_draws_predicts_resizes_and_quits_on_escape(x_display, small
         assert len(re.findall(r"\d: +[\d.]+%", printed[3])) == 10
         shot = painted_screenshot(x_display, geometry, ARTIFACTS / "demo_window_960x600.png")
         _assert_looks_like_the_demo(shot, compute_layout(*geometry[2:]), stroke_x=canvas.w // 2)
+
+        xdotool(x_display, "key", "--window", window, "7")  # "no, it is a 7": saved with that label
+        assert wait_for(lambda: "saved as 7: 1 example, 1 of 7" in out.read_text(), timeout=15), out.read_text()
+        [line] = (tmp_path / "user" / INDEX).read_text().splitlines()
+        example = json.loads(line)
+        assert (example["label"], example["answer"], example["model"]) == (7, 1, small_checkpoint.name)
+        assert (tmp_path / "user" / example["drawing"]).is_file() and (tmp_path / "user" / example["input"]).is_file()
+        xdotool(x_display, "key", "--window", window, "u")
+        assert wait_for(lambda: "removed the last example (a 7): 0 left" in out.read_text(), timeout=15)
+        assert (tmp_path / "user" / INDEX).read_text() == ""
 
         xdotool(x_display, "windowsize", window, "520", "780")  # portrait: the canvas moves to the top
         assert wait_for(lambda: window_geometry(x_display, window)[2:] == (520, 780), timeout=10)
@@ -373,9 +470,10 @@ class demo_process:
         self.out = self.folder / "demo.out"
         with open(self.out, "w") as out, open(self.folder / "demo.err", "w") as err:
             self.demo = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "demo",
-                                          "--checkpoint", str(self.checkpoint)], env=env, stdout=out, stderr=err)
-        try:
-            window = xdotool(self.display, "search", "--sync", "--onlyvisible", "--name", "^mnist-classifier demo$",
+                                          "--checkpoint", str(self.checkpoint), "--user-data", str(self.folder / "user")],
+                                         env=env, stdout=out, stderr=err)
+        try:  # the title gains the model's name once the window is up
+            window = xdotool(self.display, "search", "--sync", "--onlyvisible", "--name", "^mnist-classifier demo",
                              timeout=90).split()[0]
         except BaseException:
             self.__exit__()

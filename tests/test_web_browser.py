@@ -5,6 +5,7 @@ Screenshots land in artifacts/ (gitignored): web_demo_desktop.png, web_demo_phon
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -47,8 +48,13 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(honest_checkpoint):
-    with running_server(create_app(load_predictor(honest_checkpoint))) as url:
+def user_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("web_browser") / "user"
+
+
+@pytest.fixture(scope="module")
+def base_url(honest_checkpoint, user_data):
+    with running_server(create_app(load_predictor(honest_checkpoint), user_data=user_data)) as url:
         yield url
 
 
@@ -162,3 +168,31 @@ def test_page_says_digit_only_for_a_model_of_something_else(browser, small_check
         page = open_page(browser, url, viewport=DESKTOP)
         playwright_api.expect(page.locator("#notice")).to_contain_text("digit-only")
         assert page.locator("#bars li .name").first.inner_text() == "item 0"
+        assert page.locator("#teach").is_hidden()  # served without a --user-data: no labelling
+
+
+def test_labelling_saves_the_drawing_and_undo_removes_it(browser, base_url, user_data):
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    expect, saved = playwright_api.expect, page.locator("#saved")
+    expect(saved).to_have_text("nothing saved yet")
+    expect(page.locator("#model")).to_contain_text(".pth)")  # which file answers
+    save_as_zero = page.get_by_role("button", name="save the drawing as 0")
+    expect(save_as_zero).to_be_disabled()  # nothing answered yet, nothing to label
+
+    draw(page, ONE)
+    expect(page.locator("#digit")).to_have_text("1")
+    page.keyboard.press("1")
+    expect(saved).to_have_text("saved as 1: 1 example, 1 of 1")
+    expect(page.locator("#digit")).to_have_attribute("data-state", "empty")  # the pad is ready for the next
+    draw(page, ZERO)
+    expect(page.locator("#digit")).to_have_text("0")
+    save_as_zero.click()
+    expect(saved).to_have_text("saved as 0: 2 examples, 1 of 0")
+    assert [json.loads(line)["label"] for line in (user_data / "examples.jsonl").read_text().splitlines()] == [1, 0]
+
+    page.keyboard.press("u")
+    expect(saved).to_have_text("removed the 0 saved last: 1 example, 0 of 0")
+    page.get_by_role("button", name="undo: remove the drawing saved last").click()
+    expect(saved).to_have_text("removed the 1 saved last: 0 examples, 0 of 1")
+    assert (user_data / "examples.jsonl").read_text() == ""
+    assert page.errors == []

@@ -63,13 +63,14 @@ def server(small_checkpoint, tmp_path_factory):
 
 @contextmanager
 def serve_command(checkpoint: Path, folder: Path, *options: str):
-    """`python -m mnist_classifier serve --port 0 ...` until the block ends (then Ctrl+C)."""
+    """`python -m mnist_classifier serve --port 0 ...` until the block ends (then Ctrl+C).
+    Labelled drawings go to `folder`: the fuzzer posts and deletes examples, never in data/user."""
     log = folder / "stderr.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(checkpoint),
-             "--port", "0", *options], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+             "--port", "0", "--user-data", str(folder / "user"), *options], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         line = read_line(process, timeout=90)
         found = re.search(r"at http://(127\.0\.0\.1):(\d+)/", line)

@@ -1,12 +1,13 @@
 """The model that ships inside the package, and which model answers when none is named.
 
-    choose_model(None)      # models/simple_cnn_best.pth if it exists, else the bundled ONNX model
+    choose_model(None)      # models/simple_cnn_user_best.pth, else models/simple_cnn_best.pth, else the bundled ONNX
     provenance()            # recipe, seed, test accuracy, ECE, date, SHA-256 of each shipped file
 
 Owns: where the bundled files live, their recorded provenance (`bundled/provenance.json`,
 written by `make bundled-model`, i.e. scripts/build_bundled_model.py), and the rule shared
 by `predict`, `demo`, `serve` and `mnist_classifier.load()`: a model named by the user,
-else the `make train` checkpoint in models/, else the bundled one. Torch-free.
+else the one `finetune` made from the user's drawings, else the `make train` checkpoint in
+models/, else the bundled one. Torch-free.
 """
 from __future__ import annotations
 
@@ -23,15 +24,25 @@ BUNDLED_CHECKPOINT = BUNDLED_DIR / "simple_cnn.pth"
 BUNDLED_ONNX = BUNDLED_DIR / "simple_cnn.onnx"
 PROVENANCE_FILE = BUNDLED_DIR / "provenance.json"
 TRAINED_CHECKPOINT = Path("models") / "simple_cnn_best.pth"  # what `make train` writes
+USER_CHECKPOINT = Path("models") / "simple_cnn_user_best.pth"  # what `finetune` makes of it
 
 
 @dataclass(frozen=True)
 class ModelChoice:
     path: Path
     bundled: bool
+    tuned: bool = False  # fine-tuned on the user's own drawings, chosen over the original
+
+    @property
+    def worth_saying(self) -> bool:
+        """Whether the choice could surprise: the user named no model, and not the usual one answers."""
+        return self.bundled or self.tuned
 
     def describe(self) -> str:
         """One line for stderr saying which model answers, and why."""
+        if self.tuned:
+            return (f"model: {self.path}, fine-tuned on your drawings; --checkpoint {TRAINED_CHECKPOINT} "
+                    "answers with the original")
         if not self.bundled:
             return f"model: {self.path}"
         facts = provenance()
@@ -40,9 +51,12 @@ class ModelChoice:
 
 
 def choose_model(named: str | Path | None, prefer_onnx: bool = True) -> ModelChoice:
-    """The named file, else models/simple_cnn_best.pth, else the bundled model (ONNX unless asked otherwise)."""
+    """The named file, else the user's fine-tuned model, else models/simple_cnn_best.pth, else the
+    bundled model (ONNX unless asked otherwise)."""
     if named is not None:
         return ModelChoice(Path(named), bundled=False)
+    if USER_CHECKPOINT.is_file():
+        return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
     if TRAINED_CHECKPOINT.is_file():
         return ModelChoice(TRAINED_CHECKPOINT, bundled=False)
     shipped = BUNDLED_ONNX if prefer_onnx else BUNDLED_CHECKPOINT

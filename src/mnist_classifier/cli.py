@@ -16,6 +16,7 @@ from .hardware import DEVICES, PRECISIONS
 from .plugins import import_plugins
 
 DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
+DEFAULT_USER_DATA = "data/user"  # user_examples.DEFAULT_USER_DATA, without importing OpenCV to parse flags
 ANSWERING_MODEL_HELP = (f"model to use, .pth or .onnx (default: {DEFAULT_CHECKPOINT}, or the model bundled "
                         "in the package when there is none)")
 
@@ -76,11 +77,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def answering_model(named: str | None) -> Path:
-    """The model `predict`, `demo` and `serve` use: the named one, models/', else the bundled one (said on stderr)."""
+    """The model `predict`, `demo` and `serve` use (bundled.choose_model); said on stderr unless named or usual."""
     from .bundled import choose_model
 
     choice = choose_model(named)
-    if choice.bundled:
+    if choice.worth_saying:
         print(choice.describe(), file=sys.stderr)
     return choice.path
 
@@ -111,15 +112,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.desktop import run_demo
 
-    return run_demo(answering_model(args.checkpoint), reject_threshold=args.reject_threshold)
+    return run_demo(answering_model(args.checkpoint), reject_threshold=args.reject_threshold,
+                    user_data=None if args.no_collect else args.user_data)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.server import serve
 
     serve(answering_model(args.checkpoint), host=args.host, port=args.port, workers=args.workers,
-          reject_threshold=args.reject_threshold, backend=args.backend, data_dir=args.data_dir)
+          reject_threshold=args.reject_threshold, backend=args.backend, data_dir=args.data_dir,
+          user_data=None if args.no_collect else args.user_data)
     return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import run_finetune
+
+    return run_finetune(checkpoint=args.checkpoint, user_data=args.user_data, data_dir=args.data_dir,
+                        epochs=args.epochs, seed=args.seed, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the OpenCV real-time drawing window")
     demo.add_argument("--checkpoint", help=ANSWERING_MODEL_HELP)
     add_reject_flag(demo)
+    add_collect_flags(demo)
     demo.set_defaults(run=cmd_demo)
 
     serve = commands.add_parser("serve", help="the browser drawing demo and the JSON API")
@@ -204,8 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
                        "cached beside it (PyTorch when the export fails); onnx: the same, or an error; torch: as is")
     serve.add_argument("--data-dir", default="data", help="test images that check a new ONNX export (default: data)")
     add_reject_flag(serve)
+    add_collect_flags(serve)
     serve.set_defaults(run=cmd_serve)
+
+    finetune = commands.add_parser("finetune", help="learn your labelled drawings (saved from the demos) on top of a model")
+    finetune.add_argument("--checkpoint",
+                          help=f"model to start from, never overwritten (default: {DEFAULT_CHECKPOINT}, or the "
+                          "model bundled in the package when there is none)")
+    finetune.add_argument("--user-data", default=DEFAULT_USER_DATA,
+                          help=f"the labelled drawings (default: {DEFAULT_USER_DATA})")
+    finetune.add_argument("--data-dir", default="data", help="MNIST folder, replayed so nothing is forgotten (default: data)")
+    finetune.add_argument("--epochs", type=int, default=None, help="passes over your examples (default: chosen by their count)")
+    finetune.add_argument("--seed", type=int, default=0, help="which examples are held back to measure, and the shuffling (default: 0)")
+    finetune.add_argument("--out", help="where to write the tuned model (default: models/<model>_user_best.pth)")
+    finetune.set_defaults(run=cmd_finetune)
     return parser
+
+
+def add_collect_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user-data", default=DEFAULT_USER_DATA,
+                        help=f"where drawings you label are saved, for `finetune` (default: {DEFAULT_USER_DATA})")
+    parser.add_argument("--no-collect", action="store_true",
+                        help="no labelling: nothing you draw is saved (default: labelling on)")
 
 
 def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:

@@ -1,22 +1,29 @@
 """`mnist-classifier demo`: draw a digit with the mouse, see what the model thinks.
 
     mnist-classifier demo --checkpoint models/simple_cnn_best.pth
+    mnist-classifier demo --user-data data/user    # where labelled drawings go (the default)
+    mnist-classifier demo --no-collect             # labelling off: nothing is saved
     xvfb-run -s "-screen 0 1280x800x24" mnist-classifier demo   # no desktop: a virtual one
 
 Controls (the seed's): left-drag draws, releasing the button predicts, S predicts and
 prints the probabilities, C clears, Esc (or closing the window) quits.
+Labelling (for `mnist-classifier finetune`): 0-9 saves the drawing as that digit
+("saved as 7: 23 examples, 4 of 7", in the window and on the terminal), U removes the
+example saved last. The window title names the model that answers.
 
 State (state.py: the ink on a fixed 280x280 sheet) changes only through plain functions
-(`pen_down`, `pen_move`, `pen_up`, `cleared`, `with_prediction`) and `panel.render`
-draws the whole window as an image, so all of it is tested without a display; the OpenCV
-loop at the bottom only forwards events. Mouse release to new panel: ~2 ms p50 on a
-2-core VM (`python benchmarks/drawn_digits.py`).
+(`pen_down`, `pen_move`, `pen_up`, `cleared`, `with_prediction`, `with_status`),
+`save_label` and `undo_label` below do the store's file work and return the new state,
+and `panel.render` draws the whole window as an image, so all of it is tested without a
+display; the OpenCV loop at the bottom only forwards events. Mouse release to new panel:
+~2 ms p50 on a 2-core VM (`python benchmarks/drawn_digits.py`).
 """
 from __future__ import annotations
 
 import os
 import socket
 import sys
+from pathlib import Path
 
 import cv2
 import torch
@@ -25,29 +32,65 @@ from ..datasets import get_dataset_spec
 from ..errors import UserError
 from ..inference import Predictor
 from ..reader import load_predictor
+from ..user_examples import ExampleStore
 from .panel import compute_layout, render, to_sheet
-from .state import cleared, new_state, pen_down, pen_move, pen_up, report, with_prediction
+from .state import (COLLECTION_OFF, NOTHING_TO_SAVE, DemoState, cleared, idle_line, new_state, pen_down,
+                    pen_move, pen_up, removed_line, report, saved_line, with_prediction, with_status)
 
 WINDOW = "mnist-classifier demo"
 START_SIZE = (960, 600)
 # One image at a time gains nothing from intra-op threads, and on a busy 2-core laptop
 # two threads made inference 8 ms instead of 0.8 ms (p50; benchmarks/drawn_digits.py).
 TORCH_THREADS = 1
+DIGIT_KEYS = {ord(str(digit)): digit for digit in range(10)}
+UNDO_KEYS = (ord("u"), ord("U"))
 
+
+# ---------------------------------------------------------------------- labelling
+
+
+def save_label(state: DemoState, store: ExampleStore | None, label: int, model: str) -> DemoState:
+    """Save the drawing as an example of `label`; the new state's status line says how it went.
+
+    Never raises for the store's refusals (limits, a full disk, permissions): the window
+    shows them and carries on."""
+    if store is None:
+        return with_status(state, COLLECTION_OFF, alert=True)
+    if state.model_input.image is None:  # nothing drawn, or no prediction asked for yet
+        return with_status(state, NOTHING_TO_SAVE, alert=True)
+    try:
+        saved = store.add(state.ink, state.model_input.image, label, model, state.answer)
+    except (UserError, OSError) as error:
+        return with_status(state, f"not saved: {error}", alert=True)
+    return with_status(state, saved_line(saved))
+
+
+def undo_label(state: DemoState, store: ExampleStore | None) -> DemoState:
+    """Remove the example saved last (by this window or anyone sharing the folder)."""
+    if store is None:
+        return with_status(state, COLLECTION_OFF, alert=True)
+    try:
+        removed = store.undo()
+    except (UserError, OSError) as error:
+        return with_status(state, f"not undone: {error}", alert=True)
+    return with_status(state, removed_line(removed), alert=removed is None)
 
 
 # ---------------------------------------------------------------------- the window
 
 
-def run_demo(checkpoint: str, reject_threshold: float | None | str = "stored") -> int:
-    """Open the window and run until Esc or the window is closed; 0 on a clean exit."""
+def run_demo(checkpoint: str, reject_threshold: float | None | str = "stored",
+             user_data: str | Path | None = None) -> int:
+    """Open the window and run until Esc or the window is closed; 0 on a clean exit.
+    `user_data`: the folder labelled drawings are saved in; None turns labelling off."""
     predictor = load_predictor(checkpoint)  # a missing checkpoint: one line, exit 2
     if reject_threshold != "stored":
         predictor = predictor.with_reject_threshold(reject_threshold)
     _require_drawable(predictor)
     _require_display()
     torch.set_num_threads(TORCH_THREADS)
-    return _Window(predictor).run()
+    store = None if user_data is None else ExampleStore(user_data, num_classes=len(predictor.class_names))
+    return _Window(predictor, store, model=Path(checkpoint).name).run()
 
 
 def _require_drawable(predictor: Predictor) -> None:
@@ -92,8 +135,10 @@ def _x_server_answers(display: str) -> bool:
 class _Window:
     """The thin OpenCV shell: events in, pure functions called, frames out."""
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, store: ExampleStore | None = None, model: str = ""):
         self.predictor, self.names = predictor, predictor.class_names
+        self.store, self.model = store, model or predictor.info.get("file") or predictor.model_name
+        self.idle = idle_line(self.model, collecting=store is not None)
         self.state, self.layout, self.size = new_state(), compute_layout(*START_SIZE), START_SIZE
         self.dirty = True
 
@@ -113,6 +158,7 @@ class _Window:
         # FREERATIO: the frame is re-rendered at the window's size, never letterboxed.
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_GUI_NORMAL | cv2.WINDOW_FREERATIO)
         cv2.resizeWindow(WINDOW, *START_SIZE)
+        cv2.setWindowTitle(WINDOW, f"{WINDOW}: {self.model}")  # which model answers, e.g. a *_user_best.pth
         cv2.setMouseCallback(WINDOW, self.on_mouse)
         try:
             while self.step():
@@ -126,7 +172,7 @@ class _Window:
         """One frame: re-layout on resize, redraw if anything changed, handle a key."""
         self._follow_window_size()
         if self.dirty:
-            cv2.imshow(WINDOW, render(self.state, self.layout, self.names))
+            cv2.imshow(WINDOW, render(self.state, self.layout, self.names, self.idle))
             self.dirty = False
         key = cv2.waitKey(15) & 0xFF
         if key == 27 or not _window_open():
@@ -137,7 +183,18 @@ class _Window:
             self.dirty = True
         elif key in (ord("c"), ord("C")):
             self.state, self.dirty = cleared(self.state), True
+        elif key in DIGIT_KEYS:
+            if self.state.pen is not None:  # a key mid-stroke: label what is drawn so far, not the last answer
+                self.state = with_prediction(self.state, self.predictor)
+            self._say(save_label(self.state, self.store, DIGIT_KEYS[key], self.model))
+        elif key in UNDO_KEYS:
+            self._say(undo_label(self.state, self.store))
         return True
+
+    def _say(self, state: DemoState) -> None:
+        """Show the new state, and print its status line on the terminal too."""
+        self.state, self.dirty = state, True
+        print(state.status, flush=True)
 
     def _follow_window_size(self) -> None:
         _x, _y, width, height = cv2.getWindowImageRect(WINDOW)

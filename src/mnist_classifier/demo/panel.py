@@ -1,7 +1,7 @@
 """The demo window's picture: where each element goes, and drawing it as one image.
 
 `compute_layout(width, height)` places the canvas, the answer, the 28x28 preview, the
-bar chart and the key hint for any window size; `render(state, layout, class_names)`
+bar chart, the status line (labelling) and the key hint for any window size; `render(state, layout, class_names)`
 draws the whole frame as a BGR numpy image. No display is needed, so all of it is
 tested headlessly; desktop.py shows the frames in an OpenCV window.
 """
@@ -22,6 +22,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 BACKGROUND, PAPER, INK = (38, 34, 32), 246, 24  # BGR, then the canvas grays
 TEXT, MUTED, ACCENT = (236, 236, 236), (150, 146, 142), (60, 190, 255)
 BAR, TRACK, REFUSED = (150, 128, 104), (62, 58, 55), (105, 105, 105)
+ALERT = (96, 96, 236)  # a status line that reports a refusal or an error
 HINT = "drag: draw   release or S: predict   C: clear   Esc: quit"
 _PAPER_LUT = np.linspace(PAPER, INK, 256).round().astype(np.uint8)  # ink 0..255 -> gray
 
@@ -51,6 +52,7 @@ class Layout:
     answer: Rect  # the top prediction, large
     preview: Rect  # the 28x28 the model sees (square)
     chart: Rect  # one bar per class
+    status: Rect  # one line: the last label or undo ("saved as 7: ..."), or how to label
     hint: Rect  # the key reminder
     caption: int  # height of the small captions above answer and preview
 
@@ -60,7 +62,11 @@ def compute_layout(width: int, height: int) -> Layout:
     width, height = max(width, MIN_SIZE[0]), max(height, MIN_SIZE[1])
     unit = min(width, height)
     gap, hint_h = max(4, unit // 30), max(10, unit // 22)
-    body = Rect(gap, gap, width - 2 * gap, height - 3 * gap - hint_h)
+    # Two full-width lines at the bottom: the status gets the whole width, since it carries
+    # counts and error messages that a panel column would shrink to an unreadable size.
+    status_h = hint_h * 5 // 4
+    footer_h = status_h + gap // 2 + hint_h
+    body = Rect(gap, gap, width - 2 * gap, height - 3 * gap - footer_h)
     if body.w >= body.h:  # landscape: canvas left, panel right
         side = min(body.h, body.w * 11 // 20)
         canvas = Rect(body.x, body.y + (body.h - side) // 2, side, side)
@@ -81,8 +87,9 @@ def compute_layout(width: int, height: int) -> Layout:
         preview_rect = Rect(panel.x + panel.w - pside, panel.y + caption, pside, pside)
         chart_y = preview_rect.y + pside + gap
         chart = Rect(panel.x, chart_y, panel.w, max(10, panel.y + panel.h - chart_y))
+    status = Rect(gap, height - gap - footer_h, width - 2 * gap, status_h)
     hint = Rect(gap, height - gap - hint_h, width - 2 * gap, hint_h)
-    return Layout(width, height, canvas, answer, preview_rect, chart, hint, caption)
+    return Layout(width, height, canvas, answer, preview_rect, chart, status, hint, caption)
 
 
 def to_sheet(layout: Layout, x: float, y: float) -> tuple[float, float]:
@@ -95,8 +102,9 @@ def to_sheet(layout: Layout, x: float, y: float) -> tuple[float, float]:
 # ---------------------------------------------------------------------- rendering
 
 
-def render(state: DemoState, layout: Layout, class_names: list[str]) -> np.ndarray:
-    """The whole window as a (height, width, 3) BGR image."""
+def render(state: DemoState, layout: Layout, class_names: list[str], idle: str = "") -> np.ndarray:
+    """The whole window as a (height, width, 3) BGR image; `idle` fills the status line,
+    muted, until the state has a status of its own."""
     frame = np.empty((layout.height, layout.width, 3), np.uint8)
     # cv2 fills and copies ~30x faster than numpy's 3-channel broadcasts (5 ms a frame).
     cv2.rectangle(frame, (0, 0), (layout.width, layout.height), BACKGROUND, -1)
@@ -106,6 +114,10 @@ def render(state: DemoState, layout: Layout, class_names: list[str]) -> np.ndarr
     answer = state.answer
     probabilities = answer.probabilities if answer else None
     _draw_chart(frame, layout.chart, probabilities, class_names, refused=answer is not None and answer.digit is None)
+    if state.status:
+        _text(frame, state.status, layout.status, ALERT if state.alert else TEXT, align="center")
+    else:
+        _text(frame, idle, layout.status, MUTED, align="center")
     _text(frame, HINT, layout.hint, MUTED, align="center")
     return frame
 

@@ -23,16 +23,18 @@ from .web import create_app
 
 CHECKPOINT_ENV = "MNIST_CLASSIFIER_SERVE_CHECKPOINT"  # tells spawned workers what to load
 THRESHOLD_ENV = "MNIST_CLASSIFIER_SERVE_REJECT_THRESHOLD"  # and the --reject-threshold they refuse at
+USER_DATA_ENV = "MNIST_CLASSIFIER_SERVE_USER_DATA"  # and where labelled drawings go (JSON null: --no-collect)
 BACKENDS = ("auto", "onnx", "torch")
 
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None,
           log=print, reject_threshold: float | None | str = "stored", backend: str = "auto",
-          data_dir: str | Path = "data") -> None:
+          data_dir: str | Path = "data", user_data: str | Path | None = None) -> None:
     """Load the model, bind, serve until Ctrl+C. Problems are UserErrors, before serving.
 
     The defaults are the fastest configuration measured (docs/benchmarks.md): one worker
-    process per core, and a `.pth` served through its ONNX export (see `served_model`)."""
+    process per core, and a `.pth` served through its ONNX export (see `served_model`).
+    `user_data`: the folder labelled drawings are saved in (`POST /api/examples`); None: none are."""
     from ..reader import load_predictor
 
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -48,11 +50,15 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     processes = f", {workers} worker processes" if workers > 1 else ""
     log(f"serving {predictor.model_name} ({Path(checkpoint).name}{processes}) at "
         f"http://{shown}:{sock.getsockname()[1]}/ ; Ctrl+C stops")
+    log(f"drawings you label are saved in {user_data} (for `mnist-classifier finetune`; --no-collect: never)"
+        if user_data is not None else "labelling is off (--no-collect): nothing drawn is saved")
     if workers == 1:
         tune_process()
-        uvicorn_server(create_app(predictor)).run(sockets=[sock])
+        uvicorn_server(create_app(predictor, user_data=user_data)).run(sockets=[sock])
     else:
         os.environ[THRESHOLD_ENV] = json.dumps(reject_threshold)
+        # Absolute: the workers must all write to the one folder the log line named.
+        os.environ[USER_DATA_ENV] = json.dumps(None if user_data is None else str(Path(user_data).absolute()))
         serve_in_processes(Path(checkpoint), sock, workers)
 
 
@@ -107,7 +113,8 @@ def app_from_environment() -> FastAPI:
 
     tune_process()
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
-    return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))))
+    return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))),
+                      user_data=json.loads(os.environ.get(USER_DATA_ENV, "null")))
 
 
 def thresholded(predictor, reject_threshold: float | None | str):

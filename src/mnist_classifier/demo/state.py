@@ -1,8 +1,10 @@
 """The demo window's state: the ink on a fixed sheet, and what the model said about it.
 
 State changes only through plain functions (`pen_down`, `pen_move`, `pen_up`, `cleared`,
-`with_prediction`), each returning a new `DemoState`; panel.py draws it and desktop.py
-feeds it the window's events. Everything here runs without a display.
+`with_prediction`, `with_status`), each returning a new `DemoState`; panel.py draws it and
+desktop.py feeds it the window's events. The status line says what became of the last
+label or undo (`saved_line`, `removed_line`); the saving itself is desktop.py's
+`save_label`. Everything here runs without a display.
 """
 from __future__ import annotations
 
@@ -14,12 +16,16 @@ import numpy as np
 from ..answer import DIGIT, Answer
 from ..inference import Predictor
 from ..preprocess import NO_INK, Preprocessed, to_mnist
+from ..user_examples import Saved
 
 # The ink lives on a fixed sheet, shown scaled to the canvas: resizing the window keeps
 # the drawing, and the brush is a fixed fraction of the sheet, so a digit drawn at a
 # natural size comes out MNIST-thick (~2.5 px at 28x28) however big the window is.
 SHEET = 280  # 10x MNIST
 BRUSH_RADIUS = 10  # px on the sheet: 21-px strokes; a 170-px tall digit -> 2.5 px
+
+COLLECTION_OFF = "labelling is off (--no-collect)"
+NOTHING_TO_SAVE = "nothing to save: draw a digit first"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class DemoState:
     model_input: Preprocessed = NO_INK  # what the model saw at the last prediction
     answer: Answer | None = None  # None: nothing predicted, or no ink found
     predicted: bool = False  # False until a prediction is asked for since the last clear
+    status: str = ""  # one line: what became of the last label or undo, or how to label
+    alert: bool = False  # the status is a refusal or an error, drawn in its own colour
 
 
 def new_state() -> DemoState:
@@ -49,8 +57,36 @@ def pen_up(state: DemoState) -> DemoState:
     return replace(state, pen=None)
 
 
-def cleared(_state: DemoState) -> DemoState:
-    return new_state()
+def cleared(state: DemoState) -> DemoState:
+    """A blank sheet; the status line stays, so the counts remain in view while drawing the next."""
+    return replace(new_state(), status=state.status, alert=state.alert)
+
+
+def with_status(state: DemoState, line: str, alert: bool = False) -> DemoState:
+    return replace(state, status=line, alert=alert)
+
+
+def idle_line(model: str, collecting: bool) -> str:
+    """The status line before any label: which model answers, and the label keys (or that they are off)."""
+    keys = "0-9: save the drawing as that digit   U: undo" if collecting else COLLECTION_OFF
+    return f"model {model}   {keys}"
+
+
+def saved_line(saved: Saved) -> str:
+    """'saved as 7: 23 examples, 4 of 7'."""
+    label = saved.example.label
+    return f"saved as {label}: {_examples(saved.total)}, {saved.counts[label]} of {label}"
+
+
+def removed_line(removed: Saved | None) -> str:
+    """'removed the last example (a 7): 22 left'; None (nothing stored) says so."""
+    if removed is None:
+        return "nothing to undo: no examples saved"
+    return f"removed the last example (a {removed.example.label}): {removed.total} left"
+
+
+def _examples(count: int) -> str:
+    return f"{count:,} example" + ("" if count == 1 else "s")
 
 
 def with_prediction(state: DemoState, predictor: Predictor) -> DemoState:

@@ -6,7 +6,8 @@
 Every input (PNG/JPEG body, multipart upload, JSON pixels) goes through the one
 preprocessing (`preprocess.to_mnist`), so the page, the API, `predict` and the desktop
 demo agree on the same drawing. The API is described at /openapi.json (and /docs,
-whose viewer needs internet access).
+whose viewer needs internet access). The routes that save labelled drawings
+(`/api/examples`) are in collect.py; they read bodies with the functions here.
 
 Speed (`python benchmarks/serve_load.py --workers 2`, 16 clients posting canvas PNGs on
 loopback, 2-core VM): per request ~0.5 ms of PNG decode, ~0.5 ms of preprocessing,
@@ -31,10 +32,12 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from ..answer import decide, empty_answer
+from ..answer import Answer, decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
 from ..preprocess import CANVAS, MAX_SIDE, load_image, to_mnist
+from ..user_examples import ExampleStore
+from .collect import example_routes, open_store
 
 MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits easily
 # Seconds for a whole request body (1 MB at 35 kB/s): a client that trickles bytes is cut
@@ -43,6 +46,7 @@ BODY_TIMEOUT = 30.0
 FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less attack surface
 WORKERS = 4  # concurrent decodes: bounds memory (a 4096^2 PNG is ~300 MB in float32)
 STATIC = Path(__file__).with_name("static")
+USER_MODEL_MARK = "_user_best"  # in the file name of a model fine-tuned on the user's drawings
 PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
          "/style.css": ("style.css", "text/css")}
 # The page loads nothing from elsewhere (classrooms are often offline); the policy makes
@@ -81,12 +85,15 @@ PREDICT_RESPONSES = {200: {"description": "verdict, digit, best_guess, label, co
                                            (422, "undecodable image or malformed JSON"))}}
 
 
-def create_app(predictor: Predictor) -> FastAPI:
-    """The FastAPI app around an already loaded model (tests build it directly)."""
+def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None = None) -> FastAPI:
+    """The FastAPI app around an already loaded model (tests build it directly).
+
+    `user_data`: where labelled drawings are saved (`POST /api/examples`); None: not collected."""
     app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition",
                   description="Draw at `/`; call `POST /api/predict` from code.")
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
-    service = Service(predictor)
+    store = open_store(user_data, len(predictor.class_names))
+    service = Service(predictor, collecting=store is not None)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, error: Exception) -> JSONResponse:
@@ -117,6 +124,8 @@ def create_app(predictor: Predictor) -> FastAPI:
     async def model() -> dict:
         return service.model_card
 
+    body_errors = {code: doc for code, doc in PREDICT_RESPONSES.items() if code != 200}
+    app.include_router(example_routes(store, service, PREDICT_BODY, body_errors))
     for route, (name, media_type) in PAGES.items():
         app.add_api_route(route, static_page(name, media_type), include_in_schema=False)
     return app
@@ -125,27 +134,38 @@ def create_app(predictor: Predictor) -> FastAPI:
 class Service:
     """The model and what guards it; one per app."""
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, collecting: bool = False):
         self.predictor = predictor
+        self.class_names, self.model_name = predictor.class_names, predictor.model_name
+        self.model_file = predictor.info.get("file") or predictor.model_name
         self.model = SharedModel(predictor)
         self.limiter = anyio.CapacityLimiter(WORKERS)
-        self.model_card = model_card(predictor)
+        self.model_card = model_card(predictor, collecting)
 
     def predict(self, kind: str, body: bytes, start: float) -> bytes:
-        image = pixels_from_json(body) if kind == "json" else image_from_bytes(body)
+        _drawing, answer = self.read_and_answer(kind, body)
+        result = self.answer_json(answer) | {"latency_ms": round((time.perf_counter() - start) * 1000, 3)}
+        return json.dumps(result).encode()
+
+    async def answer_request(self, request: Request) -> tuple[np.ndarray, Answer]:
+        """-> (the drawing in the request's body, the Answer about it), decoded off the event loop."""
+        kind, body = await read_input(request)
+        return await anyio.to_thread.run_sync(self.read_and_answer, kind, body, limiter=self.limiter)
+
+    def read_and_answer(self, kind: str, body: bytes) -> tuple[np.ndarray, Answer]:
+        """-> (the decoded drawing, the Answer about it); bad bodies are HTTPExceptions."""
+        drawing = pixels_from_json(body) if kind == "json" else image_from_bytes(body)
         try:
-            pre = to_mnist(image)
+            pre = to_mnist(drawing)
         except ImageError as error:
             raise HTTPException(422, str(error)) from None
-        names = self.predictor.class_names
-        if pre.has_ink:
-            probabilities, score = self.model(pre.image)
-            answer = decide(probabilities, score, self.predictor.calibration.reject_threshold, pre.image)
-        else:
-            answer = empty_answer(len(names))
-        result = answer.to_json(names) | {"model": self.predictor.model_name,
-                                          "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
-        return json.dumps(result).encode()
+        if not pre.has_ink:
+            return drawing, empty_answer(len(self.class_names))
+        probabilities, score = self.model(pre.image)
+        return drawing, decide(probabilities, score, self.predictor.calibration.reject_threshold, pre.image)
+
+    def answer_json(self, answer: Answer) -> dict:
+        return answer.to_json(self.class_names) | {"model": self.model_name}
 
 
 class SharedModel:
@@ -182,7 +202,8 @@ class SharedModel:
         return slot[1]
 
 
-def model_card(predictor: Predictor) -> dict:
+def model_card(predictor: Predictor, collecting: bool = False) -> dict:
+    """What /api/model says: which model and file answer, how good it is, and whether drawings are collected."""
     from ..datasets import get_dataset_spec
 
     info = predictor.info
@@ -192,7 +213,12 @@ def model_card(predictor: Predictor) -> dict:
         drawable = False
     keys = ("parameters", "validation_accuracy", "test_accuracy", "dataset", "epoch", "file")
     calibration = predictor.calibration
+    # `finetune` names what it makes models/<model>_user_best.pth (its ONNX export and the
+    # workers' snapshot keep the name); the page tells the user their own model answers.
+    files = (str(info.get("file") or ""), str(info.get("source_checkpoint") or ""))
     return {"name": predictor.model_name, **{key: info.get(key) for key in keys},
+            "user_model": any(USER_MODEL_MARK in Path(file).stem for file in files),
+            "collecting": collecting,
             "class_names": list(predictor.class_names), "drawable": drawable,
             "calibrated": calibration.fitted, "temperature": calibration.temperature,
             "reject_threshold": calibration.reject_threshold}

@@ -1,5 +1,7 @@
 // Drawing pad -> POST /api/predict (canvas as PNG) -> big digit, bars, 28x28 preview.
-// No libraries and nothing fetched from elsewhere: the page must work offline.
+// After an answer, a label button or key 0-9 saves the drawing (POST /api/examples) for
+// `mnist-classifier finetune`; U undoes. No libraries and nothing fetched from elsewhere:
+// the page must work offline.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -13,6 +15,9 @@ const view = {
   status: document.getElementById("status"),
   model: document.getElementById("model"),
   notice: document.getElementById("notice"),
+  teach: document.getElementById("teach"),
+  labels: document.getElementById("labels"),
+  saved: document.getElementById("saved"),
 };
 const LINE_WIDTH = pad.width / 14; // MNIST strokes are about 1/8 of the digit's height
 const LIVE_INTERVAL_MS = 150; // predictions while drawing, at most this often
@@ -22,6 +27,8 @@ const state = {
   pointer: null, // which one: a second finger must not join the stroke
   last: null, // previous point of the stroke
   hasInk: false,
+  answered: false, // the drawing on the pad has an answer: it may be labelled
+  strokes: 0, // counts strokes: a drawing changed while it was being saved is not cleared
   generation: 0, // bumped by clear(): answers about a cleared drawing are dropped
   inFlight: false, // at most one request at a time...
   again: false, // ...and one more queued when the drawing changed meanwhile
@@ -62,6 +69,7 @@ pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   pad.setPointerCapture(event.pointerId); // keep the stroke when leaving the box
   state.drawing = true;
+  state.strokes += 1;
   state.pointer = event.pointerId;
   state.last = null;
   ink.strokeStyle = "#111";
@@ -99,7 +107,7 @@ async function predict() {
   state.lastSent = performance.now();
   const generation = state.generation;
   try {
-    const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const png = await canvasPng();
     const started = performance.now();
     const response = await fetch("api/predict", {
       method: "POST", headers: { "Content-Type": "image/png" }, body: png,
@@ -117,6 +125,95 @@ async function predict() {
       predict();
     }
   }
+}
+
+function canvasPng() {
+  return new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+}
+
+// ------------------------------------------------------------------ labelling
+
+const teach = { buttons: [], names: [], busy: false }; // busy: one save or undo at a time
+
+function buildLabelButtons(names) {
+  teach.names = names;
+  teach.buttons = names.map((name, index) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = name;
+    button.setAttribute("aria-label", `save the drawing as ${name}`);
+    if (index < 10) button.title = `shortcut: ${index}`;
+    button.addEventListener("click", () => saveExample(index));
+    return button;
+  });
+  view.labels.replaceChildren(...teach.buttons);
+  enableLabels();
+}
+
+function enableLabels() {
+  const on = state.answered && !teach.busy;
+  for (const button of teach.buttons) button.disabled = !on;
+}
+
+function countsText(result, label) {
+  const examples = result.total === 1 ? "example" : "examples";
+  return `${result.total} ${examples}, ${result.counts[label]} of ${teach.names[label] ?? label}`;
+}
+
+// Save what is on the pad as `label`; the server answers it again and keeps that answer.
+async function saveExample(label) {
+  if (view.teach.hidden || !state.answered || teach.busy || label >= teach.buttons.length) return;
+  const before = { generation: state.generation, strokes: state.strokes };
+  await talkToStore(async () => {
+    const response = await fetch(`api/examples?label=${label}`, {
+      method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng(),
+    });
+    const result = await response.json();
+    if (!response.ok) return showSaved(`not saved: ${result.detail}`);
+    // Ready for the next one, unless the user went on drawing while it was saved.
+    if (before.generation === state.generation && before.strokes === state.strokes) clearPad();
+    showSaved(`saved as ${teach.names[label]}: ${countsText(result, label)}`);
+  });
+}
+
+async function undoExample() {
+  if (view.teach.hidden || teach.busy) return;
+  await talkToStore(async () => {
+    const response = await fetch("api/examples/last", { method: "DELETE" });
+    const result = await response.json();
+    if (response.status === 404) return showSaved("nothing to undo");
+    if (!response.ok) return showSaved(`not undone: ${result.detail}`);
+    const name = teach.names[result.label] ?? result.label;
+    showSaved(`removed the ${name} saved last: ${countsText(result, result.label)}`);
+  });
+}
+
+async function talkToStore(request) {
+  teach.busy = true;
+  enableLabels();
+  try {
+    await request();
+  } catch (error) {
+    showSaved(`no answer from the server (${error.message}); is it still running?`);
+  } finally {
+    teach.busy = false;
+    enableLabels();
+  }
+}
+
+function showSaved(text) {
+  view.saved.textContent = text;
+}
+
+async function showCollecting(collecting) {
+  view.teach.hidden = !collecting; // `serve --no-collect`: nothing can be saved, so no row
+  if (!collecting) return;
+  await talkToStore(async () => {
+    const response = await fetch("api/examples/stats");
+    const stats = await response.json();
+    if (!response.ok) return showSaved(`cannot read the saved drawings: ${stats.detail}`);
+    showSaved(stats.total ? `${stats.total} labelled drawings saved so far` : "nothing saved yet");
+  });
 }
 
 // ------------------------------------------------------------------ showing
@@ -162,6 +259,8 @@ function showPrediction(answer, roundTripMs) {
   view.preview.src = `data:image/png;base64,${answer.preview_png}`;
   view.preview.hidden = false;
   showBars(answer.probabilities, answer.best_guess);
+  state.answered = true;
+  enableLabels();
   showStatus(`${answer.model}: ${answer.latency_ms.toFixed(1)} ms on the server, ` +
     `${Math.round(roundTripMs)} ms round trip`);
 }
@@ -174,6 +273,8 @@ function showEmpty() {
   view.preview.removeAttribute("src");
   view.bars.classList.remove("refused");
   showBars(new Array(bars.length).fill(0), -1);
+  state.answered = false;
+  enableLabels();
 }
 
 function showStatus(text) {
@@ -189,15 +290,20 @@ async function loadModelCard() {
   try {
     const card = await (await fetch("api/model")).json();
     buildBars(card.class_names);
+    buildLabelButtons(card.class_names);
     showEmpty();
     const parameters = card.parameters ? `${card.parameters.toLocaleString("en")} parameters, ` : "";
-    view.model.textContent = `${card.name} · ${parameters}validation ${percent(card.validation_accuracy)}` +
-      `, test ${percent(card.test_accuracy)}`;
+    const file = card.file ? ` (${card.file})` : "";
+    const tuned = card.user_model ? ", fine-tuned on your drawings" : "";
+    view.model.textContent = `${card.name}${file}${tuned} · ${parameters}validation ` +
+      `${percent(card.validation_accuracy)}, test ${percent(card.test_accuracy)}`;
+    view.model.classList.toggle("tuned", card.user_model === true);
     if (!card.drawable) {
       view.notice.textContent = `This model was trained on "${card.dataset}", which is not a set of ` +
         "handwritten digits: the drawing demo is digit-only, so expect odd answers.";
       view.notice.hidden = false;
     }
+    await showCollecting(card.collecting === true);
   } catch (error) {
     view.model.textContent = "could not read /api/model";
   }
@@ -207,11 +313,14 @@ async function loadModelCard() {
 
 document.getElementById("clear").addEventListener("click", clearPad);
 document.getElementById("predict").addEventListener("click", predict);
+document.getElementById("undo").addEventListener("click", undoExample);
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return; // keep Ctrl+C = copy
   const key = event.key.toLowerCase();
   if (key === "c") clearPad();
   else if (key === "s") predict();
+  else if (key === "u") undoExample();
+  else if (/^[0-9]$/.test(key)) saveExample(Number(key));
 });
 
 clearPad();
