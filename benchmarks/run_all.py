@@ -4,8 +4,8 @@
     python benchmarks/run_all.py --quick    # a smaller version of each, a few minutes
 
 Runs training speed (ours vs a seed-style DataLoader pipeline, and vs the seed's own loop), drawn-digit accuracy
-and demo latency, the Python API's start-up, inference latency/throughput (ONNX Runtime vs eager PyTorch) and the
-web server under load, each against its baseline and target, then writes the report.
+and demo latency, the Python API's start-up, inference latency/throughput (ONNX Runtime vs eager PyTorch), the
+web server under load and `finetune` on a generated writer, each against its baseline and target, then writes the report.
 Benchmarks need a quiet machine: other jobs on the same cores skew every figure.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import library_start  # noqa: E402
 import seed_loop  # noqa: E402
 import serve_load  # noqa: E402
 import train_speed  # noqa: E402
+import user_writer  # noqa: E402
 
 REPORT = ROOT / "docs" / "benchmarks.md"
 
@@ -65,6 +66,8 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
         out.append((f"Web server ({backend}): 16 concurrent clients posting drawn digits",
                     serve_load.report(serve_load.run(duration=5 if quick else 20, clients=16,
                                                      checkpoint=checkpoint, workers=workers, onnx=onnx))))
+    out.append(("Your handwriting: finetune on a generated writer MNIST lacks (benchmarks/user_writer.py)",
+                user_writer.table(user_writer.run(checkpoint, quick=quick))))
     print(f"benchmarks took {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return out
 

@@ -4,6 +4,9 @@ The whole training set is 47 MB as uint8, so it stays in memory (on the GPU when
 training there). Batches are gathered by index, scaled, augmented and normalised as
 whole tensors: no per-sample Python, no DataLoader workers. This is what makes
 training ~3x faster than a per-sample `Dataset` + `DataLoader` on a laptop CPU.
+
+The sets that exist only on this machine (datasets.LOCAL_DATASETS, e.g. the user's
+labelled drawings) come in as one `Split` too: `load_local_split`.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Callable, Iterator
 import torch
 
 from .augment import AUGMENTATIONS
-from .datasets import DatasetSpec, get_dataset_spec
+from .datasets import DatasetSpec, LocalDataset, get_dataset_spec
 from .sources import fetch_dataset, load_arrays
 
 
@@ -67,6 +70,12 @@ def load_data(
     if limit_train is not None:
         fit = fit.head(limit_train)
     return DataSplits(fit, val, Split(torch.from_numpy(test_x), torch.from_numpy(test_y)), spec)
+
+
+def load_local_split(local: LocalDataset, folder: str | Path, warn: Callable[[str], None] = print) -> Split:
+    """Every readable item of a LocalDataset kept in `folder` (possibly none), as one Split."""
+    images, labels = local.read(Path(folder), warn)
+    return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
 
 def to_model_input(images: torch.Tensor, norm: Normalization, generator: torch.Generator | None = None,

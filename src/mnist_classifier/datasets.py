@@ -5,12 +5,23 @@ their SHA-256 (of the uncompressed bytes), where to fetch them, its class names 
 its normalisation constants. Nothing else in the code changes.
 
     get_dataset_spec("fashion-mnist").class_names[0]   # 'T-shirt/top'
+
+A second, smaller registry holds the sets that exist only on this machine (`LocalDataset`):
+`user-digits`, the drawings labelled in the demos, read from `<data-dir>/user/`
+(`mnist-classifier evaluate --dataset user-digits`, default `data/user`, the demos' own
+default). Such a set is scored, never fetched and never trained on from scratch:
+`data` and `train` refuse it by name (see `get_dataset_spec`); `finetune` learns it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -157,10 +168,51 @@ FASHION_MNIST = DatasetSpec(
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 
+# (folder, warn) -> (N, 28, 28) uint8 images and (N,) int64 labels; unreadable items are skipped with a warning.
+LocalReader = Callable[[Path, Callable[[str], None]], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    """A labelled set that lives only on this machine: models of `scores` are evaluated on it."""
+
+    name: str
+    folder: str  # <data-dir>/<folder>
+    scores: str  # the DATASETS entry whose models it can score (same classes, same framing)
+    about: str  # what it is, for messages
+    read: LocalReader
+
+
+def _read_user_digits(folder: Path, warn: Callable[[str], None]) -> "tuple[np.ndarray, np.ndarray]":
+    from .user_examples import ExampleStore  # OpenCV: imported only when the set is read
+
+    return ExampleStore(folder, warn=warn).arrays()
+
+
+USER_DIGITS = LocalDataset(
+    name="user-digits",
+    folder="user",  # data/user: where `demo` and `serve` save labelled drawings by default
+    scores="mnist",
+    about="the drawings you labelled in `mnist-classifier demo` or `serve`",
+    read=_read_user_digits,
+)
+
+LOCAL_DATASETS: dict[str, LocalDataset] = {USER_DIGITS.name: USER_DIGITS}
+
 
 def get_dataset_spec(name: str) -> DatasetSpec:
-    try:
+    """A dataset that can be fetched and trained on; a LocalDataset's name is refused, saying what it is for."""
+    if name in DATASETS:
         return DATASETS[name]
-    except KeyError:
-        choices = ", ".join(sorted(DATASETS))
-        raise UserError(f"unknown dataset '{name}': choose one of {choices}") from None
+    if name in LOCAL_DATASETS:
+        local = LOCAL_DATASETS[name]
+        raise UserError(f"{name} holds {local.about} (<data-dir>/{local.folder}), not a dataset to fetch or train on: "
+                        f"score a model on it with `mnist-classifier evaluate --dataset {name}`, "
+                        "learn it with `mnist-classifier finetune`")
+    choices = ", ".join(sorted(DATASETS))
+    raise UserError(f"unknown dataset '{name}': choose one of {choices}")
+
+
+def get_local_dataset(name: str | None) -> LocalDataset | None:
+    """The LocalDataset of that name, or None (any other name is for get_dataset_spec to judge)."""
+    return LOCAL_DATASETS.get(name) if name is not None else None

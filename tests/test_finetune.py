@@ -1,0 +1,157 @@
+"""`finetune` learns a writer's drawings without forgetting MNIST; refuses too few; `evaluate --dataset user-digits`.
+
+The writer is benchmarks/user_writer.py's (thick even pen, backward slant, a slashed 0, a
+flagged 1 with a foot, ...): real drawings through the real preprocessing, saved the way the
+demos save them, and a real SimpleCNN (conftest's small_checkpoint) fine-tuned on them.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.cli import main
+from mnist_classifier.finetune import base_checkpoint, hold_back, output_path
+from mnist_classifier.user_examples import INDEX, ExampleStore
+
+from .conftest import DATA_DIR, REPO_ROOT
+
+EPOCHS = 20  # 60 steps of 32 + 32 drawings: enough to learn this writer, in 40% less time than the default
+
+
+def load_writer():
+    """benchmarks/user_writer.py (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("user_writer", REPO_ROOT / "benchmarks" / "user_writer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `mnist-classifier ARGV`, in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def writer_folder(tmp_path_factory) -> Path:
+    """A data dir whose user/ holds the writer's 10 drawings per digit, and one line a crash cut short."""
+    data_dir = tmp_path_factory.mktemp("writer")
+    load_writer().fill_store(data_dir / "user")
+    with open(data_dir / "user" / INDEX, "a") as index:
+        index.write('{"id": "cut-short", "label": 3, "draw\n')
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def tuned(writer_folder, small_checkpoint, tmp_path_factory):
+    """(exit status, stdout, stderr, new checkpoint, base's SHA-256 before) of one real finetune run."""
+    out = tmp_path_factory.mktemp("tuned") / "simple_cnn_user_best.pth"
+    before = sha256(small_checkpoint)
+    status, stdout, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
+                                     str(writer_folder / "user"), "--data-dir", str(DATA_DIR), "--out", str(out),
+                                     "--epochs", str(EPOCHS))
+    return status, stdout, stderr, out, before
+
+
+def test_finetune_learns_the_writer_and_leaves_the_original_alone(tuned, small_checkpoint):
+    status, stdout, stderr, out, base_sha = tuned
+    assert status == 0, stderr
+    record = load_checkpoint(out)["finetune"]
+    assert record["user_examples"] == 100 and record["held_back"] == 20 and record["trained_on"] == 80
+    assert record["held_back_accuracy_after"] >= record["held_back_accuracy_before"] + 0.10
+    assert record["held_back_accuracy_after"] >= 0.9
+    assert record["mnist_test_accuracy_before"] - record["mnist_test_accuracy_after"] <= 0.005
+    assert record["base_checkpoint"] == str(small_checkpoint) and record["base_sha256"] == base_sha
+    assert sha256(small_checkpoint) == base_sha  # the original, byte for byte
+    assert f"{record['held_back_accuracy_after']:.2%}" in stdout and "MNIST test (10,000 images)" in stdout
+
+
+def test_the_tuned_checkpoint_is_calibrated_and_not_a_resume_point(tuned, tmp_path):
+    payload = load_checkpoint(tuned[3])
+    assert 0 < payload["temperature"] < 5 and payload["reject_threshold"] is not None
+    assert "optimizer_state_dict" not in payload and payload["dataset"] == "mnist"
+    status, _, stderr = run_cli("train", "--resume", str(tuned[3]), "--save-dir", str(tmp_path))
+    assert status == 2 and "not a resume point" in stderr
+
+
+def test_a_corrupt_line_is_skipped_with_a_warning(tuned, writer_folder):
+    stderr = tuned[2]
+    assert f"warning: skipping line 101 of {writer_folder / 'user' / INDEX}" in stderr
+    assert load_checkpoint(tuned[3])["finetune"]["user_examples"] == 100  # the other lines all count
+
+
+def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path):
+    status, stdout, stderr = run_cli("evaluate", "--dataset", "user-digits", "--checkpoint", str(tuned[3]),
+                                     "--data-dir", str(writer_folder), "--out", str(tmp_path / "report"))
+    assert status == 0, stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["dataset"] == "user-digits" and metrics["test_size"] == 100
+    assert metrics["metrics"]["accuracy"] >= 0.9  # 80 of them learnt, 20 held back
+    assert "on 100 user-digits images" in stdout
+
+
+def test_too_few_examples_say_how_many_more(small_checkpoint, tmp_path):
+    store = ExampleStore(tmp_path / "user", warn=pytest.fail)
+    drawings, inputs, _ = load_writer().writer_digits(2, seed=5)  # digit d's are at 2d and 2d + 1
+    kept = [(digit, 2 * digit + copy) for digit in (0, 1, 2, 4, 6, 7, 8, 9) for copy in range(1 + (digit >= 6))]
+    for digit, index in kept:  # 12 drawings, no 3 and no 5
+        store.add(drawings[index], inputs[index], digit, model="test")
+    status, stdout, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
+                                     str(tmp_path / "user"), "--out", str(tmp_path / "out.pth"))
+    assert status == 2 and stdout == ""
+    assert stderr == (f"error: need at least 20 labelled drawings with every digit 0-9 among them: you have 12 in "
+                      f"{tmp_path / 'user'}; add 8 more, including 3, 5 (none yet)\n")
+    assert not (tmp_path / "out.pth").exists()
+
+
+@pytest.mark.parametrize("folder, says", [("missing", "does not exist"), ("empty", "has none yet")])
+def test_no_examples_at_all_is_one_line(small_checkpoint, tmp_path, folder, says):
+    (tmp_path / "empty").mkdir()
+    status, _, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
+                                str(tmp_path / folder), "--out", str(tmp_path / "out.pth"))
+    assert status == 2 and says in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_it_never_overwrites_the_model_it_starts_from(small_checkpoint, writer_folder):
+    status, _, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
+                                str(writer_folder / "user"), "--out", str(small_checkpoint))
+    assert status == 2 and "never overwrites it" in stderr
+
+
+def test_without_a_trained_model_it_starts_from_the_bundled_one(monkeypatch, tmp_path):
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT
+
+    monkeypatch.chdir(tmp_path)  # no models/simple_cnn_best.pth here
+    assert base_checkpoint(None) == (BUNDLED_CHECKPOINT, True)
+    target = output_path(None, {"model_name": "simple_cnn"}, BUNDLED_CHECKPOINT)
+    assert target == Path("models") / "simple_cnn_user_best.pth"
+
+
+def test_hold_back_is_stratified_seeded_and_keeps_one_to_learn():
+    labels = np.repeat(np.arange(10), [10] * 8 + [2, 1])  # eight digits drawn 10 times, an 8 twice, a 9 once
+    train, held = hold_back(labels, seed=0)
+    assert np.bincount(labels[held], minlength=10).tolist() == [2] * 8 + [1, 0]
+    assert sorted(np.concatenate((train, held))) == list(range(len(labels)))
+    assert np.array_equal(held, hold_back(labels, seed=0)[1])
+    assert not np.array_equal(held, hold_back(labels, seed=1)[1])
+
+
+def test_user_digits_cannot_be_fetched_or_trained_on(tmp_path):
+    for argv in (["data", "--dataset", "user-digits"],
+                 ["train", "--dataset", "user-digits", "--save-dir", str(tmp_path), "--log-dir", str(tmp_path)]):
+        status, _, stderr = run_cli(*argv)
+        assert status == 2 and "evaluate --dataset user-digits" in stderr and "finetune" in stderr
