@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="report folder (default: reports/<model_name>)")
     evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
     evaluate.add_argument("--dataset", help="test set to score (default: the one the checkpoint was trained on; "
-                          "another one is refused)")
+                          "another one is refused), or user-digits: the drawings labelled in the demos, "
+                          "in <data-dir>/user")
     evaluate.add_argument("--tta", action="store_true",
                           help="test-time augmentation: average over the image and 4 one-pixel shifts (5x the work), "
                           "and their mirrors where training mirrored (clothes: 10x)")
