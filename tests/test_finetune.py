@@ -94,11 +94,13 @@ def test_a_corrupt_line_is_skipped_with_a_warning(tuned, writer_folder):
     assert load_checkpoint(tuned[3])["finetune"]["user_examples"] == 100  # the other lines all count
 
 
-def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path):
+def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default report folder, reports/<model>..., lands here
     status, stdout, stderr = run_cli("evaluate", "--dataset", "user-digits", "--checkpoint", str(tuned[3]),
-                                     "--data-dir", str(writer_folder), "--out", str(tmp_path / "report"))
+                                     "--data-dir", str(writer_folder))
     assert status == 0, stderr
-    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    # named apart from the base model's reports/simple_cnn/, which it must not replace
+    metrics = json.loads((tmp_path / "reports" / "simple_cnn_user_user-digits" / "metrics.json").read_text())
     assert metrics["dataset"] == "user-digits" and metrics["test_size"] == 100
     assert metrics["metrics"]["accuracy"] >= 0.9  # 80 of them learnt, 20 held back
     assert "on 100 user-digits images" in stdout

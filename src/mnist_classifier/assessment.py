@@ -62,7 +62,9 @@ def evaluate_checkpoint(
     payload = combined_payload(payloads, checkpoints, views)
     if local is not None:  # the report names the set it scored, and does not replace the test set's report
         payload = {**payload, "dataset": local.name}
-    default_dir = default_report_dir(payload["model_name"] + (f"_{local.name}" if local is not None else ""))
+    # A fine-tuned model shares its base's model_name: its report must not replace the base's.
+    tuned = "_user" if "finetune" in payloads[0] else ""
+    default_dir = default_report_dir(payload["model_name"] + tuned + (f"_{local.name}" if local is not None else ""))
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
     spec, test = scored_split(data_dir, trained_on, dataset)
     class_names = list(payloads[0].get("class_names") or spec.class_names)
