@@ -3,6 +3,9 @@
     python benchmarks/seeds.py                                   # ImprovedCNN on MNIST, seeds 1 2 3
     python benchmarks/seeds.py --model simple_cnn --seeds 1 2 3 4 5
     python benchmarks/seeds.py --dataset fashion-mnist
+    python benchmarks/seeds.py --model simple_cnn --precision fp32    # then --precision bf16: the same
+                                                                      # seeds side by side (bf16 pays off only
+                                                                      # where the CPU has avx512_bf16 / amx_bf16)
 
 Each seed trains through the real CLI (`mnist-classifier train`) into
 models/seeds/<model>_<dataset>_seed<N>/, so its best checkpoint can be evaluated,
@@ -28,7 +31,8 @@ from mnist_classifier.training import checkpoint_stem  # noqa: E402
 
 
 def run_folder(args: argparse.Namespace, seed: int) -> Path:
-    return ROOT / "models" / "seeds" / f"{args.model}_{args.dataset}_seed{seed}"
+    precision = "" if args.precision == "auto" else f"_{args.precision}"  # fp32 and bf16 runs kept apart
+    return ROOT / "models" / "seeds" / f"{args.model}_{args.dataset}{precision}_seed{seed}"
 
 
 def checkpoint(args: argparse.Namespace, seed: int, kind: str = "best") -> Path:
@@ -43,7 +47,8 @@ def finished(args: argparse.Namespace, seed: int) -> bool:
 def train_seed(args: argparse.Namespace, seed: int) -> None:
     folder = run_folder(args, seed)
     command = [sys.executable, "-m", "mnist_classifier", "train", "--model", args.model, "--dataset", args.dataset,
-               "--seed", str(seed), "--save-dir", str(folder), "--log-dir", str(ROOT / "runs" / "seeds")]
+               "--seed", str(seed), "--precision", args.precision, "--save-dir", str(folder),
+               "--log-dir", str(ROOT / "runs" / "seeds")]
     if args.epochs:
         command += ["--epochs", str(args.epochs)]
     print("$", " ".join(command[1:]), flush=True)
@@ -59,7 +64,8 @@ def summarise(args: argparse.Namespace) -> None:
         last = load_checkpoint(checkpoint(args, seed, "last"))
         seconds = sum(last["history"]["seconds"])
         rows.append((seed, best["test_accuracy"], best["accuracy"], last["epoch"], seconds))
-    print(f"\n{args.model} on {args.dataset}, {len(rows)} seeds")
+        used = best.get("precision", {}).get("name", "fp32")  # checkpoints older than --precision: fp32
+    print(f"\n{args.model} on {args.dataset}, {len(rows)} seeds, precision {used} (--precision {args.precision})")
     print(f"{'seed':>6} {'test acc':>9} {'val acc':>9} {'epochs':>7} {'training s':>11}")
     for seed, test, val, epochs, seconds in rows:
         print(f"{seed:>6} {test:>9.2%} {val:>9.2%} {epochs:>7} {seconds:>11.1f}")
@@ -77,6 +83,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="train --precision (default: auto)")
     args = parser.parse_args()
     for seed in args.seeds:
         if finished(args, seed):
