@@ -111,10 +111,7 @@ class ExampleStore:
         return example if label_ok and paths_ok and isinstance(example.bytes, int) else None
 
     def counts(self) -> list[int]:
-        counts = [0] * self.num_classes
-        for example in self.examples():
-            counts[example.label] += 1
-        return counts
+        return _counts(self.examples(), self.num_classes)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, 28, 28) uint8 model inputs and (N,) int64 labels; examples whose image is gone are skipped."""
