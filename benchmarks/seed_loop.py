@@ -2,10 +2,11 @@
 
     python benchmarks/seed_loop.py              # 3 epochs each: images/s, time to 99.2% test, peak RSS
     python benchmarks/seed_loop.py --epochs 5   # more epochs for both loops
+    python benchmarks/seed_loop.py --seed-epochs 6  # ours 3, the seed loop 6: its time to 99.2%
     python benchmarks/seed_loop.py --quick      # 1 epoch on the first 10,000 training images (a few minutes)
 
-The seed loop is re-created here from its description, not imported: its two-block SimpleCNN
-(conv -> BatchNorm -> ReLU -> max-pool, twice; 64*7*7 -> 128 -> 10 with dropout 0.5), a
+The seed loop is re-created here from its description, not imported: its SimpleCNN (conv ->
+BatchNorm -> ReLU -> max-pool, three times; dropout 0.25, 128*3*3 -> 256 -> 10 with dropout 0.5), a
 per-sample `Dataset` (a PIL image per sample, ToTensor-style /255, Normalize(0.1307, 0.3081)),
 `DataLoader(batch_size=64, shuffle=True, num_workers=2, pin_memory=True)`, Adam(1e-3, weight
 decay 1e-5), a tqdm bar whose postfix is set every batch with `loss.item()`, a TensorBoard
@@ -46,13 +47,15 @@ TARGETS = ("targets: >= 1.8x the seed loop's throughput on a CPU without native 
 
 # ---------------------------------------------------------------- the seed loop (child process)
 def seed_model() -> nn.Module:
-    """The seed's SimpleCNN, in its layer order (ReLU before the pool)."""
+    """The seed's SimpleCNN in its own layer order: ReLU before each pool. Same layers and
+    390,858 parameters as ours (models.SimpleCNN loads its checkpoints), so both loops do the
+    same arithmetic per image."""
     def block(channels_in: int, channels_out: int) -> list:
         return [nn.Conv2d(channels_in, channels_out, 3, padding=1), nn.BatchNorm2d(channels_out),
                 nn.ReLU(), nn.MaxPool2d(2)]
 
-    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(),
-                         nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+    return nn.Sequential(*block(1, 32), *block(32, 64), *block(64, 128), nn.Flatten(), nn.Dropout(0.25),
+                         nn.Linear(128 * 3 * 3, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10))
 
 
 class PilMnist(Dataset):
@@ -154,6 +157,7 @@ def seed_worker(quick: bool, epochs: int) -> dict:
 def ours_worker(quick: bool, epochs: int) -> dict:
     from mnist_classifier.checkpoint import load_checkpoint
     from mnist_classifier.config import resolve_config
+    from mnist_classifier.exposure import outliers_per_step
     from mnist_classifier.training import steps_per_epoch, train
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -168,7 +172,10 @@ def ours_worker(quick: bool, epochs: int) -> dict:
     # non-digits each batch carries (exposure.py) are not counted as training images
     seen = steps_per_epoch(config, train_size) * config.batch_size * epochs
     train_seconds = sum(result.history["seconds"])  # the epochs' training loops, without validation
+    extra = outliers_per_step(config.batch_size, config.outlier_fraction) if config.outlier_weight > 0 else 0
+    through_network = seen + steps_per_epoch(config, train_size) * extra * epochs
     return {"images": seen, "train_seconds": train_seconds, "images_per_s": seen / train_seconds,
+            "network_images_per_s": through_network / train_seconds,
             "val_accuracies": result.history["val_acc"], "test_accuracy": result.test_accuracy,
             "wall_seconds": wall, "epochs": epochs, "train_size": train_size,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision}
@@ -202,11 +209,14 @@ def cpu_info() -> dict:
             "load_average": os.getloadavg()[0]}
 
 
-def run(quick: bool = False, epochs: int = 3) -> dict:
+def run(quick: bool = False, epochs: int = 3, seed_epochs: int | None = None) -> dict:
+    """Ours for `epochs`, the seed loop for `seed_epochs` (default the same): the seed loop
+    needs more epochs than ours to reach 99.2%, and only then is its time to 99.2% known."""
     epochs = 1 if quick else epochs
+    seed_epochs = epochs if quick or seed_epochs is None else seed_epochs
     machine = cpu_info()  # the load average before the runs: a busy machine skews every figure
     started = time.perf_counter()
-    results = {kind: run_worker(kind, quick, epochs) for kind in ("ours", "seed")}
+    results = {"ours": run_worker("ours", quick, epochs), "seed": run_worker("seed", quick, seed_epochs)}
     return {"machine": machine, "quick": quick, "epochs": epochs, "seconds": time.perf_counter() - started, **results}
 
 
@@ -244,10 +254,15 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str, str]]:
 
     return [
         numbers("training throughput", "images/s", "images_per_s", target=">= 3x" if native_bf16 else ">= 1.8x"),
-        numbers("training loop time", "s", "train_seconds"),
+        ("  + generated non-digits", "images/s", f"{ours['network_images_per_s']:,.1f}", f"{seed['images_per_s']:,.1f}",
+         f"{ours['network_images_per_s'] / seed['images_per_s']:.2f}x", "every image through the network"),
+        ("epochs", "", str(ours["epochs"]), str(seed["epochs"]), "", ""),
+        ("training time per epoch", "s", f"{ours['train_seconds'] / ours['epochs']:,.1f}",
+         f"{seed['train_seconds'] / seed['epochs']:,.1f}",
+         f"{ours['train_seconds'] / ours['epochs'] / (seed['train_seconds'] / seed['epochs']):.2f}x", ""),
         ("training images per epoch", "images", f"{ours['train_size']:,}", f"{seed['train_size']:,}", "",
          "ours holds out 5,000 for validation" if not result["quick"] else "first 10,000"),
-        numbers("final test accuracy", "%", "test_accuracy", 100, target=">= 99.2"),
+        numbers("test accuracy, last epoch", "%", "test_accuracy", 100, target=">= 99.2"),
         ("time to 99.2% test", "s", *time_to_target(result), "<= 0.20x"),
         numbers("whole run, wall clock", "s", "wall_seconds"),
         numbers("peak RSS, main process", "MB", "peak_rss_mb", target="lower"),
@@ -257,7 +272,9 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str, str]]:
 
 
 def table(result: dict) -> str:
-    scope = f"{result['epochs']} epoch(s)"
+    epochs = {result["ours"]["epochs"], result["seed"]["epochs"]}
+    scope = (f"{result['epochs']} epoch(s)" if len(epochs) == 1
+             else f"ours {result['ours']['epochs']} epoch(s), the seed loop {result['seed']['epochs']}")
     if result["quick"]:
         scope += f" on the first {QUICK_IMAGES:,} training images"
     lines = [header(result), f"both loops: {scope}, CPU, each in its own process; the seed loop is fp32, "
@@ -278,18 +295,19 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs for both loops (default 3)")
+    parser.add_argument("--seed-epochs", type=int, help="epochs for the seed loop alone (default: --epochs)")
     parser.add_argument("--quick", action="store_true", help=f"1 epoch on the first {QUICK_IMAGES:,} training images")
     parser.add_argument("--worker", choices=("ours", "seed"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.epochs <= 0:
-        parser.error("--epochs must be a positive integer")
+    if args.epochs <= 0 or (args.seed_epochs is not None and args.seed_epochs <= 0):
+        parser.error("--epochs and --seed-epochs must be positive integers")
     if args.worker:
         worker = ours_worker if args.worker == "ours" else seed_worker
         result = {**worker(args.quick, args.epochs), **peak_rss_mb()}  # RSS read last: the run's peak
         Path(args.out).write_text(json.dumps(result))
         return 0
-    print(table(run(args.quick, args.epochs)))
+    print(table(run(args.quick, args.epochs, args.seed_epochs)))
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from mnist_classifier.errors import UserError
 from mnist_classifier import doodles
 from mnist_classifier.doodles import GLYPHS
-from mnist_classifier.outliers import (TRAINING_FAMILIES, cut_digits, fashion_as_ink, generate_family,
+from mnist_classifier.outliers import (TRAINING_FAMILIES, cut_digits, family_sizes, fashion_as_ink, generate_family,
                                        generate_outliers)
 
 
@@ -37,13 +37,22 @@ def test_each_family_is_seeded_inked_and_centred_like_to_mnist_output(family, di
     assert np.abs(rows - 14).max() < 2.5 and np.abs(cols - 14).max() < 2.5
 
 
-def test_the_mix_holds_every_family_in_equal_shares(digits):
+def test_the_mix_holds_every_family_in_its_share(digits):
     mixed = generate_outliers(100, seed=3, digits=digits)
     assert mixed.shape == (100, 28, 28)
-    shares = [generate_family(name, 20, seed=3, digits=digits) for name in TRAINING_FAMILIES]
-    # each family's drawings are in the mix (shuffled), 20 of each
-    for images in shares:
+    sizes = family_sizes(100)
+    assert sum(sizes.values()) == 100 and set(sizes) == set(TRAINING_FAMILIES)
+    assert sizes["fragment"] == max(sizes.values())  # the hardest family to refuse gets the most
+    for name, size in sizes.items():
+        images = generate_family(name, size, seed=3, digits=digits)
+        # each family's drawings are in the mix (shuffled)
         assert all(any(np.array_equal(image, other) for other in mixed) for image in images[:5])
+
+
+def test_family_sizes_add_up_for_any_count():
+    for count in (0, 1, 7, 99, 16_000):
+        assert sum(family_sizes(count).values()) == count
+    assert family_sizes(10, {"scribble": 1, "glyph": 1}) == {"scribble": 5, "glyph": 5}
 
 
 def test_glyphs_leave_out_every_character_that_reads_as_a_digit():
