@@ -3,7 +3,7 @@
     python benchmarks/run_all.py            # full suite, about 20 minutes on 2 cores
     python benchmarks/run_all.py --quick    # a smaller version of each, a few minutes
 
-Runs training speed (ours vs a seed-style DataLoader pipeline, and vs the seed's own loop), drawn-digit accuracy
+Runs training speed (ours vs a seed-style DataLoader pipeline, vs the seed's own loop, and the network alone), drawn-digit accuracy
 and demo latency, the Python API's start-up, inference latency/throughput (ONNX Runtime vs eager PyTorch), the
 web server under load and `finetune` on a generated writer, each against its baseline and target, then writes the report.
 Benchmarks need a quiet machine: other jobs on the same cores skew every figure.
@@ -26,6 +26,7 @@ import drawn_digits  # noqa: E402  (benchmarks/ is not a package)
 import honest_answers  # noqa: E402
 import inference  # noqa: E402
 import library_start  # noqa: E402
+import network_speed  # noqa: E402
 import seed_loop  # noqa: E402
 import serve_load  # noqa: E402
 import train_speed  # noqa: E402
@@ -52,6 +53,8 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
                 train_speed.format_table(train_speed.run(quick))))
     out.append(("Training: the seed project's own loop vs ours (benchmarks/seed_loop.py)",
                 seed_loop.table(seed_loop.run(quick))))
+    out.append(("Training: SimpleCNN's own speed, no data pipeline: the ceiling of any loop (benchmarks/network_speed.py)",
+                network_speed.table(network_speed.run(rounds=2 if quick else 6))))
     out.append(("Drawn digits: accuracy after preprocessing, and demo latency",
                 drawn_digits.table(drawn_digits.run(checkpoint, count=1000 if quick else 10_000,
                                                     runs=100 if quick else 500))))

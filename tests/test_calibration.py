@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from mnist_classifier.calibration import (
-    Calibration, brier_score, calibrate_logits, choose_threshold, expected_calibration_error, fit_temperature,
-    negative_log_likelihood, reliability_bins, softmax,
+    Calibration, brier_score, calibrate_logits, choose_threshold, digit_scores, expected_calibration_error,
+    fit_temperature, negative_log_likelihood, reliability_bins, softmax,
 )
 from mnist_classifier.cli import main
 from mnist_classifier.reader import load_predictor
+from mnist_classifier.strokes import random_pen_images
 
 from .conftest import DATA_DIR
 
@@ -49,6 +50,30 @@ def test_threshold_lets_the_promised_share_of_digits_through():
     threshold = choose_threshold(confidences, pass_rate=0.995)
     assert (confidences >= threshold).mean() >= 0.995
     assert (confidences >= np.nextafter(threshold, 1)).mean() < 0.995  # and no lower than needed
+
+
+def test_threshold_lets_the_promised_share_through_of_each_digit_set():
+    rng = np.random.default_rng(2)
+    written = torch.from_numpy(rng.normal(0, 1, (2_000, 10)))
+    written[:, 0] += 8.0
+    redrawn = written.clone()
+    redrawn[:, 0] -= 1.5  # pen-drawn digits: less evidence for any digit
+    labels = torch.zeros(2_000, dtype=torch.long)
+    alone = calibrate_logits(written, labels)
+    both = calibrate_logits(written, labels, redrawn_logits=redrawn)
+    assert both.temperature == alone.temperature  # the temperature comes from the originals only
+    scores = [digit_scores(each.numpy(), both.temperature) for each in (written, redrawn)]
+    assert both.reject_threshold < alone.reject_threshold
+    assert all((each >= both.reject_threshold).mean() >= 0.995 for each in scores)
+    assert (scores[1] >= np.nextafter(both.reject_threshold, np.inf)).mean() < 0.995  # no lower than needed
+
+
+def test_a_trained_model_lets_validation_digits_through_as_written_and_pen_drawn(small_checkpoint, mnist_data):
+    predictor = load_predictor(small_checkpoint)
+    calibration = predictor.calibration
+    for images in (mnist_data.val.images, random_pen_images(mnist_data.val.images)):
+        scores = digit_scores(predictor.logits(images.numpy()), calibration.temperature)
+        assert (scores >= calibration.reject_threshold).mean() >= 0.995 - 1e-3  # float order: ONNX/torch
 
 
 def test_calibration_on_a_real_model_lowers_ece_on_the_test_set(small_checkpoint, mnist_data):

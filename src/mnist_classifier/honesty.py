@@ -29,6 +29,7 @@ from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
 from .inference import Predictor
+from .strokes import random_pen_images
 from .torch_backend import torch_predictor
 
 FAMILY_IMAGES = 1000  # per non-digit family
@@ -46,7 +47,8 @@ def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
     val_size = int((payload.get("config") or {}).get("val_size", 5000))
     val = load_data(data_dir, spec.name, val_size=val_size, log=lambda _line: None).val
     logits = predictor.logits(val.images.numpy())
-    calibration = calibrate_logits(torch.from_numpy(logits), val.labels, refuse=spec.drawable)
+    redrawn = torch.from_numpy(predictor.logits(random_pen_images(val.images).numpy())) if spec.drawable else None
+    calibration = calibrate_logits(torch.from_numpy(logits), val.labels, refuse=spec.drawable, redrawn_logits=redrawn)
     payload.update(calibration.to_payload())
     save_checkpoint(payload, path)
     labels = val.labels.numpy()

@@ -164,6 +164,13 @@ def random_pen_widths(count: int, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(count, generator=generator, device=generator.device)
 
 
+def random_pen_images(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(N, 28, 28) uint8 digits -> the same, each re-drawn with a pen of a seeded random width
+    from PEN_WIDTH_RANGE (training's widths): what calibration checks its threshold against."""
+    widths = random_pen_widths(len(images), torch.Generator().manual_seed(seed))
+    return (redraw(skeleton_distances(images), widths) * 255).round_().to(torch.uint8)
+
+
 def uniform_pen_images(images: torch.Tensor, width: float) -> torch.Tensor:
     """(N, 28, 28) uint8 digits -> (N, 28, 28) uint8, every digit re-drawn with a pen `width` px wide."""
     distances = skeleton_distances(images)

@@ -35,7 +35,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, remove_partial_w
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
-from .evaluation import compute_logits, log_test_figures, score_split
+from .evaluation import compute_logits, log_test_figures, redrawn_validation_logits, score_split
 from .hardware import choose_precision
 from .exposure import Exposure, uniformity_loss
 from .models import create_model
@@ -224,9 +224,10 @@ class Trainer:
             self.log("no validation split (val_size 0): the model is left uncalibrated")
             return {}
         logits = compute_logits(self.model, self.val_split, self.norm)
-        calibration = calibrate_logits(logits, self.val_split.labels, refuse=self.drawable)
-        refusal = (f"; 'not a digit' below digit score {calibration.reject_threshold:.2f}"
-                   if calibration.reject_threshold is not None else "")
+        redrawn = redrawn_validation_logits(self.model, self.val_split, self.norm) if self.drawable else None
+        calibration = calibrate_logits(logits, self.val_split.labels, refuse=self.drawable, redrawn_logits=redrawn)
+        refusal = (f"; 'not a digit' below digit score {calibration.reject_threshold:.2f} (lets 99.5% through "
+                   "as written and re-drawn with an even pen)" if calibration.reject_threshold is not None else "")
         self.log(f"calibrated on {len(self.val_split):,} validation images: temperature "
                  f"{calibration.temperature:.3f}{refusal}")
         return calibration.to_payload()

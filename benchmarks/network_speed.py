@@ -1,0 +1,105 @@
+"""How fast can this CPU train SimpleCNN at all? The network alone, no data pipeline.
+
+    python benchmarks/network_speed.py              # batch 64/128/144/256, channels-last vs NCHW, 6 rounds
+    python benchmarks/network_speed.py --compile    # also torch.compile (slow to start: ~30 s on 2 cores)
+
+One training step (forward, cross-entropy, backward, AdamW) on a fixed random batch, timed
+for each configuration in turn, round after round, so that the machine's drifting speed hits
+every configuration alike; the table gives each one's median and range of images/s. A
+training loop cannot beat its network's figure here: it is the ceiling that issue 16's
+throughput ratio against the seed loop runs into (docs/benchmarks.md, 4 Dec).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mnist_classifier.hardware import read_cpu_flags
+from mnist_classifier.models import create_model
+
+IMAGES_PER_ROUND = 2_304  # a multiple of every default batch size
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def training_step(batch: int, memory_format: torch.memory_format, compiled: bool):
+    """A closure doing one optimiser step of SimpleCNN on `batch` fixed images."""
+    torch.manual_seed(0)
+    model = create_model("simple_cnn").to(memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    net = torch.compile(model) if compiled else model
+    images = torch.randn(batch, 1, 28, 28).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        loss = F.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # first call: oneDNN picks its kernels (and inductor compiles)
+    return step
+
+
+def measure(configs: dict[str, tuple[int, object]], rounds: int) -> dict[str, list[float]]:
+    """images/s of each configuration, one figure per round, configurations interleaved."""
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, (batch, step) in configs.items():
+            steps = max(1, IMAGES_PER_ROUND // batch)
+            started = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[name].append(batch * steps / (time.perf_counter() - started))
+    return rates
+
+
+def header() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    flags = read_cpu_flags()
+    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
+    return (f"{cpu}, {os.cpu_count()} cores ({shown}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"fp32; load average before {os.getloadavg()[0]:.2f}")
+
+
+def run(batches=(64, 128, 144, 256), rounds: int = 6, compiled: bool = False) -> dict:
+    """Each batch size channels-last and NCHW (and compiled, if asked), measured interleaved."""
+    configs: dict[str, tuple[int, object]] = {}
+    for batch in batches:
+        configs[f"batch {batch}, channels-last"] = (batch, training_step(batch, torch.channels_last, False))
+        configs[f"batch {batch}, NCHW"] = (batch, training_step(batch, torch.contiguous_format, False))
+        if compiled:
+            configs[f"batch {batch}, channels-last, compiled"] = (batch, training_step(batch, torch.channels_last, True))
+    return {"header": header(), "rounds": rounds, "rates": measure(configs, rounds)}
+
+
+def table(result: dict) -> str:
+    lines = [result["header"], "", f"{'SimpleCNN training step':<40} {'median images/s':>16} {'range':>16}"]
+    for name, values in result["rates"].items():
+        lines.append(f"{name:<40} {statistics.median(values):>16,.0f} {min(values):>7,.0f}-{max(values):<8,.0f}")
+    lines += ["", f"{result['rounds']} rounds of {IMAGES_PER_ROUND:,} images per configuration, interleaved; "
+                  "forward + backward + AdamW on fixed random images (no data loading, no augmentation)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 144, 256])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd channels-last steps")
+    args = parser.parse_args(argv)
+    if args.rounds <= 0 or min(args.batches) <= 0:
+        parser.error("--rounds and --batches must be positive")
+    print(table(run(args.batches, args.rounds, args.compile)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
