@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -35,10 +34,11 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, remove_partial_w
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
-from .evaluation import compute_logits, log_test_figures, redrawn_validation_logits, score_split
+from .evaluation import compute_logits, redrawn_validation_logits, score_split
 from .hardware import choose_precision
 from .exposure import Exposure, uniformity_loss
 from .models import create_model
+from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -176,7 +176,7 @@ class Trainer:
         self.drawable = data.spec.drawable
         self.exposure = Exposure.build(config, self.train_split, self.drawable, self.steps * config.epochs, log)
         self.state = RunState()
-        self.writer = None
+        self.run_log: RunLog | None = None  # rank 0 only (open_run_log)
 
     # ----------------------------------------------------------------- state
     def restore(self, payload: dict[str, Any]) -> None:
@@ -287,10 +287,8 @@ class Trainer:
                             torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device)))
 
     def log_batch(self, global_step: int, batch_totals: torch.Tensor) -> None:
-        if self.writer is not None:
-            loss_sum, correct, seen = batch_totals.tolist()
-            self.writer.add_scalar("Train/Loss_batch", loss_sum / seen, global_step)
-            self.writer.add_scalar("Train/Acc_batch", correct / seen, global_step)
+        if self.run_log is not None:
+            self.run_log.batch(global_step, batch_totals)
 
     def end_epoch(self, epoch: int, train_loss: float, train_acc: float, rate: float, seconds: float) -> None:
         val = score_split(self.model, self.val_split, self.norm)
@@ -305,10 +303,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         self.save(payload, improved)
-        for tag, value in (("Train/Loss_epoch", train_loss), ("Train/Acc_epoch", train_acc),
-                           ("Val/Loss_epoch", val.loss), ("Val/Acc_epoch", val.accuracy), ("LR", lr)):
-            self.writer.add_scalar(tag, value, epoch + 1)
-        self.writer.flush()
+        self.run_log.epoch(epoch + 1, train_loss, train_acc, val.loss, val.accuracy, lr)
         self.log(f"epoch {epoch + 1:>2}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
                  f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  {rate:,.0f} img/s  "
                  f"{seconds:.1f}s{'  *best' if improved else ''}")
@@ -323,17 +318,12 @@ class Trainer:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
             save_checkpoint(payload, Path(self.config.save_dir) / f"{self.stem}_{stamp}.pth")
 
-    def open_writer(self) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
-
+    def open_run_log(self) -> None:
+        """TensorBoard (run_log.py): a new folder for a new run, the same one for a resumed run."""
         if self.state.run_dir is None:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
             self.state.run_dir = Path(self.config.log_dir) / f"{self.stem}_{stamp}"
-        self.state.run_dir.mkdir(parents=True, exist_ok=True)
-        config_text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-        (self.state.run_dir / "config.yaml").write_text(config_text)
-        self.writer = SummaryWriter(str(self.state.run_dir), purge_step=self.state.start_epoch * self.steps or None)
-        self.writer.add_text("config", f"```\n{config_text}```", self.state.start_epoch)
+        self.run_log = RunLog(self.state.run_dir, self.config.to_dict(), self.state.start_epoch, self.steps)
 
     def fit(self, stop_after_epochs: int | None = None) -> int:
         """Train the remaining epochs; returns the number of epochs completed overall."""
@@ -355,13 +345,9 @@ class Trainer:
         payload["test_accuracy"] = test.accuracy
         payload["test_loss"] = test.loss
         save_checkpoint(payload, best_path)
-        if self.writer is not None:
-            hparams = {k: v for k, v in self.config.to_dict().items() if isinstance(v, (int, float, str, bool))}
-            hparams["precision_used"] = self.precision.name
-            self.writer.add_hparams(hparams, {"hparam/test_accuracy": test.accuracy,
-                                              "hparam/best_val_accuracy": payload["accuracy"]}, run_name=".")
-            # the same confusion matrix and mistakes grid that `mnist-classifier evaluate` draws
-            log_test_figures(self.writer, test.logits, self.test_split, self.class_names, payload["epoch"])
+        if self.run_log is not None:
+            self.run_log.result(self.precision.name, test.accuracy, payload["accuracy"], test.logits,
+                                self.test_split, self.class_names, payload["epoch"])
         return payload["accuracy"], test.accuracy
 
 
@@ -395,7 +381,7 @@ def train(
         # Every rank checks, so that all stop together rather than wait for rank 0 forever.
         check_free_space(config.save_dir, checkpoint_bytes(trainer.model) * (1 if resume_payload else 2))
         if ctx.is_main:
-            trainer.open_writer()
+            trainer.open_run_log()
             speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
                   f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}; "
                   f"precision {trainer.precision.name} ({trainer.precision.reason})")
@@ -408,7 +394,7 @@ def train(
         if not ctx.is_main:
             return None
         best_val, test_accuracy = trainer.test_best() if epochs_done == config.epochs else (trainer.state.best_accuracy, float("nan"))
-        trainer.writer.close()
+        trainer.run_log.close()
         best_path, last_path = checkpoint_paths(config)
         return TrainResult(best_path, last_path, trainer.state.run_dir, best_val, test_accuracy, epochs_done,
                            trainer.state.history)

@@ -1,0 +1,58 @@
+"""TensorBoard for one training run: what `train` writes under `runs/<model>_<time>/`.
+
+    tensorboard --logdir runs
+
+Train loss and accuracy every few batches and every epoch, validation loss and accuracy and
+the learning rate every epoch, the config as text (and as `config.yaml` beside the events),
+and after the last epoch the hyper-parameters with the test accuracy, plus the confusion
+matrix and most confident mistakes that `evaluate` draws. Only rank 0 of a torchrun job
+writes. A resumed run reopens its folder and drops any points past the resume point, so
+its curves carry on where the saved epoch left them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from .data import Split
+from .evaluation import log_test_figures
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, config: dict[str, Any], start_epoch: int, steps_per_epoch: int):
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_text = yaml.safe_dump(config, sort_keys=False)
+        (run_dir / "config.yaml").write_text(config_text)
+        self.config = config
+        self.writer = SummaryWriter(str(run_dir), purge_step=start_epoch * steps_per_epoch or None)
+        self.writer.add_text("config", f"```\n{config_text}```", start_epoch)
+
+    def batch(self, global_step: int, batch_totals: torch.Tensor) -> None:
+        """batch_totals: (loss sum, correct, seen) of one step, as the training step returns them."""
+        loss_sum, correct, seen = batch_totals.tolist()
+        self.writer.add_scalar("Train/Loss_batch", loss_sum / seen, global_step)
+        self.writer.add_scalar("Train/Acc_batch", correct / seen, global_step)
+
+    def epoch(self, epochs_done: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float,
+              lr: float) -> None:
+        for tag, value in (("Train/Loss_epoch", train_loss), ("Train/Acc_epoch", train_acc),
+                           ("Val/Loss_epoch", val_loss), ("Val/Acc_epoch", val_acc), ("LR", lr)):
+            self.writer.add_scalar(tag, value, epochs_done)
+        self.writer.flush()  # the curves show up while the next epoch trains
+
+    def result(self, precision_used: str, test_accuracy: float, best_val_accuracy: float, test_logits: torch.Tensor,
+               test: Split, class_names: Sequence[str], epochs_done: int) -> None:
+        """The run's hyper-parameters next to its scores, and the test set's figures."""
+        hparams = {key: value for key, value in self.config.items() if isinstance(value, (int, float, str, bool))}
+        hparams["precision_used"] = precision_used
+        self.writer.add_hparams(hparams, {"hparam/test_accuracy": test_accuracy,
+                                          "hparam/best_val_accuracy": best_val_accuracy}, run_name=".")
+        log_test_figures(self.writer, test_logits, test, class_names, epochs_done)
+
+    def close(self) -> None:
+        self.writer.close()
