@@ -32,7 +32,7 @@ def measure(checkpoint: Path) -> dict:
     logits, labels = predictor.logits(test.images.numpy()), test.labels.numpy()
     temperature = predictor.calibration.temperature
     calibration = calibration_report(softmax(logits), softmax(logits, temperature), labels, temperature)
-    verdicts = verdict_report(predictor, test, ROOT / "data")
+    verdicts = verdict_report(predictor, test, ROOT / "data").table
     return {"checkpoint": checkpoint.name, "accuracy": float((logits.argmax(1) == labels).mean()),
             "calibration": calibration, "verdicts": verdicts}
 

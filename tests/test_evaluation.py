@@ -23,7 +23,7 @@ from mnist_classifier.sources import find_idx_file, read_idx
 from .conftest import DATA_DIR
 
 FIGURES = ("per_class_accuracy", "confusion_matrix", "error_analysis", "sample_predictions", "training_curves",
-           "reliability")
+           "reliability", "fooled")
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,24 @@ def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, sma
     assert max(row["answered_not_a_digit"] for row in verdicts["non_digits"]) > 0.5  # it does refuse
     page = (report[0] / "report.html").read_text()
     assert "<h2>Calibration</h2>" in page and "<h2>Digit or not</h2>" in page
+
+
+def test_the_fooled_figure_shows_the_most_convincing_non_digits_that_passed(small_checkpoint, mnist_data):
+    from mnist_classifier.honesty import FOOLED_SHOWN, verdict_report
+    from mnist_classifier.reader import load_predictor
+
+    predictor = load_predictor(small_checkpoint)
+    verdicts = verdict_report(predictor, mnist_data.test.head(2_000), DATA_DIR)
+    threshold = verdicts.table["reject_threshold"]
+    assert set(verdicts.fooled) == {row["family"] for row in verdicts.table["non_digits"]}
+    for row in verdicts.table["non_digits"]:
+        images, probs = verdicts.fooled[row["family"]]
+        passed = round(row["images"] * (1 - row["answered_not_a_digit"]))
+        assert len(images) == len(probs) == min(FOOLED_SHOWN, passed)
+        if len(images):
+            scores = predictor.assess(images)[1]
+            assert (scores >= threshold - 1e-4).all() and (np.diff(scores) <= 1e-4).all()  # most convincing first
+            assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
 
 def test_a_registered_metric_reaches_json_and_html():

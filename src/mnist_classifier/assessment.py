@@ -80,8 +80,11 @@ def evaluate_checkpoint(
     # non-digits from them): a local set has its own figures, not those.
     if spec.drawable and len(members) == 1 and not tta and local is None:
         predictor = torch_predictor(*loaded[0], Path(checkpoints[0]))
-        honesty["verdicts"] = verdict_report(predictor, test, data_dir)
-    written = write_report(evaluation, test.images.numpy(), payload, Path(checkpoints[0]), target, honesty)
+        verdicts = verdict_report(predictor, test, data_dir)
+        honesty["verdicts"], fooled = verdicts.table, verdicts.fooled
+    else:
+        fooled = None
+    written = write_report(evaluation, test.images.numpy(), payload, Path(checkpoints[0]), target, honesty, fooled)
     images_scored = "test images" if local is None else f"{local.name} images ({Path(data_dir) / local.folder})"
     log(summary_text(evaluation, payload["model_name"], written, images_scored))
     log(calibration_text(honesty["calibration"]))

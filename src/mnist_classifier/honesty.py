@@ -18,6 +18,7 @@ and "not a digit" without retraining.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ from .torch_backend import torch_predictor
 FAMILY_IMAGES = 1000  # per non-digit family
 HELD_OUT_SEED = 900_001  # training seeds its non-digits with the run's seed (42 by default)
 FASHION_IMAGES = 1000
+FOOLED_SHOWN = 8  # per family, in evaluate's fooled.png
 
 
 def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
@@ -75,7 +77,15 @@ def calibration_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarr
     }
 
 
-def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "data") -> dict[str, Any]:
+@dataclass
+class Verdicts:
+    table: dict[str, Any]  # the rates `evaluate` prints and metrics.json keeps
+    # family -> (images, probabilities) of its non-digits answered as digits, the most
+    # convincing (highest digit score) first, at most FOOLED_SHOWN: where it can be fooled
+    fooled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "data") -> Verdicts:
     """How often digits pass and non-digits are refused, at the predictor's threshold."""
     from .outliers import TRAINING_FAMILIES, fashion_as_ink, generate_family
     from .strokes import PEN_WIDTHS_BENCHMARK, uniform_pen_images
@@ -92,9 +102,16 @@ def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "da
     fashion = _fashion_test_items(data_dir)
     if fashion is not None:
         families.append(("clothes (Fashion-MNIST, never trained on)", fashion_as_ink(fashion)))
-    non_digits = [_non_digit_row(name, predictor.assess(images)[1], threshold) for name, images in families]
-    return {"reject_threshold": threshold, "digits": digits, "non_digits": non_digits,
-            "fashion_mnist_missing": fashion is None}
+    non_digits, fooled = [], {}
+    for name, images in families:
+        probs, scores = predictor.assess(images)
+        non_digits.append(_non_digit_row(name, scores, threshold))
+        passed = np.flatnonzero(_passes(scores, threshold))
+        shown = passed[np.argsort(-scores[passed], kind="stable")][:FOOLED_SHOWN]
+        fooled[name] = (images[shown], probs[shown])
+    table = {"reject_threshold": threshold, "digits": digits, "non_digits": non_digits,
+             "fashion_mnist_missing": fashion is None}
+    return Verdicts(table, fooled)
 
 
 def _digit_row(name: str, probs: np.ndarray, scores: np.ndarray, labels: np.ndarray,

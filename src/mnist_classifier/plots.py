@@ -295,3 +295,25 @@ def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], titl
     counts.set(xlim=(0, 1), xlabel="confidence bin", ylabel="images (log scale)", title="images per bin")
     counts.legend(loc="upper left")
     return figure
+
+
+def fooled_figure(fooled: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
+    """One row per non-digit family: the images answered as digits (honesty.Verdicts.fooled),
+    each with the digit and calibrated confidence the model gave it; an empty row says none."""
+    columns = max([len(images) for images, _ in fooled.values()] + [1])
+    figure = new_figure(1.3 * columns + 2.2, 1.45 * max(1, len(fooled)) + 0.5)
+    figure.suptitle(title)
+    grid = figure.subplots(max(1, len(fooled)), columns + 1, squeeze=False,
+                           width_ratios=[2.2] + [1.3] * columns)
+    for ax in grid.ravel():
+        ax.set_axis_off()
+    for row, (family, (images, probs)) in zip(grid, fooled.items()):
+        row[0].text(1.0, 0.5, family.split(" (")[0], ha="right", va="center", fontsize=10)
+        if len(images) == 0:
+            row[1].text(0.0, 0.5, "none: every one refused", ha="left", va="center", fontsize=9, color="#555")
+        for ax, image, prob in zip(row[1:], images, probs):
+            _show_digit(ax, image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{int(prob.argmax())} ({prob.max():.0%})", fontsize=8.5, color=WRONG)
+    return figure

@@ -20,7 +20,7 @@ from .augment import AUGMENTATIONS
 from .datasets import DATASETS
 from .errors import UserError
 from .evaluation import METRICS, Evaluation
-from .plots import figure_png, reliability_figure, report_figures
+from .plots import figure_png, fooled_figure, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
 FIGURE_TITLES = {
@@ -30,6 +30,7 @@ FIGURE_TITLES = {
     "sample_predictions": "Sample predictions",
     "training_curves": "Training curves",
     "reliability": "Reliability diagram: accuracy against confidence, before and after calibration",
+    "fooled": "Where it can still be fooled: held-out non-digits it answered as digits, most convincing first",
 }
 
 
@@ -38,17 +39,19 @@ def default_report_dir(model_name: str) -> Path:
 
 
 def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkpoint: Path, out_dir: Path,
-                 honesty: dict[str, Any] | None = None) -> Path:
+                 honesty: dict[str, Any] | None = None, fooled: dict | None = None) -> Path:
     """Write metrics.json, the PNGs and report.html into out_dir; returns out_dir.
 
     `honesty` (honesty.py: "calibration" and, for a single digit model, "verdicts") adds
-    reliability.png and their tables."""
+    reliability.png and their tables; `fooled` (honesty.Verdicts.fooled) adds fooled.png."""
     model_name = payload["model_name"]
     honesty = honesty or {}
     figures = report_figures(evaluation, images, payload.get("history"), model_name, training_note(payload))
     if "calibration" in honesty:
         bins = honesty["calibration"]["reliability"]
         figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, test set")
+    if fooled is not None:
+        figures["fooled"] = fooled_figure(fooled, f"{model_name}: held-out non-digits answered as digits")
     pngs = {name: figure_png(figure) for name, figure in figures.items()}
     summary = report_metadata(payload, checkpoint) | evaluation.to_dict() | honesty
     files = {f"{name}.png": data for name, data in pngs.items()}
