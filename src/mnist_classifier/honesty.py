@@ -14,7 +14,8 @@ and "not a digit" without retraining.
   pens (strokes.py) answered `digit`, and the share of each non-digit family answered
   `not_a_digit`. Those non-digits are generated with seeds that training never uses, their
   fragments and pairs are cut from *test* digits, and Fashion-MNIST's test items (when its
-  files are already on disk) are a family that training never sees at all.
+  files are already on disk) are a family that training never sees at all. The ones let
+  through, most convincing first, become evaluate's `fooled.png`.
 """
 from __future__ import annotations
 
