@@ -30,23 +30,25 @@ FIGURES = ("per_class_accuracy", "confusion_matrix", "error_analysis", "sample_p
 def report(small_checkpoint, tmp_path_factory):
     """Run the command once, from a fresh folder, with the default --out.
 
-    Returns (report dir, what it printed, the Evaluation it computed)."""
+    Returns (report dir, what it printed, the Evaluation it computed, the honesty.Verdicts it drew)."""
     import mnist_classifier.assessment as assessment
 
     workdir = tmp_path_factory.mktemp("evaluate")
-    printed, results = io.StringIO(), []
+    printed, results, verdicts = io.StringIO(), [], []
 
-    def spy(*args, **kwargs):
-        results.append(real(*args, **kwargs))
-        return results[-1]
+    def spy(real, seen):
+        def call(*args, **kwargs):
+            seen.append(real(*args, **kwargs))
+            return seen[-1]
+        return call
 
-    real = assessment.evaluate_checkpoint
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
-        patch.setattr(assessment, "evaluate_checkpoint", spy)
+        patch.setattr(assessment, "evaluate_checkpoint", spy(assessment.evaluate_checkpoint, results))
+        patch.setattr(assessment, "verdict_report", spy(assessment.verdict_report, verdicts))
         patch.chdir(workdir)
         status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--data-dir", str(DATA_DIR)])
-    assert status == 0 and len(results) == 1
-    return workdir / "reports" / "simple_cnn", printed.getvalue(), results[0][0]
+    assert status == 0 and len(results) == 1 and len(verdicts) == 1
+    return workdir / "reports" / "simple_cnn", printed.getvalue(), results[0][0], verdicts[0]
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +169,11 @@ def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, sma
     assert "<h2>Calibration</h2>" in page and "<h2>Digit or not</h2>" in page
 
 
-def test_the_fooled_figure_shows_the_most_convincing_non_digits_that_passed(small_checkpoint, mnist_data):
-    from mnist_classifier.honesty import FOOLED_SHOWN, verdict_report
+def test_the_fooled_figure_shows_the_most_convincing_non_digits_that_passed(report, small_checkpoint):
+    from mnist_classifier.honesty import FOOLED_SHOWN
     from mnist_classifier.reader import load_predictor
 
-    predictor = load_predictor(small_checkpoint)
-    verdicts = verdict_report(predictor, mnist_data.test.head(2_000), DATA_DIR)
+    predictor, verdicts = load_predictor(small_checkpoint), report[3]
     threshold = verdicts.table["reject_threshold"]
     assert set(verdicts.fooled) == {row["family"] for row in verdicts.table["non_digits"]}
     for row in verdicts.table["non_digits"]:
