@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import torch
 
 from mnist_classifier.data import Normalization, load_data, to_model_input
 from mnist_classifier.errors import UserError
+from mnist_classifier.hardware import read_cpu_model
 from mnist_classifier.export import export_onnx
 from mnist_classifier.onnx_backend import CHUNK, SMALL_BATCH, load_onnx_predictor
 from mnist_classifier.inference import Predictor
@@ -74,7 +74,7 @@ def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, data_dir: str | Path = "dat
         "onnxruntime": f"{_ort_version()}, {onnx_name.split(' ', 1)[1]} for single images, "
                        f"{onnx_predictor.backend.threads} threads in chunks of {CHUNK} above {SMALL_BATCH} images",
         "torch": f"{torch.__version__}, {torch.get_num_threads()} threads for batches, chunks of {CHUNK}",
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, "
+        "machine": f"{read_cpu_model()}, {os.cpu_count()} cores, "
                    f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after",
     }
     return {"rows": _rows(single[onnx_name], single[torch_name], full, len(images)), "notes": notes}
@@ -159,14 +159,6 @@ def format_table(result: dict) -> str:
                      f"{row['ratio']:>6.2f}x  {row['target']:<18} {met}")
     lines += [f"{key}: {value}" for key, value in result["notes"].items()]
     return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _ort_version() -> str:

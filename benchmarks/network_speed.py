@@ -16,12 +16,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mnist_classifier.hardware import read_cpu_flags
+from mnist_classifier.hardware import read_cpu_flags, read_cpu_model
 from mnist_classifier.models import create_model
 
 IMAGES_PER_ROUND = 2_304  # a multiple of every default batch size
@@ -61,11 +60,9 @@ def measure(configs: dict[str, tuple[int, object]], rounds: int) -> dict[str, li
 
 
 def header() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
     flags = read_cpu_flags()
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
-    return (f"{cpu}, {os.cpu_count()} cores ({shown}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    return (f"{read_cpu_model()}, {os.cpu_count()} cores ({shown}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"fp32; load average before {os.getloadavg()[0]:.2f}")
 
 

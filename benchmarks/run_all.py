@@ -38,8 +38,9 @@ REPORT = ROOT / "docs" / "benchmarks.md"
 def machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    from mnist_classifier.hardware import read_cpu_model
+
+    cpu = read_cpu_model()
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, no GPU; Python {platform.python_version()}, "
             f"torch {torch.__version__}, load average before the run {os.getloadavg()[0]:.2f}")

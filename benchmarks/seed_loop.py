@@ -200,12 +200,10 @@ def run_worker(kind: str, quick: bool, epochs: int) -> dict:
 
 
 def cpu_info() -> dict:
-    from mnist_classifier.hardware import read_cpu_flags
+    from mnist_classifier.hardware import read_cpu_flags, read_cpu_model
 
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
     flags = read_cpu_flags()
-    return {"cpu": name, "cores": os.cpu_count(), "flags": {flag: flag in flags for flag in CPU_FLAGS},
+    return {"cpu": read_cpu_model(), "cores": os.cpu_count(), "flags": {flag: flag in flags for flag in CPU_FLAGS},
             "load_average": os.getloadavg()[0]}
 
 

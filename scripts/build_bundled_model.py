@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint
 from mnist_classifier.config import resolve_config
 from mnist_classifier.data import load_data
 from mnist_classifier.export import export_onnx
+from mnist_classifier.hardware import read_cpu_model
 from mnist_classifier.reader import load_predictor
 from mnist_classifier.training import train
 
@@ -81,16 +81,8 @@ def measured_provenance(source: Path, payload: dict, data_dir: str) -> dict:
         "date": datetime.date.today().isoformat(),
         "torch": str(torch.__version__),  # a str subclass that weights_only loading refuses
         "numpy": np.__version__,
-        "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+        "machine": f"{read_cpu_model()}, {torch.get_num_threads()} threads",
     }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

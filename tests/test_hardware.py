@@ -8,7 +8,7 @@ from mnist_classifier.checkpoint import load_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
 from mnist_classifier.errors import UserError
-from mnist_classifier.hardware import choose_precision, read_cpu_flags, resolve_device
+from mnist_classifier.hardware import choose_precision, read_cpu_flags, read_cpu_model, resolve_device
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR
@@ -37,6 +37,17 @@ def test_asked_for_precision_is_kept_and_explained():
 def test_this_machines_flags_are_read():
     flags = read_cpu_flags()
     assert not flags or "sse2" in flags or "fp" in flags  # x86 lists sse2; ARM lists fp
+
+
+def test_this_machines_cpu_is_named_as_linux_names_it():
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    listed = [line.partition(":")[2].strip() for line in info.splitlines() if line.startswith("model name")]
+    name = read_cpu_model()
+    assert name and ":" not in name and "\n" not in name
+    if listed:
+        assert name == listed[0]
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps", "xpu"])

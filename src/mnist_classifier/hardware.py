@@ -11,6 +11,7 @@ it ran ~7x slower (bf16 emulated). So the choice cannot live in a config file.
 """
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,20 @@ def native_bf16(device: torch.device, cpu_flags: set[str] | None = None) -> tupl
 
 def read_cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux lists them; empty elsewhere (so: fp32)."""
+    return set(_cpuinfo_field(("flags", "Features")).split())
+
+
+def read_cpu_model() -> str:
+    """The CPU's name as Linux gives it ("AMD EPYC"), else what the platform module knows:
+    every benchmark names the CPU its figures came from."""
+    return _cpuinfo_field(("model name",)) or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cpuinfo_field(names: tuple[str, ...]) -> str:
+    """The first /proc/cpuinfo line starting with one of `names`, after its colon; "" when none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
+        return ""
+    line = next((line for line in text.splitlines() if line.startswith(names)), "")
+    return line.partition(":")[2].strip()

@@ -167,12 +167,13 @@ def random_pen_widths(count: int, generator: torch.Generator) -> torch.Tensor:
 def random_pen_images(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """(N, 28, 28) uint8 digits -> the same, each re-drawn with a pen of a seeded random width
     from PEN_WIDTH_RANGE (training's widths): what calibration checks its threshold against."""
-    widths = random_pen_widths(len(images), torch.Generator().manual_seed(seed))
-    return (redraw(skeleton_distances(images), widths) * 255).round_().to(torch.uint8)
+    return _pen_images(images, random_pen_widths(len(images), torch.Generator().manual_seed(seed)))
 
 
 def uniform_pen_images(images: torch.Tensor, width: float) -> torch.Tensor:
     """(N, 28, 28) uint8 digits -> (N, 28, 28) uint8, every digit re-drawn with a pen `width` px wide."""
-    distances = skeleton_distances(images)
-    widths = torch.full((len(images),), float(width))
-    return (redraw(distances, widths) * 255).round_().to(torch.uint8)
+    return _pen_images(images, torch.full((len(images),), float(width)))
+
+
+def _pen_images(images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    return (redraw(skeleton_distances(images), widths) * 255).round_().to(torch.uint8)
