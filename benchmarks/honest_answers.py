@@ -6,7 +6,8 @@
 For every checkpoint that exists: test accuracy; ECE (15 bins) of the raw softmax and of
 the calibrated probabilities; the share of MNIST test digits and of the same digits
 re-drawn with uniform pens answered `digit`; the share of each non-digit family (seeds
-training never used; clothes never trained on) answered `not_a_digit`. The figures come
+training never used; clothes never trained on) answered `not_a_digit`, and of the reviewed
+families less what most reviewers read as a digit. The figures come
 from the very functions `evaluate` uses (honesty.py). Targets (issue "Honest answers"):
 ECE <= 1%, >= 99% of digits and re-drawn digits answered digit, >= 90% of each non-digit
 family refused, re-drawn accuracy within 1 point of the originals.
@@ -58,6 +59,10 @@ def table(results: list[dict]) -> str:
     for index, row in enumerate(results[0]["verdicts"]["non_digits"]):
         shares = [r["verdicts"]["non_digits"][index]["answered_not_a_digit"] for r in results]
         rows.append((f"{row['family']}: refused", shares, ">= 90%", lambda v: v >= 0.90))
+    for index, row in enumerate(results[0]["verdicts"].get("reviewed", [])):
+        shares = [r["verdicts"]["reviewed"][index]["answered_not_a_digit"] for r in results]
+        name = f"{row['family']}, less {row['read_as_digit']} read as digits: refused"
+        rows.append((name, shares, ">= 90%", lambda v: v >= 0.90))
     width = max(len(name) for name, *_ in rows) + 2
     lines = [f"{'figure':<{width}}" + "".join(f"{r['checkpoint']:>26}" for r in results) + "  target"]
     for name, values, target, met in rows:

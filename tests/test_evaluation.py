@@ -169,6 +169,30 @@ def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, sma
     assert "<h2>Calibration</h2>" in page and "<h2>Digit or not</h2>" in page
 
 
+def test_refusal_is_also_measured_on_what_reviewers_read_as_no_digit(report, metrics, small_checkpoint):
+    from mnist_classifier.honesty import REVIEWED_DIR
+    from mnist_classifier.reader import load_predictor
+
+    predictor, threshold = load_predictor(small_checkpoint), metrics["verdicts"]["reject_threshold"]
+    rows = {row["family"]: row for row in metrics["verdicts"]["reviewed"]}
+    stored = sorted(REVIEWED_DIR.glob("*.npz"))
+    assert {"fragment", "scribble"} <= {path.stem for path in stored} == set(rows)
+    for path in stored:
+        with np.load(path) as review:
+            images, reads_as_digit, votes = review["images"], review["reads_as_digit"], review["votes"]
+            reviewers = review["reviewers"]
+        assert images.shape == (1000, 28, 28) and images.dtype == np.uint8
+        assert votes.shape == (1000, 3) and len(set(reviewers)) == 3
+        assert (reads_as_digit == ((votes >= 0).sum(axis=1) >= 2)).all()  # most of three reviewers
+        assert 0 < reads_as_digit.sum() < 500
+        row = rows[path.stem]
+        assert row["images"] == (~reads_as_digit).sum() and row["read_as_digit"] == reads_as_digit.sum()
+        refused = predictor.assess(images[~reads_as_digit])[1] < threshold
+        assert row["answered_not_a_digit"] == pytest.approx(refused.mean())
+    assert "less what reviewers read as a digit" in report[1]
+    assert "less what reviewers read as a digit" in (report[0] / "report.html").read_text()
+
+
 def test_the_fooled_figure_shows_the_most_convincing_non_digits_that_passed(report, small_checkpoint):
     from mnist_classifier.honesty import FOOLED_SHOWN
     from mnist_classifier.reader import load_predictor

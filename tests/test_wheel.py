@@ -20,7 +20,8 @@ from .conftest import REPO_ROOT
 MAX_WHEEL_BYTES = 10 * 1024 * 1024
 SHIPPED = ("mnist_classifier/bundled/simple_cnn.onnx", "mnist_classifier/bundled/simple_cnn.pth",
            "mnist_classifier/bundled/provenance.json", "mnist_classifier/demo/static/index.html",
-           "mnist_classifier/py.typed")
+           "mnist_classifier/py.typed", "mnist_classifier/reviewed/fragment.npz",
+           "mnist_classifier/reviewed/scribble.npz")
 EXAMPLE = """
 import json, mnist_classifier
 reader = mnist_classifier.load()

@@ -239,5 +239,11 @@ def _honesty_html(summary: dict[str, Any]) -> list[str]:
                    "<th>answered not a digit</th></tr>")
         out += [f"<tr><td class='name'>{html.escape(row['family'])}</td><td>{row['images']:,}</td>"
                 f"<td>{row['answered_not_a_digit']:.2%}</td></tr>" for row in verdicts["non_digits"]]
+        if verdicts.get("reviewed"):
+            out.append("<tr><th class='name'>the same, less what reviewers read as a digit</th><th>images</th>"
+                       "<th>answered not a digit</th></tr>")
+            out += [f"<tr><td class='name'>{html.escape(row['family'])} ({row['read_as_digit']} digits left out)</td>"
+                    f"<td>{row['images']:,}</td><td>{row['answered_not_a_digit']:.2%}</td></tr>"
+                    for row in verdicts["reviewed"]]
         out.append("</table>")
     return out
