@@ -18,7 +18,8 @@ and "not a digit" without retraining.
   through, most convincing first, become evaluate's `fooled.png`. Generated non-digits
   can be digits after all (a coil with a tail is a 6); for the families in `reviewed/`,
   where three reviewers judged each held-out image by eye (scripts/review_non_digits.py),
-  refusal is also measured on those most of them read as no digit.
+  refusal is also measured on those most of them read as no digit, and fooled.png shows
+  the ones let through among those.
 """
 from __future__ import annotations
 
@@ -107,27 +108,38 @@ def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "da
     fashion = _fashion_test_items(data_dir)
     if fashion is not None:
         families.append(("clothes (Fashion-MNIST, never trained on)", fashion_as_ink(fashion)))
-    non_digits, fooled = [], {}
+    reviewed = _reviewed_non_digits()
+    non_digits, reviewed_rows, fooled = [], [], {}
     for name, images in families:
         probs, scores = predictor.assess(images)
         non_digits.append(_non_digit_row(name, scores, threshold))
-        passed = np.flatnonzero(_passes(scores, threshold))
-        shown = passed[np.argsort(-scores[passed], kind="stable")][:FOOLED_SHOWN]
-        fooled[name] = (images[shown], probs[shown])
+        if name in reviewed:  # then show what fooled it among what reviewers call no digit
+            images, read_as_digit = reviewed[name]
+            probs, scores = predictor.assess(images)
+            reviewed_rows.append({**_non_digit_row(name, scores, threshold), "read_as_digit": read_as_digit})
+            name = f"{name} (reviewed)"
+        fooled[name] = _most_convincing(images, probs, scores, threshold)
     table = {"reject_threshold": threshold, "digits": digits, "non_digits": non_digits,
-             "reviewed": _reviewed_rows(predictor, threshold), "fashion_mnist_missing": fashion is None}
+             "reviewed": reviewed_rows, "fashion_mnist_missing": fashion is None}
     return Verdicts(table, fooled)
 
 
-def _reviewed_rows(predictor: Predictor, threshold: float | None) -> list[dict[str, Any]]:
-    """Refusal on the held-out non-digits most reviewers read as no digit (REVIEWED_DIR)."""
-    rows = []
+def _reviewed_non_digits() -> dict[str, tuple[np.ndarray, int]]:
+    """family -> (its reviewed images most reviewers read as no digit, how many they read as digits)."""
+    found = {}
     for path in sorted(REVIEWED_DIR.glob("*.npz")):
         with np.load(path) as stored:
             images, reads_as_digit = stored["images"], stored["reads_as_digit"]
-        _, scores = predictor.assess(images[~reads_as_digit])
-        rows.append({**_non_digit_row(path.stem, scores, threshold), "read_as_digit": int(reads_as_digit.sum())})
-    return rows
+        found[path.stem] = (images[~reads_as_digit], int(reads_as_digit.sum()))
+    return found
+
+
+def _most_convincing(images: np.ndarray, probs: np.ndarray, scores: np.ndarray,
+                     threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The FOOLED_SHOWN non-digits let through with the highest digit scores, and their probabilities."""
+    passed = np.flatnonzero(_passes(scores, threshold))
+    shown = passed[np.argsort(-scores[passed], kind="stable")][:FOOLED_SHOWN]
+    return images[shown], probs[shown]
 
 
 def held_out_family(name: str, test: Split) -> np.ndarray:

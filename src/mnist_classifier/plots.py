@@ -308,7 +308,9 @@ def fooled_figure(fooled: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
     for ax in grid.ravel():
         ax.set_axis_off()
     for row, (family, (images, probs)) in zip(grid, fooled.items()):
-        row[0].text(1.0, 0.5, family.split(" (")[0], ha="right", va="center", fontsize=10)
+        name, _, detail = family.partition(" (")  # "clothes (Fashion-MNIST, ...)" is too long for the margin
+        label = f"{name}\n(reviewed)" if detail == "reviewed)" else name
+        row[0].text(1.0, 0.5, label, ha="right", va="center", fontsize=10)
         if len(images) == 0:
             row[1].text(0.0, 0.5, "none: every one refused", ha="left", va="center", fontsize=9, color="#555")
         for ax, image, prob in zip(row[1:], images, probs):
