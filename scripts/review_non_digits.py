@@ -66,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 def read_votes(path: Path, count: int) -> np.ndarray:
     """(count,) the digit the reviewer read in each image, -1 where none."""
     votes = np.full(count, -1, np.int8)
-    for line in path.read_text().split("\n"):
-        if line.strip():
-            index, digit = (int(part) for part in line.split())
-            votes[index] = digit
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not all(part.isdigit() for part in parts) or int(parts[0]) >= count or int(parts[1]) > 9:
+            raise SystemExit(f"error: {path}:{number}: {line.strip()!r} is not `index digit` "
+                             f"(index 0-{count - 1}, digit 0-9); fix the line and store again")
+        votes[int(parts[0])] = int(parts[1])
     return votes
 
 
