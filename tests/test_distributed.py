@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from mnist_classifier.training import train
 from .conftest import DATA_DIR, REPO_ROOT
 from .test_training import quiet, small_config
 
+GLOO_ABORT = "terminate called without an active exception"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
@@ -34,6 +36,13 @@ def failure_text(done) -> str:
 def two_process_run(tmp_path_factory, mnist_raw_dir):
     folder = tmp_path_factory.mktemp("ddp")
     done = torchrun_train(folder)
+    if done.returncode != 0 and GLOO_ABORT in done.stderr:
+        # Seen once in ~20 runs (4 Dec, a loaded 2-core machine): one rank aborted in torch's
+        # native code, no Python traceback. Not this project's code: the same job once more,
+        # in a clean folder. Any other failure, or a second abort, fails the test.
+        shutil.rmtree(folder)
+        folder.mkdir()
+        done = torchrun_train(folder)
     assert done.returncode == 0, failure_text(done)
     return folder, done
 
