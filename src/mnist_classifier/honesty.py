@@ -113,12 +113,13 @@ def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "da
     for name, images in families:
         probs, scores = predictor.assess(images)
         non_digits.append(_non_digit_row(name, scores, threshold))
-        if name in reviewed:  # then show what fooled it among what reviewers call no digit
-            images, read_as_digit = reviewed[name]
-            probs, scores = predictor.assess(images)
-            reviewed_rows.append({**_non_digit_row(name, scores, threshold), "read_as_digit": read_as_digit})
-            name = f"{name} (reviewed)"
-        fooled[name] = _most_convincing(images, probs, scores, threshold)
+        if name not in reviewed:
+            fooled[name] = _most_convincing(images, probs, scores, threshold)
+            continue
+        kept, read_as_digit = reviewed[name]  # fooled.png then shows what fooled it among these
+        kept_probs, kept_scores = predictor.assess(kept)
+        reviewed_rows.append({**_non_digit_row(name, kept_scores, threshold), "read_as_digit": read_as_digit})
+        fooled[f"{name} (reviewed)"] = _most_convincing(kept, kept_probs, kept_scores, threshold)
     table = {"reject_threshold": threshold, "digits": digits, "non_digits": non_digits,
              "reviewed": reviewed_rows, "fashion_mnist_missing": fashion is None}
     return Verdicts(table, fooled)
@@ -192,11 +193,15 @@ def verdict_text(report: dict[str, Any]) -> str:
               for row in report["non_digits"]]
     if report.get("reviewed"):
         lines.append(f"  {'less what reviewers read as a digit':<38} {'images':>7} {'answered not_a_digit':>20}")
-        lines += [f"  {row['family'] + ' (' + str(row['read_as_digit']) + ' digits left out)':<38} {row['images']:>7,}"
-                  f" {row['answered_not_a_digit']:>20.2%}" for row in report["reviewed"]]
+        lines += [f"  {reviewed_label(row):<38} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
+                  for row in report["reviewed"]]
     if report.get("fashion_mnist_missing"):
         lines.append("  (clothes: Fashion-MNIST is not on disk; `mnist-classifier data --dataset fashion-mnist` adds them)")
     return "\n".join(lines)
+
+
+def reviewed_label(row: dict[str, Any]) -> str:
+    return f"{row['family']} ({row['read_as_digit']} digits left out)"
 
 
 def calibration_text(report: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from .augment import AUGMENTATIONS
 from .datasets import DATASETS
 from .errors import UserError
 from .evaluation import METRICS, Evaluation
+from .honesty import reviewed_label
 from .plots import figure_png, fooled_figure, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
@@ -242,7 +243,7 @@ def _honesty_html(summary: dict[str, Any]) -> list[str]:
         if verdicts.get("reviewed"):
             out.append("<tr><th class='name'>the same, less what reviewers read as a digit</th><th>images</th>"
                        "<th>answered not a digit</th></tr>")
-            out += [f"<tr><td class='name'>{html.escape(row['family'])} ({row['read_as_digit']} digits left out)</td>"
+            out += [f"<tr><td class='name'>{html.escape(reviewed_label(row))}</td>"
                     f"<td>{row['images']:,}</td><td>{row['answered_not_a_digit']:.2%}</td></tr>"
                     for row in verdicts["reviewed"]]
         out.append("</table>")
