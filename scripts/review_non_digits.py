@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from mnist_classifier.data import load_data
-from mnist_classifier.honesty import REVIEWED_DIR, held_out_family, reviewed_path
+from mnist_classifier.honesty import REVIEWED_DIR, held_out_family, reads_as_digit, reviewed_path
 from mnist_classifier.outliers import TRAINING_FAMILIES
 
 SHEET_SIDE = 10  # images per row and column of a contact sheet
@@ -53,12 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     votes = np.stack([read_votes(path, len(images)) for path in args.votes], axis=1)
-    # A digit when most reviewers read it as one: a lone reading is not enough to excuse the model.
-    reads_as_digit = (votes >= 0).sum(axis=1) * 2 > votes.shape[1]
     REVIEWED_DIR.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(reviewed_path(args.family), images=images, reads_as_digit=reads_as_digit, votes=votes,
+    np.savez_compressed(reviewed_path(args.family), images=images, votes=votes,
                         reviewers=np.array([path.stem for path in args.votes]))
-    print(f"{reviewed_path(args.family)}: {len(images)} images, {reads_as_digit.sum()} read as digits by most "
+    print(f"{reviewed_path(args.family)}: {len(images)} images, {reads_as_digit(votes).sum()} read as digits by most "
           f"of {votes.shape[1]} reviewers (by any: {(votes >= 0).any(axis=1).sum()})")
     return 0
 

@@ -179,11 +179,10 @@ def test_refusal_is_also_measured_on_what_reviewers_read_as_no_digit(report, met
     assert {"fragment", "scribble"} <= {path.stem for path in stored} == set(rows)
     for path in stored:
         with np.load(path) as review:
-            images, reads_as_digit, votes = review["images"], review["reads_as_digit"], review["votes"]
-            reviewers = review["reviewers"]
+            images, votes, reviewers = review["images"], review["votes"], review["reviewers"]
         assert images.shape == (1000, 28, 28) and images.dtype == np.uint8
         assert votes.shape == (1000, 3) and len(set(reviewers)) == 3
-        assert (reads_as_digit == ((votes >= 0).sum(axis=1) >= 2)).all()  # most of three reviewers
+        reads_as_digit = (votes >= 0).sum(axis=1) >= 2  # most of three reviewers
         assert 0 < reads_as_digit.sum() < 500
         row = rows[path.stem]
         assert row["images"] == (~reads_as_digit).sum() and row["read_as_digit"] == reads_as_digit.sum()

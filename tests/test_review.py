@@ -45,7 +45,7 @@ def test_store_keeps_what_most_reviewers_read_as_a_digit(review, held_out_pieces
     votes = [str(tmp_path / f"{name}.txt") for name in readings]
     assert review.main(["store", "--family", "fragment", "--votes", *votes, "--data-dir", str(DATA_DIR)]) == 0
     with np.load(tmp_path / "fragment.npz") as stored:
-        assert np.flatnonzero(stored["reads_as_digit"]).tolist() == [3, 10]  # 11 and 999: one reader each
+        assert np.flatnonzero(honesty.reads_as_digit(stored["votes"])).tolist() == [3, 10]  # 11, 999: one reader each
         assert stored["votes"][3].tolist() == [7, 7, 1] and list(stored["reviewers"]) == list(readings)
         assert (stored["images"] == held_out_pieces).all()
 

@@ -130,9 +130,15 @@ def _reviewed_non_digits() -> dict[str, tuple[np.ndarray, int]]:
     found = {}
     for path in sorted(REVIEWED_DIR.glob("*.npz")):
         with np.load(path) as stored:
-            images, reads_as_digit = stored["images"], stored["reads_as_digit"]
-        found[path.stem] = (images[~reads_as_digit], int(reads_as_digit.sum()))
+            images, digit = stored["images"], reads_as_digit(stored["votes"])
+        found[path.stem] = (images[~digit], int(digit.sum()))
     return found
+
+
+def reads_as_digit(votes: np.ndarray) -> np.ndarray:
+    """(N, reviewers) readings, -1 where a reviewer saw no digit -> (N,) True where most saw one.
+    A lone reading is not enough to excuse the model."""
+    return (votes >= 0).sum(axis=1) * 2 > votes.shape[1]
 
 
 def _most_convincing(images: np.ndarray, probs: np.ndarray, scores: np.ndarray,
