@@ -2,6 +2,8 @@
 
     python benchmarks/network_speed.py              # batch 64/128/144/256, channels-last vs NCHW, 6 rounds
     python benchmarks/network_speed.py --compile    # also torch.compile (slow to start: ~30 s on 2 cores)
+    python benchmarks/network_speed.py --bf16       # also bf16 autocast (fast only where the CPU has
+                                                    # avx512_bf16 / amx_bf16; ~7x slower on AVX2 alone)
 
 One training step (forward, cross-entropy, backward, AdamW) on a fixed random batch, timed
 for each configuration in turn, round after round, so that the machine's drifting speed hits
@@ -27,8 +29,9 @@ IMAGES_PER_ROUND = 2_304  # a multiple of every default batch size
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def training_step(batch: int, memory_format: torch.memory_format, compiled: bool):
-    """A closure doing one optimiser step of SimpleCNN on `batch` fixed images."""
+def training_step(batch: int, memory_format: torch.memory_format, compiled: bool, bf16: bool = False):
+    """A closure doing one optimiser step of SimpleCNN on `batch` fixed images (under bf16
+    autocast, as `train --precision bf16` does, when asked)."""
     torch.manual_seed(0)
     model = create_model("simple_cnn").to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -37,7 +40,8 @@ def training_step(batch: int, memory_format: torch.memory_format, compiled: bool
     labels = torch.randint(0, 10, (batch,))
 
     def step() -> None:
-        loss = F.cross_entropy(net(images), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -63,17 +67,19 @@ def header() -> str:
     flags = read_cpu_flags()
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
     return (f"{read_cpu_model()}, {os.cpu_count()} cores ({shown}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"fp32; load average before {os.getloadavg()[0]:.2f}")
+            f"load average before {os.getloadavg()[0]:.2f}")
 
 
-def run(batches=(64, 128, 144, 256), rounds: int = 6, compiled: bool = False) -> dict:
-    """Each batch size channels-last and NCHW (and compiled, if asked), measured interleaved."""
+def run(batches=(64, 128, 144, 256), rounds: int = 6, compiled: bool = False, bf16: bool = False) -> dict:
+    """Each batch size channels-last and NCHW in fp32 (and compiled, and bf16, if asked), interleaved."""
     configs: dict[str, tuple[int, object]] = {}
     for batch in batches:
         configs[f"batch {batch}, channels-last"] = (batch, training_step(batch, torch.channels_last, False))
         configs[f"batch {batch}, NCHW"] = (batch, training_step(batch, torch.contiguous_format, False))
         if compiled:
             configs[f"batch {batch}, channels-last, compiled"] = (batch, training_step(batch, torch.channels_last, True))
+        if bf16:
+            configs[f"batch {batch}, channels-last, bf16"] = (batch, training_step(batch, torch.channels_last, False, True))
     return {"header": header(), "rounds": rounds, "rates": measure(configs, rounds)}
 
 
@@ -82,7 +88,8 @@ def table(result: dict) -> str:
     for name, values in result["rates"].items():
         lines.append(f"{name:<40} {statistics.median(values):>16,.0f} {min(values):>7,.0f}-{max(values):<8,.0f}")
     lines += ["", f"{result['rounds']} rounds of {IMAGES_PER_ROUND:,} images per configuration, interleaved; "
-                  "forward + backward + AdamW on fixed random images (no data loading, no augmentation)"]
+                  "forward + backward + AdamW on fixed random images (no data loading, no augmentation); "
+                  "fp32 unless marked bf16 (autocast)"]
     return "\n".join(lines)
 
 
@@ -91,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 144, 256])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd channels-last steps")
+    parser.add_argument("--bf16", action="store_true", help="also time channels-last steps under bf16 autocast")
     args = parser.parse_args(argv)
     if args.rounds <= 0 or min(args.batches) <= 0:
         parser.error("--rounds and --batches must be positive")
-    print(table(run(args.batches, args.rounds, args.compile)))
+    print(table(run(args.batches, args.rounds, args.compile, args.bf16)))
     return 0
 
 

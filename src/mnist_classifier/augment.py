@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .hardware import to_device
 
 MAX_SHIFT_PIXELS = 2.0
 MAX_ROTATION_DEGREES = 10.0
@@ -24,7 +25,7 @@ SCALE_RANGE = (0.9, 1.1)
 def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """images: (B, 1, H, W) float in [0, 1] -> same shape, each image moved a little."""
     batch, _, height, width = images.shape
-    draws = torch.rand(batch, 4, generator=generator, device=generator.device).to(images.device)
+    draws = to_device(torch.rand(batch, 4, generator=generator, device=generator.device), images.device)
     angle = (draws[:, 0] * 2 - 1) * math.radians(MAX_ROTATION_DEGREES)
     low, high = SCALE_RANGE
     # grid_sample maps output -> input coordinates, so a zoom of s needs 1/s here.
@@ -51,7 +52,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
     Whole-pixel moves and a mirror land on pixel centres, so sampling copies pixels exactly.
     """
     batch, _, height, width = images.shape
-    draws = torch.rand(batch, 3, generator=generator, device=generator.device).to(images.device)
+    draws = to_device(torch.rand(batch, 3, generator=generator, device=generator.device), images.device)
     span = 2 * MAX_CROP_SHIFT_PIXELS + 1
     shift_x = (draws[:, 0] * span).floor().clamp_(max=span - 1) - MAX_CROP_SHIFT_PIXELS
     shift_y = (draws[:, 1] * span).floor().clamp_(max=span - 1) - MAX_CROP_SHIFT_PIXELS

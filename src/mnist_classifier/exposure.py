@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import Split
+from .hardware import to_device
 
 # Non-digits generated per run at most (~1 ms each, so ~11 s on 2 cores); more steps reuse
 # them, each time through the random affine augmentation afresh.
@@ -69,15 +70,15 @@ class Exposure:
             return images
         from .strokes import random_pen_widths, redraw
 
-        chosen = torch.rand(len(indices), generator=generator) < self.pen_share
-        if not chosen.any():
+        # Positions, not a boolean mask, on the device: indexing by a mask there makes the
+        # host wait for the GPU to count the chosen images.
+        positions = (torch.rand(len(indices), generator=generator) < self.pen_share).nonzero().squeeze(1)
+        if len(positions) == 0:
             return images
-        picked = indices[chosen.to(indices.device)]
-        widths = random_pen_widths(int(chosen.sum()), generator)
-        redrawn = redraw(self.distances[picked], widths.to(self.distances.device))
-        images = images.clone()
-        images[chosen.to(images.device)] = (redrawn * 255).round_().to(torch.uint8)
-        return images
+        positions = to_device(positions, indices.device)
+        widths = random_pen_widths(len(positions), generator)
+        redrawn = redraw(self.distances[indices[positions]], to_device(widths, self.distances.device))
+        return images.index_copy(0, positions, (redrawn * 255).round_().to(torch.uint8))
 
     def non_digits(self, batch_size: int, generator: torch.Generator) -> torch.Tensor | None:
         """Non-digits to append to a batch of `batch_size` digits, or None when exposure is off."""
@@ -85,7 +86,7 @@ class Exposure:
             return None
         count = outliers_per_step(batch_size, self.outlier_fraction)
         picked = torch.randint(len(self.outliers), (count,), generator=generator)
-        return self.outliers[picked.to(self.outliers.device)]
+        return self.outliers[to_device(picked, self.outliers.device)]
 
 
 def outliers_per_step(batch_size: int, fraction: float) -> int:

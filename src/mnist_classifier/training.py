@@ -284,7 +284,7 @@ class Trainer:
             self.scheduler.step()
         correct = (logits.detach().argmax(1) == labels).sum()
         return torch.stack((loss.detach().double() * len(labels), correct.double(),
-                            torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device)))
+                            torch.full((), float(len(labels)), dtype=torch.float64, device=labels.device)))
 
     def log_batch(self, global_step: int, batch_totals: torch.Tensor) -> None:
         if self.run_log is not None:
