@@ -321,3 +321,25 @@ def test_an_existing_report_folder_keeps_other_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "report.html"]
     assert (out / "metrics.json").read_text() == "new" and (out / "notes.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
+
+
+def test_the_measured_sets_are_built_once_per_test_split_and_kept_read_only(mnist_data):
+    from mnist_classifier import honesty
+    from mnist_classifier.data import Split, load_data
+    from mnist_classifier.outliers import TRAINING_FAMILIES
+    from mnist_classifier.strokes import PEN_WIDTHS_BENCHMARK, uniform_pen_images
+
+    test = mnist_data.test
+    sets = honesty.measured_sets(test)
+    assert honesty.measured_sets(load_data(DATA_DIR, log=lambda _line: None).test) is sets  # same split, loaded again
+    digit_sets, families = sets
+    assert [name for name, _ in families] == list(TRAINING_FAMILIES)
+    assert all(not images.flags.writeable for _, images in digit_sets + families)
+    for (_, redrawn), width in zip(digit_sets[1:], PEN_WIDTHS_BENCHMARK):  # the skeletons found once serve each pen
+        assert np.array_equal(redrawn[:40], uniform_pen_images(test.images[:40], width).numpy())
+    one_pixel_off = test.images.clone()
+    one_pixel_off[0, 0, 0] += 1
+    relabelled = test.labels.clone()
+    relabelled[0] = (relabelled[0] + 1) % 10
+    digests = {honesty.split_digest(split) for split in (test, Split(one_pixel_off, test.labels), Split(test.images, relabelled))}
+    assert len(digests) == 3  # any other split gets sets of its own
