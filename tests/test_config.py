@@ -1,6 +1,6 @@
 import pytest
 
-from mnist_classifier.config import resolve_config
+from mnist_classifier.config import config_from_dict, resolve_config
 from mnist_classifier.errors import UserError
 
 
@@ -15,7 +15,8 @@ def test_model_flag_picks_that_models_recipe():
     assert resolve_config(None, {"model_name": "improved_cnn"}).epochs >= 6
 
 
-@pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -4), ("learning_rate", 0.0), ("device", "tpu")])
+@pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -4), ("learning_rate", 0.0), ("device", "tpu"),
+                                       ("outlier_target", "zero")])
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})
@@ -37,3 +38,11 @@ def test_a_dataset_with_its_own_recipe_gets_it_and_others_fall_back():
     fashion = resolve_config(None, {"dataset": "fashion-mnist"})
     assert fashion.dataset == "fashion-mnist" and fashion.epochs == 12 and not fashion.augment
     assert resolve_config(None, {"dataset": "mnist"}).epochs == 3
+
+
+def test_a_checkpoint_from_before_outlier_target_keeps_the_uniform_target_it_trained_with():
+    before = resolve_config(None, {}).to_dict()
+    del before["outlier_target"]
+    assert config_from_dict(before).outlier_target == "uniform"
+    assert config_from_dict(resolve_config(None, {}).to_dict()).outlier_target == "class"
+    assert resolve_config(None, {}).outlier_target == "class"  # what `train` does today

@@ -116,3 +116,29 @@ def test_fashion_items_are_fitted_and_blank_ones_dropped(mnist_data):
     assert fitted.shape == (2, 28, 28) and fitted.dtype == np.uint8
     rows = np.flatnonzero(fitted[0].any(axis=1))
     assert rows[-1] - rows[0] + 1 == 20  # to_mnist's 20-px box, not fill_frame's 28
+
+
+def test_the_not_a_digit_class_is_an_eleventh_logit_fixed_at_zero():
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from mnist_classifier.exposure import Exposure
+
+    exposure = Exposure(outlier_weight=0.25, target="class")
+    labels = torch.tensor([3])
+    # worked by hand: all logits 0 -> each of the 11 classes 1/11, so each cross-entropy is log 11
+    flat = exposure.loss(torch.zeros(2, 10), labels, label_smoothing=0.0)
+    assert flat.item() == pytest.approx(math.log(11) * (1 + 0.25))
+    logits = torch.randn(5, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = exposure.loss(logits, torch.tensor([1, 7]), label_smoothing=0.1)
+    eleven = torch.cat((logits, torch.zeros(5, 1)), dim=1)
+    expected = (F.cross_entropy(eleven[:2], torch.tensor([1, 7]), label_smoothing=0.1)
+                + 0.25 * F.cross_entropy(eleven[2:], torch.full((3,), 10)))
+    assert loss.item() == pytest.approx(expected.item())
+    loss.backward()
+    assert (logits.grad[2:] > 0).all()  # every non-digit's digit logits are pushed down, towards "not a digit"
+    # without non-digits in the batch it is the plain 10-class loss (clothes train so)
+    assert exposure.loss(logits[:2], torch.tensor([1, 7]), 0.1).item() == pytest.approx(
+        F.cross_entropy(logits[:2], torch.tensor([1, 7]), label_smoothing=0.1).item())

@@ -23,6 +23,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
+OUTLIER_TARGETS = ("class", "uniform")  # exposure.py
 
 
 @dataclass
@@ -35,10 +36,11 @@ class TrainConfig:
     limit_train: int | None = None  # train on the first N images (quick runs)
     augment: bool = True  # batched random affine: shift, rotate, scale
     # honest answers, for datasets of drawings (exposure.py): digits re-drawn with a uniform pen,
-    # and generated non-digits pushed towards a uniform prediction
+    # and generated non-digits taught as "not a digit"
     pen_redraw: float = 0.25  # share of each batch's digits re-drawn along their skeleton
     outlier_fraction: float = 0.125  # non-digits added per digit in a batch (16 to a batch of 128)
-    outlier_weight: float = 0.5  # weight of their loss; 0 turns outlier exposure off
+    outlier_weight: float = 0.25  # weight of their loss; 0 turns outlier exposure off
+    outlier_target: str = "class"  # what non-digits learn: a "not a digit" class, or a "uniform" guess
     # optimisation
     epochs: int = 3
     batch_size: int = 128
@@ -79,6 +81,7 @@ class TrainConfig:
             raise UserError(f"val_size must be >= 0, got {self.val_size!r}")
         _check_model(self.model_name)
         get_dataset_spec(self.dataset)
+        _check_choice("outlier_target", self.outlier_target, OUTLIER_TARGETS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
@@ -143,4 +146,7 @@ def resolve_config(
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild the config stored in a checkpoint, ignoring keys a newer version added."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+    values = {k: v for k, v in values.items() if k in known}
+    if "outlier_weight" in values:  # trained before outlier_target existed: non-digits learnt a uniform guess
+        values.setdefault("outlier_target", "uniform")
+    return TrainConfig(**values)

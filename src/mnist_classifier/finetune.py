@@ -12,8 +12,8 @@ Owns the arrow "labelled drawings -> finetune -> models/<model>_user_best.pth" o
    other examples and as many MNIST training images (replay: on the benchmark writer, 100
    steps without it cost 0.75 point of MNIST test accuracy, with it 0.02), both through
    training's light random affine, plus, when the base recipe used them, generated
-   non-digits pushed towards a uniform prediction (exposure.py), so that "not a digit"
-   still works afterwards.
+   non-digits taught what the base taught them (exposure.py: the "not a digit" class, or
+   a uniform guess for older checkpoints), so that "not a digit" still works afterwards.
 3. Recalibrate the temperature and the refusal threshold (calibration.py) on the MNIST
    validation split, as training does.
 4. Write a new checkpoint (checkpoint.py: atomic), its provenance under "finetune"; the
@@ -38,7 +38,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .bundled import BUNDLED_CHECKPOINT, TRAINED_CHECKPOINT, USER_CHECKPOINT, sha256_of
@@ -49,7 +48,7 @@ from .data import Normalization, Split, load_data, load_local_split, to_model_in
 from .datasets import USER_DIGITS, get_dataset_spec
 from .errors import UserError
 from .evaluation import SplitScore, compute_logits, score_split
-from .exposure import Exposure, uniformity_loss
+from .exposure import Exposure
 from .training import check_writable
 
 HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
@@ -275,7 +274,7 @@ def non_digit_exposure(config: TrainConfig, replay: Split) -> Exposure:
     # Training's own family generators; seeded apart from training's pool and from evaluate's held-out seeds.
     pool = generate_outliers(OUTLIER_POOL, seed=config.seed + 1, digits=(replay.images.numpy(), replay.labels.numpy()))
     return Exposure(outlier_fraction=config.outlier_fraction, outlier_weight=config.outlier_weight,
-                    outliers=torch.from_numpy(pool))
+                    target=config.outlier_target, outliers=torch.from_numpy(pool))
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, digits: torch.Tensor, labels: torch.Tensor,
@@ -285,10 +284,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, digits: torch
     images = digits if non_digits is None else torch.cat((digits, non_digits))
     augment = generator if config.augment else None
     inputs = to_model_input(images, norm, augment).contiguous(memory_format=torch.channels_last)
-    logits = model(inputs)
-    loss = F.cross_entropy(logits[:len(labels)], labels, label_smoothing=config.label_smoothing)
-    if non_digits is not None:
-        loss = loss + exposure.outlier_weight * uniformity_loss(logits[len(labels):])
+    loss = exposure.loss(model(inputs), labels, config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -36,7 +35,7 @@ from .data import DataSplits, Normalization, epoch_order, load_data, to_model_in
 from .errors import CheckpointError, UserError
 from .evaluation import compute_logits, redrawn_validation_logits, score_split
 from .hardware import choose_precision
-from .exposure import Exposure, uniformity_loss
+from .exposure import Exposure
 from .models import create_model
 from .run_log import RunLog
 
@@ -274,9 +273,7 @@ class Trainer:
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.precision.autocast):
             all_logits = self.net(inputs)
             logits = all_logits[:len(labels)]
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
-            if non_digits is not None:
-                loss = loss + self.exposure.outlier_weight * uniformity_loss(all_logits[len(labels):])
+            loss = self.exposure.loss(all_logits, labels, self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
