@@ -23,7 +23,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
-OUTLIER_TARGETS = ("class", "uniform")  # exposure.py
+OUTLIER_TARGETS = ("uniform", "class")  # exposure.py
 
 
 @dataclass
@@ -36,11 +36,11 @@ class TrainConfig:
     limit_train: int | None = None  # train on the first N images (quick runs)
     augment: bool = True  # batched random affine: shift, rotate, scale
     # honest answers, for datasets of drawings (exposure.py): digits re-drawn with a uniform pen,
-    # and generated non-digits taught as "not a digit"
+    # and generated non-digits pushed towards a uniform guess
     pen_redraw: float = 0.25  # share of each batch's digits re-drawn along their skeleton
     outlier_fraction: float = 0.125  # non-digits added per digit in a batch (16 to a batch of 128)
-    outlier_weight: float = 0.25  # weight of their loss; 0 turns outlier exposure off
-    outlier_target: str = "class"  # what non-digits learn: a "not a digit" class, or a "uniform" guess
+    outlier_weight: float = 0.5  # weight of their loss; 0 turns outlier exposure off
+    outlier_target: str = "uniform"  # what non-digits learn: a "uniform" guess, or a "not a digit" class
     # optimisation
     epochs: int = 3
     batch_size: int = 128
