@@ -101,7 +101,6 @@ class Exposure:
         picked = torch.randint(len(self.outliers), (count,), generator=generator)
         return self.outliers[to_device(picked, self.outliers.device)]
 
-
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
         """The training loss of a batch: `logits` are its digits' (labelled `labels`), then
         the non-digits non_digits() appended, if any."""

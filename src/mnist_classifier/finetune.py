@@ -12,8 +12,8 @@ Owns the arrow "labelled drawings -> finetune -> models/<model>_user_best.pth" o
    other examples and as many MNIST training images (replay: on the benchmark writer, 100
    steps without it cost 0.75 point of MNIST test accuracy, with it 0.02), both through
    training's light random affine, plus, when the base recipe used them, generated
-   non-digits taught what the base taught them (exposure.py: the "not a digit" class, or
-   a uniform guess for older checkpoints), so that "not a digit" still works afterwards.
+   non-digits taught what the base taught them (exposure.py: a uniform guess, or the "not
+   a digit" class for a base trained with it), so that "not a digit" still works afterwards.
 3. Recalibrate the temperature and the refusal threshold (calibration.py) on the MNIST
    validation split, as training does.
 4. Write a new checkpoint (checkpoint.py: atomic), its provenance under "finetune"; the
