@@ -28,10 +28,10 @@ DEFAULT_RUNS = ("uniform:0.5", "class:0.25")
 PAPER_DIGITS = 3000
 
 
-def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict) -> tuple[float, list[tuple[str, float]]]:
-    """(seconds of training, the figures) of one TARGET:WEIGHT run."""
+def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict, test,
+                      on_paper: np.ndarray) -> tuple[float, list[tuple[str, float]]]:
+    """(seconds of training, the figures) of one TARGET:WEIGHT run; `on_paper`: paper_digits of the test split."""
     from mnist_classifier.config import resolve_config
-    from mnist_classifier.data import load_data
     from mnist_classifier.honesty import verdict_report
     from mnist_classifier.reader import load_predictor
     from mnist_classifier.training import train
@@ -42,11 +42,9 @@ def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict) -> tu
                                        save_dir=str(folder / "models"), log_dir=str(folder / "runs"),
                                        data_dir=str(ROOT / "data"), **overrides))
     result = train(config, log=print)
-    test = load_data(ROOT / "data", log=lambda _line: None).test
     predictor = load_predictor(result.best_path)
     report = verdict_report(predictor, test, ROOT / "data").table
-    on_paper = predictor.assess(paper_digits(test.images.numpy()[:PAPER_DIGITS]))[1]
-    passed = float((on_paper >= predictor.calibration.reject_threshold).mean())
+    passed = float((predictor.assess(on_paper)[1] >= predictor.calibration.reject_threshold).mean())
     return sum(result.history["seconds"]), figures(report) + [("test digits drawn on paper: answered digit", passed)]
 
 
@@ -69,13 +67,16 @@ def figures(report: dict) -> list[tuple[str, float]]:
 
 
 def check_run(text: str) -> str:
+    from mnist_classifier.config import OUTLIER_TARGETS
+
     target, colon, weight = text.partition(":")
     try:
-        if target in ("class", "uniform") and colon and float(weight) >= 0:
+        if target in OUTLIER_TARGETS and colon and float(weight) >= 0:
             return text
     except ValueError:
         pass
-    raise argparse.ArgumentTypeError(f"{text!r}: give TARGET:WEIGHT, TARGET class or uniform, e.g. class:0.25")
+    raise argparse.ArgumentTypeError(f"{text!r}: give TARGET:WEIGHT, TARGET one of {', '.join(OUTLIER_TARGETS)}, "
+                                     "e.g. class:0.25")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-train", type=int, help="train on the first N images only")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("limit_train", args.limit_train)) if value}
+    from mnist_classifier.data import load_data
+
+    test = load_data(ROOT / "data", log=lambda _line: None).test
+    on_paper = paper_digits(test.images.numpy()[:PAPER_DIGITS])
     with tempfile.TemporaryDirectory() as scratch:
-        results = [(run, *train_and_measure(run, args.seed, Path(scratch), overrides)) for run in args.runs]
+        results = [(run, *train_and_measure(run, args.seed, Path(scratch), overrides, test, on_paper))
+                   for run in args.runs]
     print(f"\nSimpleCNN, the make-train recipe, seed {args.seed}" + "".join(f", {k} {v}" for k, v in overrides.items()))
     print(f"{'figure':<58}" + "".join(f"{run:>16}" for run, _, _ in results))
     print(f"{'seconds of training':<58}" + "".join(f"{seconds:>16.0f}" for _, seconds, _ in results))
