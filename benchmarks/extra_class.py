@@ -9,9 +9,12 @@ non-digits) but `outlier_target` and `outlier_weight` (exposure.py), given as TA
 The default compares the recipe (uniform:0.5) with the class at half the weight
 (class:0.25). Both models then go through the tables `evaluate` prints
 (honesty.verdict_report), each refusing by its own calibrated threshold, chosen by the same
-rule: 99.5% of validation digits pass, as written and re-drawn with an even pen. One more
-row: the first 3,000 test digits drawn large, dark on light paper (280 px) and brought back
-by `preprocess.to_mnist`, the path every user's drawing takes; calibration does not see it.
+rule: 99.5% of validation digits pass, as written and re-drawn with an even pen. Two more
+rows take the path every user's drawing takes, which calibration does not see: the first
+3,000 test digits drawn large (280 px), dark on light paper, and brought back by
+`preprocess.to_mnist`; once with crisp marker ink (the digit's half-ink outline at 10x)
+and once blurred (the 28 px digit enlarged bilinearly: ~1 px of blur at 28 px, like an
+out-of-focus photo, which to_mnist keeps).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ PAPER_DIGITS = 3000
 
 
 def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict, test,
-                      on_paper: np.ndarray) -> tuple[float, list[tuple[str, float]]]:
+                      on_paper: dict[str, np.ndarray]) -> tuple[float, list[tuple[str, float]]]:
     """(seconds of training, the figures) of one TARGET:WEIGHT run; `on_paper`: paper_digits of the test split."""
     from mnist_classifier.config import resolve_config
     from mnist_classifier.honesty import verdict_report
@@ -44,17 +47,22 @@ def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict, test,
     result = train(config, log=print)
     predictor = load_predictor(result.best_path)
     report = verdict_report(predictor, test, ROOT / "data").table
-    passed = float((predictor.assess(on_paper)[1] >= predictor.calibration.reject_threshold).mean())
-    return sum(result.history["seconds"]), figures(report) + [("test digits drawn on paper: answered digit", passed)]
+    threshold = predictor.calibration.reject_threshold
+    paper = [(f"test digits on paper, {kind}: answered digit", float((predictor.assess(images)[1] >= threshold).mean()))
+             for kind, images in on_paper.items()]
+    return sum(result.history["seconds"]), figures(report) + paper
 
 
-def paper_digits(images: np.ndarray) -> np.ndarray:
-    """MNIST digits as a user would photograph them (large, dark on light), through to_mnist."""
+def paper_digits(images: np.ndarray, crisp: bool) -> np.ndarray:
+    """MNIST digits drawn large (280 px), dark on light paper, through to_mnist; `crisp`: marker
+    ink (the half-ink outline), else the bilinear enlargement's soft edges."""
     from mnist_classifier.preprocess import to_mnist
 
-    side = 280
-    return np.stack([to_mnist(255 - cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)).image
-                     for image in images])
+    def on_paper(image: np.ndarray) -> np.ndarray:
+        big = cv2.resize(image, (280, 280), interpolation=cv2.INTER_LINEAR)
+        return np.where(big >= 128, 0, 255).astype(np.uint8) if crisp else 255 - big
+
+    return np.stack([to_mnist(on_paper(image)).image for image in images])
 
 
 def figures(report: dict) -> list[tuple[str, float]]:
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_classifier.data import load_data
 
     test = load_data(ROOT / "data", log=lambda _line: None).test
-    on_paper = paper_digits(test.images.numpy()[:PAPER_DIGITS])
+    first = test.images.numpy()[:PAPER_DIGITS]
+    on_paper = {"marker": paper_digits(first, crisp=True), "blurred": paper_digits(first, crisp=False)}
     with tempfile.TemporaryDirectory() as scratch:
         results = [(run, *train_and_measure(run, args.seed, Path(scratch), overrides, test, on_paper))
                    for run in args.runs]

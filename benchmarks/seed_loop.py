@@ -130,6 +130,7 @@ def seed_test(model, loader) -> float:
 def seed_worker(quick: bool, epochs: int) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
+    started = time.perf_counter()  # time to 99.2%: reading the data, training, the per-epoch tests
     train_loader, test_loader = seed_loaders(quick)
     torch.manual_seed(0)
     model = seed_model()
@@ -137,7 +138,6 @@ def seed_worker(quick: bool, epochs: int) -> dict:
     seen, train_seconds, accuracies, reached = 0, 0.0, [], None
     with tempfile.TemporaryDirectory() as scratch, open(os.devnull, "w") as bar_file:
         writer = SummaryWriter(scratch)
-        started = time.perf_counter()  # time to 99.2% counts training and the per-epoch tests
         for epoch in range(epochs):
             epoch_started = time.perf_counter()
             seen += seed_epoch(model, train_loader, optimizer, writer, epoch, bar_file)
@@ -157,14 +157,24 @@ def seed_worker(quick: bool, epochs: int) -> dict:
 def ours_worker(quick: bool, epochs: int) -> dict:
     from mnist_classifier.checkpoint import load_checkpoint
     from mnist_classifier.config import resolve_config
+    from mnist_classifier.data import Normalization, load_data
+    from mnist_classifier.evaluation import score_split
     from mnist_classifier.exposure import outliers_per_step
     from mnist_classifier.training import steps_per_epoch, train
 
     with tempfile.TemporaryDirectory() as scratch:
         config = resolve_config(None, dict(epochs=epochs, save_dir=f"{scratch}/models", log_dir=f"{scratch}/runs",
                                            data_dir=str(DATA_DIR), limit_train=QUICK_IMAGES if quick else None))
+        data = load_data(DATA_DIR, log=lambda _line: None)
+        norm = Normalization(data.spec.mean, data.spec.std)
+        tests: list[tuple[float, float]] = []  # (seconds since the start, test accuracy) after each epoch
+
+        def test_now(_epochs_done: int, model) -> None:
+            # What the seed's loop did after every epoch, timed the same way (its test counts)
+            tests.append((time.perf_counter() - started, score_split(model, data.test, norm).accuracy))
+
         started = time.perf_counter()
-        result = train(config, log=lambda _line: None)
+        result = train(config, log=lambda _line: None, after_epoch=test_now)
         wall = time.perf_counter() - started  # the whole call: data, training, calibration, test, checkpoints
         precision = load_checkpoint(result.best_path)["precision"]
     train_size = min(60_000 - config.val_size, config.limit_train or 60_000)
@@ -177,6 +187,8 @@ def ours_worker(quick: bool, epochs: int) -> dict:
     return {"images": seen, "train_seconds": train_seconds, "images_per_s": seen / train_seconds,
             "network_images_per_s": through_network / train_seconds,
             "val_accuracies": result.history["val_acc"], "test_accuracy": result.test_accuracy,
+            "test_accuracies": [accuracy for _, accuracy in tests],
+            "seconds_to_target": next((seconds for seconds, accuracy in tests if accuracy >= TARGET_ACCURACY), None),
             "wall_seconds": wall, "epochs": epochs, "train_size": train_size,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision}
 
@@ -227,18 +239,17 @@ def header(result: dict) -> str:
             f"precision: ours {precision['name']} ({precision['reason']}); seed loop fp32")
 
 
-def time_to_target(result: dict) -> tuple[str, str, str]:
-    """(ours, seed, ratio) as text: ours' figure is its whole run, an upper bound on its time to 99.2%."""
+def time_to_target(ours_seconds: float | None, result: dict) -> tuple[str, str, str]:
+    """(ours, seed, ratio) as text; `ours_seconds` None: ours never reached 99.2%."""
     ours, seed = result["ours"], result["seed"]
-    ours_text = (f"<= {ours['wall_seconds']:,.1f}" if ours["test_accuracy"] >= TARGET_ACCURACY
-                 else f"not in {ours['epochs']} ep")
+    ours_text = f"{ours_seconds:,.1f}" if ours_seconds is not None else f"not in {ours['epochs']} ep"
     seed_text = (f"{seed['seconds_to_target']:,.1f}" if seed["seconds_to_target"] is not None
                  else f"not in {seed['epochs']} ep")
-    if ours["test_accuracy"] < TARGET_ACCURACY:
+    if ours_seconds is None:
         return ours_text, seed_text, "n/a"
     if seed["seconds_to_target"] is None:  # the seed would need longer than its whole run
-        return ours_text, seed_text, f"< {ours['wall_seconds'] / seed['wall_seconds']:.2f}x"
-    return ours_text, seed_text, f"<= {ours['wall_seconds'] / seed['seconds_to_target']:.2f}x"
+        return ours_text, seed_text, f"< {ours_seconds / seed['wall_seconds']:.2f}x"
+    return ours_text, seed_text, f"{ours_seconds / seed['seconds_to_target']:.2f}x"
 
 
 def rows(result: dict) -> list[tuple[str, str, str, str, str, str]]:
@@ -260,8 +271,11 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str, str]]:
          f"{ours['train_seconds'] / ours['epochs'] / (seed['train_seconds'] / seed['epochs']):.2f}x", ""),
         ("training images per epoch", "images", f"{ours['train_size']:,}", f"{seed['train_size']:,}", "",
          "ours holds out 5,000 for validation" if not result["quick"] else "first 10,000"),
-        numbers("test accuracy, last epoch", "%", "test_accuracy", 100, target=">= 99.2", places=2),
-        ("time to 99.2% test", "s", *time_to_target(result), "<= 0.20x"),
+        numbers("test accuracy at the end", "%", "test_accuracy", 100, target=">= 99.2", places=2),
+        ("time to 99.2% test", "s", *time_to_target(ours["seconds_to_target"], result), "<= 0.20x"),
+        ("  whole train() call", "s",
+         *time_to_target(ours["wall_seconds"] if ours["test_accuracy"] >= TARGET_ACCURACY else None, result),
+         "+ calibration, final test"),
         numbers("whole run, wall clock", "s", "wall_seconds"),
         numbers("peak RSS, main process", "MB", "peak_rss_mb", target="lower"),
         ("peak RSS, largest child", "MB", f"{ours['peak_child_rss_mb']:,.1f}", f"{seed['peak_child_rss_mb']:,.1f}",
@@ -281,11 +295,13 @@ def table(result: dict) -> str:
     for figure, unit, mine, theirs, ratio, target in rows(result):
         lines.append(f"{figure:<26} {unit:<9} {mine:>12} {theirs:>12} {ratio:>8}  {target}")
     seed_by_epoch = ", ".join(f"{100 * accuracy:.2f}%" for accuracy in result["seed"]["test_accuracies"])
-    ours_by_epoch = ", ".join(f"{100 * accuracy:.2f}%" for accuracy in result["ours"]["val_accuracies"])
+    ours_by_epoch = ", ".join(f"{100 * accuracy:.2f}%" for accuracy in result["ours"]["test_accuracies"])
     lines += ["", f"seed loop test accuracy after each epoch: {seed_by_epoch}",
-              f"ours validation accuracy after each epoch: {ours_by_epoch} (ours is tested once, at the end)",
-              "time to 99.2%: ours is its whole train() call (data, training, calibration, test, checkpoints), "
-              "an upper bound; the seed loop's is training plus its per-epoch tests until one reached 99.2%",
+              f"ours test accuracy after each epoch: {ours_by_epoch} (the last row's figure is the best "
+              "checkpoint's, chosen on validation)",
+              "time to 99.2%, both loops: from reading MNIST to the end of the first per-epoch test at >= 99.2% "
+              "(ours includes its set-up: skeletons and generated non-digits); the whole train() call adds "
+              "calibration, the final test and the checkpoints",
               TARGETS]
     return "\n".join(lines)
 

@@ -102,6 +102,18 @@ def test_distances_of_an_image_do_not_depend_on_its_batch(digits, distances):
         assert torch.equal(skeleton_distances(digits[i:i + 1])[0], distances[i])
 
 
+def test_distances_are_the_same_on_one_thread_as_on_several(digits, distances):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = skeleton_distances(digits)
+        torch.set_num_threads(3)  # three chunks: boundaries that no flood-fill chunk has
+        three_threads = skeleton_distances(digits)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one_thread, distances) and torch.equal(three_threads, distances)
+
+
 def centres_of_mass(images: torch.Tensor) -> torch.Tensor:
     """(N, H, W) -> (N, 2) (row, column) of each image's ink."""
     rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
@@ -140,6 +152,8 @@ def test_an_all_black_image_is_redrawn_empty_and_leaves_its_batch_alone(digits):
     assert (redrawn[0] == 0).all()
     assert torch.equal(redrawn[1], uniform_pen_images(digits[:1], 2.5)[0])
     assert skeleton_distances(batch[:0]).shape == (0, 28, 28)
+    blank_stack = torch.zeros(40, 28, 28, dtype=torch.uint8)  # more than one thinning stack, on any thread count
+    assert (skeleton_distances(blank_stack) == FAR).all()
 
 
 def test_random_pen_widths_are_seeded_and_span_the_range():

@@ -28,10 +28,20 @@ def quiet(_line):
 
 
 def test_short_run_learns_far_above_chance(tmp_path, mnist_raw_dir):
-    result = train(small_config(tmp_path, limit_train=3000, epochs=2), log=quiet)
+    seen = []  # (epochs done, the weights the hook was shown)
+
+    def after_epoch(epochs_done, model):
+        seen.append((epochs_done, {key: value.clone() for key, value in model.state_dict().items()}))
+
+    result = train(small_config(tmp_path, limit_train=3000, epochs=2), log=quiet, after_epoch=after_epoch)
     assert result.best_val_accuracy > 0.90
     assert result.test_accuracy > 0.90
     assert len(result.history["val_acc"]) == 2
+    # The hook (benchmarks/seed_loop.py tests there) sees each epoch's model as it was checkpointed
+    assert [epochs_done for epochs_done, _ in seen] == [1, 2]
+    last = load_checkpoint(result.last_path)["model_state_dict"]
+    assert all(torch.equal(seen[-1][1][key], tensor) for key, tensor in last.items())
+    assert not all(torch.equal(seen[0][1][key], tensor) for key, tensor in last.items())
 
 
 def test_resume_continues_exactly(tmp_path, mnist_raw_dir):

@@ -41,6 +41,7 @@ from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model being trained)
 
 
 class TrainingInterrupted(Exception):
@@ -322,7 +323,7 @@ class Trainer:
             self.state.run_dir = Path(self.config.log_dir) / f"{self.stem}_{stamp}"
         self.run_log = RunLog(self.state.run_dir, self.config.to_dict(), self.state.start_epoch, self.steps)
 
-    def fit(self, stop_after_epochs: int | None = None) -> int:
+    def fit(self, stop_after_epochs: int | None = None, after_epoch: EpochHook | None = None) -> int:
         """Train the remaining epochs; returns the number of epochs completed overall."""
         last = self.config.epochs
         if stop_after_epochs is not None:
@@ -330,6 +331,8 @@ class Trainer:
         for epoch in range(self.state.start_epoch, last):
             train_loss, train_acc, rate, seconds = self.train_one_epoch(epoch)
             self.end_epoch(epoch, train_loss, train_acc, rate, seconds)
+            if after_epoch is not None and self.ctx.is_main:
+                after_epoch(epoch + 1, self.model)
         return last
 
     def test_best(self) -> tuple[float, float]:
@@ -353,8 +356,12 @@ def train(
     resume_payload: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     stop_after_epochs: int | None = None,
+    after_epoch: EpochHook | None = None,
 ) -> TrainResult | None:
-    """Run (or continue) training; returns None on ranks other than 0."""
+    """Run (or continue) training; returns None on ranks other than 0.
+
+    `after_epoch(epochs_done, model)` runs on rank 0 after each epoch's checkpoint is saved
+    (benchmarks/seed_loop.py tests the model there, as the seed's loop did every epoch)."""
     config.validate()
     for directory in (config.save_dir, config.log_dir):
         check_writable(directory)
@@ -384,7 +391,7 @@ def train(
                   f"precision {trainer.precision.name} ({trainer.precision.reason})")
             speak("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
         try:
-            epochs_done = trainer.fit(stop_after_epochs)
+            epochs_done = trainer.fit(stop_after_epochs, after_epoch)
         except KeyboardInterrupt:
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
         distributed.barrier()
