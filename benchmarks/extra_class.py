@@ -12,9 +12,9 @@ The default compares the recipe (uniform:0.5) with the class at half the weight
 rule: 99.5% of validation digits pass, as written and re-drawn with an even pen. Two more
 rows take the path every user's drawing takes, which calibration does not see: the first
 3,000 test digits drawn large (280 px), dark on light paper, and brought back by
-`preprocess.to_mnist`; once with crisp marker ink (the digit's half-ink outline at 10x)
-and once blurred (the 28 px digit enlarged bilinearly: ~1 px of blur at 28 px, like an
-out-of-focus photo, which to_mnist keeps).
+`preprocess.to_mnist` (exposure.on_paper_digits); once with crisp marker ink (the digit's
+half-ink outline at 10x) and once blurred (the 28 px digit enlarged bilinearly: ~1 px of
+blur at 28 px, like an out-of-focus photo, which to_mnist keeps).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ PAPER_DIGITS = 3000
 
 def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict, test,
                       on_paper: dict[str, np.ndarray]) -> tuple[float, list[tuple[str, float]]]:
-    """(seconds of training, the figures) of one TARGET:WEIGHT run; `on_paper`: paper_digits of the test split."""
+    """(seconds of training, the figures) of one TARGET:WEIGHT run; `on_paper`: kind -> the first test digits on paper."""
     from mnist_classifier.config import resolve_config
     from mnist_classifier.honesty import verdict_report
     from mnist_classifier.reader import load_predictor
@@ -51,18 +50,6 @@ def train_and_measure(run: str, seed: int, scratch: Path, overrides: dict, test,
     paper = [(f"test digits on paper, {kind}: answered digit", float((predictor.assess(images)[1] >= threshold).mean()))
              for kind, images in on_paper.items()]
     return sum(result.history["seconds"]), figures(report) + paper
-
-
-def paper_digits(images: np.ndarray, crisp: bool) -> np.ndarray:
-    """MNIST digits drawn large (280 px), dark on light paper, through to_mnist; `crisp`: marker
-    ink (the half-ink outline), else the bilinear enlargement's soft edges."""
-    from mnist_classifier.preprocess import to_mnist
-
-    def on_paper(image: np.ndarray) -> np.ndarray:
-        big = cv2.resize(image, (280, 280), interpolation=cv2.INTER_LINEAR)
-        return np.where(big >= 128, 0, 255).astype(np.uint8) if crisp else 255 - big
-
-    return np.stack([to_mnist(on_paper(image)).image for image in images])
 
 
 def figures(report: dict) -> list[tuple[str, float]]:
@@ -96,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("limit_train", args.limit_train)) if value}
     from mnist_classifier.data import load_data
+    from mnist_classifier.exposure import on_paper_digits
 
     test = load_data(ROOT / "data", log=lambda _line: None).test
-    first = test.images.numpy()[:PAPER_DIGITS]
-    on_paper = {"marker": paper_digits(first, crisp=True), "blurred": paper_digits(first, crisp=False)}
+    on_paper = {kind: on_paper_digits(test.images[:PAPER_DIGITS], side=280, marker=kind == "marker").numpy()
+                for kind in ("marker", "blurred")}
     with tempfile.TemporaryDirectory() as scratch:
         results = [(run, *train_and_measure(run, args.seed, Path(scratch), overrides, test, on_paper))
                    for run in args.runs]

@@ -300,8 +300,8 @@ def table(result: dict) -> str:
               f"ours test accuracy after each epoch: {ours_by_epoch} (the last row's figure is the best "
               "checkpoint's, chosen on validation)",
               "time to 99.2%, both loops: from reading MNIST to the end of the first per-epoch test at >= 99.2% "
-              "(ours includes its set-up: skeletons and generated non-digits); the whole train() call adds "
-              "calibration, the final test and the checkpoints",
+              "(ours includes its set-up: skeletons, digits through the preprocessing, non-digits); the whole "
+              "train() call adds calibration, the final test and the checkpoints",
               TARGETS]
     return "\n".join(lines)
 

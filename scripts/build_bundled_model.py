@@ -82,6 +82,7 @@ def measured_provenance(source: Path, payload: dict, data_dir: str) -> dict:
         "torch": str(torch.__version__),  # a str subclass that weights_only loading refuses
         "numpy": np.__version__,
         "machine": f"{read_cpu_model()}, {torch.get_num_threads()} threads",
+        "precision": (payload.get("precision") or {}).get("name", "fp32"),  # hardware.choose_precision's pick
     }
 
 

@@ -16,7 +16,7 @@ def test_model_flag_picks_that_models_recipe():
 
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -4), ("learning_rate", 0.0), ("device", "tpu"),
-                                       ("outlier_target", "zero")])
+                                       ("outlier_target", "zero"), ("paper_redraw", 1.5)])
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})
@@ -46,3 +46,11 @@ def test_a_checkpoint_keeps_the_outlier_target_it_trained_with_and_older_ones_un
     assert config_from_dict(before).outlier_target == "uniform"
     trained_with_the_class = resolve_config(None, {"outlier_target": "class"}).to_dict()
     assert config_from_dict(trained_with_the_class).outlier_target == "class"
+
+
+def test_checkpoints_from_before_paper_redraw_keep_training_without_it():
+    before = resolve_config(None, {}).to_dict()
+    assert before["paper_redraw"] == 0.25  # today's recipe
+    del before["paper_redraw"]
+    assert config_from_dict(before).paper_redraw == 0.0  # a resumed old run keeps its batches
+    assert config_from_dict({}).paper_redraw == 0.25  # no stored recipe: today's

@@ -152,6 +152,8 @@ def test_summary_table_is_printed(report, metrics):
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):
     import torch
 
+    from mnist_classifier.honesty import PAPER_SET
+
     calibration = metrics["calibration"]
     assert calibration["temperature"] == torch.load(small_checkpoint, weights_only=True)["temperature"]
     assert calibration["after"]["ece"] < calibration["before"]["ece"] and calibration["after"]["ece"] < 0.03
@@ -159,8 +161,10 @@ def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, sma
     for curve in calibration["reliability"].values():
         assert sum(curve["counts"]) == 10_000 and len(curve["edges"]) == 16
     verdicts = metrics["verdicts"]
-    assert [row["set"] for row in verdicts["digits"]][0] == "MNIST test digits" and len(verdicts["digits"]) == 4
+    assert [row["set"] for row in verdicts["digits"]][0] == "MNIST test digits" and len(verdicts["digits"]) == 5
     assert verdicts["digits"][0]["answered_digit"] >= 0.98  # the threshold lets 99.5% of validation digits by
+    on_paper = verdicts["digits"][-1]  # the users' path: drawn large, brought back by to_mnist
+    assert on_paper["set"] == PAPER_SET and on_paper["images"] == 10_000 and on_paper["accuracy"] > 0.95
     families = {row["family"] for row in verdicts["non_digits"]}
     assert {"scribble", "glyph", "shape", "fragment", "pair"} <= families
     assert all(0 <= row["answered_not_a_digit"] <= 1 and row["images"] == 1000 for row in verdicts["non_digits"])

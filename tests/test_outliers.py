@@ -142,3 +142,25 @@ def test_the_not_a_digit_class_is_an_eleventh_logit_fixed_at_zero():
     # without non-digits in the batch it is the plain 10-class loss (clothes train so)
     assert exposure.loss(logits[:2], torch.tensor([1, 7]), 0.1).item() == pytest.approx(
         F.cross_entropy(logits[:2], torch.tensor([1, 7]), label_smoothing=0.1).item())
+
+
+def test_digits_shown_on_paper_are_what_the_preprocessing_returns(mnist_data):
+    import cv2
+    import torch
+
+    from mnist_classifier.exposure import Exposure, on_paper_digits
+    from mnist_classifier.preprocess import to_mnist
+
+    split = mnist_data.train
+    digits = split.images[:64]
+    on_paper = on_paper_digits(digits)
+    enlarged = cv2.resize(digits[5].numpy(), (56, 56), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(on_paper[5].numpy(), to_mnist(255 - enlarged).image)  # dark on light, 2x
+    assert not torch.equal(on_paper, digits)  # softer edges, re-centred: not the same pixels
+    exposure = Exposure(paper_share=0.5, on_paper=on_paper)
+    indices = torch.arange(64)
+    shown = exposure.digits(split, indices, torch.Generator().manual_seed(3))
+    from_paper = (shown == on_paper).all(dim=(1, 2)) & ~(shown == digits).all(dim=(1, 2))
+    as_written = (shown == digits).all(dim=(1, 2))
+    assert (from_paper | as_written).all() and 16 <= from_paper.sum() <= 48  # about half, each one or the other
+    assert torch.equal(shown, exposure.digits(split, indices, torch.Generator().manual_seed(3)))  # seeded

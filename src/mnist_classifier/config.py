@@ -38,6 +38,7 @@ class TrainConfig:
     # honest answers, for datasets of drawings (exposure.py): digits re-drawn with a uniform pen,
     # and generated non-digits pushed towards a uniform guess
     pen_redraw: float = 0.25  # share of each batch's digits re-drawn along their skeleton
+    paper_redraw: float = 0.25  # share shown as the preprocessing returns them when drawn on paper
     outlier_fraction: float = 0.125  # non-digits added per digit in a batch (16 to a batch of 128)
     outlier_weight: float = 0.5  # weight of their loss; 0 turns outlier exposure off
     outlier_target: str = "uniform"  # what non-digits learn: a "uniform" guess, or a "not a digit" class
@@ -72,7 +73,7 @@ class TrainConfig:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.limit_train is not None and self.limit_train <= 0:
             raise UserError(f"limit_train must be a positive integer, got {self.limit_train!r}")
-        for key in ("pen_redraw", "outlier_fraction"):
+        for key in ("pen_redraw", "paper_redraw", "outlier_fraction"):
             if not 0 <= getattr(self, key) <= 1:
                 raise UserError(f"{key} must be between 0 and 1, got {getattr(self, key)!r}")
         if self.outlier_weight < 0:
@@ -149,4 +150,6 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     values = {k: v for k, v in values.items() if k in known}
     if "outlier_weight" in values:  # trained before outlier_target existed: non-digits learnt a uniform guess
         values.setdefault("outlier_target", "uniform")
+    if "pen_redraw" in values:  # trained before paper_redraw existed: no digit came through the preprocessing
+        values.setdefault("paper_redraw", 0.0)
     return TrainConfig(**values)

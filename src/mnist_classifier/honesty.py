@@ -10,8 +10,10 @@ and "not a digit" without retraining.
 `honesty_report` measures, for `evaluate`:
 - calibration: ECE (15 bins), NLL and Brier score before (raw softmax) and after the
   temperature, and the reliability diagram's bins;
-- verdicts: the share of MNIST test digits and of the same digits re-drawn with uniform
-  pens (strokes.py) answered `digit`, and the share of each non-digit family answered
+- verdicts: the share of MNIST test digits, of the same digits re-drawn with uniform
+  pens (strokes.py), and of them drawn large with a marker and brought back by the
+  preprocessing (exposure.on_paper_digits: the path every user's drawing takes) answered
+  `digit`, and the share of each non-digit family answered
   `not_a_digit`. Those non-digits are generated with seeds that training never uses, their
   fragments and pairs are cut from *test* digits, and Fashion-MNIST's test items (when its
   files are already on disk) are a family that training never sees at all. The ones let
@@ -43,6 +45,8 @@ FAMILY_IMAGES = 1000  # per non-digit family
 HELD_OUT_SEED = 900_001  # training seeds its non-digits with the run's seed (42 by default)
 FASHION_IMAGES = 1000
 FOOLED_SHOWN = 8  # per family, in evaluate's fooled.png
+PAPER_SIDE = 280  # px: the test digits drawn this large with a marker, then brought back by to_mnist
+PAPER_SET = "drawn on paper, through to_mnist"
 # Held-out families reviewers have looked at image by image (scripts/review_non_digits.py):
 # the generators also make drawings that are digits, and refusing those would be wrong.
 REVIEWED_DIR = Path(__file__).parent / "reviewed"
@@ -127,12 +131,13 @@ _SETS_BY_SPLIT: dict[bytes, tuple] = {}  # the last split's sets only (see measu
 
 
 def measured_sets(test: Split) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
-    """(name, images) of the digit sets (the test digits, and the same re-drawn with each
-    benchmark pen) and of the held-out non-digit families that verdict_report measures.
+    """(name, images) of the digit sets (the test digits, the same re-drawn with each
+    benchmark pen, and drawn on paper) and of the held-out non-digit families that verdict_report measures.
 
-    All seeded: a function of the test split alone. Building them takes ~10 s on 2 cores,
+    All seeded: a function of the test split alone. Building them takes ~13 s on 2 cores,
     so they are kept for the split last asked for, read-only: the test suite and the
     benchmarks evaluate several models on one split in one process."""
+    from .exposure import on_paper_digits
     from .outliers import TRAINING_FAMILIES
     from .strokes import PEN_WIDTHS_BENCHMARK, uniform_pen_sets
 
@@ -142,6 +147,8 @@ def measured_sets(test: Split) -> tuple[list[tuple[str, np.ndarray]], list[tuple
         digit_sets = [("MNIST test digits", test.images.numpy().copy())]
         digit_sets += [(f"re-drawn, uniform pen {width:g} px", images.numpy())
                        for width, images in zip(PEN_WIDTHS_BENCHMARK, redrawn)]
+        # the path users' drawings take: drawn large, photographed, through preprocess.to_mnist
+        digit_sets.append((PAPER_SET, on_paper_digits(test.images, side=PAPER_SIDE, marker=True).numpy()))
         families = [(name, held_out_family(name, test)) for name in TRAINING_FAMILIES]
         for _name, images in digit_sets + families:
             images.flags.writeable = False
