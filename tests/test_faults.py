@@ -74,8 +74,9 @@ def test_ten_random_kill_9s_lose_nothing(tmp_path, reference):
 
 def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, reference):
     injector = str(REPO_ROOT / "tests" / "fault_injection")
-    # saves: epoch 1 writes best then last (2 saves); the 4th save is epoch 2's last.
-    process = cli_train(tmp_path, env_extra={"PYTHONPATH": injector, "MNIST_FAULT_KILL_ON_SAVE": "4"})
+    # the 2nd write of the resume point is epoch 2's (an epoch that improves also writes best first)
+    process = cli_train(tmp_path, env_extra={"PYTHONPATH": injector, "MNIST_FAULT_KILL_ON_SAVE": "2",
+                                             "MNIST_FAULT_KILL_SAVES_OF": "_last.pth"})
     process.communicate(timeout=300)
     assert process.returncode == -signal.SIGKILL
     last = load_checkpoint(tmp_path / "models" / "simple_cnn_last.pth")
