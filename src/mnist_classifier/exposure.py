@@ -92,7 +92,9 @@ class Exposure:
         return exposure
 
     def digits(self, split: Split, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The batch's digit images (uint8), a `pen_share` of them re-drawn with a random pen."""
+        """The batch's digit images (uint8): a `paper_share` of them as the preprocessing returns
+        them, then a `pen_share` re-drawn with a random pen (which may replace a paper one:
+        ~19% of the digits end up on paper, 25% pen-drawn, with both shares at 0.25)."""
         images = split.images[indices]
         if self.on_paper is not None:
             positions = self._chosen(len(indices), self.paper_share, generator, indices.device)

@@ -132,7 +132,8 @@ _SETS_BY_SPLIT: dict[bytes, tuple] = {}  # the last split's sets only (see measu
 
 def measured_sets(test: Split) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
     """(name, images) of the digit sets (the test digits, the same re-drawn with each
-    benchmark pen, and drawn on paper) and of the held-out non-digit families that verdict_report measures.
+    benchmark pen, and drawn on paper) and of the held-out non-digit families that
+    verdict_report measures.
 
     All seeded: a function of the test split alone. Building them takes ~13 s on 2 cores,
     so they are kept for the split last asked for, read-only: the test suite and the
