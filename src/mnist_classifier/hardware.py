@@ -12,10 +12,8 @@ it ran ~7x slower (bf16 emulated). So the choice cannot live in a config file.
 from __future__ import annotations
 
 import platform
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
 
 import torch
 
@@ -24,9 +22,6 @@ from .errors import UserError
 DEVICES = ("auto", "cpu", "cuda", "mps", "xpu")
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo names (Linux)
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -68,22 +63,6 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
-
-
-def map_in_threads(function: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
-    """[function(item) for item in items], on as many threads as torch computes with.
-
-    For one-off work before training whose OpenCV and scikit-image calls release the GIL
-    (strokes.skeleton_distances: 6.2 s -> 3.5-4.2 s on 2 cores). Work that is mostly Python
-    gains nothing: generating the non-digits took 2.0 s on one thread and 2.6 s on two.
-    Results come back in order.
-    """
-    items = list(items)
-    workers = min(len(items), torch.get_num_threads())
-    if workers <= 1:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(function, items))
 
 
 @dataclass(frozen=True)

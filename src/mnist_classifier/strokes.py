@@ -19,22 +19,23 @@ almost nothing:
 Measured on this project's 2-core CPU (AMD EPYC, 4 Dec 2026): skeleton_distances on the
 55,000 training images takes 6.4 s on one thread and 3.5 s on two (thinning ~50 us and the
 distance transform ~45 us per image; OpenCV and scikit-image release the GIL, so the work
-is split over torch's threads); redraw of a batch of 128 takes ~60 us. Re-drawn at w px, the ink area divided by the skeleton length comes
-out at w +- 10% on real digits, whether the original stroke was thin or thick.
+is split over torch's threads); redraw of a batch of 128 takes ~60 us. Re-drawn at w px,
+the ink area divided by the skeleton length comes out at w +- 10% on real digits, whether
+the original stroke was thin or thick. (Generating non-digits on threads was slower, 2.0 ->
+2.6 s: that work is mostly Python, so outliers.py stays on one.)
 
 An image whose ink never reaches INK_THRESHOLD has no skeleton: it is re-drawn empty
 (all zeros), by redraw and uniform_pen_images alike. No MNIST digit is such an image.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 from skimage.morphology import thin
-
-from .hardware import map_in_threads
 
 INK_THRESHOLD = 128  # half ink: MNIST's anti-aliased rims are not part of the stroke
 HOLE_THRESHOLDS = (192, 250)  # a loop that ink has filled in may still show as a hole at these
@@ -55,7 +56,8 @@ def skeleton_distances(images: torch.Tensor) -> torch.Tensor:
     A pixel of the skeleton itself holds 0. Split over torch's threads; same result as one.
     """
     chunks = torch.chunk(images.cpu(), max(1, min(len(images), torch.get_num_threads())))
-    return torch.cat(map_in_threads(_skeleton_distances, chunks))
+    with ThreadPoolExecutor(len(chunks)) as pool:  # map keeps the chunks' order
+        return torch.cat(list(pool.map(_skeleton_distances, chunks)))
 
 
 def _skeleton_distances(images: torch.Tensor) -> torch.Tensor:
