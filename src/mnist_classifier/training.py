@@ -335,6 +335,15 @@ class Trainer:
                 after_epoch(epoch + 1, self.model)
         return last
 
+    def finish(self, epochs_done: int) -> "TrainResult":
+        """Rank 0's closing work: test a finished run's best checkpoint, close the run's log."""
+        done = epochs_done == self.config.epochs
+        best_val, test_accuracy = self.test_best() if done else (self.state.best_accuracy, float("nan"))
+        self.run_log.close()
+        best_path, last_path = checkpoint_paths(self.config)
+        return TrainResult(best_path, last_path, self.state.run_dir, best_val, test_accuracy, epochs_done,
+                           self.state.history)
+
     def test_best(self) -> tuple[float, float]:
         """Calibrate the best checkpoint on validation, score it once on the test set, record both in that file."""
         best_path, _ = checkpoint_paths(self.config)
@@ -395,12 +404,10 @@ def train(
         except KeyboardInterrupt:
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
         distributed.barrier()
-        if not ctx.is_main:
-            return None
-        best_val, test_accuracy = trainer.test_best() if epochs_done == config.epochs else (trainer.state.best_accuracy, float("nan"))
-        trainer.run_log.close()
-        best_path, last_path = checkpoint_paths(config)
-        return TrainResult(best_path, last_path, trainer.state.run_dir, best_val, test_accuracy, epochs_done,
-                           trainer.state.history)
+        result = trainer.finish(epochs_done) if ctx.is_main else None
+        # Every rank leaves together: a gloo rank that tears down while a peer still works
+        # sometimes aborts in native code as it exits (seen in ~1 of 15 loaded runs).
+        distributed.barrier()
+        return result
     finally:
         distributed.teardown()
