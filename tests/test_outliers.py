@@ -164,3 +164,27 @@ def test_digits_shown_on_paper_are_what_the_preprocessing_returns(mnist_data):
     as_written = (shown == digits).all(dim=(1, 2))
     assert (from_paper | as_written).all() and 16 <= from_paper.sum() <= 48  # about half, each one or the other
     assert torch.equal(shown, exposure.digits(split, indices, torch.Generator().manual_seed(3)))  # seeded
+
+
+def test_the_energy_target_hinges_the_digit_score_on_both_sides():
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from mnist_classifier.exposure import ENERGY_MARGINS, Exposure
+
+    exposure = Exposure(outlier_weight=0.3, target="energy")
+    low, high = ENERGY_MARGINS
+    # worked by hand: 10 equal logits c have logsumexp c + log 10
+    digit = torch.full((1, 10), high - math.log(10) - 1.0)  # one short of the digits' margin
+    non_digit = torch.full((1, 10), low - math.log(10) + 2.0)  # two over the non-digits' margin
+    logits = torch.cat((digit, non_digit)).requires_grad_()
+    loss = exposure.loss(logits, torch.tensor([4]), label_smoothing=0.0)
+    assert loss.item() == pytest.approx(math.log(10) + 0.3 * (1.0 ** 2 + 2.0 ** 2), rel=1e-5)
+    loss.backward()
+    assert (logits.grad[1] > 0).all()  # the non-digit's logits are pushed down
+    # inside both margins only the digits' cross-entropy is left
+    apart = torch.cat((torch.full((1, 10), high), torch.full((1, 10), low - 5.0)))
+    assert exposure.loss(apart, torch.tensor([4]), 0.0).item() == pytest.approx(
+        F.cross_entropy(apart[:1], torch.tensor([4])).item())

@@ -23,7 +23,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
-OUTLIER_TARGETS = ("uniform", "class")  # exposure.py
+OUTLIER_TARGETS = ("uniform", "class", "energy")  # exposure.py
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TrainConfig:
     paper_redraw: float = 0.25  # share shown as the preprocessing returns them when drawn on paper
     outlier_fraction: float = 0.125  # non-digits added per digit in a batch (16 to a batch of 128)
     outlier_weight: float = 0.5  # weight of their loss; 0 turns outlier exposure off
-    outlier_target: str = "uniform"  # what non-digits learn: a "uniform" guess, or a "not a digit" class
+    outlier_target: str = "uniform"  # what non-digits learn: a "uniform" guess, a "not a digit" class, or a low "energy"
     # optimisation
     epochs: int = 3
     batch_size: int = 128
