@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -55,6 +56,8 @@ from .hardware import to_device
 # Non-digits generated per run at most (~1 ms each, so ~11 s on 2 cores); more steps reuse
 # them, each time through the random affine augmentation afresh.
 POOL_LIMIT = 10_000
+LESSONS = {"uniform": "a uniform guess", "class": "a 'not a digit' class", "energy": "a low logsumexp"}
+PREPARED_FOLDER = "prepared"  # in data_dir: what a run prepares, kept for the next (prepared.py)
 # `energy`: logsumexp of a non-digit's logits at most the first, of a digit at least the second.
 ENERGY_MARGINS = (1.0, 3.0)
 
@@ -77,26 +80,28 @@ class Exposure:
         if not drawable:
             return cls()
         exposure = cls(config.pen_redraw, config.outlier_fraction, config.outlier_weight, config.outlier_target)
+        kept = _Keeper(Path(config.data_dir) / PREPARED_FOLDER, train)
         if config.paper_redraw > 0:
             exposure.paper_share = config.paper_redraw
-            exposure.on_paper = on_paper_digits(train.images.cpu()).to(train.images.device)
+            exposure.on_paper = kept("paper digits", (), lambda images: on_paper_digits(images).numpy())
         if config.pen_redraw > 0:
             from .strokes import skeleton_distances
 
-            exposure.distances = skeleton_distances(train.images.cpu()).to(train.images.device)
+            exposure.distances = kept("skeletons", (), lambda images: skeleton_distances(images).numpy())
         per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
         if config.outlier_weight > 0 and per_step > 0:
-            from .outliers import generate_outliers
+            from .outliers import TRAINING_SHARES, generate_outliers
 
             count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
-            digits = (train.images.cpu().numpy(), train.labels.cpu().numpy())
-            pool = generate_outliers(count, seed=config.seed, digits=digits)
-            exposure.outliers = torch.from_numpy(pool).to(train.images.device)
-            learnt = {"class": "a 'not a digit' class", "energy": "a low logsumexp"}.get(config.outlier_target, "a uniform guess")
-            log(f"outlier exposure: {len(pool):,} generated non-digits, {per_step} per batch of "
-                f"{config.batch_size}, taught {learnt} with weight {config.outlier_weight}; "
+            settings = (count, config.seed, sorted(TRAINING_SHARES.items()))
+            exposure.outliers = kept("non-digits", settings, lambda images: generate_outliers(
+                count, seed=config.seed, digits=(images.numpy(), train.labels.cpu().numpy())), with_labels=True)
+            log(f"outlier exposure: {len(exposure.outliers):,} generated non-digits, {per_step} per batch of "
+                f"{config.batch_size}, taught {LESSONS[config.outlier_target]} with weight {config.outlier_weight}; "
                 f"{config.pen_redraw:.0%} of digits re-drawn with a uniform pen, {config.paper_redraw:.0%} brought "
                 "back through the preprocessing")
+        if kept.reused:
+            log(f"loaded {', '.join(kept.reused)} as an earlier run on these digits prepared them ({kept.folder})")
         return exposure
 
     def digits(self, split: Split, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -148,6 +153,24 @@ class Exposure:
         not_a_digit = torch.full((len(non_digits),), logits.shape[1], device=labels.device)
         return (F.cross_entropy(with_not_a_digit(digits), labels, label_smoothing=label_smoothing)
                 + self.outlier_weight * F.cross_entropy(with_not_a_digit(non_digits.float()), not_a_digit))
+
+
+class _Keeper:
+    """Prepares an array of a training split once, or loads it as an earlier run kept it (prepared.py)."""
+
+    def __init__(self, folder: Path, train: Split):
+        self.folder, self.train, self.reused = folder, train, []
+
+    def __call__(self, name: str, settings: tuple, make: Callable[[torch.Tensor], np.ndarray],
+                 with_labels: bool = False) -> torch.Tensor:
+        from .prepared import prepared
+
+        images = self.train.images.cpu()
+        inputs = (images.numpy(), self.train.labels.cpu().numpy()) if with_labels else (images.numpy(),)
+        array, loaded = prepared(self.folder, name.replace(" ", "-"), inputs, settings, lambda: make(images))
+        if loaded:
+            self.reused.append(name)
+        return torch.from_numpy(array).to(self.train.images.device)
 
 
 def on_paper_digits(images: torch.Tensor, side: int = 56, marker: bool = False) -> torch.Tensor:

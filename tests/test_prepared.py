@@ -1,0 +1,123 @@
+"""What a training run prepares is kept on disk and read back only when it is still right."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from mnist_classifier import prepared as prepared_module
+from mnist_classifier.prepared import KEEP, prepared
+
+
+class Maker:
+    """Counts how often the slow path ran."""
+
+    def __init__(self, images: np.ndarray):
+        self.images, self.calls = images, 0
+
+    def __call__(self) -> np.ndarray:
+        self.calls += 1
+        return 255 - self.images
+
+
+@pytest.fixture
+def digits(mnist_data, monkeypatch):
+    monkeypatch.setattr(prepared_module, "MIN_IMAGES", 100)
+    return mnist_data.train.images[:300].numpy()
+
+
+def test_a_second_call_reads_what_the_first_kept(digits, tmp_path):
+    make = Maker(digits)
+    first, loaded_first = prepared(tmp_path, "inverse", (digits,), (1,), make)
+    second, loaded_second = prepared(tmp_path, "inverse", (digits,), (1,), make)
+    assert (loaded_first, loaded_second, make.calls) == (False, True, 1)
+    np.testing.assert_array_equal(second, 255 - digits)
+    assert second.dtype == np.uint8
+
+
+def test_another_pixel_or_setting_prepares_afresh(digits, tmp_path):
+    make = Maker(digits)
+    prepared(tmp_path, "inverse", (digits,), (1,), make)
+    prepared(tmp_path, "inverse", (digits,), (2,), make)
+    changed = digits.copy()
+    changed[5, 14, 14] ^= 1
+    array, loaded = prepared(tmp_path, "inverse", (changed,), (1,), Maker(changed))
+    assert make.calls == 2 and not loaded
+    np.testing.assert_array_equal(array, 255 - changed)
+
+
+def test_small_splits_are_not_kept(mnist_data, tmp_path):
+    images = mnist_data.train.images[:300].numpy()
+    _, loaded = prepared(tmp_path, "inverse", (images,), (), Maker(images))
+    assert not loaded and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "one byte changed", "not an npz", "another array"])
+def test_a_damaged_file_is_prepared_afresh_and_replaced(digits, tmp_path, damage):
+    make = Maker(digits)
+    prepared(tmp_path, "inverse", (digits,), (), make)
+    (path,) = tmp_path.glob("*.npz")
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "one byte changed":
+        middle = len(data) // 2  # inside the array's bytes: still loads, the digest tells
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+    elif damage == "not an npz":
+        path.write_text("hello")
+    else:  # a well-formed file whose array is not the one its digest was taken of
+        with np.load(path) as stored:
+            digest = stored["sha256"]
+        with open(path, "wb") as file:
+            np.savez(file, array=np.zeros_like(digits), sha256=digest)
+    array, loaded = prepared(tmp_path, "inverse", (digits,), (), make)
+    assert not loaded and make.calls == 2
+    np.testing.assert_array_equal(array, 255 - digits)
+    assert prepared(tmp_path, "inverse", (digits,), (), make)[1]  # replaced by a good one
+
+
+def test_a_folder_that_cannot_be_written_only_costs_the_time(digits, tmp_path):
+    blocked = tmp_path / "a file"
+    blocked.write_text("in the way")
+    array, loaded = prepared(blocked / "prepared", "inverse", (digits,), (), Maker(digits))
+    assert not loaded
+    np.testing.assert_array_equal(array, 255 - digits)
+    assert not list(tmp_path.glob("**/*.partial"))
+
+
+def test_only_the_most_recently_used_files_stay(digits, tmp_path):
+    for setting in range(KEEP + 3):
+        prepared(tmp_path, "inverse", (digits,), (setting,), Maker(digits))
+        time.sleep(0.01)  # distinct modification times
+    assert len(list(tmp_path.glob("*.npz"))) == KEEP
+    assert not prepared(tmp_path, "inverse", (digits,), (0,), Maker(digits))[1]  # the oldest went
+    assert prepared(tmp_path, "inverse", (digits,), (KEEP + 2,), Maker(digits))[1]
+
+
+def test_a_killed_writers_partial_file_goes_once_it_is_old(digits, tmp_path):
+    old, fresh = tmp_path / ".inverse-x.npz.1.partial", tmp_path / ".inverse-y.npz.2.partial"
+    for partial in (old, fresh):
+        partial.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    prepared(tmp_path, "inverse", (digits,), (), Maker(digits))
+    assert not old.exists() and fresh.exists()  # a fresh one may still be being written
+
+
+def test_training_extras_come_back_identical_from_disk(mnist_data, tmp_path, monkeypatch):
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.data import Split
+    from mnist_classifier.exposure import Exposure
+
+    monkeypatch.setattr(prepared_module, "MIN_IMAGES", 500)
+    train = Split(mnist_data.train.images[:600], mnist_data.train.labels[:600])
+    config = resolve_config(None, {"data_dir": str(tmp_path)})
+    lines = []
+    made = Exposure.build(config, train, True, 20, lines.append)
+    loaded = Exposure.build(config, train, True, 20, lines.append)
+    assert lines[-1].startswith("loaded paper digits, skeletons, non-digits as an earlier run")
+    assert not any(line.startswith("loaded") for line in lines[:-1])
+    for name in ("on_paper", "distances", "outliers"):
+        assert getattr(made, name).shape[0] > 0
+        assert getattr(made, name).equal(getattr(loaded, name)), name
