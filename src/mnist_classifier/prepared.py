@@ -42,7 +42,7 @@ def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], set
     """(`make()`'s array, whether it came from disk); kept in `folder` if the split is large enough."""
     if folder is None or len(inputs[0]) < MIN_IMAGES:
         return make(), False
-    path = folder / f"{name}-{fingerprint(name, inputs, settings)}.npz"
+    path = folder / f"{name}-{_fingerprint(name, inputs, settings)}.npz"
     kept = _load(path)
     if kept is not None:
         return kept, True
@@ -51,7 +51,7 @@ def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], set
     return array, False
 
 
-def fingerprint(name: str, inputs: tuple[np.ndarray, ...], settings: tuple) -> str:
+def _fingerprint(name: str, inputs: tuple[np.ndarray, ...], settings: tuple) -> str:
     digest = hashlib.sha256(f"{name}|{settings!r}|{_code_version()}".encode())
     for array in inputs:
         digest.update(f"{array.shape}{array.dtype}".encode())
@@ -62,15 +62,14 @@ def fingerprint(name: str, inputs: tuple[np.ndarray, ...], settings: tuple) -> s
 @cache
 def _code_version() -> str:
     from importlib import import_module
-    from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256()
     for module in MAKERS:
         digest.update(Path(import_module(f"{__package__}.{module}").__file__).read_bytes())
     for library in LIBRARIES:
         try:
-            digest.update(import_module(library).__version__.encode())
-        except (ImportError, AttributeError, PackageNotFoundError):
+            digest.update(str(getattr(import_module(library), "__version__", "-")).encode())
+        except ImportError:
             digest.update(b"-")
     return digest.hexdigest()
 
@@ -83,7 +82,8 @@ def _load(path: Path) -> np.ndarray | None:
         return None
     if hashlib.sha256(np.ascontiguousarray(array).data).hexdigest() != expected:
         return None
-    os.utime(path)  # recently used: pruned last
+    with suppress(OSError):  # a read-only folder: still a good file
+        os.utime(path)  # recently used: pruned last
     return array
 
 
