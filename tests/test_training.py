@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.checkpoint import check_writable, load_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
-from mnist_classifier.training import check_writable, train
+from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, REPO_ROOT
 

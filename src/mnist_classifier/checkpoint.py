@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 from .data import Normalization
 from .datasets import get_dataset_spec
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 from .models import MODEL_REGISTRY, create_model
 
 FORMAT_VERSION = 1
@@ -148,3 +149,31 @@ def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0][:160] if lines else ""
     return text if len(text) > 12 else f"{error.__class__.__name__} {text}".strip()
+
+
+# ---------------------------------------------------------------- before a run writes any
+def check_writable(directory: str | Path) -> None:
+    """Fail before training, not after an hour of it, if results cannot be saved."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # A probe of its own per process: torchrun ranks check the same folder at the same moment.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-") as probe:
+            probe.write(b"ok")
+            probe.flush()
+    except OSError as error:
+        raise UserError(f"cannot write to {directory} ({error.strerror}): choose another folder or fix its permissions") from None
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """About what one checkpoint of this model takes: weights, two Adam moments, buffers."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
+
+
+def check_free_space(directory: str | Path, needed: int) -> None:
+    """A disk too full for the first checkpoints is an error now, not after the first epoch."""
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise UserError(f"only {free / 1e6:.1f} MB free in {directory}, and this run's checkpoints need about "
+                        f"{needed / 1e6:.1f} MB: free some space or choose another --save-dir")

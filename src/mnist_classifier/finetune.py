@@ -42,14 +42,13 @@ from torch import nn
 
 from .bundled import BUNDLED_CHECKPOINT, TRAINED_CHECKPOINT, USER_CHECKPOINT, sha256_of
 from .calibration import Calibration, calibrate_logits
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
+from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
 from .config import TrainConfig, config_from_dict
 from .data import Normalization, Split, load_data, load_local_split, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
 from .errors import UserError
 from .evaluation import SplitScore, compute_logits, score_split
 from .exposure import Exposure
-from .training import check_writable
 
 HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
 MIN_EXAMPLES = 20

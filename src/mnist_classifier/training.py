@@ -14,8 +14,6 @@ calibrated on the validation split (calibration.py) and scored once on the test 
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +27,8 @@ from tqdm import tqdm
 from . import distributed
 from .augment import require_augmentation
 from .calibration import calibrate_logits
-from .checkpoint import load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint
+from .checkpoint import (check_free_space, check_writable, checkpoint_bytes, load_checkpoint, model_from_checkpoint,
+                         remove_partial_writes, save_checkpoint)
 from .config import TrainConfig, config_from_dict
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
 from .errors import CheckpointError, UserError
@@ -78,33 +77,6 @@ def checkpoint_stem(model_name: str, dataset: str) -> str:
 def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
     save_dir, stem = Path(config.save_dir), checkpoint_stem(config.model_name, config.dataset)
     return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
-
-
-def check_writable(directory: str | Path) -> None:
-    """Fail before training, not after an hour of it, if results cannot be saved."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        # A probe of its own per process: torchrun ranks check the same folder at the same moment.
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-") as probe:
-            probe.write(b"ok")
-            probe.flush()
-    except OSError as error:
-        raise UserError(f"cannot write to {directory} ({error.strerror}): choose another folder or fix its permissions") from None
-
-
-def checkpoint_bytes(model: nn.Module) -> int:
-    """About what one checkpoint of this model takes: weights, two Adam moments, buffers."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
-
-
-def check_free_space(directory: str | Path, needed: int) -> None:
-    """A disk too full for the first checkpoints is an error now, not after the first epoch."""
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise UserError(f"only {free / 1e6:.1f} MB free in {directory}, and this run's checkpoints need about "
-                        f"{needed / 1e6:.1f} MB: free some space or choose another --save-dir")
 
 
 def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
