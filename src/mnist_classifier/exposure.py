@@ -35,7 +35,8 @@ What the non-digits learn (`outlier_target`, see `Exposure.loss`):
   (reviewed 91.3%) at 98.99%; weight 0.6 lost both.
 
 All are prepared once per run (skeletons and paper digits of the training split, a pool of
-non-digits) and then cost one gather per step; the same seeded generator as the
+non-digits; kept in `<data_dir>/prepared/` for the next run on the same digits, prepared.py)
+and then cost one gather per step; the same seeded generator as the
 augmentation drives every choice, so a resumed run sees the same batches as an unbroken one.
 """
 from __future__ import annotations
