@@ -1,6 +1,7 @@
 """What a training run prepares is kept on disk and read back only when it is still right."""
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -30,8 +31,8 @@ def digits(mnist_data, monkeypatch):
 
 def test_a_second_call_reads_what_the_first_kept(digits, tmp_path):
     make = Maker(digits)
-    first, loaded_first = prepared(tmp_path, "inverse", (digits,), (1,), make)
-    second, loaded_second = prepared(tmp_path, "inverse", (digits,), (1,), make)
+    first, loaded_first = prepared(tmp_path, "inverse", (digits,), (1,), make, digits.shape)
+    second, loaded_second = prepared(tmp_path, "inverse", (digits,), (1,), make, digits.shape)
     assert (loaded_first, loaded_second, make.calls) == (False, True, 1)
     np.testing.assert_array_equal(second, 255 - digits)
     assert second.dtype == np.uint8
@@ -39,25 +40,25 @@ def test_a_second_call_reads_what_the_first_kept(digits, tmp_path):
 
 def test_another_pixel_or_setting_prepares_afresh(digits, tmp_path):
     make = Maker(digits)
-    prepared(tmp_path, "inverse", (digits,), (1,), make)
-    prepared(tmp_path, "inverse", (digits,), (2,), make)
+    prepared(tmp_path, "inverse", (digits,), (1,), make, digits.shape)
+    prepared(tmp_path, "inverse", (digits,), (2,), make, digits.shape)
     changed = digits.copy()
     changed[5, 14, 14] ^= 1
-    array, loaded = prepared(tmp_path, "inverse", (changed,), (1,), Maker(changed))
+    array, loaded = prepared(tmp_path, "inverse", (changed,), (1,), Maker(changed), changed.shape)
     assert make.calls == 2 and not loaded
     np.testing.assert_array_equal(array, 255 - changed)
 
 
 def test_small_splits_are_not_kept(mnist_data, tmp_path):
     images = mnist_data.train.images[:300].numpy()
-    _, loaded = prepared(tmp_path, "inverse", (images,), (), Maker(images))
+    _, loaded = prepared(tmp_path, "inverse", (images,), (), Maker(images), images.shape)
     assert not loaded and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("damage", ["truncated", "one byte changed", "not an npz", "another array"])
+@pytest.mark.parametrize("damage", ["truncated", "one byte changed", "not an npz", "another array", "another shape"])
 def test_a_damaged_file_is_prepared_afresh_and_replaced(digits, tmp_path, damage):
     make = Maker(digits)
-    prepared(tmp_path, "inverse", (digits,), (), make)
+    prepared(tmp_path, "inverse", (digits,), (), make, digits.shape)
     (path,) = tmp_path.glob("*.npz")
     data = path.read_bytes()
     if damage == "truncated":
@@ -67,21 +68,26 @@ def test_a_damaged_file_is_prepared_afresh_and_replaced(digits, tmp_path, damage
         path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
     elif damage == "not an npz":
         path.write_text("hello")
-    else:  # a well-formed file whose array is not the one its digest was taken of
+    elif damage == "another array":  # a well-formed file whose array is not the one its digest was taken of
         with np.load(path) as stored:
             digest = stored["sha256"]
         with open(path, "wb") as file:
             np.savez(file, array=np.zeros_like(digits), sha256=digest)
-    array, loaded = prepared(tmp_path, "inverse", (digits,), (), make)
+    else:  # well-formed, its digest right, but not the shape the caller will index
+        with np.load(path) as stored:
+            short = stored["array"][:10]
+        with open(path, "wb") as file:
+            np.savez(file, array=short, sha256=np.array(hashlib.sha256(short.data).hexdigest()))
+    array, loaded = prepared(tmp_path, "inverse", (digits,), (), make, digits.shape)
     assert not loaded and make.calls == 2
     np.testing.assert_array_equal(array, 255 - digits)
-    assert prepared(tmp_path, "inverse", (digits,), (), make)[1]  # replaced by a good one
+    assert prepared(tmp_path, "inverse", (digits,), (), make, digits.shape)[1]  # replaced by a good one
 
 
 def test_a_folder_that_cannot_be_written_only_costs_the_time(digits, tmp_path):
     blocked = tmp_path / "a file"
     blocked.write_text("in the way")
-    array, loaded = prepared(blocked / "prepared", "inverse", (digits,), (), Maker(digits))
+    array, loaded = prepared(blocked / "prepared", "inverse", (digits,), (), Maker(digits), digits.shape)
     assert not loaded
     np.testing.assert_array_equal(array, 255 - digits)
     assert not list(tmp_path.glob("**/*.partial"))
@@ -89,11 +95,11 @@ def test_a_folder_that_cannot_be_written_only_costs_the_time(digits, tmp_path):
 
 def test_only_the_most_recently_used_files_stay(digits, tmp_path):
     for setting in range(KEEP + 3):
-        prepared(tmp_path, "inverse", (digits,), (setting,), Maker(digits))
+        prepared(tmp_path, "inverse", (digits,), (setting,), Maker(digits), digits.shape)
         time.sleep(0.01)  # distinct modification times
     assert len(list(tmp_path.glob("*.npz"))) == KEEP
-    assert not prepared(tmp_path, "inverse", (digits,), (0,), Maker(digits))[1]  # the oldest went
-    assert prepared(tmp_path, "inverse", (digits,), (KEEP + 2,), Maker(digits))[1]
+    assert not prepared(tmp_path, "inverse", (digits,), (0,), Maker(digits), digits.shape)[1]  # the oldest went
+    assert prepared(tmp_path, "inverse", (digits,), (KEEP + 2,), Maker(digits), digits.shape)[1]
 
 
 def test_a_killed_writers_partial_file_goes_once_it_is_old(digits, tmp_path):
@@ -101,7 +107,7 @@ def test_a_killed_writers_partial_file_goes_once_it_is_old(digits, tmp_path):
     for partial in (old, fresh):
         partial.write_bytes(b"half")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    prepared(tmp_path, "inverse", (digits,), (), Maker(digits))
+    prepared(tmp_path, "inverse", (digits,), (), Maker(digits), digits.shape)
     assert not old.exists() and fresh.exists()  # a fresh one may still be being written
 
 

@@ -96,7 +96,8 @@ class Exposure:
             count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
             settings = (count, config.seed, sorted(TRAINING_SHARES.items()))
             exposure.outliers = kept("non-digits", settings, lambda images: generate_outliers(
-                count, seed=config.seed, digits=(images.numpy(), train.labels.cpu().numpy())), with_labels=True)
+                count, seed=config.seed, digits=(images.numpy(), train.labels.cpu().numpy())), with_labels=True,
+                shape=(count, 28, 28))
             log(f"outlier exposure: {len(exposure.outliers):,} generated non-digits, {per_step} per batch of "
                 f"{config.batch_size}, taught {LESSONS[config.outlier_target]} with weight {config.outlier_weight}; "
                 f"{config.pen_redraw:.0%} of digits re-drawn with a uniform pen, {config.paper_redraw:.0%} brought "
@@ -163,12 +164,14 @@ class _Keeper:
         self.folder, self.train, self.reused = folder, train, []
 
     def __call__(self, name: str, settings: tuple, make: Callable[[torch.Tensor], np.ndarray],
-                 with_labels: bool = False) -> torch.Tensor:
+                 with_labels: bool = False, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """`shape`: of the array `make` returns, if not the split's images'."""
         from .prepared import prepared
 
         images = self.train.images.cpu()
         inputs = (images.numpy(), self.train.labels.cpu().numpy()) if with_labels else (images.numpy(),)
-        array, loaded = prepared(self.folder, name.replace(" ", "-"), inputs, settings, lambda: make(images))
+        array, loaded = prepared(self.folder, name.replace(" ", "-"), inputs, settings, lambda: make(images),
+                                 shape if shape is not None else images.shape)
         if loaded:
             self.reused.append(name)
         return torch.from_numpy(array).to(self.train.images.device)

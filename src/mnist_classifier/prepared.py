@@ -15,7 +15,7 @@ time), through a temporary file and a rename, so a killed run never leaves half 
 under a real name.
 
     from mnist_classifier.prepared import prepared
-    distances = prepared(Path("data/prepared"), "skeletons", (images,), (), lambda: slow(images))
+    distances, loaded = prepared(Path("data/prepared"), "skeletons", (images,), (), lambda: slow(images), images.shape)
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the 
 
 
 def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], settings: tuple,
-             make: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
-    """(`make()`'s array, whether it came from disk); kept in `folder` if the split is large enough."""
+             make: Callable[[], np.ndarray], shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """(`make()`'s uint8 array of `shape`, whether it came from disk); kept in `folder` if the split is large enough."""
     if folder is None or len(inputs[0]) < MIN_IMAGES:
         return make(), False
     path = folder / f"{name}-{_fingerprint(name, inputs, settings)}.npz"
     kept = _load(path)
-    if kept is not None:
+    if kept is not None and kept.shape == tuple(shape) and kept.dtype == np.uint8:  # else not what make() returns
         return kept, True
     array = make()
     _store(path, array)
