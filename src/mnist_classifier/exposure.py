@@ -143,19 +143,17 @@ class Exposure:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
         """The training loss of a batch: `logits` are its digits' (labelled `labels`), then
         the non-digits non_digits() appended, if any."""
-        digits, non_digits = logits[:len(labels)].float(), logits[len(labels):]
+        digits, non_digits = logits[:len(labels)].float(), logits[len(labels):].float()
+        if len(non_digits) > 0 and self.target == "class":
+            not_a_digit = torch.full((len(non_digits),), logits.shape[1], device=labels.device)
+            return (F.cross_entropy(with_not_a_digit(digits), labels, label_smoothing=label_smoothing)
+                    + self.outlier_weight * F.cross_entropy(with_not_a_digit(non_digits), not_a_digit))
+        loss = F.cross_entropy(digits, labels, label_smoothing=label_smoothing)
         if len(non_digits) == 0:
-            return F.cross_entropy(digits, labels, label_smoothing=label_smoothing)
-        if self.target == "uniform":
-            return (F.cross_entropy(digits, labels, label_smoothing=label_smoothing)
-                    + self.outlier_weight * uniformity_loss(non_digits))
+            return loss
         if self.target == "energy":
-            return (F.cross_entropy(digits, labels, label_smoothing=label_smoothing)
-                    + self.outlier_weight * energy_margin_loss(digits, non_digits.float()))
-        not_a_digit = torch.full((len(non_digits),), logits.shape[1], device=labels.device)
-        return (F.cross_entropy(with_not_a_digit(digits), labels, label_smoothing=label_smoothing)
-                + self.outlier_weight * F.cross_entropy(with_not_a_digit(non_digits.float()), not_a_digit))
-
+            return loss + self.outlier_weight * energy_margin_loss(digits, non_digits)
+        return loss + self.outlier_weight * uniformity_loss(non_digits)
 
 class _Keeper:
     """Prepares an array of a training split once, or loads it as an earlier run kept it (prepared.py)."""
