@@ -178,9 +178,12 @@ def ours_worker(quick: bool, epochs: int, kept: bool = False) -> dict:
             # What the seed's loop did after every epoch, timed the same way (its test counts)
             tests.append((time.perf_counter() - started, score_split(model, data.test, norm).accuracy))
 
+        lines: list[str] = []
         started = time.perf_counter()
-        result = train(config, log=lambda _line: None, after_epoch=test_now)
+        result = train(config, log=lines.append, after_epoch=test_now)
         wall = time.perf_counter() - started  # the whole call: data, training, calibration, test, checkpoints
+        if kept and not any(line.startswith("loaded ") for line in lines):
+            raise RuntimeError("train() prepared its set-up afresh: prepare_ahead no longer builds what train() does")
         precision = load_checkpoint(result.best_path)["precision"]
     train_size = min(60_000 - config.val_size, config.limit_train or 60_000)
     # full batches of digits only: the last partial batch is dropped, and the generated
