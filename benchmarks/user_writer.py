@@ -15,7 +15,9 @@ real command `mnist-classifier finetune` runs on them (a process of its own, tim
 start to exit, so imports and loading count) and holds back its usual fifth to measure.
 Then 500 fresh drawings of the same writer (other seeds) are read by the model before and
 after. Targets (issue 17): fresh-digit accuracy >= 95% or +15 points, MNIST test accuracy
-drop <= 0.2 point, finetune <= 30 s on 2 cores for 100 examples.
+drop <= 0.2 point, finetune <= 30 s on 2 cores for 100 examples. Then both models are put
+through `evaluate`'s honesty tables (benchmarks/honest_answers.py: digits answered `digit`,
+held-out non-digits refused; issue 15's targets), so what fine-tuning costs there shows too.
 
 `run()` returns the figures as a dict (benchmarks/run_all.py calls it); `main()` prints them.
 """
@@ -164,6 +166,7 @@ def fresh_accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray) -> 
 
 def run(checkpoint: str | Path | None = None, quick: bool = False, fresh: int = FRESH) -> dict:
     """Fine-tune on the writer's 100 drawings; measure on `fresh` others (fewer with `quick`)."""
+    import honest_answers
     from seed_loop import cpu_info  # the machine line the other benchmarks print (CPU model, flags)
 
     from mnist_classifier.checkpoint import load_checkpoint
@@ -179,11 +182,12 @@ def run(checkpoint: str | Path | None = None, quick: bool = False, fresh: int = 
         record = load_checkpoint(tuned)["finetune"]
         load_after = os.getloadavg()[0]
         before, after = fresh_accuracy(base, images, labels), fresh_accuracy(tuned, images, labels)
+        honesty = [honest_answers.measure(path)["verdicts"] for path in (base, tuned)]
     gain = 100 * (after - before)
     drop = 100 * (record["mnist_test_accuracy_before"] - record["mnist_test_accuracy_after"])
     return {"machine": machine, "load_after": load_after, "checkpoint": str(base), "fresh": len(labels),
             "fresh_before": before, "fresh_after": after, "gain_points": gain, "finetune": record,
-            "mnist_drop_points": drop, "seconds": seconds, "cpu_seconds": cpu_seconds, "output": output,
+            "mnist_drop_points": drop, "honesty": honesty, "seconds": seconds, "cpu_seconds": cpu_seconds, "output": output,
             "fresh_met": after >= TARGET_ACCURACY or gain >= TARGET_GAIN_POINTS,
             "mnist_met": drop <= TARGET_MNIST_DROP_POINTS, "seconds_met": seconds <= TARGET_SECONDS}
 
@@ -207,14 +211,29 @@ def table(result: dict) -> str:
          f"<= {TARGET_SECONDS:g} s", verdict(result["seconds_met"])),
         ("  its CPU time (both cores together)", "", f"{result['cpu_seconds']:.1f} s", "", ""),
     ]
+    rows += honesty_rows(*result["honesty"])
+    width = max(len(row[0]) for row in rows)
     flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in machine["flags"].items())
     lines = [f"{machine['cpu']}, {machine['cores']} cores ({flags}); load average "
              f"{machine['load_average']:.2f} before, {result['load_after']:.2f} after finetune",
              f"base model: {result['checkpoint']}; finetune: {record['epochs']} epochs, {record['steps']} steps, "
              f"{record['trained_on']} drawings trained on (seconds inside the command: {record['seconds']:.1f})",
-             f"{'':<44} {'before':>8} {'after':>8}  {'target':<24} verdict"]
-    lines += [f"{name:<44} {old:>8} {new:>8}  {target:<24} {met}" for name, old, new, target, met in rows]
+             f"{'':<{width}} {'before':>8} {'after':>8}  {'target':<24} verdict"]
+    lines += [f"{name:<{width}} {old:>8} {new:>8}  {target:<24} {met}" for name, old, new, target, met in rows]
     return "\n".join(lines)
+
+
+def honesty_rows(before: dict, after: dict) -> list[tuple[str, str, str, str, str]]:
+    """Does the tuned model still answer honestly? evaluate's verdict tables, before and after."""
+    rows = []
+    for old, new in zip(before["digits"], after["digits"]):
+        rows.append((f"{old['set']}: answered digit", f"{old['answered_digit']:.2%}", f"{new['answered_digit']:.2%}",
+                     ">= 99%", "met" if new["answered_digit"] >= 0.99 else "MISSED"))
+    for old, new in zip(before["non_digits"] + before["reviewed"], after["non_digits"] + after["reviewed"]):
+        name = old["family"] + (f", less {old['read_as_digit']} read as digits" if "read_as_digit" in old else "")
+        rows.append((f"{name}: refused", f"{old['answered_not_a_digit']:.1%}", f"{new['answered_not_a_digit']:.1%}",
+                     ">= 90%", "met" if new["answered_not_a_digit"] >= 0.90 else "MISSED"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ from .config import TrainConfig, config_from_dict
 from .data import Normalization, Split, load_data, load_local_split, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
 from .errors import UserError
-from .evaluation import SplitScore, compute_logits, score_split
+from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
 
 HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
@@ -304,9 +304,11 @@ def recalibrate(model: nn.Module, val: Split, norm: Normalization) -> tuple[Cali
     would pull the temperature down, making every answer over-confident), the held-back
     ones are the measurement (fitting on them grades our own homework), and a hundred
     drawings cannot pin a threshold that must let 99.5% of digits through. The
-    validation split (5,000 by default) is digits this model has never trained on."""
+    validation split (5,000 by default) is digits this model has never trained on; as in
+    `train`, the threshold also lets 99.5% of them through re-drawn with an even pen."""
     validation = score_split(model, val, norm)
-    return calibrate_logits(validation.logits, val.labels, refuse=True), validation
+    redrawn = redrawn_validation_logits(model, val, norm)
+    return calibrate_logits(validation.logits, val.labels, refuse=True, redrawn_logits=redrawn), validation
 
 
 def tuned_payload(base: dict[str, Any], model: nn.Module, calibration: Calibration, validation: SplitScore,
