@@ -4,6 +4,7 @@
     python benchmarks/network_speed.py --compile    # also torch.compile (slow to start: ~30 s on 2 cores)
     python benchmarks/network_speed.py --bf16       # also bf16 autocast (fast only where the CPU has
                                                     # avx512_bf16 / amx_bf16; ~7x slower on AVX2 alone)
+    python benchmarks/network_speed.py --what-if --batches 144 --bf16   # what would make the step faster?
 
 One training step (forward, cross-entropy, backward, AdamW) on a fixed random batch, timed
 for each configuration in turn, round after round, so that the machine's drifting speed hits
@@ -21,6 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mnist_classifier.hardware import read_cpu_flags, read_cpu_model
 from mnist_classifier.models import create_model
@@ -29,12 +31,17 @@ IMAGES_PER_ROUND = 2_304  # a multiple of every default batch size
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def training_step(batch: int, memory_format: torch.memory_format, compiled: bool, bf16: bool = False):
+def training_step(batch: int, memory_format: torch.memory_format, compiled: bool, bf16: bool = False,
+                  change=None, fused: bool = False):
     """A closure doing one optimiser step of SimpleCNN on `batch` fixed images (under bf16
-    autocast, as `train --precision bf16` does, when asked)."""
+    autocast, as `train --precision bf16` does, when asked). `change`: edits the model first
+    (a what-if, below); `fused`: AdamW's fused implementation."""
     torch.manual_seed(0)
-    model = create_model("simple_cnn").to(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model = create_model("simple_cnn")
+    if change is not None:
+        change(model)
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     net = torch.compile(model) if compiled else model
     images = torch.randn(batch, 1, 28, 28).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 10, (batch,))
@@ -48,6 +55,35 @@ def training_step(batch: int, memory_format: torch.memory_format, compiled: bool
 
     step()  # first call: oneDNN picks its kernels (and inductor compiles)
     return step
+
+
+class MaximaOfPairs(nn.Module):
+    """2x2 max-pooling as two elementwise maxima of strided halves (rows, then columns)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]
+        x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+        return torch.maximum(x[:, :, :, 0::2], x[:, :, :, 1::2])
+
+
+def _without(*names: str):
+    return lambda model: [setattr(model, name, nn.Identity()) for name in names]
+
+
+# What would make a step faster? Each a change to the network or its optimiser, timed against
+# the step as `train` runs it; the ones that remove a layer are bounds, not models we would ship.
+WHAT_IFS = {
+    "as train runs it": {},
+    "AdamW(fused=True)": {"fused": True},
+    "max-pool as maxima of pairs": {"change": lambda model: setattr(model, "pool", MaximaOfPairs())},
+    "no dropout (a bound)": {"change": _without("dropout1", "dropout2")},
+    "no BatchNorm (a bound)": {"change": _without("bn1", "bn2", "bn3")},
+}
+
+
+def what_ifs(batch: int, bf16: bool) -> dict[str, tuple[int, object]]:
+    return {f"batch {batch}, {name}": (batch, training_step(batch, torch.channels_last, False, bf16, **options))
+            for name, options in WHAT_IFS.items()}
 
 
 def measure(configs: dict[str, tuple[int, object]], rounds: int) -> dict[str, list[float]]:
@@ -70,8 +106,13 @@ def header() -> str:
             f"load average before {os.getloadavg()[0]:.2f}")
 
 
-def run(batches=(64, 128, 144, 256), rounds: int = 6, compiled: bool = False, bf16: bool = False) -> dict:
-    """Each batch size channels-last and NCHW in fp32 (and compiled, and bf16, if asked), interleaved."""
+def run(batches=(64, 128, 144, 256), rounds: int = 6, compiled: bool = False, bf16: bool = False,
+        what_if: bool = False) -> dict:
+    """Each batch size channels-last and NCHW in fp32 (and compiled, and bf16, if asked), interleaved;
+    with `what_if`, the WHAT_IFS at the first batch size instead (bf16 if asked)."""
+    if what_if:
+        return {"header": header(), "rounds": rounds, "rates": measure(what_ifs(batches[0], bf16), rounds),
+                "bf16": bf16}
     configs: dict[str, tuple[int, object]] = {}
     for batch in batches:
         configs[f"batch {batch}, channels-last"] = (batch, training_step(batch, torch.channels_last, False))
@@ -89,7 +130,7 @@ def table(result: dict) -> str:
         lines.append(f"{name:<40} {statistics.median(values):>16,.0f} {min(values):>7,.0f}-{max(values):<8,.0f}")
     lines += ["", f"{result['rounds']} rounds of {IMAGES_PER_ROUND:,} images per configuration, interleaved; "
                   "forward + backward + AdamW on fixed random images (no data loading, no augmentation); "
-                  "fp32 unless marked bf16 (autocast)"]
+                  + ("all under bf16 autocast" if result.get("bf16") else "fp32 unless marked bf16 (autocast)")]
     return "\n".join(lines)
 
 
@@ -99,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd channels-last steps")
     parser.add_argument("--bf16", action="store_true", help="also time channels-last steps under bf16 autocast")
+    parser.add_argument("--what-if", action="store_true", help="instead, time changes to the network at the "
+                        "first batch size (fused AdamW, another max-pool, without dropout or BatchNorm)")
     args = parser.parse_args(argv)
     if args.rounds <= 0 or min(args.batches) <= 0:
         parser.error("--rounds and --batches must be positive")
-    print(table(run(args.batches, args.rounds, args.compile, args.bf16)))
+    print(table(run(args.batches, args.rounds, args.compile, args.bf16, args.what_if)))
     return 0
 
 
