@@ -187,7 +187,8 @@ def run(checkpoint: str | Path | None = None, quick: bool = False, fresh: int = 
     drop = 100 * (record["mnist_test_accuracy_before"] - record["mnist_test_accuracy_after"])
     return {"machine": machine, "load_after": load_after, "checkpoint": str(base), "fresh": len(labels),
             "fresh_before": before, "fresh_after": after, "gain_points": gain, "finetune": record,
-            "mnist_drop_points": drop, "honesty": honesty, "seconds": seconds, "cpu_seconds": cpu_seconds, "output": output,
+            "mnist_drop_points": drop, "honesty": honesty, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "output": output,
             "fresh_met": after >= TARGET_ACCURACY or gain >= TARGET_GAIN_POINTS,
             "mnist_met": drop <= TARGET_MNIST_DROP_POINTS, "seconds_met": seconds <= TARGET_SECONDS}
 
