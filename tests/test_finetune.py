@@ -106,6 +106,24 @@ def test_the_tuned_threshold_lets_even_pen_digits_through_as_train_does(tuned):
     assert all((each >= threshold).mean() >= 0.995 for each in scores)
 
 
+def test_it_says_how_often_non_digits_are_refused_before_and_after(tuned, small_checkpoint):
+    from mnist_classifier.calibration import digit_scores
+    from mnist_classifier.checkpoint import load_model, stored_normalization
+    from mnist_classifier.data import load_data
+    from mnist_classifier.evaluation import compute_logits
+    from mnist_classifier.finetune import held_out_non_digits
+
+    record, stdout = load_checkpoint(tuned[3])["finetune"], tuned[1]
+    non_digits = held_out_non_digits(load_data(DATA_DIR, log=lambda _line: None).test)
+    for path, key in ((small_checkpoint, "non_digits_refused_before"), (tuned[3], "non_digits_refused_after")):
+        model, payload = load_model(path)
+        scores = digit_scores(compute_logits(model, non_digits, stored_normalization(payload)).numpy(),
+                              payload["temperature"])
+        assert record[key] == pytest.approx((scores < payload["reject_threshold"]).mean())
+        assert f"{record[key]:.1%}" in stdout
+    assert "generated non-digits refused (1,000)" in stdout
+
+
 def test_a_corrupt_line_is_skipped_with_a_warning(tuned, writer_folder):
     stderr = tuned[2]
     assert f"warning: skipping line 101 of {writer_folder / 'user' / INDEX}" in stderr
