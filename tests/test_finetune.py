@@ -122,6 +122,8 @@ def test_it_says_how_often_non_digits_are_refused_before_and_after(tuned, small_
         assert record[key] == pytest.approx((scores < payload["reject_threshold"]).mean())
         assert f"{record[key]:.1%}" in stdout
     assert "generated non-digits refused (1,000)" in stdout
+    dropped = record["non_digits_refused_before"] - record["non_digits_refused_after"]
+    assert ("points fewer generated non-digits" in stdout) == (dropped >= 0.01)
 
 
 def test_a_corrupt_line_is_skipped_with_a_warning(tuned, writer_folder):

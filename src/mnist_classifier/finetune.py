@@ -378,8 +378,9 @@ def summary_text(result: FinetuneResult) -> str:
              f"wrote {result.path} in {result.seconds:.1f} s ({result.steps} steps); {result.base} is unchanged"]
     measured = before.refused is not None and after.refused is not None
     if measured and after.refused <= before.refused - REFUSAL_DROP_NOTED:
-        lines.append("note: it refuses fewer generated non-digits than the model it started from: expect "
-                     "\"not a digit\" a little less often")
+        points = 100 * (before.refused - after.refused)
+        lines.append(f"note: it refuses {points:.1f} points fewer generated non-digits than the model it started "
+                     "from: expect \"not a digit\" less often")
     if result.path.resolve() == USER_CHECKPOINT.resolve():
         lines.append("predict, demo and serve now answer with it (name another model with --checkpoint)")
     return "\n".join(lines)
