@@ -67,7 +67,11 @@ class MaximaOfPairs(nn.Module):
 
 
 def _without(*names: str):
-    return lambda model: [setattr(model, name, nn.Identity()) for name in names]
+    """A change that replaces these layers of the model by identities."""
+    def change(model: nn.Module) -> None:
+        for name in names:
+            setattr(model, name, nn.Identity())
+    return change
 
 
 # What would make a step faster? Each a change to the network or its optimiser, timed against

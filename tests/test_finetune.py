@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mnist_classifier.checkpoint import load_checkpoint
 from mnist_classifier.cli import main
@@ -111,10 +112,12 @@ def test_it_says_how_often_non_digits_are_refused_before_and_after(tuned, small_
     from mnist_classifier.checkpoint import load_model, stored_normalization
     from mnist_classifier.data import load_data
     from mnist_classifier.evaluation import compute_logits
-    from mnist_classifier.finetune import held_out_non_digits
+    from mnist_classifier.data import Split
+    from mnist_classifier.honesty import held_out_mix
 
     record, stdout = load_checkpoint(tuned[3])["finetune"], tuned[1]
-    non_digits = held_out_non_digits(load_data(DATA_DIR, log=lambda _line: None).test)
+    images = held_out_mix(load_data(DATA_DIR, log=lambda _line: None).test, 1000)
+    non_digits = Split(torch.from_numpy(images), torch.zeros(len(images), dtype=torch.long))
     for path, key in ((small_checkpoint, "non_digits_refused_before"), (tuned[3], "non_digits_refused_after")):
         model, payload = load_model(path)
         scores = digit_scores(compute_logits(model, non_digits, stored_normalization(payload)).numpy(),

@@ -155,6 +155,7 @@ class Exposure:
             return loss + self.outlier_weight * energy_margin_loss(digits, non_digits)
         return loss + self.outlier_weight * uniformity_loss(non_digits)
 
+
 class _Keeper:
     """Prepares an array of a training split once, or loads it as an earlier run kept it (prepared.py)."""
 

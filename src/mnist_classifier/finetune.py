@@ -51,6 +51,7 @@ from .datasets import USER_DIGITS, get_dataset_spec
 from .errors import UserError
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
+from .honesty import held_out_mix
 
 HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
 MIN_EXAMPLES = 20
@@ -122,7 +123,9 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     with all_cores():
         data = load_data(data_dir, USER_DIGITS.scores, val_size=config.val_size, log=lambda _line: None)
         norm = stored_normalization(payload)
-        non_digits = held_out_non_digits(data.test)
+        # learning one writer's pen can teach the model that such ink is a digit: the user sees the cost
+        non_digits = Split(torch.from_numpy(held_out_mix(data.test, NON_DIGITS_MEASURED)),
+                           torch.zeros(NON_DIGITS_MEASURED, dtype=torch.long))
         before = measure(model, held, data.test, norm, non_digits, Calibration.from_payload(payload))
         steps = tune(model, train_set, data.train, norm, config, epochs, seed)
         calibration, validation = recalibrate(model, data.val, norm)
@@ -307,18 +310,6 @@ def measure(model: nn.Module, held: Split, test: Split, norm: Normalization, non
         refused = float((scores < calibration.reject_threshold).mean())
     return Scores(float((held_logits.argmax(1) == held.labels).double().mean()), score_split(model, test, norm),
                   refused)
-
-
-def held_out_non_digits(test: Split) -> Split:
-    """Generated non-digits of every training family, from seeds training never uses and cut from
-    *test* digits (as evaluate's are): learning one writer's pen can teach the model that such ink
-    is a digit, and the user should see what that cost."""
-    from .honesty import HELD_OUT_SEED
-    from .outliers import generate_outliers
-
-    digits = (test.images.numpy(), test.labels.numpy())
-    images = generate_outliers(NON_DIGITS_MEASURED, seed=HELD_OUT_SEED, digits=digits)
-    return Split(torch.from_numpy(images), torch.zeros(len(images), dtype=torch.long))
 
 
 def recalibrate(model: nn.Module, val: Split, norm: Normalization) -> tuple[Calibration, SplitScore]:
