@@ -110,12 +110,14 @@ def test_real_digits_as_dark_on_light_pngs_are_recognised(api, digits, predictor
     assert answer["verdict"] == "digit" and answer["best_guess"] == answer["digit"] == 7
 
 
-def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits):
+def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits, predictor):
     png = as_paper_png(digits[3])
     upload = api.post("/api/predict", files={"file": ("three.png", png, "image/png")})
     assert upload.status_code == 200
     assert upload.json()["probabilities"] == post_png(api, png).json()["probabilities"]
-    assert upload.json()["best_guess"] == 3
+    # What the model answers, not whether this one-epoch model reads this 3 right.
+    expected = predictor.answer(to_mnist(load_image(png)))
+    assert (upload.json()["verdict"], upload.json()["best_guess"]) == (expected.verdict, expected.best_guess)
 
 
 def test_json_pixels_white_on_black_are_recognised(api, digits):
