@@ -6,7 +6,7 @@
 Writes src/mnist_classifier/bundled/: `simple_cnn.pth` (weights, calibration and
 provenance only: no optimizer state), `simple_cnn.onnx` (checked against it by export.py)
 and `provenance.json` (recipe, seed, test accuracy, ECE, date, machine, SHA-256 and size of
-each file). tests/test_bundled.py checks the shipped files against that record.
+each file). tests/test_library.py checks the shipped files against that record.
 """
 from __future__ import annotations
 
