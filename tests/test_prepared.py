@@ -1,6 +1,7 @@
 """What a training run prepares is kept on disk and read back only when it is still right."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_classifier import prepared as prepared_module
-from mnist_classifier.prepared import KEEP, prepared
+from mnist_classifier.prepared import KEEP, Extra, make_all, prepared
 
 
 class Maker:
@@ -127,3 +128,43 @@ def test_training_extras_come_back_identical_from_disk(mnist_data, tmp_path, mon
     for name in ("on_paper", "distances", "outliers"):
         assert getattr(made, name).shape[0] > 0
         assert getattr(made, name).equal(getattr(loaded, name)), name
+
+
+def maker_pid(images: np.ndarray) -> np.ndarray:
+    """Per image: the id of the process that made it (module level: it runs in the workers)."""
+    time.sleep(0.2)  # long enough that every worker gets a chunk before the first has taken them all
+    return np.full(len(images), os.getpid())
+
+
+def dies_in_a_worker(images: np.ndarray, parent: int) -> np.ndarray:
+    if os.getpid() != parent:
+        os._exit(1)  # as the kernel's OOM killer would end it
+    return 255 - images
+
+
+def test_the_recipes_extras_made_in_processes_match_those_made_here(mnist_data, monkeypatch):
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.data import Split
+    from mnist_classifier.exposure import _extras_to_prepare
+
+    monkeypatch.setattr(prepared_module, "MIN_IMAGES", 100)
+    train = Split(mnist_data.train.images[:400], mnist_data.train.labels[:400])
+    extras = _extras_to_prepare(resolve_config(None, {}), train, 20)
+    assert [extra.name for extra in extras] == ["paper digits", "skeletons", "non-digits"]
+    here, in_processes = make_all(extras, workers=1), make_all(extras, workers=2)
+    for extra, one, other in zip(extras, here, in_processes):
+        assert one.shape == extra.shape and one.dtype == np.uint8, extra.name
+        np.testing.assert_array_equal(one, other, err_msg=extra.name)
+
+
+def test_per_image_extras_are_split_over_the_worker_processes(digits):
+    [made] = make_all([Extra("pids", maker_pid, (digits,), (), (len(digits),), per_image=True)], workers=2)
+    assert made.shape == (len(digits),)
+    assert os.getpid() not in set(made.tolist()) and len(set(made.tolist())) == 2
+
+
+def test_a_worker_that_dies_leaves_the_work_to_the_parent(digits):
+    extra = Extra("inverse", functools.partial(dies_in_a_worker, parent=os.getpid()), (digits,), (), digits.shape,
+                  per_image=True)
+    [made] = make_all([extra], workers=2)
+    np.testing.assert_array_equal(made, 255 - digits)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -84,29 +85,20 @@ class Exposure:
         if not drawable:
             return cls()
         exposure = cls(config.pen_redraw, config.outlier_fraction, config.outlier_weight, config.outlier_target)
-        kept = _Keeper(Path(config.data_dir) / PREPARED_FOLDER, train)
-        if config.paper_redraw > 0:
-            exposure.paper_share = config.paper_redraw
-            exposure.on_paper = kept("paper digits", (), lambda images: on_paper_digits(images).numpy())
-        if config.pen_redraw > 0:
-            from .strokes import skeleton_distances
-
-            exposure.distances = kept("skeletons", (), lambda images: skeleton_distances(images).numpy())
-        per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
-        if config.outlier_weight > 0 and per_step > 0:
-            from .outliers import TRAINING_SHARES, generate_outliers
-
-            count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
-            settings = (count, config.seed, sorted(TRAINING_SHARES.items()))
-            exposure.outliers = kept("non-digits", settings, lambda images: generate_outliers(
-                count, seed=config.seed, digits=(images.numpy(), train.labels.cpu().numpy())), with_labels=True,
-                shape=(count, 28, 28))
-            log(f"outlier exposure: {len(exposure.outliers):,} generated non-digits, {per_step} per batch of "
+        extras = _extras_to_prepare(config, train, total_steps)
+        folder = Path(config.data_dir) / PREPARED_FOLDER
+        made, reused = _prepare(folder, extras, train.images.device)
+        exposure.on_paper, exposure.distances = made.get("paper digits"), made.get("skeletons")
+        exposure.paper_share = config.paper_redraw if exposure.on_paper is not None else 0.0
+        exposure.outliers = made.get("non-digits")
+        if exposure.outliers is not None:
+            log(f"outlier exposure: {len(exposure.outliers):,} generated non-digits, "
+                f"{outliers_per_step(config.batch_size, config.outlier_fraction)} per batch of "
                 f"{config.batch_size}, taught {LESSONS[config.outlier_target]} with weight {config.outlier_weight}; "
                 f"{config.pen_redraw:.0%} of digits re-drawn with a uniform pen, {config.paper_redraw:.0%} brought "
                 "back through the preprocessing")
-        if kept.reused:
-            log(f"loaded {', '.join(kept.reused)} as an earlier run on these digits prepared them ({kept.folder})")
+        if reused:
+            log(f"loaded {', '.join(reused)} as an earlier run on these digits prepared them ({folder})")
         return exposure
 
     def digits(self, split: Split, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -159,24 +151,51 @@ class Exposure:
         return loss + self.outlier_weight * uniformity_loss(non_digits)
 
 
-class _Keeper:
-    """Prepares an array of a training split once, or loads it as an earlier run kept it (prepared.py)."""
+def _extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> list:
+    """What this run's recipe needs from its training split, before its first step (prepared.py)."""
+    from .prepared import Extra
 
-    def __init__(self, folder: Path, train: Split):
-        self.folder, self.train, self.reused = folder, train, []
+    images, labels = train.images.cpu().numpy(), train.labels.cpu().numpy()
+    extras = []
+    if config.paper_redraw > 0:
+        extras.append(Extra("paper digits", _paper_digits, (images,), (), images.shape, per_image=True))
+    if config.pen_redraw > 0:
+        extras.append(Extra("skeletons", _skeleton_distances, (images,), (), images.shape, per_image=True))
+    per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
+    if config.outlier_weight > 0 and per_step > 0:
+        from .outliers import TRAINING_SHARES
 
-    def __call__(self, name: str, settings: tuple, make: Callable[[torch.Tensor], np.ndarray],
-                 with_labels: bool = False, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """`shape`: of the array `make` returns, if not the split's images'."""
-        from .prepared import prepared
+        count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
+        settings = (count, config.seed, sorted(TRAINING_SHARES.items()))
+        extras.append(Extra("non-digits", partial(_non_digits, count=count, seed=config.seed), (images, labels),
+                            settings, (count, 28, 28)))
+    return extras
 
-        images = self.train.images.cpu()
-        inputs = (images.numpy(), self.train.labels.cpu().numpy()) if with_labels else (images.numpy(),)
-        array, loaded = prepared(self.folder, name.replace(" ", "-"), inputs, settings, lambda: make(images),
-                                 shape if shape is not None else images.shape)
-        if loaded:
-            self.reused.append(name)
-        return torch.from_numpy(array).to(self.train.images.device)
+
+def _prepare(folder: Path, extras: list, device: torch.device) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """({name: tensor on `device`}, names of those that came from disk)."""
+    from .prepared import prepare
+
+    # As many processes as training has threads: the cores it was given (a rank of a multi-process run: its share)
+    results = prepare(folder, extras, workers=torch.get_num_threads())
+    made = {extra.name: torch.from_numpy(array).to(device) for extra, (array, _) in zip(extras, results)}
+    return made, [extra.name for extra, (_, loaded) in zip(extras, results) if loaded]
+
+
+def _paper_digits(images: np.ndarray) -> np.ndarray:
+    return on_paper_digits(torch.from_numpy(images)).numpy()
+
+
+def _skeleton_distances(images: np.ndarray) -> np.ndarray:
+    from .strokes import skeleton_distances
+
+    return skeleton_distances(torch.from_numpy(images)).numpy()
+
+
+def _non_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    from .outliers import generate_outliers
+
+    return generate_outliers(count, seed=seed, digits=(images, labels))
 
 
 def on_paper_digits(images: torch.Tensor, side: int = 56, marker: bool = False) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Before its first step a training run on digits prepares three arrays from its training split
 (exposure.py): the skeleton distances the pen re-drawing needs (strokes.py), the digits as
 the preprocessing returns them (`on_paper_digits`) and a pool of generated non-digits
-(outliers.py). For MNIST's 55,000 that is ~13 s on 2 cores, a third of `make train`. Each is
-a pure function of the split's pixels, a few settings and the code that makes it, so it is
+(outliers.py). For MNIST's 55,000 that is 10-22 s of work (the CPU decides), made in as many
+processes as training has threads (`make_all`): the digit-by-digit Python and OpenCV work
+holds the GIL, so threads would not share it. Each is a pure function of the split's pixels, a few settings and the code that makes it, so it is
 kept in `<data_dir>/prepared/` under a hash of all three: change a pixel, a setting, a line of
 the generating modules or a library version and the hash changes, so a stale file is never
 read, only pruned (the newest KEEP stay).
@@ -14,41 +15,126 @@ prepared afresh and replaced. Writing is best effort (a read-only or full disk o
 time), through a temporary file and a rename, so a killed run never leaves half a file behind
 under a real name.
 
-    from mnist_classifier.prepared import prepared
-    distances, loaded = prepared(Path("data/prepared"), "skeletons", (images,), (), lambda: slow(images), images.shape)
+    from mnist_classifier.prepared import Extra, prepare
+    [(distances, loaded)] = prepare(Path("data/prepared"), [Extra("skeletons", slow, (images,), (), images.shape,
+                                                                  per_image=True)], workers=2)
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import signal
+import sys
 import time
 import zipfile
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from joblib import Parallel, delayed
 
 # The modules whose code decides what is prepared: any edit to them prepares afresh.
 MAKERS = ("strokes", "preprocess", "outliers", "doodles", "exposure")
 LIBRARIES = ("numpy", "cv2", "skimage", "scipy")
 KEEP = 6  # kept files, newest by use first: the full split's three, and room for another run's
-MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk
+MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk, nor the processes
+IDLE_WORKERS_SECONDS = 10  # then the workers exit: training needs the cores and memory
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+CHUNKS_PER_WORKER = 4  # per-image extras are split finer than the workers: the last chunks even out the end
+
+
+@dataclass(frozen=True)
+class Extra:
+    """One array a run prepares: `make(*inputs)`, a uint8 array of `shape`.
+
+    `per_image`: the array holds one row per image of `inputs[0]` (its only input), so the
+    images may be split into chunks made apart. `make` may run in another process: a
+    module-level function, or a `functools.partial` of one.
+    """
+
+    name: str
+    make: Callable[..., np.ndarray]
+    inputs: tuple[np.ndarray, ...]
+    settings: tuple
+    shape: tuple[int, ...]
+    per_image: bool = False
+
+
+def prepare(folder: Path | None, extras: list[Extra], workers: int = 1) -> list[tuple[np.ndarray, bool]]:
+    """Each extra's array and whether it came from disk. Those not kept are made together,
+    split over `workers` processes (the parent waits), and kept in `folder` if their split is
+    large enough."""
+    paths = [_path(folder, extra) for extra in extras]
+    found = [_load_matching(path, extra.shape) if path is not None else None for path, extra in zip(paths, extras)]
+    missing = [index for index, array in enumerate(found) if array is None]
+    made = make_all([extras[index] for index in missing], workers)
+    for index, array in zip(missing, made):
+        if paths[index] is not None:
+            _store(paths[index], array)
+    results = [(array, True) if array is not None else None for array in found]
+    for index, array in zip(missing, made):
+        results[index] = (array, False)
+    return results
 
 
 def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], settings: tuple,
              make: Callable[[], np.ndarray], shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-    """(`make()`'s uint8 array of `shape`, whether it came from disk); kept in `folder` if the split is large enough."""
-    if folder is None or len(inputs[0]) < MIN_IMAGES:
-        return make(), False
-    path = folder / f"{name}-{_fingerprint(name, inputs, settings)}.npz"
+    """(`make()`'s uint8 array of `shape`, whether it came from disk): one extra, made here."""
+    return prepare(folder, [Extra(name, lambda *_inputs: make(), inputs, settings, shape)])[0]
+
+
+def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
+    """Each extra made: split over `workers` processes when there is enough to make, else here.
+    The same bytes either way (tests/test_prepared.py)."""
+    images = sum(len(extra.inputs[0]) for extra in extras)
+    if workers <= 1 or images < MIN_IMAGES:
+        return [extra.make(*extra.inputs) for extra in extras]
+    # Whole extras first, then the chunks: the pool hands out work in order, so the long
+    # tasks start early and the short chunks even out the end.
+    tasks = [(index, extra.make, extra.inputs) for index, extra in enumerate(extras) if not extra.per_image]
+    tasks += [(index, extra.make, (chunk,)) for index, extra in enumerate(extras) if extra.per_image
+              for chunk in np.array_split(extra.inputs[0], workers * CHUNKS_PER_WORKER)]
+    try:
+        # joblib's loky workers are fresh interpreters that import only what the tasks need: a
+        # fork would inherit OpenCV's and OpenMP's thread pools without their threads (and hang),
+        # multiprocessing's spawn would run the caller's script again in each worker.
+        parts = Parallel(n_jobs=workers, backend="loky", idle_worker_timeout=IDLE_WORKERS_SECONDS,
+                         initializer=_end_with_the_parent,
+                         max_nbytes=None)(  # pickled, not memory-mapped: a container's /dev/shm may be small
+            delayed(make)(*inputs) for _, make, inputs in tasks)
+    except (BrokenProcessPool, OSError):  # a worker was killed (out of memory?) or none could start
+        return [extra.make(*extra.inputs) for extra in extras]
+    pieces: list[list[np.ndarray]] = [[] for _ in extras]
+    for (index, _, _), part in zip(tasks, parts):  # in submission order: chunks stay in image order
+        pieces[index].append(part)
+    return [np.concatenate(own) if extra.per_image else own[0] for extra, own in zip(extras, pieces)]
+
+
+def _end_with_the_parent() -> None:
+    """Linux: a worker ends with the run that started it, even a run killed by SIGKILL (loky's
+    workers would otherwise wait for ever to hand back their chunk)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _path(folder: Path | None, extra: Extra) -> Path | None:
+    """Where `extra` is kept, or None: no folder, or a split too small to be worth the disk."""
+    if folder is None or len(extra.inputs[0]) < MIN_IMAGES:
+        return None
+    stem = extra.name.replace(" ", "-")
+    return folder / f"{stem}-{_fingerprint(stem, extra.inputs, extra.settings)}.npz"
+
+
+def _load_matching(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     kept = _load(path)
     if kept is not None and kept.shape == tuple(shape) and kept.dtype == np.uint8:  # else not what make() returns
-        return kept, True
-    array = make()
-    _store(path, array)
-    return array, False
+        return kept
+    return None
 
 
 def _fingerprint(name: str, inputs: tuple[np.ndarray, ...], settings: tuple) -> str:
