@@ -73,14 +73,11 @@ def prepare(folder: Path | None, extras: list[Extra], workers: int = 1) -> list[
     paths = [_path(folder, extra) for extra in extras]
     found = [_load_matching(path, extra.shape) if path is not None else None for path, extra in zip(paths, extras)]
     missing = [index for index, array in enumerate(found) if array is None]
-    made = make_all([extras[index] for index in missing], workers)
-    for index, array in zip(missing, made):
+    made = dict(zip(missing, make_all([extras[index] for index in missing], workers)))
+    for index, array in made.items():
         if paths[index] is not None:
             _store(paths[index], array)
-    results = [(array, True) if array is not None else None for array in found]
-    for index, array in zip(missing, made):
-        results[index] = (array, False)
-    return results
+    return [(array, True) if array is not None else (made[index], False) for index, array in enumerate(found)]
 
 
 def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], settings: tuple,
