@@ -163,6 +163,12 @@ def test_per_image_extras_are_split_over_the_worker_processes(digits):
     assert os.getpid() not in set(made.tolist()) and len(set(made.tolist())) == 2
 
 
+def test_no_more_workers_than_the_cap_whatever_is_asked(digits):
+    [made] = make_all([Extra("pids", maker_pid, (digits,), (), (len(digits),), per_image=True)],
+                      workers=prepared_module.MAX_WORKERS + 2)
+    assert 2 <= len(set(made.tolist())) <= prepared_module.MAX_WORKERS
+
+
 def test_a_worker_that_dies_leaves_the_work_to_the_parent(digits):
     extra = Extra("inverse", functools.partial(dies_in_a_worker, parent=os.getpid()), (digits,), (), digits.shape,
                   per_image=True)

@@ -46,6 +46,9 @@ KEEP = 6  # kept files, newest by use first: the full split's three, and room fo
 MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk, nor the processes
 IDLE_WORKERS_SECONDS = 10  # then the workers exit: training needs the cores and memory
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# Each worker holds torch (~180 MB) and its inputs (the non-digits' all 55,000 digits): ~0.3-0.5 GB
+# apiece. Four make MNIST's set-up in a few seconds; more would cost a laptop's memory for little.
+MAX_WORKERS = 4
 CHUNKS_PER_WORKER = 4  # per-image extras are split finer than the workers: the last chunks even out the end
 
 
@@ -87,9 +90,9 @@ def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], set
 
 
 def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
-    """Each extra made: split over `workers` processes when there is enough to make, else here.
-    The same bytes either way (tests/test_prepared.py)."""
-    images = sum(len(extra.inputs[0]) for extra in extras)
+    """Each extra made: split over `workers` processes (at most MAX_WORKERS) when there is enough
+    to make, else here. The same bytes either way (tests/test_prepared.py)."""
+    images, workers = sum(len(extra.inputs[0]) for extra in extras), min(workers, MAX_WORKERS)
     if workers <= 1 or images < MIN_IMAGES:
         return [extra.make(*extra.inputs) for extra in extras]
     # Whole extras first, then the chunks: the pool hands out work in order, so the long
