@@ -20,7 +20,7 @@ import torch
 
 from mnist_classifier.config import resolve_config
 from mnist_classifier.data import load_data
-from mnist_classifier.exposure import _extras_to_prepare
+from mnist_classifier.exposure import extras_to_prepare
 from mnist_classifier.hardware import read_cpu_flags, read_cpu_model
 from mnist_classifier.prepared import make_all
 from mnist_classifier.training import steps_per_epoch
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = resolve_config(None, {})
     data = load_data(config.data_dir, log=lambda _line: None)
-    extras = _extras_to_prepare(config, data.train, steps_per_epoch(config, len(data.train)) * config.epochs)
+    extras = extras_to_prepare(config, data.train, steps_per_epoch(config, len(data.train)) * config.epochs)
     flags = read_cpu_flags()
     print(f"{read_cpu_model()}, {os.cpu_count()} cores ("
           + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx512_bf16", "amx_bf16"))

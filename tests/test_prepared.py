@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from mnist_classifier import prepared as prepared_module
-from mnist_classifier.prepared import KEEP, Extra, make_all, prepared
+from mnist_classifier.prepared import KEEP, Extra, make_all, prepare
+
+
+def prepared(folder, name, inputs, settings, make, shape):
+    """One extra, made in this process by the zero-argument `make`: (array, whether it came from disk)."""
+    return prepare(folder, [Extra(name, lambda *_inputs: make(), inputs, settings, shape)])[0]
 
 
 class Maker:
@@ -145,11 +150,11 @@ def dies_in_a_worker(images: np.ndarray, parent: int) -> np.ndarray:
 def test_the_recipes_extras_made_in_processes_match_those_made_here(mnist_data, monkeypatch):
     from mnist_classifier.config import resolve_config
     from mnist_classifier.data import Split
-    from mnist_classifier.exposure import _extras_to_prepare
+    from mnist_classifier.exposure import extras_to_prepare
 
     monkeypatch.setattr(prepared_module, "MIN_IMAGES", 100)
     train = Split(mnist_data.train.images[:400], mnist_data.train.labels[:400])
-    extras = _extras_to_prepare(resolve_config(None, {}), train, 20)
+    extras = extras_to_prepare(resolve_config(None, {}), train, 20)
     assert [extra.name for extra in extras] == ["paper digits", "skeletons", "non-digits"]
     here, in_processes = make_all(extras, workers=1), make_all(extras, workers=2)
     for extra, one, other in zip(extras, here, in_processes):

@@ -84,12 +84,12 @@ class Exposure:
         """Nothing for datasets that are not drawings (clothes); else the skeletons and the pool."""
         if not drawable:
             return cls()
-        exposure = cls(config.pen_redraw, config.outlier_fraction, config.outlier_weight, config.outlier_target)
-        extras = _extras_to_prepare(config, train, total_steps)
+        exposure = cls(config.pen_redraw, config.outlier_fraction, config.outlier_weight, config.outlier_target,
+                       paper_share=config.paper_redraw)
+        extras = extras_to_prepare(config, train, total_steps)
         folder = Path(config.data_dir) / PREPARED_FOLDER
         made, reused = _prepare(folder, extras, train.images.device)
         exposure.on_paper, exposure.distances = made.get("paper digits"), made.get("skeletons")
-        exposure.paper_share = config.paper_redraw if exposure.on_paper is not None else 0.0
         exposure.outliers = made.get("non-digits")
         if exposure.outliers is not None:
             log(f"outlier exposure: {len(exposure.outliers):,} generated non-digits, "
@@ -151,7 +151,7 @@ class Exposure:
         return loss + self.outlier_weight * uniformity_loss(non_digits)
 
 
-def _extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> list:
+def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> list:
     """What this run's recipe needs from its training split, before its first step (prepared.py)."""
     from .prepared import Extra
 

@@ -83,12 +83,6 @@ def prepare(folder: Path | None, extras: list[Extra], workers: int = 1) -> list[
     return [(array, True) if array is not None else (made[index], False) for index, array in enumerate(found)]
 
 
-def prepared(folder: Path | None, name: str, inputs: tuple[np.ndarray, ...], settings: tuple,
-             make: Callable[[], np.ndarray], shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-    """(`make()`'s uint8 array of `shape`, whether it came from disk): one extra, made here."""
-    return prepare(folder, [Extra(name, lambda *_inputs: make(), inputs, settings, shape)])[0]
-
-
 def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
     """Each extra made: split over `workers` processes (at most MAX_WORKERS) when there is enough
     to make, else here. The same bytes either way (tests/test_prepared.py)."""
