@@ -13,7 +13,7 @@ rule: 99.5% of validation digits pass, as written and re-drawn with an even pen.
 tables include the test digits drawn on paper with a marker and brought back by
 `preprocess.to_mnist`, the path every user's drawing takes; one more row takes that path
 blurred: the first 3,000 test digits enlarged bilinearly to 280 px (~1 px of blur at 28 px,
-like an out-of-focus photo, which to_mnist keeps; exposure.on_paper_digits).
+like an out-of-focus photo, which to_mnist keeps; preprocess.digits_on_paper).
 """
 from __future__ import annotations
 
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("limit_train", args.limit_train)) if value}
     from mnist_classifier.data import load_data
-    from mnist_classifier.exposure import on_paper_digits
+    from mnist_classifier.preprocess import digits_on_paper
 
     test = load_data(ROOT / "data", log=lambda _line: None).test
-    blurred = on_paper_digits(test.images[:PAPER_DIGITS], side=280).numpy()
+    blurred = digits_on_paper(test.images[:PAPER_DIGITS].numpy(), side=280)
     with tempfile.TemporaryDirectory() as scratch:
         results = [(run, *train_and_measure(run, args.seed, Path(scratch), overrides, test, blurred))
                    for run in args.runs]

@@ -148,12 +148,12 @@ def test_digits_shown_on_paper_are_what_the_preprocessing_returns(mnist_data):
     import cv2
     import torch
 
-    from mnist_classifier.exposure import Exposure, on_paper_digits
-    from mnist_classifier.preprocess import to_mnist
+    from mnist_classifier.exposure import Exposure
+    from mnist_classifier.preprocess import digits_on_paper, to_mnist
 
     split = mnist_data.train
     digits = split.images[:64]
-    on_paper = on_paper_digits(digits)
+    on_paper = torch.from_numpy(digits_on_paper(digits.numpy()))
     enlarged = cv2.resize(digits[5].numpy(), (56, 56), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(on_paper[5].numpy(), to_mnist(255 - enlarged).image)  # dark on light, 2x
     assert not torch.equal(on_paper, digits)  # softer edges, re-centred: not the same pixels

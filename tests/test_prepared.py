@@ -162,6 +162,23 @@ def test_the_recipes_extras_made_in_processes_match_those_made_here(mnist_data, 
         np.testing.assert_array_equal(one, other, err_msg=extra.name)
 
 
+
+def test_the_recipes_makers_start_without_torch(mnist_data):
+    """A worker imports only its maker's module: without torch it starts in ~0.3 s, not ~2 s."""
+    import subprocess
+    import sys
+
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.data import Split
+    from mnist_classifier.exposure import extras_to_prepare
+
+    train = Split(mnist_data.train.images[:100], mnist_data.train.labels[:100])
+    makers = [getattr(extra.make, "func", extra.make) for extra in extras_to_prepare(resolve_config(None, {}), train, 20)]
+    imports = "; ".join(f"from {maker.__module__} import {maker.__name__}" for maker in makers)
+    probe = subprocess.run([sys.executable, "-c", f"{imports}; import sys; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert len(makers) == 3 and probe.stdout.strip() == "False", (imports, probe.stdout)
+
 def test_per_image_extras_are_split_over_the_worker_processes(digits):
     [made] = make_all([Extra("pids", maker_pid, (digits,), (), (len(digits),), per_image=True)], workers=2)
     assert made.shape == (len(digits),)

@@ -1,4 +1,4 @@
-"""strokes.py on real MNIST: re-drawn digits have the pen's width, stay where they were, and
+"""strokes.py and skeletons.py on real MNIST: re-drawn digits have the pen's width, stay where they were, and
 the compact distances are exact, batch-independent and safe on empty images."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from mnist_classifier.strokes import (FAR, INK_THRESHOLD, PEN_WIDTH_RANGE, PEN_WIDTHS_BENCHMARK, random_pen_widths,
-                                      redraw, skeleton_distances, uniform_pen_images)
+from mnist_classifier.skeletons import FAR, INK_THRESHOLD
+from mnist_classifier.strokes import (PEN_WIDTH_RANGE, PEN_WIDTHS_BENCHMARK, random_pen_widths, redraw,
+                                      skeleton_distances, uniform_pen_images)
 
 # More than one 1,024-image flood-fill chunk, so chunk boundaries are exercised too.
 SAMPLE = 2000

@@ -50,7 +50,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -76,7 +75,7 @@ class Exposure:
     distances: torch.Tensor | None = None  # skeleton distances of the training split (strokes.py)
     outliers: torch.Tensor | None = None  # (P, 28, 28) uint8 pool of non-digits
     paper_share: float = 0.0
-    on_paper: torch.Tensor | None = None  # the training split through the preprocessing (on_paper_digits)
+    on_paper: torch.Tensor | None = None  # the training split through the preprocessing (preprocess.digits_on_paper)
 
     @classmethod
     def build(cls, config: TrainConfig, train: Split, drawable: bool, total_steps: int,
@@ -153,21 +152,21 @@ class Exposure:
 
 def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> list:
     """What this run's recipe needs from its training split, before its first step (prepared.py)."""
+    from . import outliers, preprocess, skeletons
     from .prepared import Extra
 
+    # The makers live in modules free of torch: a worker process that makes them starts in ~0.3 s.
     images, labels = train.images.cpu().numpy(), train.labels.cpu().numpy()
     extras = []
     if config.paper_redraw > 0:
-        extras.append(Extra("paper digits", _paper_digits, (images,), (), images.shape, per_image=True))
+        extras.append(Extra("paper digits", preprocess.digits_on_paper, (images,), (), images.shape, per_image=True))
     if config.pen_redraw > 0:
-        extras.append(Extra("skeletons", _skeleton_distances, (images,), (), images.shape, per_image=True))
+        extras.append(Extra("skeletons", skeletons.skeleton_distances, (images,), (), images.shape, per_image=True))
     per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
     if config.outlier_weight > 0 and per_step > 0:
-        from .outliers import TRAINING_SHARES
-
         count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
-        settings = (count, config.seed, sorted(TRAINING_SHARES.items()))
-        extras.append(Extra("non-digits", partial(_non_digits, count=count, seed=config.seed), (images, labels),
+        settings = (count, config.seed, sorted(outliers.TRAINING_SHARES.items()))
+        extras.append(Extra("non-digits", partial(outliers.training_pool, count=count, seed=config.seed), (images, labels),
                             settings, (count, 28, 28)))
     return extras
 
@@ -180,43 +179,6 @@ def _prepare(folder: Path, extras: list, device: torch.device) -> tuple[dict[str
     results = prepare(folder, extras, workers=torch.get_num_threads())
     made = {extra.name: torch.from_numpy(array).to(device) for extra, (array, _) in zip(extras, results)}
     return made, [extra.name for extra, (_, loaded) in zip(extras, results) if loaded]
-
-
-def _paper_digits(images: np.ndarray) -> np.ndarray:
-    return on_paper_digits(torch.from_numpy(images)).numpy()
-
-
-def _skeleton_distances(images: np.ndarray) -> np.ndarray:
-    from .strokes import skeleton_distances
-
-    return skeleton_distances(torch.from_numpy(images)).numpy()
-
-
-def _non_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    from .outliers import generate_outliers
-
-    return generate_outliers(count, seed=seed, digits=(images, labels))
-
-
-def on_paper_digits(images: torch.Tensor, side: int = 56, marker: bool = False) -> torch.Tensor:
-    """(N, 28, 28) uint8 digits -> the same as `to_mnist` returns them drawn `side` px, dark on light.
-
-    The enlargement is bilinear: soft edges, like an out-of-focus photo (training's default;
-    2x leaves edges as soft as 10x, at a third of the cost: ~0.08 ms per digit, ~4.6 s for a
-    55,000-digit training split, once per run). `marker`: crisp ink instead, the enlarged
-    digit's half-ink outline, like a felt pen on paper (evaluate's row, at 280 px).
-    """
-    import cv2
-
-    from .preprocess import to_mnist
-
-    drawn = np.zeros(images.shape, np.uint8)  # filled in place: no list of 55,000 small arrays
-    for index, image in enumerate(images.numpy()):
-        big = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
-        pre = to_mnist(np.where(big >= 128, 0, 255).astype(np.uint8) if marker else 255 - big)
-        if pre.has_ink:
-            drawn[index] = pre.image
-    return torch.from_numpy(drawn)
 
 
 def with_not_a_digit(logits: torch.Tensor) -> torch.Tensor:

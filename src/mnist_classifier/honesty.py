@@ -12,7 +12,7 @@ and "not a digit" without retraining.
   temperature, and the reliability diagram's bins;
 - verdicts: the share of MNIST test digits, of the same digits re-drawn with uniform
   pens (strokes.py), and of them drawn large with a marker and brought back by the
-  preprocessing (exposure.on_paper_digits: the path every user's drawing takes) answered
+  preprocessing (preprocess.digits_on_paper: the path every user's drawing takes) answered
   `digit`, and the share of each non-digit family answered
   `not_a_digit`. Those non-digits are generated with seeds that training never uses, their
   fragments and pairs are cut from *test* digits, and Fashion-MNIST's test items (when its
@@ -138,8 +138,8 @@ def measured_sets(test: Split) -> tuple[list[tuple[str, np.ndarray]], list[tuple
     All seeded: a function of the test split alone. Building them takes ~13 s on 2 cores,
     so they are kept for the split last asked for, read-only: the test suite and the
     benchmarks evaluate several models on one split in one process."""
-    from .exposure import on_paper_digits
     from .outliers import TRAINING_FAMILIES
+    from .preprocess import digits_on_paper
     from .strokes import PEN_WIDTHS_BENCHMARK, uniform_pen_sets
 
     digest = split_digest(test)
@@ -149,7 +149,7 @@ def measured_sets(test: Split) -> tuple[list[tuple[str, np.ndarray]], list[tuple
         digit_sets += [(f"re-drawn, uniform pen {width:g} px", images.numpy())
                        for width, images in zip(PEN_WIDTHS_BENCHMARK, redrawn)]
         # the path users' drawings take: drawn large, photographed, through preprocess.to_mnist
-        digit_sets.append((PAPER_SET, on_paper_digits(test.images, side=PAPER_SIDE, marker=True).numpy()))
+        digit_sets.append((PAPER_SET, digits_on_paper(test.images.numpy(), side=PAPER_SIDE, marker=True)))
         families = [(name, held_out_family(name, test)) for name in TRAINING_FAMILIES]
         for _name, images in digit_sets + families:
             images.flags.writeable = False

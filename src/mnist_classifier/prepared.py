@@ -1,8 +1,8 @@
 """Training's prepared extras, kept on disk so that the next run on the same digits starts at once.
 
 Before its first step a training run on digits prepares three arrays from its training split
-(exposure.py): the skeleton distances the pen re-drawing needs (strokes.py), the digits as
-the preprocessing returns them (`on_paper_digits`) and a pool of generated non-digits
+(exposure.py): the skeleton distances the pen re-drawing needs (skeletons.py), the digits as
+the preprocessing returns them (`preprocess.digits_on_paper`) and a pool of generated non-digits
 (outliers.py). For MNIST's 55,000 that is 10-18 s of work on 2 cores (the CPU decides), made
 in as many processes as training has threads (`make_all`; benchmarks/setup_speed.py): the
 digit-by-digit Python and OpenCV work holds the GIL, so threads would not share it. Each is a
@@ -40,14 +40,15 @@ import numpy as np
 from joblib import Parallel, delayed
 
 # The modules whose code decides what is prepared: any edit to them prepares afresh.
-MAKERS = ("strokes", "preprocess", "outliers", "doodles", "exposure")
+MAKERS = ("skeletons", "preprocess", "outliers", "doodles", "exposure")
 LIBRARIES = ("numpy", "cv2", "skimage", "scipy")
 KEEP = 6  # kept files, newest by use first: the full split's three, and room for another run's
 MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk, nor the processes
 IDLE_WORKERS_SECONDS = 10  # then the workers exit: training needs the cores and memory
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
-# Each worker holds torch (~180 MB) and its inputs (the non-digits' all 55,000 digits): ~0.3-0.5 GB
-# apiece. Four make MNIST's set-up in a few seconds; more would cost a laptop's memory for little.
+# Each worker holds numpy, OpenCV and scikit-image (no torch: the makers' modules do not import it)
+# and its inputs: up to ~250 MB apiece for MNIST. Four make the set-up in a few seconds; more
+# would cost a laptop's memory for little.
 MAX_WORKERS = 4
 CHUNKS_PER_WORKER = 4  # per-image extras are split finer than the workers: the last chunks even out the end
 

@@ -56,6 +56,24 @@ def to_mnist(image) -> Preprocessed:
     return Preprocessed(image=_place_on_canvas(digit), has_ink=True)
 
 
+
+def digits_on_paper(digits: np.ndarray, side: int = 56, marker: bool = False) -> np.ndarray:
+    """(N, 28, 28) uint8 MNIST digits -> the same as `to_mnist` returns them drawn `side` px,
+    dark on light: the path every user's drawing takes, for training and for measuring.
+
+    The enlargement is bilinear: soft edges, like an out-of-focus photo (training's default;
+    2x leaves edges as soft as 10x, at a third of the cost: 0.08-0.16 ms per digit, the CPU
+    decides). `marker`: crisp ink instead, the enlarged digit's half-ink outline, like a felt
+    pen on paper (evaluate's row, at 280 px). A digit that loses all its ink stays black.
+    """
+    drawn = np.zeros(digits.shape, np.uint8)  # filled in place: no list of 55,000 small arrays
+    for index, digit in enumerate(digits):
+        big = cv2.resize(digit, (side, side), interpolation=cv2.INTER_LINEAR)
+        pre = to_mnist(np.where(big >= 128, 0, 255).astype(np.uint8) if marker else 255 - big)
+        if pre.has_ink:
+            drawn[index] = pre.image
+    return drawn
+
 def preview(pre: Preprocessed, size: int) -> np.ndarray:
     """(size, size) uint8 blow-up of the 28x28 for display; black when no ink."""
     if size < 1:
