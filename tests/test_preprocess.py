@@ -504,3 +504,37 @@ def test_real_digits_are_centred_like_mnist(mnist_digits):
         page[60:340, 20:300] = 255 - cv2.resize(digit, (280, 280))
         row, col = centre_of_mass(to_mnist(page).image)
         assert abs(row - 14) <= 1 and abs(col - 14) <= 1
+
+
+# ---------------------------------------------------------------- numpy's median and pad, faster
+
+
+@given(hnp.arrays(np.float32, st.integers(1, 400), elements=st.floats(-2, 2, width=32), fill=st.nothing()))
+def test_the_fast_median_is_numpys(values):
+    from mnist_classifier.preprocess import _median as median
+
+    assert median(values) == float(np.median(values))
+    assert median(np.float32([4, 1, 3, 2])) == 2.5 and median(np.float32([3, 1, 2])) == 2.0
+
+
+@given(hnp.arrays(st.sampled_from([np.float32, np.float64, np.uint8, np.bool_]),
+                  hnp.array_shapes(min_dims=2, max_dims=2, max_side=40)), st.integers(0, 5))
+def test_a_framed_image_is_numpys_padding(image, margin):
+    from mnist_classifier.preprocess import _framed as framed
+
+    padded = framed(image, margin)
+    assert padded.dtype == image.dtype
+    assert np.array_equal(padded, np.pad(image, margin), equal_nan=image.dtype.kind == "f")
+
+
+def test_stroke_width_counts_the_edges_that_padding_would():
+    from mnist_classifier.preprocess import _stroke_width
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 9), (7, 1), (28, 28), (40, 23)]:
+        crop = rng.random(shape, dtype=np.float32)
+        padded = np.pad(crop > 0.5, 1)
+        edges = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1])
+        area = np.count_nonzero(crop > 0.5)
+        expected = 2.0 * area / (edges * np.pi / 4) if area else 0.0
+        assert _stroke_width(crop) == expected, shape

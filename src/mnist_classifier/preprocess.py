@@ -215,7 +215,7 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     """Grayscale -> ink 0..1 on background 0, or None when there is no visible ink."""
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    background = float(np.median(border))  # the paper: the border is mostly paper
+    background = _median(border)  # the paper: the border is mostly paper
     darkest, brightest = float(gray.min()), float(gray.max())
     # Ink is whatever departs furthest from the paper: darker or lighter.
     if background - darkest > brightest - background:
@@ -278,7 +278,7 @@ def _thicken(crop: np.ndarray) -> np.ndarray:
     if grow <= 0:
         return crop
     radius = (grow + 1) // 2
-    padded = np.pad(crop, radius)  # room for the strokes to grow at the edges
+    padded = _framed(crop, radius)  # room for the strokes to grow at the edges
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     return cv2.dilate(padded, kernel)
 
@@ -299,17 +299,18 @@ def _stroke_width(crop: np.ndarray) -> float:
     area = np.count_nonzero(mask)
     if area == 0:
         return 0.0
-    padded = np.pad(mask, 1)
-    edges = (np.count_nonzero(padded[1:] != padded[:-1])
-             + np.count_nonzero(padded[:, 1:] != padded[:, :-1]))
+    # Ink pixels' sides that face paper: changes between neighbours, plus ink on the image's rim.
+    edges = (np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+             + sum(np.count_nonzero(rim) for rim in (mask[0], mask[-1], mask[:, 0], mask[:, -1])))
     # Counting pixel edges overstates a curve's length by 4/pi on average over angles.
     return 2.0 * area / (edges * np.pi / 4)
 
 
 def _max_pool(image: np.ndarray, factor: int) -> np.ndarray:
     rows, cols = -(-image.shape[0] // factor), -(-image.shape[1] // factor)  # ceil
-    image = np.pad(image, ((0, rows * factor - image.shape[0]),
-                           (0, cols * factor - image.shape[1])))
+    padded = np.zeros((rows * factor, cols * factor), image.dtype)
+    padded[:image.shape[0], :image.shape[1]] = image
+    image = padded
     return image.reshape(rows, factor, cols, factor).max(axis=(1, 3))
 
 
@@ -329,6 +330,24 @@ def _place_on_canvas(digit: np.ndarray) -> np.ndarray:
     return canvas
 
 
+
+# numpy's own median and pad spend ~15 us each on checks and dispatch, more than the work on
+# a 56x56 digit; to_mnist runs for every request and 55,000 times per training set-up.
+def _median(values: np.ndarray) -> float:
+    """np.median of a 1-D array of finite numbers, the same value, in ~2 us instead of ~15."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    below, above = np.partition(values, (middle - 1, middle))[middle - 1:middle + 1]
+    return float((below + above) / 2)
+
+
+def _framed(image: np.ndarray, margin: int) -> np.ndarray:
+    """np.pad(image, margin): a 2-D image in a frame of `margin` zeros, in ~2 us instead of ~17."""
+    out = np.zeros((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin), image.dtype)
+    out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
+    return out
+
 # ------------------------------------------------------------ objects that fill the frame
 
 FILL_TRIM = 0.02  # weaker than 2% of full contrast: background (JPEG noise, paper grain)
@@ -343,7 +362,7 @@ def fill_frame(image) -> Preprocessed:
     array = image if isinstance(image, np.ndarray) else load_image(image)
     gray = _grayscale(array)
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    background = float(np.median(border))
+    background = _median(border)
     if background >= 0.5:  # a photo on white: negate, as Zalando did
         item = (background - gray) / background
     else:
