@@ -22,7 +22,7 @@ from mnist_classifier.config import resolve_config
 from mnist_classifier.data import load_data
 from mnist_classifier.exposure import extras_to_prepare
 from mnist_classifier.hardware import read_cpu_flags, read_cpu_model
-from mnist_classifier.prepared import make_all
+from mnist_classifier.prepared import make_all, make_here
 from mnist_classifier.training import steps_per_epoch
 
 
@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx512_bf16", "amx_bf16"))
           + f"); torch {torch.__version__}; load average before {os.getloadavg()[0]:.2f}")
     print(f"{len(data.train):,} training digits; seconds per round\n")
-    ways = [(f"{extra.name} alone, here", lambda extra=extra: extra.make(*extra.inputs)) for extra in extras]
-    ways += [("all three, here", lambda: make_all(extras, workers=1)),
+    # "here": as before e8ae0b9, in the training process, the skeletons on its threads
+    ways = [(f"{extra.name} alone, here", lambda extra=extra: make_here([extra], threads=args.workers))
+            for extra in extras]
+    ways += [("all three, here", lambda: make_here(extras, threads=args.workers)),
              (f"all three, {args.workers} worker processes", lambda: make_all(extras, workers=args.workers))]
     times: dict[str, list[float]] = {name: [] for name, _ in ways}
     for _ in range(args.rounds):

@@ -179,6 +179,19 @@ def test_the_recipes_makers_start_without_torch(mnist_data):
                            capture_output=True, text=True, check=True)
     assert len(makers) == 3 and probe.stdout.strip() == "False", (imports, probe.stdout)
 
+
+def threads_given(images: np.ndarray, threads: int = 1) -> np.ndarray:
+    return np.full(len(images), threads)
+
+
+def test_a_threaded_extra_gets_the_threads_only_when_made_here(digits):
+    """Workers already take every core; made here instead, a maker that releases the GIL uses them."""
+    few, many = (Extra("threads", threads_given, (images,), (), (len(images),), per_image=True, threaded=True)
+                 for images in (digits[:50], digits))
+    [here] = make_all([few], workers=3)  # under MIN_IMAGES: made in this process
+    [apart] = make_all([many], workers=2)
+    assert set(here.tolist()) == {3} and set(apart.tolist()) == {1}
+
 def test_per_image_extras_are_split_over_the_worker_processes(digits):
     [made] = make_all([Extra("pids", maker_pid, (digits,), (), (len(digits),), per_image=True)], workers=2)
     assert made.shape == (len(digits),)

