@@ -19,12 +19,14 @@ every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -221,10 +223,43 @@ def prepare_ahead(config) -> None:
                    log=lambda _line: None)
 
 
-def peak_rss_mb() -> dict:
-    """ru_maxrss is in KB on Linux. RUSAGE_CHILDREN is the largest reaped child: a DataLoader worker."""
+class ChildMemory:
+    """The largest peak RSS (VmHWM) of this process's children, sampled while they live (Linux).
+
+    Not RUSAGE_CHILDREN: a child started by fork + exec (our set-up's loky workers) reports
+    there the RSS its parent had when it forked (~460 MB), whatever the child itself used.
+    """
+
+    def __init__(self, every: float = 0.2):
+        self.peak_kb, self._done = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.peak_kb / 1024
+
+    def _sample(self, every: float) -> None:
+        while not self._done.wait(every):
+            for pid in _children():
+                with contextlib.suppress(OSError, ValueError):  # the child ended meanwhile
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    self.peak_kb = max(self.peak_kb, int(status.split("VmHWM:")[1].split()[0]))
+
+
+def _children() -> list[str]:
+    pids = []
+    for task in Path("/proc/self/task").iterdir():  # any thread may have started one
+        with contextlib.suppress(OSError):
+            pids += (task / "children").read_text().split()
+    return pids
+
+
+def peak_rss_mb(children: ChildMemory) -> dict:
+    """ru_maxrss is in KB on Linux; the children's peak as ChildMemory saw it (DataLoader or set-up workers)."""
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "peak_child_rss_mb": children.stop()}
 
 
 # ---------------------------------------------------------------- parent
@@ -310,7 +345,7 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str, str]]:
         numbers("whole run, wall clock", "s", "wall_seconds"),
         numbers("peak RSS, main process", "MB", "peak_rss_mb", target="lower"),
         ("peak RSS, largest child", "MB", f"{ours['peak_child_rss_mb']:,.1f}", f"{seed['peak_child_rss_mb']:,.1f}",
-         "", "(DataLoader workers)"),
+         "", "ours: set-up workers; seed: DataLoader"),
     ]
 
 
@@ -350,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--epochs and --seed-epochs must be positive integers")
     if args.worker:
         workers = {"ours": ours_worker, "ours-kept": lambda *run: ours_worker(*run, kept=True), "seed": seed_worker}
-        result = {**workers[args.worker](args.quick, args.epochs), **peak_rss_mb()}  # RSS read last: the run's peak
+        children = ChildMemory()
+        result = {**workers[args.worker](args.quick, args.epochs), **peak_rss_mb(children)}  # read last: the run's peak
         Path(args.out).write_text(json.dumps(result))
         return 0
     print(table(run(args.quick, args.epochs, args.seed_epochs)))
