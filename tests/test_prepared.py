@@ -173,7 +173,8 @@ def test_the_recipes_makers_start_without_torch(mnist_data):
     from mnist_classifier.exposure import extras_to_prepare
 
     train = Split(mnist_data.train.images[:100], mnist_data.train.labels[:100])
-    makers = [getattr(extra.make, "func", extra.make) for extra in extras_to_prepare(resolve_config(None, {}), train, 20)]
+    extras = extras_to_prepare(resolve_config(None, {}), train, 20)
+    makers = [getattr(extra.make, "func", extra.make) for extra in extras]
     imports = "; ".join(f"from {maker.__module__} import {maker.__name__}" for maker in makers)
     probe = subprocess.run([sys.executable, "-c", f"{imports}; import sys; print('torch' in sys.modules)"],
                            capture_output=True, text=True, check=True)

@@ -167,8 +167,8 @@ def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> li
     if config.outlier_weight > 0 and per_step > 0:
         count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
         settings = (count, config.seed, sorted(outliers.TRAINING_SHARES.items()))
-        extras.append(Extra("non-digits", partial(outliers.training_pool, count=count, seed=config.seed), (images, labels),
-                            settings, (count, 28, 28)))
+        make = partial(outliers.training_pool, count=count, seed=config.seed)
+        extras.append(Extra("non-digits", make, (images, labels), settings, (count, 28, 28)))
     return extras
 
 

@@ -84,11 +84,11 @@ def generate_outliers(count: int, seed: int, digits, shares: dict[str, float] = 
     return mixed[np.random.default_rng(seed).permutation(len(mixed))]
 
 
-
 def training_pool(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     """generate_outliers for a training run: its split's digits and labels as positional
     inputs, the way prepared.py hands an extra its inputs (in a worker process, maybe)."""
     return generate_outliers(count, seed=seed, digits=(images, labels))
+
 
 def family_sizes(count: int, shares: dict[str, float] = TRAINING_SHARES) -> dict[str, int]:
     """How many of `count` each family gets: its share, rounded so that the sizes add up to `count`."""

@@ -58,9 +58,9 @@ class Extra:
     """One array a run prepares: `make(*inputs)`, a uint8 array of `shape`.
 
     `per_image`: the array holds one row per image of `inputs[0]` (its only input), so the
-    images may be split into chunks made apart. `threaded`: when made in this process
-    rather than in workers, it is given the workers' number as `threads`. `make` may run in another process: a
-    module-level function, or a `functools.partial` of one.
+    images may be split into chunks made apart. `threaded`: made in this process rather than
+    in workers, `make` is given the workers' number as `threads`. `make` may run in another
+    process: a module-level function, or a `functools.partial` of one.
     """
 
     name: str
