@@ -3,7 +3,7 @@
 Before its first step a training run on digits prepares three arrays from its training split
 (exposure.py): the skeleton distances the pen re-drawing needs (skeletons.py), the digits as
 the preprocessing returns them (`preprocess.digits_on_paper`) and a pool of generated non-digits
-(outliers.py). For MNIST's 55,000 that is 10-18 s of work on 2 cores (the CPU decides), made
+(outliers.py). For MNIST's 55,000 that is 10-15 s of work on 2 cores (the CPU decides), made
 in as many processes as training has threads (`make_all`; benchmarks/setup_speed.py): the
 digit-by-digit Python and OpenCV work holds the GIL, so threads would not share it. Each is a
 pure function of the split's pixels, a few settings and the code that makes it, so it is
