@@ -130,6 +130,9 @@ def test_training_extras_come_back_identical_from_disk(mnist_data, tmp_path, mon
     loaded = Exposure.build(config, train, True, 20, lines.append)
     assert lines[-1].startswith("loaded paper digits, skeletons, non-digits as an earlier run")
     assert not any(line.startswith("loaded") for line in lines[:-1])
+    [announced] = [line for line in lines if line.startswith("preparing")]  # the first build only
+    assert announced.startswith("preparing paper digits, skeletons, non-digits from 600 training digits")
+    assert f"kept in {tmp_path / 'prepared'}" in announced and lines.index(announced) == 0
     for name in ("on_paper", "distances", "outliers"):
         assert getattr(made, name).shape[0] > 0
         assert getattr(made, name).equal(getattr(loaded, name)), name

@@ -87,7 +87,7 @@ class Exposure:
                        paper_share=config.paper_redraw)
         extras = extras_to_prepare(config, train, total_steps)
         folder = Path(config.data_dir) / PREPARED_FOLDER
-        made, reused = _prepare(folder, extras, train.images.device)
+        made, reused = _prepare(folder, extras, train.images.device, log)
         exposure.on_paper, exposure.distances = made.get("paper digits"), made.get("skeletons")
         exposure.outliers = made.get("non-digits")
         if exposure.outliers is not None:
@@ -172,12 +172,13 @@ def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> li
     return extras
 
 
-def _prepare(folder: Path, extras: list, device: torch.device) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _prepare(folder: Path, extras: list, device: torch.device,
+             log: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """({name: tensor on `device`}, names of those that came from disk)."""
     from .prepared import prepare
 
     # As many processes as training has threads: the cores it was given (a rank of a multi-process run: its share)
-    results = prepare(folder, extras, workers=torch.get_num_threads())
+    results = prepare(folder, extras, workers=torch.get_num_threads(), log=log)
     made = {extra.name: torch.from_numpy(array).to(device) for extra, (array, _) in zip(extras, results)}
     return made, [extra.name for extra, (_, loaded) in zip(extras, results) if loaded]
 

@@ -72,13 +72,17 @@ class Extra:
     threaded: bool = False  # make takes `threads=N`: its work releases the GIL, so here it may use N
 
 
-def prepare(folder: Path | None, extras: list[Extra], workers: int = 1) -> list[tuple[np.ndarray, bool]]:
+def prepare(folder: Path | None, extras: list[Extra], workers: int = 1,
+            log: Callable[[str], None] = lambda _line: None) -> list[tuple[np.ndarray, bool]]:
     """Each extra's array and whether it came from disk. Those not kept are made together,
-    split over `workers` processes (the parent waits), and kept in `folder` if their split is
-    large enough."""
+    split over `workers` processes (the parent waits; `log` says so first, as it may take
+    seconds), and kept in `folder` if their split is large enough."""
     paths = [_path(folder, extra) for extra in extras]
     found = [_load_matching(path, extra.shape) if path is not None else None for path, extra in zip(paths, extras)]
     missing = [index for index, array in enumerate(found) if array is None]
+    if missing:
+        log(_announcement([extras[index] for index in missing], workers,
+                          kept_in=folder if any(paths[index] is not None for index in missing) else None))
     made = dict(zip(missing, make_all([extras[index] for index in missing], workers)))
     for index, array in made.items():
         if paths[index] is not None:
@@ -89,8 +93,8 @@ def prepare(folder: Path | None, extras: list[Extra], workers: int = 1) -> list[
 def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
     """Each extra made: split over `workers` processes (at most MAX_WORKERS) when there is enough
     to make, else here. The same bytes either way (tests/test_prepared.py)."""
-    images, workers = sum(len(extra.inputs[0]) for extra in extras), min(workers, MAX_WORKERS)
-    if workers <= 1 or images < MIN_IMAGES:
+    processes, workers = _processes(extras, workers), min(workers, MAX_WORKERS)
+    if processes == 0:
         return make_here(extras, threads=workers)
     # Whole extras first, then the chunks: the pool hands out work in order, so the long
     # tasks start early and the short chunks even out the end.
@@ -111,6 +115,20 @@ def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
     for (index, _, _), part in zip(tasks, parts):  # in submission order: chunks stay in image order
         pieces[index].append(part)
     return [np.concatenate(own) if extra.per_image else own[0] for extra, own in zip(extras, pieces)]
+
+
+def _processes(extras: list[Extra], workers: int) -> int:
+    """How many worker processes make_all starts for `extras`: 0 when they are made here."""
+    images, workers = sum(len(extra.inputs[0]) for extra in extras), min(workers, MAX_WORKERS)
+    return 0 if workers <= 1 or images < MIN_IMAGES else workers
+
+
+def _announcement(extras: list[Extra], workers: int, kept_in: Path | None) -> str:
+    processes = _processes(extras, workers)
+    where = f"in {processes} worker processes" if processes else "in this process"
+    after = f"; kept in {kept_in} for the next run on these digits" if kept_in is not None else ""
+    return (f"preparing {', '.join(extra.name for extra in extras)} from {len(extras[0].inputs[0]):,} "
+            f"training digits before the first step, {where}{after}")
 
 
 def make_here(extras: list[Extra], threads: int = 1) -> list[np.ndarray]:
