@@ -165,7 +165,6 @@ def test_the_recipes_extras_made_in_processes_match_those_made_here(mnist_data, 
         np.testing.assert_array_equal(one, other, err_msg=extra.name)
 
 
-
 def test_the_recipes_makers_start_without_torch(mnist_data):
     """A worker imports only its maker's module: without torch it starts in ~0.3 s, not ~2 s."""
     import subprocess
@@ -195,6 +194,7 @@ def test_a_threaded_extra_gets_the_threads_only_when_made_here(digits):
     [here] = make_all([few], workers=3)  # under MIN_IMAGES: made in this process
     [apart] = make_all([many], workers=2)
     assert set(here.tolist()) == {3} and set(apart.tolist()) == {1}
+
 
 def test_per_image_extras_are_split_over_the_worker_processes(digits):
     [made] = make_all([Extra("pids", maker_pid, (digits,), (), (len(digits),), per_image=True)], workers=2)

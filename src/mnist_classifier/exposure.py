@@ -161,8 +161,8 @@ def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> li
     if config.paper_redraw > 0:
         extras.append(Extra("paper digits", preprocess.digits_on_paper, (images,), (), images.shape, per_image=True))
     if config.pen_redraw > 0:
-        extras.append(Extra("skeletons", skeletons.skeleton_distances, (images,), (), images.shape, per_image=True,
-                             threaded=True))
+        extras.append(Extra("skeletons", skeletons.skeleton_distances, (images,), (), images.shape,
+                            per_image=True, threaded=True))
     per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
     if config.outlier_weight > 0 and per_step > 0:
         count = min(POOL_LIMIT, max(per_step, total_steps * per_step))

@@ -56,7 +56,6 @@ def to_mnist(image) -> Preprocessed:
     return Preprocessed(image=_place_on_canvas(digit), has_ink=True)
 
 
-
 def digits_on_paper(digits: np.ndarray, side: int = 56, marker: bool = False) -> np.ndarray:
     """(N, 28, 28) uint8 MNIST digits -> the same as `to_mnist` returns them drawn `side` px,
     dark on light: the path every user's drawing takes, for training and for measuring.
@@ -73,6 +72,7 @@ def digits_on_paper(digits: np.ndarray, side: int = 56, marker: bool = False) ->
         if pre.has_ink:
             drawn[index] = pre.image
     return drawn
+
 
 def preview(pre: Preprocessed, size: int) -> np.ndarray:
     """(size, size) uint8 blow-up of the 28x28 for display; black when no ink."""
@@ -330,11 +330,11 @@ def _place_on_canvas(digit: np.ndarray) -> np.ndarray:
     return canvas
 
 
-
 # numpy's own median and pad spend ~15 us each on checks and dispatch, more than the work on
 # a 56x56 digit; to_mnist runs for every request and 55,000 times per training set-up.
 def _median(values: np.ndarray) -> float:
-    """np.median of a 1-D array of finite numbers, the same value, in ~2 us instead of ~15."""
+    """np.median of a 1-D array of finite floats (the sum of two ints could overflow here),
+    the same value, in ~2 us instead of ~15."""
     middle = len(values) // 2
     if len(values) % 2:
         return float(np.partition(values, middle)[middle])
@@ -347,6 +347,7 @@ def _framed(image: np.ndarray, margin: int) -> np.ndarray:
     out = np.zeros((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin), image.dtype)
     out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
     return out
+
 
 # ------------------------------------------------------------ objects that fill the frame
 
