@@ -93,24 +93,24 @@ def prepare(folder: Path | None, extras: list[Extra], workers: int = 1,
 def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
     """Each extra made: split over `workers` processes (at most MAX_WORKERS) when there is enough
     to make, else here. The same bytes either way (tests/test_prepared.py)."""
-    processes, workers = _processes(extras, workers), min(workers, MAX_WORKERS)
+    processes = _processes(extras, workers)
     if processes == 0:
-        return make_here(extras, threads=workers)
+        return make_here(extras, threads=min(workers, MAX_WORKERS))
     # Whole extras first, then the chunks: the pool hands out work in order, so the long
     # tasks start early and the short chunks even out the end.
     tasks = [(index, extra.make, extra.inputs) for index, extra in enumerate(extras) if not extra.per_image]
     tasks += [(index, extra.make, (chunk,)) for index, extra in enumerate(extras) if extra.per_image
-              for chunk in np.array_split(extra.inputs[0], workers * CHUNKS_PER_WORKER)]
+              for chunk in np.array_split(extra.inputs[0], processes * CHUNKS_PER_WORKER)]
     try:
         # joblib's loky workers are fresh interpreters that import only what the tasks need: a
         # fork would inherit OpenCV's and OpenMP's thread pools without their threads (and hang),
         # multiprocessing's spawn would run the caller's script again in each worker.
-        parts = Parallel(n_jobs=workers, backend="loky", idle_worker_timeout=IDLE_WORKERS_SECONDS,
+        parts = Parallel(n_jobs=processes, backend="loky", idle_worker_timeout=IDLE_WORKERS_SECONDS,
                          initializer=_end_with_the_parent,
                          max_nbytes=None)(  # pickled, not memory-mapped: a container's /dev/shm may be small
             delayed(make)(*inputs) for _, make, inputs in tasks)
     except (BrokenProcessPool, OSError):  # a worker was killed (out of memory?) or none could start
-        return make_here(extras, threads=workers)
+        return make_here(extras, threads=processes)
     pieces: list[list[np.ndarray]] = [[] for _ in extras]
     for (index, _, _), part in zip(tasks, parts):  # in submission order: chunks stay in image order
         pieces[index].append(part)

@@ -16,10 +16,8 @@ almost nothing:
     widths = random_pen_widths(len(index), generator)           # 1.5-3.5 px
     ink = redraw(distances[index], widths)                      # (B, 28, 28) in [0, 1]
 
-Measured on this project's 2-core CPU (AMD EPYC, 4 Dec 2026): skeleton_distances on the
-55,000 training images takes 6.4 s on one thread and 3.5 s on two (thinning ~50 us and the
-distance transform ~45 us per image; OpenCV and scikit-image release the GIL, so the work
-is split over torch's threads); redraw of a batch of 128 takes ~60 us. Re-drawn at w px,
+skeleton_distances runs skeletons.py's on torch's threads (its costs are given there);
+redraw of a batch of 128 takes ~60 us (AMD EPYC, 4 Dec 2026). Re-drawn at w px,
 the ink area divided by the skeleton length comes out at w +- 10% on real digits, whether
 the original stroke was thin or thick. (Generating non-digits on threads was slower, 2.0 ->
 2.6 s: that work is mostly Python, so outliers.py stays on one.)
