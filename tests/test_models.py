@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mnist_classifier.errors import UserError
-from mnist_classifier.models import MODEL_REGISTRY, create_model, count_parameters
+from mnist_classifier.models import MODEL_REGISTRY, QuarterDropout, count_parameters, create_model, dropout_scales
 
 
 def test_simple_cnn_matches_the_seed_layer_for_layer():
@@ -41,3 +41,48 @@ def test_unknown_model_lists_the_choices():
     with pytest.raises(UserError, match="simple_cnn") as error:
         create_model("resnet9000")
     assert "improved_cnn" in str(error.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.75])
+def test_quarter_dropout_masks_are_bernoulli_with_independent_positions(p, dtype):
+    torch.manual_seed(0)
+    count = 32 * 40_000  # each draw of 64 bits makes the masks of 32 values
+    scales = dropout_scales(count, p, dtype)
+    assert scales.dtype == dtype and scales.shape == (count,)
+    keep_value = torch.tensor(1 / (1 - p), dtype=dtype)  # what nn.Dropout multiplies by
+    assert torch.all((scales == 0) | (scales == keep_value))
+    dropped = (scales == 0).view(-1, 32).double()
+    # Every position within a draw drops at rate p, and every pair of positions drops
+    # together at rate p * p: a lane or field read twice, or a sign bit read as data, would not.
+    sigma = (p * (1 - p) / dropped.shape[0]) ** 0.5
+    assert torch.all((dropped.mean(0) - p).abs() < 5 * sigma)
+    together = dropped.T @ dropped / dropped.shape[0]
+    off_diagonal = ~torch.eye(32, dtype=torch.bool)
+    pair_sigma = (p * p * (1 - p * p) / dropped.shape[0]) ** 0.5
+    assert torch.all((together[off_diagonal] - p * p).abs() < 5 * pair_sigma)
+
+
+def test_quarter_dropout_scales_forward_and_gradient_by_the_same_mask():
+    layer = QuarterDropout(0.25)
+    x = (torch.rand(64, 300) + 0.5).requires_grad_()
+    torch.manual_seed(3)
+    y = layer(x)
+    dropped = y == 0
+    scale = torch.tensor(4 / 3)
+    assert 0.2 < dropped.float().mean() < 0.3
+    assert torch.equal(y[~dropped], x[~dropped] * scale)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, torch.where(dropped, 0.0, scale))
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), y), "the masks follow torch's seed"
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_quarter_dropout_leaves_other_rates_to_torch():
+    x = torch.randn(32, 100)
+    torch.manual_seed(5)
+    ours = QuarterDropout(0.2)(x)
+    torch.manual_seed(5)
+    assert torch.equal(ours, torch.nn.Dropout(0.2)(x))
