@@ -86,3 +86,5 @@ def test_quarter_dropout_leaves_other_rates_to_torch():
     ours = QuarterDropout(0.2)(x)
     torch.manual_seed(5)
     assert torch.equal(ours, torch.nn.Dropout(0.2)(x))
+    with pytest.raises(ValueError, match="0.2"):  # never a 0.5 mask in its place
+        dropout_scales(100, 0.2, torch.float32)

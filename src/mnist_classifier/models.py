@@ -57,11 +57,12 @@ class QuarterDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.inplace or x.device.type != "cpu" or \
-                self.p not in (0.25, 0.5, 0.75) or x.dtype not in _LANE_BITS:
+                self.p not in QUARTER_RATES or x.dtype not in _LANE_BITS:
             return super().forward(x)
         return x * dropout_scales(x.numel(), self.p, x.dtype).view(x.shape)
 
 
+QUARTER_RATES = (0.25, 0.5, 0.75)
 _LANE_BITS = {torch.bfloat16: 16, torch.float16: 16, torch.float32: 32}
 _SAME_SIZE_INT = {16: torch.int16, 32: torch.int32}
 
@@ -74,6 +75,8 @@ def dropout_scales(count: int, p: float, dtype: torch.dtype) -> torch.Tensor:
     so each value uses its own two random bits; `kept` is 1 in a lane's bit 0 where the
     field spells at least 4p, and multiplying by the scale's bit pattern fills the lane.
     """
+    if p not in QUARTER_RATES:
+        raise ValueError(f"dropout_scales draws rates of {QUARTER_RATES}, not {p}: use nn.Dropout")
     bits = _LANE_BITS[dtype]
     lane_bases = sum(1 << shift for shift in range(0, 64, bits))  # bit 0 of every lane
     draws = torch.empty(-(-count // (64 // 2)), 1, dtype=torch.int64).random_(-2**63, None)
