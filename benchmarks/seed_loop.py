@@ -13,8 +13,11 @@ decay 1e-5), a tqdm bar whose postfix is set every batch with `loss.item()`, a T
 scalar every 100 batches, and a test-set evaluation after every epoch, in fp32 on all 60,000
 training images. Ours is `mnist_classifier.training.train` with its default recipe (55,000
 training images; 5,000 held out for validation). Each loop runs in a process of its own, so
-its peak RSS is its own. Benchmarks need a quiet machine: other jobs on the same cores skew
-every figure.
+its peak RSS is its own, and the loops take turns epoch by epoch (`Turns`): one trains while
+the others wait, so a machine whose speed drifts over the minutes of a run (this project's
+CPUs have, by up to 2x) slows each loop alike instead of whichever ran in its slow stretch.
+Every figure leaves the waits out. Benchmarks need a quiet machine: other jobs on the same
+cores skew every figure.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,33 @@ CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "avx2")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 TARGETS = ("targets: >= 1.8x the seed loop's throughput on a CPU without native bf16, >= 3x with it; "
            "time to 99.2% <= 1/5 of the seed loop's")
+
+
+class Turns:
+    """A worker's side of taking turns: it runs only between the parent's "go" and its own "done".
+
+    The lines travel on the worker's stdin and stdout (everything else it prints goes to
+    stderr); `waited` sums the seconds spent waiting for a turn, for the timers to leave out.
+    """
+
+    def __init__(self):
+        self.waited, self._lines = 0.0, os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)  # whatever else writes to stdout (Python or a library's C code) goes to stderr
+
+    def wait_for_turn(self) -> None:
+        """Called once, ready to start, before the timers: the loops' imports overlap, their timed work does not."""
+        self._exchange("ready")
+
+    def end_turn(self) -> None:
+        """After an epoch and its test: the others run until this loop's turn comes again."""
+        self.waited += self._exchange("done")
+
+    def _exchange(self, line: str) -> float:
+        started = time.perf_counter()
+        print(line, file=self._lines, flush=True)
+        if sys.stdin.readline().strip() != "go":
+            sys.exit("the benchmark's parent process ended; stopping")
+        return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- the seed loop (child process)
@@ -129,34 +160,38 @@ def seed_test(model, loader) -> float:
     return correct / len(loader.dataset)
 
 
-def seed_worker(quick: bool, epochs: int) -> dict:
+def seed_worker(quick: bool, epochs: int, turns: Turns) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
+    turns.wait_for_turn()
     started = time.perf_counter()  # time to 99.2%: reading the data, training, the per-epoch tests
     train_loader, test_loader = seed_loaders(quick)
     torch.manual_seed(0)
     model = seed_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    seen, train_seconds, accuracies, reached = 0, 0.0, [], None
+    seen, epoch_seconds, accuracies, reached = 0, [], [], None
     with tempfile.TemporaryDirectory() as scratch, open(os.devnull, "w") as bar_file:
         writer = SummaryWriter(scratch)
         for epoch in range(epochs):
             epoch_started = time.perf_counter()
             seen += seed_epoch(model, train_loader, optimizer, writer, epoch, bar_file)
-            train_seconds += time.perf_counter() - epoch_started
+            epoch_seconds.append(time.perf_counter() - epoch_started)
             accuracies.append(seed_test(model, test_loader))
             if reached is None and accuracies[-1] >= TARGET_ACCURACY:
-                reached = time.perf_counter() - started
-        wall = time.perf_counter() - started
+                reached = time.perf_counter() - started - turns.waited
+            if epoch + 1 < epochs:  # after the last one the run ends within its turn
+                turns.end_turn()
+        wall = time.perf_counter() - started - turns.waited
         writer.close()
-    return {"images": seen, "train_seconds": train_seconds, "images_per_s": seen / train_seconds,
-            "test_accuracies": accuracies, "test_accuracy": accuracies[-1], "seconds_to_target": reached,
-            "wall_seconds": wall, "epochs": epochs, "train_size": len(train_loader.dataset),
+    train_size = len(train_loader.dataset)
+    return {"images": seen, "train_seconds": sum(epoch_seconds), "images_per_s": seen / sum(epoch_seconds),
+            "epoch_seconds": epoch_seconds, "test_accuracies": accuracies, "test_accuracy": accuracies[-1],
+            "seconds_to_target": reached, "wall_seconds": wall, "epochs": epochs, "train_size": train_size,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": "fp32"}
 
 
 # ---------------------------------------------------------------- ours (child process)
-def ours_worker(quick: bool, epochs: int, kept: bool = False) -> dict:
+def ours_worker(quick: bool, epochs: int, turns: Turns, kept: bool = False) -> dict:
     """`kept`: the set-up (exposure.py's extras) prepared beforehand, as a repeat run finds it
     in data/prepared/; otherwise prepared within the timed run, as a first run does."""
     from mnist_classifier.checkpoint import load_checkpoint
@@ -171,19 +206,24 @@ def ours_worker(quick: bool, epochs: int, kept: bool = False) -> dict:
                                            data_dir=scratch_data_dir(Path(scratch)),
                                            limit_train=QUICK_IMAGES if quick else None))
         if kept:
-            prepare_ahead(config)
+            prepare_ahead(config)  # before its first turn: what an earlier run left in data/prepared/
         data = load_data(DATA_DIR, log=lambda _line: None)
         norm = Normalization(data.spec.mean, data.spec.std)
         tests: list[tuple[float, float]] = []  # (seconds since the start, test accuracy) after each epoch
 
-        def test_now(_epochs_done: int, model) -> None:
+        def test_now(epochs_done: int, model) -> None:
             # What the seed's loop did after every epoch, timed the same way (its test counts)
-            tests.append((time.perf_counter() - started, score_split(model, data.test, norm).accuracy))
+            accuracy = score_split(model, data.test, norm).accuracy
+            tests.append((time.perf_counter() - started - turns.waited, accuracy))
+            if epochs_done < epochs:  # after the last one the run ends within its turn
+                turns.end_turn()
 
         lines: list[str] = []
+        turns.wait_for_turn()
         started = time.perf_counter()
         result = train(config, log=lines.append, after_epoch=test_now)
-        wall = time.perf_counter() - started  # the whole call: data, training, calibration, test, checkpoints
+        # the whole call: data, training, calibration, test, checkpoints
+        wall = time.perf_counter() - started - turns.waited
         if kept and not any(line.startswith("loaded ") for line in lines):
             raise RuntimeError("train() prepared its set-up afresh: prepare_ahead no longer builds what train() does")
         precision = load_checkpoint(result.best_path)["precision"]
@@ -196,6 +236,7 @@ def ours_worker(quick: bool, epochs: int, kept: bool = False) -> dict:
     through_network = seen + steps_per_epoch(config, train_size) * extra * epochs
     return {"images": seen, "train_seconds": train_seconds, "images_per_s": seen / train_seconds,
             "network_images_per_s": through_network / train_seconds,
+            "epoch_seconds": result.history["seconds"],
             "val_accuracies": result.history["val_acc"], "test_accuracy": result.test_accuracy,
             "test_accuracies": [accuracy for _, accuracy in tests],
             "seconds_to_target": next((seconds for seconds, accuracy in tests if accuracy >= TARGET_ACCURACY), None),
@@ -263,15 +304,38 @@ def peak_rss_mb(children: ChildMemory) -> dict:
 
 
 # ---------------------------------------------------------------- parent
-def run_worker(kind: str, quick: bool, epochs: int) -> dict:
-    """One loop in a fresh interpreter (its own peak RSS); its output is kept off the terminal."""
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "result.json"
-        command = [sys.executable, __file__, "--worker", kind, "--epochs", str(epochs), "--out", str(out)]
-        process = subprocess.run(command + (["--quick"] if quick else []), capture_output=True, text=True, cwd=ROOT)
-        if process.returncode != 0:
-            raise RuntimeError(f"{kind} loop failed with status {process.returncode}:\n{process.stderr[-4000:]}")
-        return json.loads(out.read_text())
+def run_in_turns(loops: dict[str, int], quick: bool) -> dict[str, dict]:
+    """Each loop ({kind: epochs}) in a fresh interpreter of its own, taking turns epoch by epoch
+    in the order given until each has ended; their results by kind. Their output stays off the terminal."""
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
+        workers = {}
+        for kind, epochs in loops.items():
+            command = [sys.executable, __file__, "--worker", kind, "--epochs", str(epochs),
+                       "--out", f"{scratch}/{kind}.json"] + (["--quick"] if quick else [])
+            errors = stack.enter_context(open(f"{scratch}/{kind}.err", "w+"))
+            workers[kind] = stack.enter_context(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                                 stderr=errors, text=True, cwd=ROOT))
+        for kind, worker in workers.items():
+            _await(worker, kind, scratch, "ready")  # all imported before the first timed turn
+        running = list(workers)
+        while running:
+            for kind in list(running):
+                workers[kind].stdin.write("go\n")
+                workers[kind].stdin.flush()
+                if not _await(workers[kind], kind, scratch, "done"):  # that was its last epoch: it has ended
+                    running.remove(kind)
+        return {kind: json.loads(Path(f"{scratch}/{kind}.json").read_text()) for kind in loops}
+
+
+def _await(worker: subprocess.Popen, kind: str, scratch: str, expected: str) -> bool:
+    """True when the worker's next line is `expected`, False when it has ended well instead;
+    a worker that failed, or said anything else, stops the benchmark."""
+    line = worker.stdout.readline().strip()
+    if line == expected or (not line and worker.wait() == 0):
+        return bool(line)
+    worker.kill()
+    errors = Path(f"{scratch}/{kind}.err").read_text()
+    raise RuntimeError(f"{kind} loop failed (status {worker.wait()}, said {line!r}):\n{errors[-4000:]}")
 
 
 def cpu_info() -> dict:
@@ -289,8 +353,8 @@ def run(quick: bool = False, epochs: int = 3, seed_epochs: int | None = None) ->
     seed_epochs = epochs if quick or seed_epochs is None else seed_epochs
     machine = cpu_info()  # the load average before the runs: a busy machine skews every figure
     started = time.perf_counter()
-    results = {"ours": run_worker("ours", quick, epochs), "ours_kept": run_worker("ours-kept", quick, epochs),
-               "seed": run_worker("seed", quick, seed_epochs)}
+    results = run_in_turns({"ours": epochs, "ours-kept": epochs, "seed": seed_epochs}, quick)
+    results["ours_kept"] = results.pop("ours-kept")
     return {"machine": machine, "quick": quick, "epochs": epochs, "seconds": time.perf_counter() - started, **results}
 
 
@@ -355,14 +419,17 @@ def table(result: dict) -> str:
              else f"ours {result['ours']['epochs']} epoch(s), the seed loop {result['seed']['epochs']}")
     if result["quick"]:
         scope += f" on the first {QUICK_IMAGES:,} training images"
-    lines = [header(result), f"both loops: {scope}, CPU, each in its own process; the seed loop is fp32, "
-                             f"batch 64, 2 DataLoader workers", ""]
+    lines = [header(result), f"both loops: {scope}, CPU, each in its own process, taking turns epoch by epoch; "
+                             "the seed loop is fp32, batch 64, 2 DataLoader workers", ""]
     lines.append(f"{'figure':<26} {'unit':<9} {'ours':>12} {'seed loop':>12} {'ratio':>8}  target")
     for figure, unit, mine, theirs, ratio, target in rows(result):
         lines.append(f"{figure:<26} {unit:<9} {mine:>12} {theirs:>12} {ratio:>8}  {target}")
     seed_by_epoch = ", ".join(f"{100 * accuracy:.2f}%" for accuracy in result["seed"]["test_accuracies"])
     ours_by_epoch = ", ".join(f"{100 * accuracy:.2f}%" for accuracy in result["ours"]["test_accuracies"])
-    lines += ["", f"seed loop test accuracy after each epoch: {seed_by_epoch}",
+    turns = " | ".join(f"{name} {', '.join(f'{seconds:.1f}' for seconds in result[key]['epoch_seconds'])}"
+                       for name, key in (("ours", "ours"), ("ours, set-up kept", "ours_kept"), ("seed loop", "seed")))
+    lines += ["", f"seconds per epoch, in turn: {turns}",
+              f"seed loop test accuracy after each epoch: {seed_by_epoch}",
               f"ours test accuracy after each epoch: {ours_by_epoch} (the last row's figure is the best "
               "checkpoint's, chosen on validation)",
               "time to 99.2%, both loops: from reading MNIST to the end of the first per-epoch test at >= 99.2% "
@@ -384,9 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs <= 0 or (args.seed_epochs is not None and args.seed_epochs <= 0):
         parser.error("--epochs and --seed-epochs must be positive integers")
     if args.worker:
-        workers = {"ours": ours_worker, "ours-kept": lambda *run: ours_worker(*run, kept=True), "seed": seed_worker}
-        children = ChildMemory()
-        result = {**workers[args.worker](args.quick, args.epochs), **peak_rss_mb(children)}  # read last: the run's peak
+        workers = {"ours": ours_worker, "ours-kept": partial(ours_worker, kept=True), "seed": seed_worker}
+        turns, children = Turns(), ChildMemory()
+        # the peak RSS read last: the whole run's
+        result = {**workers[args.worker](args.quick, args.epochs, turns), **peak_rss_mb(children)}
         Path(args.out).write_text(json.dumps(result))
         return 0
     print(table(run(args.quick, args.epochs, args.seed_epochs)))

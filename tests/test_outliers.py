@@ -7,8 +7,8 @@ import pytest
 from mnist_classifier.errors import UserError
 from mnist_classifier import doodles
 from mnist_classifier.doodles import GLYPHS
-from mnist_classifier.outliers import (TRAINING_FAMILIES, cut_digits, family_sizes, fashion_as_ink, generate_family,
-                                       generate_outliers)
+from mnist_classifier.outliers import (TRAINING_FAMILIES, TRAINING_SHARES, cut_digits, family_sizes, fashion_as_ink,
+                                       generate_family, generate_outliers, training_pool, training_shares)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,18 @@ def test_the_mix_holds_every_family_in_its_share(digits):
         images = generate_family(name, size, seed=3, digits=digits)
         # each family's drawings are in the mix (shuffled)
         assert all(any(np.array_equal(image, other) for other in mixed) for image in images[:5])
+
+
+def test_a_training_pool_gives_the_pieces_their_share_and_the_other_families_the_rest(digits):
+    shares = training_shares(0.35)
+    assert shares["fragment"] == 0.35 and sum(shares.values()) == pytest.approx(1.0)
+    assert [shares[name] for name in TRAINING_FAMILIES if name != "fragment"] == pytest.approx([0.1625] * 4)
+    assert training_shares() == TRAINING_SHARES == {name: 0.2 for name in TRAINING_FAMILIES}
+    pool = training_pool(*digits, count=40, seed=5, fragment_share=0.5)
+    pieces = generate_family("fragment", 20, seed=5, digits=digits)
+    assert sum(any(np.array_equal(image, piece) for piece in pieces) for image in pool) == 20
+    with pytest.raises(UserError, match="fragment_share"):
+        training_shares(1.2)
 
 
 def test_family_sizes_add_up_for_any_count():

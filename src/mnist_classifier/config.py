@@ -42,6 +42,7 @@ class TrainConfig:
     outlier_fraction: float = 0.125  # non-digits added per digit in a batch (16 to a batch of 128)
     outlier_weight: float = 0.5  # weight of their loss; 0 turns outlier exposure off
     outlier_target: str = "uniform"  # what non-digits learn: a "uniform" guess, a "not a digit" class, or a low "energy"
+    fragment_share: float = 0.2  # of the non-digits, the pieces of digits' share (outliers.training_shares)
     # optimisation
     epochs: int = 3
     batch_size: int = 128
@@ -73,7 +74,7 @@ class TrainConfig:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.limit_train is not None and self.limit_train <= 0:
             raise UserError(f"limit_train must be a positive integer, got {self.limit_train!r}")
-        for key in ("pen_redraw", "paper_redraw", "outlier_fraction"):
+        for key in ("pen_redraw", "paper_redraw", "outlier_fraction", "fragment_share"):
             if not 0 <= getattr(self, key) <= 1:
                 raise UserError(f"{key} must be between 0 and 1, got {getattr(self, key)!r}")
         if self.outlier_weight < 0:

@@ -166,8 +166,8 @@ def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> li
     per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
     if config.outlier_weight > 0 and per_step > 0:
         count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
-        settings = (count, config.seed, sorted(outliers.TRAINING_SHARES.items()))
-        make = partial(outliers.training_pool, count=count, seed=config.seed)
+        settings = (count, config.seed, sorted(outliers.training_shares(config.fragment_share).items()))
+        make = partial(outliers.training_pool, count=count, seed=config.seed, fragment_share=config.fragment_share)
         extras.append(Extra("non-digits", make, (images, labels), settings, (count, 28, 28)))
     return extras
 

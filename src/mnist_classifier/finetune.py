@@ -277,10 +277,11 @@ def non_digit_exposure(config: TrainConfig, replay: Split) -> Exposure:
     """The base recipe's non-digits and their weight, or nothing when it trained without them."""
     if config.outlier_weight <= 0 or config.outlier_fraction <= 0:
         return Exposure()
-    from .outliers import generate_outliers
+    from .outliers import generate_outliers, training_shares
 
-    # Training's own family generators; seeded apart from training's pool and from evaluate's held-out seeds.
-    pool = generate_outliers(OUTLIER_POOL, seed=config.seed + 1, digits=(replay.images.numpy(), replay.labels.numpy()))
+    # Training's own family generators and mix; seeded apart from training's pool and from evaluate's held-out seeds.
+    pool = generate_outliers(OUTLIER_POOL, seed=config.seed + 1, digits=(replay.images.numpy(), replay.labels.numpy()),
+                             shares=training_shares(config.fragment_share))
     return Exposure(outlier_fraction=config.outlier_fraction, outlier_weight=config.outlier_weight,
                     target=config.outlier_target, outliers=torch.from_numpy(pool))
 

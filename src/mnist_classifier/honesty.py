@@ -197,7 +197,7 @@ def held_out_family(name: str, test: Split) -> np.ndarray:
 
 
 def held_out_mix(test: Split, count: int) -> np.ndarray:
-    """`count` non-digits of all the training families mixed as training mixes them, from a seed
+    """`count` non-digits of all the training families in equal shares, from a seed
     training never uses and cut from *test* digits: a quick measure where all of
     verdict_report's (5,000 images, ~13 s to make) would be too slow (finetune's before/after)."""
     from .outliers import generate_outliers
