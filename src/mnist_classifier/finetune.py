@@ -21,10 +21,11 @@ Owns the arrow "labelled drawings -> finetune -> models/<model>_user_best.pth" o
    model it started from is never overwritten.
 
 Measured with benchmarks/user_writer.py (100 drawings of a generated writer whose style
-MNIST lacks) on a 2-core AMD EPYC (avx512_bf16, 5 Dec, the bundled model of that day): 8.3 s
-from start to exit (6.9 s inside the command), 500 fresh drawings 92.4% -> 100%, MNIST test
-99.45% -> 99.32%, generated non-digits refused 95.9% -> 95.5%. On cores shared with other
-jobs it takes several times longer.
+MNIST lacks) on a 2-core Intel Xeon with AMX (6 Dec, the bundled model of that day): 11.2 s
+from start to exit (9.0 s inside the command), 500 fresh drawings 92.8% -> 100%, MNIST test
+99.49% -> 99.44%, generated non-digits refused 96.8% -> 95.9%; on a 2-core AMD EPYC with
+avx512_bf16 (5 Dec, the model bundled then) 8.3 s. On cores shared with other jobs it takes
+several times longer.
 """
 from __future__ import annotations
 
