@@ -54,7 +54,7 @@ def test_a_training_pool_gives_the_pieces_their_share_and_the_other_families_the
     assert shares["fragment"] == 0.35 and sum(shares.values()) == pytest.approx(1.0)
     assert [shares[name] for name in TRAINING_FAMILIES if name != "fragment"] == pytest.approx([0.1625] * 4)
     assert training_shares() == TRAINING_SHARES == {name: 0.2 for name in TRAINING_FAMILIES}
-    pool = training_pool(*digits, count=40, seed=5, fragment_share=0.5)
+    pool = training_pool(*digits, count=40, seed=5, shares=training_shares(0.5))
     pieces = generate_family("fragment", 20, seed=5, digits=digits)
     assert sum(any(np.array_equal(image, piece) for piece in pieces) for image in pool) == 20
     with pytest.raises(UserError, match="fragment_share"):

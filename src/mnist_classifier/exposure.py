@@ -29,9 +29,9 @@ What the non-digits learn (`outlier_target`, see `Exposure.loss`):
   (SimpleCNN's clothes 94-98% against 89-93%). With equal shares of the families, heavier
   weights refuse more pieces of digits but cost accuracy (SimpleCNN at 0.25: 99.34%) or
   refuse pen-drawn digits; with 35% pieces (`fragment_share`) SimpleCNN takes 0.1 at no
-  measurable cost (8 seeds, 6 Dec: reviewed pieces 90.7% refused, 99.42% test). SimpleCNN's also refuses a few
-  more blurred digits brought back through the preprocessing (98.6-99.0% pass, against
-  98.9-99.2%).
+  measurable cost (8 seeds, 6 Dec: reviewed pieces 90.7% refused, 99.42% test). SimpleCNN's
+  also refuses a few more blurred digits brought back through the preprocessing (98.6-99.0%
+  pass, against 98.9-99.2%).
 - `energy`: squared hinges on the digit score itself (logsumexp of the logits, Liu et al.
   2020): a non-digit's at most ENERGY_MARGINS[0], a digit's at least ENERGY_MARGINS[1].
   Not the default, measured 4 Dec (`make train` recipe, seed 42, extra_class.py): margins
@@ -169,8 +169,9 @@ def extras_to_prepare(config: TrainConfig, train: Split, total_steps: int) -> li
     per_step = outliers_per_step(config.batch_size, config.outlier_fraction)
     if config.outlier_weight > 0 and per_step > 0:
         count = min(POOL_LIMIT, max(per_step, total_steps * per_step))
-        settings = (count, config.seed, sorted(outliers.training_shares(config.fragment_share).items()))
-        make = partial(outliers.training_pool, count=count, seed=config.seed, fragment_share=config.fragment_share)
+        shares = outliers.training_shares(config.fragment_share)
+        settings = (count, config.seed, sorted(shares.items()))
+        make = partial(outliers.training_pool, count=count, seed=config.seed, shares=shares)
         extras.append(Extra("non-digits", make, (images, labels), settings, (count, 28, 28)))
     return extras
 

@@ -44,9 +44,10 @@ from .errors import UserError
 from .preprocess import to_mnist
 
 TRAINING_FAMILIES = ("scribble", "glyph", "shape", "fragment", "pair")
+EQUAL_SHARE = 1 / len(TRAINING_FAMILIES)
 
 
-def training_shares(fragment_share: float = 0.2) -> dict[str, float]:
+def training_shares(fragment_share: float = EQUAL_SHARE) -> dict[str, float]:
     """Each family's share of a training pool: `fragment_share` (config key) for the pieces of
     digits, the family refused least, and the rest split equally between the other four.
 
@@ -97,10 +98,10 @@ def generate_outliers(count: int, seed: int, digits, shares: dict[str, float] = 
 
 
 def training_pool(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
-                  fragment_share: float = 0.2) -> np.ndarray:
+                  shares: dict[str, float]) -> np.ndarray:
     """generate_outliers for a training run: its split's digits and labels as positional
     inputs, the way prepared.py hands an extra its inputs (in a worker process, maybe)."""
-    return generate_outliers(count, seed=seed, digits=(images, labels), shares=training_shares(fragment_share))
+    return generate_outliers(count, seed=seed, digits=(images, labels), shares=shares)
 
 
 def family_sizes(count: int, shares: dict[str, float] = TRAINING_SHARES) -> dict[str, int]:
