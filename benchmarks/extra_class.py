@@ -3,9 +3,11 @@
     python benchmarks/extra_class.py                         # the make-train recipe, seed 42, both ways (~3 min)
     python benchmarks/extra_class.py --seed 1 --runs class:0.25 class:0.5 uniform:0.5
     python benchmarks/extra_class.py --epochs 1 --limit-train 3000     # a quick look
+    python benchmarks/extra_class.py --runs class:0.1 --fragment-share 0.2   # another mix of non-digits
 
 Each run is `train` with the recipe's everything (the seed, the batches, the same generated
-non-digits) but `outlier_target` and `outlier_weight` (exposure.py), given as TARGET:WEIGHT.
+non-digits) but `outlier_target` and `outlier_weight` (exposure.py), given as TARGET:WEIGHT,
+and, if given, the mix of non-digits (`fragment_share`).
 The default compares the recipe's own (read from configs/simple_cnn.yaml; class:0.1 since
 6 Dec) with the uniform guess of the recipe before 5 Dec (uniform:0.5). Both models then go
 through the tables `evaluate` prints (honesty.verdict_report), each refusing by its own
@@ -87,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--epochs", type=int, help="override the recipe's")
     parser.add_argument("--limit-train", type=int, help="train on the first N images only")
+    parser.add_argument("--fragment-share", type=float,
+                        help="share of pieces of digits among the generated non-digits (the recipe's: 0.35)")
     args = parser.parse_args(argv)
-    overrides = {key: value for key, value in (("epochs", args.epochs), ("limit_train", args.limit_train)) if value}
+    overrides = {key: value for key in ("epochs", "limit_train", "fragment_share")
+                 if (value := getattr(args, key)) is not None}
     from mnist_classifier.data import load_data
     from mnist_classifier.preprocess import digits_on_paper
 

@@ -43,6 +43,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+QUARTER_RATES = (0.25, 0.5, 0.75)
+_LANE_BITS = {torch.bfloat16: 16, torch.float16: 16, torch.float32: 32}
+_SAME_SIZE_INT = {16: torch.int16, 32: torch.int32}
+
+
 class QuarterDropout(nn.Dropout):
     """`nn.Dropout` for rates of 0.25, 0.5 and 0.75, its masks ~15x cheaper to draw on a CPU.
 
@@ -60,11 +65,6 @@ class QuarterDropout(nn.Dropout):
                 self.p not in QUARTER_RATES or x.dtype not in _LANE_BITS:
             return super().forward(x)
         return x * dropout_scales(x.numel(), self.p, x.dtype).view(x.shape)
-
-
-QUARTER_RATES = (0.25, 0.5, 0.75)
-_LANE_BITS = {torch.bfloat16: 16, torch.float16: 16, torch.float32: 32}
-_SAME_SIZE_INT = {16: torch.int16, 32: torch.int32}
 
 
 def dropout_scales(count: int, p: float, dtype: torch.dtype) -> torch.Tensor:
