@@ -17,10 +17,22 @@ def test_model_flag_picks_that_models_recipe():
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -4), ("learning_rate", 0.0), ("device", "tpu"),
                                        ("outlier_target", "zero"), ("paper_redraw", 1.5),
-                                       ("fragment_share", -0.1)])
+                                       ("fragment_share", -0.1), ("seed", -1), ("label_smoothing", 1.5),
+                                       ("val_size", 0), ("weight_decay", float("nan")), ("epochs", True)])
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})
+
+
+def test_a_quoted_number_in_the_recipe_says_so(tmp_path):
+    recipe = tmp_path / "quoted.yaml"
+    recipe.write_text('model_name: simple_cnn\nlearning_rate: "0.01"\naugment: yes\n')
+    with pytest.raises(UserError) as error:
+        resolve_config(recipe, {})
+    assert str(error.value) == "learning_rate must be a number, got '0.01'; write numbers without quotes"
+    recipe.write_text("model_name: simple_cnn\naugment: 1\n")
+    with pytest.raises(UserError, match="augment must be true or false, got 1"):
+        resolve_config(recipe, {})
 
 
 def test_unknown_yaml_key_is_an_error_not_a_silent_default(tmp_path):

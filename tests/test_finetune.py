@@ -135,10 +135,12 @@ def test_a_corrupt_line_is_skipped_with_a_warning(tuned, writer_folder):
     assert load_checkpoint(tuned[3])["finetune"]["user_examples"] == 100  # the other lines all count
 
 
-def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["--data-dir", "--user-data"])
+def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeypatch, where):
     monkeypatch.chdir(tmp_path)  # the default report folder, reports/<model>..., lands here
+    folder = writer_folder if where == "--data-dir" else writer_folder / "user"  # <data-dir>/user, or named
     status, stdout, stderr = run_cli("evaluate", "--dataset", "user-digits", "--checkpoint", str(tuned[3]),
-                                     "--data-dir", str(writer_folder))
+                                     where, str(folder))
     assert status == 0, stderr
     # named apart from the base model's reports/simple_cnn/, which it must not replace
     metrics = json.loads((tmp_path / "reports" / "simple_cnn_user_user-digits" / "metrics.json").read_text())

@@ -107,6 +107,7 @@ def test_each_bad_file_gets_its_own_error_and_the_rest_are_classified(small_chec
     for path, line in zip(bad, errors):
         assert line.startswith(f"{path}: error: ")
     assert "not found" in errors[0] and "not an image" in errors[1] and "truncated" in errors[2]
+    assert errors[3] == f"{tmp_path}: error: {tmp_path} is a folder, not an image file; name the images in it"
 
 
 def test_bad_files_are_error_fields_in_json(small_checkpoint, sure_digits, tmp_path, capsys):
@@ -134,6 +135,22 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path, sure_digits, capsys
     assert main(["predict", image, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and "nope.pth" in err
+
+
+def test_a_folder_or_a_damaged_calibration_for_a_checkpoint_is_one_line(small_checkpoint, sure_digits, tmp_path,
+                                                                         capsys):
+    from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint
+
+    image = write_digit(tmp_path / "one.png", sure_digits[1])
+    assert main(["predict", image, "--checkpoint", str(tmp_path)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == f"error: {tmp_path} is a folder, not a checkpoint: name the .pth file in it"
+    damaged = tmp_path / "nan.pth"
+    save_checkpoint({**load_checkpoint(small_checkpoint), "temperature": float("nan")}, damaged)
+    assert main(["predict", image, "--checkpoint", str(damaged)]) == 2  # not "0 (nan%)" and exit 0
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert "stored calibration is damaged (temperature nan" in err and "mnist-classifier calibrate" in err
 
 
 def test_top_outside_the_classes_is_a_usage_error(small_checkpoint, sure_digits, tmp_path, capsys):

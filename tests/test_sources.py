@@ -317,8 +317,12 @@ def test_label_out_of_range(small, real_arrays):
 def test_unknown_source_and_explicit_local_failure(tmp_path):
     with pytest.raises(UserError, match="unknown data source 'ftp'"):
         sources.fetch_dataset(tmp_path, "ftp")
-    with pytest.raises(DataError, match="^local: no files in .* yet"):
+    with pytest.raises(DataError, match="^local: no files in .* yet") as error:
         sources.fetch_dataset(tmp_path, "local")
+    # the fix it names fills the folder that was asked for, not data/
+    assert f"run `mnist-classifier data --data-dir {tmp_path}` to fetch mnist" in str(error.value)
+    with pytest.raises(DataError, match="run `mnist-classifier data --dataset fashion-mnist --data-dir "):
+        sources.fetch_dataset(tmp_path, "local", dataset="fashion-mnist")
 
 
 # ---------------------------------------------------------------- restricted unpickler

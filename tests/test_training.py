@@ -1,6 +1,8 @@
 """Short real training runs on small slices of real MNIST."""
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 import sys
@@ -8,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from mnist_classifier.checkpoint import check_writable, load_checkpoint
+from mnist_classifier.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
-from mnist_classifier.training import train
+from mnist_classifier.training import resume_config, train
 
 from .conftest import DATA_DIR, REPO_ROOT
 
@@ -95,6 +97,7 @@ def test_tensorboard_run_has_the_seed_tags(one_epoch):
     (["--epochs", "0"], "epochs must be a positive integer"),
     (["--batch-size", "-3"], "batch_size must be a positive integer"),
     (["--resume", "models/nowhere_last.pth"], "not found"),
+    (["--seed", "-1"], "seed must be >= 0"),
 ])
 def test_bad_train_flags_fail_before_any_work(tmp_path, capsys, flags, message):
     status = main(["train", "--save-dir", str(tmp_path / "m"), "--log-dir", str(tmp_path / "r"), *flags])
@@ -102,6 +105,26 @@ def test_bad_train_flags_fail_before_any_work(tmp_path, capsys, flags, message):
     assert status == 2
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--limit-train", "10"], "10 training images make no full batch of 128: train on at least 128"),
+    (["--limit-train", "500", "--batch-size", "1000"], "500 training images make no full batch of 1000"),
+])
+def test_fewer_images_than_a_batch_is_one_line_not_a_crash(tmp_path, capsys, mnist_raw_dir, flags, message):
+    status = main(["train", "--data-dir", str(DATA_DIR), "--save-dir", str(tmp_path / "m"),
+                   "--log-dir", str(tmp_path / "r"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and message in err and len(err.splitlines()) == 1
+    assert not list((tmp_path / "m").glob("*.pth"))
+
+
+def test_a_validation_split_as_large_as_the_training_set_is_refused(tmp_path):
+    from mnist_classifier.data import load_data
+    from mnist_classifier.errors import UserError
+
+    with pytest.raises(UserError, match="val_size 60,000 leaves no room in mnist's 60,000 training images"):
+        load_data(DATA_DIR, val_size=60_000, log=quiet)
 
 
 def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
@@ -112,11 +135,33 @@ def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
     assert "cannot write to" in capsys.readouterr().err
 
 
+def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):
+    from mnist_classifier.files import write_atomically
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    checkpoint = save_checkpoint({"epoch": 1}, tmp_path / "a.pth")
+    model = write_atomically(tmp_path / "a.onnx", b"bytes")
+    for path in (checkpoint, model):  # mkstemp's 0600 would lock out everyone else on the machine
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    checkpoint.chmod(0o640)  # a file replaced in place (calibrate) keeps the mode its owner gave it
+    assert stat.S_IMODE(save_checkpoint({"epoch": 2}, checkpoint).stat().st_mode) == 0o640
+
+
 def test_processes_checking_one_folder_at_once_do_not_trip_each_other(tmp_path):
     # torchrun starts every rank at the same moment, and each checks the shared save dir.
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda _: check_writable(tmp_path), range(400)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_a_finished_run_says_nothing_is_left_to_train(one_epoch, capsys):
+    _, result = one_epoch
+    config, finished = resume_config(result.last_path, {})
+    lines = []
+    train(config, resume_payload=finished, log=lines.append)
+    assert any("already trained all 1 epochs: nothing left to train" in line for line in lines)
+    assert load_checkpoint(result.last_path)["epoch"] == 1  # no epoch was added
 
 
 def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):

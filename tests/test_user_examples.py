@@ -51,6 +51,18 @@ def test_add_counts_undo_and_arrays(tmp_path, mnist_data):
     assert [example.id for example in store.examples()] == [s.example.id for s in saved[:4]]
 
 
+def test_an_example_whose_image_is_gone_is_skipped_with_our_warning_only(tmp_path, mnist_data, capfd):
+    said = []
+    store = ExampleStore(tmp_path, warn=said.append)
+    gone, kept = add(store, mnist_data, 0).example, add(store, mnist_data, 1).example
+    (tmp_path / gone.input).unlink()
+    images, labels = store.arrays()
+    assert len(images) == 1 and list(labels) == [kept.label]
+    assert said == [f"warning: skipping example {gone.id}: {gone.input} is missing or not 28x28"]
+    out, err = capfd.readouterr()
+    assert "WARN" not in err  # no OpenCV log line printed from C++ before ours
+
+
 def test_undo_on_an_empty_store_is_none(tmp_path):
     assert ExampleStore(tmp_path / "nothing").undo() is None
 

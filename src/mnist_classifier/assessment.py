@@ -42,6 +42,7 @@ def evaluate_checkpoint(
     log: Callable[[str], None] = print,
     dataset: str | None = None,
     tta: bool = False,
+    user_data: str | Path | None = None,
 ) -> tuple[Evaluation, Path]:
     """Score a checkpoint (or an ensemble of them) on its test set and write the report.
 
@@ -49,7 +50,8 @@ def evaluate_checkpoint(
     checkpoints' dataset; asking for another one is an error. With several checkpoints
     or `tta`, the class probabilities are averaged (see combine.py). Everything is
     computed before the first file is written, and the folder appears complete or not
-    at all (see report.write_report).
+    at all (see report.write_report). `user_data`: the folder of a local set (default
+    <data_dir>/user), for `dataset="user-digits"`.
     """
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     loaded = [load_model(path) for path in checkpoints]
@@ -58,6 +60,12 @@ def evaluate_checkpoint(
     trained_on = payloads[0].get("dataset", "mnist")  # checkpoints older than the registry are MNIST
     check_same_dataset(checkpoints[0], trained_on, dataset)
     local = get_local_dataset(dataset)
+    if user_data is not None and local is None:
+        raise UserError("--user-data names the folder of your labelled drawings: "
+                        "add --dataset user-digits to score them")
+    local_folder = None
+    if local is not None:
+        local_folder = Path(user_data) if user_data is not None else Path(data_dir) / local.folder
     views = tta_views(get_dataset_spec(trained_on)) if tta else ORIGINAL_ONLY
     payload = combined_payload(payloads, checkpoints, views)
     if local is not None:  # the report names the set it scored, and does not replace the test set's report
@@ -66,7 +74,7 @@ def evaluate_checkpoint(
     tuned = "_user" if "finetune" in payloads[0] else ""
     default_dir = default_report_dir(payload["model_name"] + tuned + (f"_{local.name}" if local is not None else ""))
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
-    spec, test = scored_split(data_dir, trained_on, dataset)
+    spec, test = scored_split(data_dir, trained_on, dataset, local_folder)
     class_names = list(payloads[0].get("class_names") or spec.class_names)
     members = [(model, stored_normalization(member)) for model, member in loaded]
     calibrations = [Calibration.from_payload(member) for member in payloads]
@@ -85,7 +93,7 @@ def evaluate_checkpoint(
     else:
         fooled = None
     written = write_report(evaluation, test.images.numpy(), payload, Path(checkpoints[0]), target, honesty, fooled)
-    images_scored = "test images" if local is None else f"{local.name} images ({Path(data_dir) / local.folder})"
+    images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"
     log(summary_text(evaluation, payload["model_name"], written, images_scored))
     log(calibration_text(honesty["calibration"]))
     if "verdicts" in honesty:
@@ -93,17 +101,18 @@ def evaluate_checkpoint(
     return evaluation, written
 
 
-def scored_split(data_dir: str | Path, trained_on: str, requested: str | None) -> tuple[DatasetSpec, Split]:
-    """The model's dataset spec, and the images to score: its test split, or the requested local set."""
+def scored_split(data_dir: str | Path, trained_on: str, requested: str | None,
+                 folder: Path | None = None) -> tuple[DatasetSpec, Split]:
+    """The model's dataset spec, and the images to score: its test split, or the requested local set (in `folder`)."""
     local = get_local_dataset(requested)
     if local is None:
         data = load_data(data_dir, trained_on, log=lambda _line: None)
         return data.spec, data.test
-    folder = Path(data_dir) / local.folder
+    folder = folder or Path(data_dir) / local.folder
     split = load_local_split(local, folder, warn=lambda line: print(line, file=sys.stderr))
     if len(split) == 0:
         raise UserError(f"no {local.name} in {folder} yet ({local.about} are saved there): label some drawings "
-                        "first, or point --data-dir at the folder that holds user/")
+                        "first, or name their folder with --user-data")
     return get_dataset_spec(trained_on), split
 
 

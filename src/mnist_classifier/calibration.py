@@ -30,10 +30,13 @@ ECE import torch when they are called.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -59,8 +62,22 @@ class Calibration:
     def from_payload(cls, payload: dict[str, Any]) -> "Calibration":
         if "temperature" not in payload:
             return UNCALIBRATED
-        threshold = payload.get("reject_threshold")
-        return cls(float(payload["temperature"]), None if threshold is None else float(threshold), fitted=True)
+        return cls.stored(payload["temperature"], payload.get("reject_threshold"))
+
+    @classmethod
+    def stored(cls, temperature: Any, threshold: Any) -> "Calibration":
+        """The calibration a model file holds; a damaged one is refused, never applied (NaN confidences)."""
+        try:
+            temperature = float(temperature)
+            threshold = None if threshold is None else float(threshold)
+        except (TypeError, ValueError):
+            temperature = math.nan
+        usable_threshold = threshold is None or math.isfinite(threshold)
+        if not (math.isfinite(temperature) and temperature > 0 and usable_threshold):
+            raise CheckpointError(f"the model's stored calibration is damaged (temperature {temperature!r}, threshold "
+                                  f"{threshold!r}): refit a .pth with `mnist-classifier calibrate --checkpoint FILE`, "
+                                  "then export it again if you use its .onnx")
+        return cls(temperature, threshold, fitted=True)
 
     def with_threshold(self, threshold: float | None) -> "Calibration":
         return Calibration(self.temperature, threshold, self.fitted)

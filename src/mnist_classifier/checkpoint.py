@@ -26,6 +26,7 @@ from torch import nn
 from .data import Normalization
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, UserError
+from .files import shared_mode
 from .models import MODEL_REGISTRY, create_model
 
 FORMAT_VERSION = 1
@@ -46,6 +47,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp_name, shared_mode(path))
         os.replace(temp_name, path)
     except (OSError, RuntimeError) as error:
         Path(temp_name).unlink(missing_ok=True)
@@ -75,6 +77,8 @@ def remove_partial_writes(directory: str | Path) -> list[Path]:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; every way it can be wrong is one CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint: name the .pth file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: train one with `mnist-classifier train`")
     with open(path, "rb") as file:

@@ -71,9 +71,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.ensemble and args.checkpoint:
         raise UserError("--ensemble names every checkpoint to average: drop --checkpoint, or list it after --ensemble")
-    checkpoints = args.ensemble or args.checkpoint or DEFAULT_CHECKPOINT
-    evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta)
+    checkpoints = args.ensemble or trained_model(args.checkpoint)
+    evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta,
+                        user_data=args.user_data)
     return 0
+
+
+def trained_model(named: str | None) -> str | Path:
+    """The model `evaluate` and `export` work on: the named one, else models/simple_cnn_best.pth, else
+    (a fresh clone, nothing trained yet) the bundled checkpoint, said on stderr."""
+    from .bundled import BUNDLED_CHECKPOINT, ModelChoice
+
+    if named is not None or Path(DEFAULT_CHECKPOINT).is_file() or not BUNDLED_CHECKPOINT.is_file():
+        return named or DEFAULT_CHECKPOINT
+    print(ModelChoice(BUNDLED_CHECKPOINT, bundled=True).describe(), file=sys.stderr)
+    return BUNDLED_CHECKPOINT
 
 
 def answering_model(named: str | None) -> Path:
@@ -103,7 +115,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    path = export_onnx(args.checkpoint, args.out, data_dir=args.data_dir)
+    path = export_onnx(trained_model(args.checkpoint), args.out, data_dir=args.data_dir)
     print(f"wrote {path} (ONNX, checked against PyTorch on 1,000 test images); "
           f"use it with `mnist-classifier predict IMAGE --checkpoint {path}`")
     return 0
@@ -162,12 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test-set metrics, figures and report.html for a checkpoint")
-    evaluate.add_argument("--checkpoint", help=f"model to evaluate (default: {DEFAULT_CHECKPOINT})")
+    evaluate.add_argument("--checkpoint", help=f"model to evaluate (default: {DEFAULT_CHECKPOINT}, or the model "
+                          "bundled in the package when there is none)")
     evaluate.add_argument("--out", help="report folder (default: reports/<model_name>)")
     evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
     evaluate.add_argument("--dataset", help="test set to score (default: the one the checkpoint was trained on; "
                           "another one is refused), or user-digits: the drawings labelled in the demos, "
                           "in <data-dir>/user")
+    evaluate.add_argument("--user-data", help="with --dataset user-digits: the folder of your labelled drawings "
+                          "(default: <data-dir>/user)")
     evaluate.add_argument("--tta", action="store_true",
                           help="test-time augmentation: average over the image and 4 one-pixel shifts (5x the work), "
                           "and their mirrors where training mirrored (clothes: 10x)")
@@ -175,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="average the probabilities of these checkpoints (instead of --checkpoint)")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="classify image files (PNG/JPEG, any size, either polarity)")
+    predict = commands.add_parser("predict",
+                                  help="classify image files (PNG/JPEG, up to 4096 px a side, either polarity)")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     predict.add_argument("--checkpoint", help=ANSWERING_MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print a JSON array, one object per file (default: text lines)")
@@ -191,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(run=cmd_calibrate)
 
     export = commands.add_parser("export", help="a deployable ONNX model, checked against PyTorch")
-    export.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to export (default: {DEFAULT_CHECKPOINT})")
+    export.add_argument("--checkpoint", help=f"model to export (default: {DEFAULT_CHECKPOINT}, or the model "
+                        "bundled in the package when there is none)")
     export.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
     export.add_argument("--out", help="output file (default: models/<checkpoint name>.onnx)")
     export.add_argument("--data-dir", default="data", help="dataset folder, for the self-check (default: data)")

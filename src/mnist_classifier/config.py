@@ -8,6 +8,7 @@ is an error, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line UserError for any value that cannot work."""
+        for field in dataclasses.fields(self):
+            _check_type(field.name, field.type, getattr(self, field.name))
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "save_interval": self.save_interval}
         for key, value in positive.items():
             if not isinstance(value, int) or value <= 0:
@@ -79,8 +82,13 @@ class TrainConfig:
                 raise UserError(f"{key} must be between 0 and 1, got {getattr(self, key)!r}")
         if self.outlier_weight < 0:
             raise UserError(f"outlier_weight must be >= 0 (0 turns outlier exposure off), got {self.outlier_weight!r}")
-        if self.val_size < 0:
-            raise UserError(f"val_size must be >= 0, got {self.val_size!r}")
+        if self.val_size < 1:  # it picks the best epoch and calibrates the model
+            raise UserError(f"val_size must be at least 1 (the validation split picks the best epoch and "
+                            f"calibrates the model), got {self.val_size!r}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be at least 0 and below 1, got {self.label_smoothing!r}")
         _check_model(self.model_name)
         get_dataset_spec(self.dataset)
         _check_choice("outlier_target", self.outlier_target, OUTLIER_TARGETS)
@@ -92,6 +100,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# The field types TrainConfig uses, as `from __future__ import annotations` leaves them: strings.
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
+
+
+def _check_type(key: str, annotation: str, value: Any) -> None:
+    """A YAML `"0.01"` or `yes` in the wrong place: one line, not a TypeError deep in training."""
+    kind, _, optional = annotation.partition(" | ")
+    if value is None and optional == "None":
+        return
+    wanted = _FIELD_TYPES[kind]
+    if isinstance(value, bool) != (kind == "bool") or not isinstance(value, wanted):
+        hint = "; write numbers without quotes" if isinstance(value, str) and kind in ("int", "float") else ""
+        raise UserError(f"{key} must be {_TYPE_WORDS[kind]}, got {value!r}{hint}")
+    if kind == "float" and not math.isfinite(value):
+        raise UserError(f"{key} must be a finite number, got {value!r}")
 
 
 def _check_model(name: str) -> None:

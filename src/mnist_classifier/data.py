@@ -18,6 +18,7 @@ import torch
 
 from .augment import AUGMENTATIONS
 from .datasets import DatasetSpec, LocalDataset, get_dataset_spec
+from .errors import UserError
 from .sources import fetch_dataset, load_arrays
 
 
@@ -65,6 +66,9 @@ def load_data(
     raw_dir = fetch_dataset(data_dir, source=source, dataset=dataset, log=log)
     train_x, train_y, test_x, test_y = load_arrays(raw_dir, spec)
     train = Split(torch.from_numpy(train_x), torch.from_numpy(train_y))
+    if not 0 < val_size < len(train):
+        raise UserError(f"val_size {val_size:,} leaves no room in {spec.name}'s {len(train):,} training images: "
+                        f"choose between 1 and {len(train) - 1:,} (the recipes hold out 5,000)")
     cut = len(train) - val_size
     fit, val = train.head(cut), Split(train.images[cut:], train.labels[cut:])
     if limit_train is not None:

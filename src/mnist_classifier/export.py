@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +33,7 @@ from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError
+from .files import write_atomically
 from .onnx_backend import METADATA_KEY, OnnxBackend, load_onnx_predictor
 from .torch_backend import checkpoint_info
 
@@ -66,7 +65,7 @@ def export_onnx(
         )
     info = checkpoint_info(payload, model, checkpoint_path)
     _set_metadata(proto, payload, norm, info, opset, max_diff, checkpoint_path)
-    return _write_atomically(proto.SerializeToString(), out_path)
+    return write_atomically(out_path, proto.SerializeToString())
 
 
 def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
@@ -143,22 +142,6 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"mnist-classifier {payload['model_name']}: digits 28x28 -> logits"
-
-
-def _write_atomically(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp_name, 0o644)  # a model to deploy and share; mkstemp makes it owner-only
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @contextmanager

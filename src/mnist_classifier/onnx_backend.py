@@ -116,8 +116,7 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
 def _calibration_from_metadata(meta: dict[str, str]) -> Calibration:
     if "temperature" not in meta:
         return UNCALIBRATED
-    threshold = json.loads(meta.get("reject_threshold", "null"))
-    return Calibration(float(meta["temperature"]), None if threshold is None else float(threshold), fitted=True)
+    return Calibration.stored(meta["temperature"], json.loads(meta.get("reject_threshold", "null")))
 
 
 def _onnxruntime():

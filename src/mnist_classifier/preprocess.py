@@ -98,6 +98,8 @@ def load_image(source) -> np.ndarray:
         name, file = f"image data ({len(source)} bytes)", io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         name = file = os.fspath(source)
+        if os.path.isdir(name):
+            raise ImageError(f"{name} is a folder, not an image file; name the images in it")
         if not os.path.isfile(name):
             raise ImageError(f"image file not found: {name}; check the path")
     else:
@@ -117,7 +119,7 @@ def _decoding(name: str):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
     except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image larger than {MAX_SIDE}x{MAX_SIDE}; "
+        raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side; "
                          "resize it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image file PIL can read; "
@@ -150,7 +152,7 @@ def _upright(im: Image.Image) -> Image.Image:
 def _check_size(width: int, height: int, name: str = "the image") -> None:
     """Refuse what is too big to be a digit (and could exhaust memory) or empty."""
     if width > MAX_SIDE or height > MAX_SIDE:
-        raise ImageError(f"{name}: image larger than {MAX_SIDE}x{MAX_SIDE} "
+        raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side "
                          f"(got {width}x{height}); resize it first")
     if width < 1 or height < 1:
         raise ImageError(f"{name} is empty ({width}x{height} pixels)")

@@ -192,9 +192,6 @@ class Trainer:
 
     def calibrate(self) -> dict[str, Any]:
         """Temperature and refusal threshold from the validation split (calibration.py), as checkpoint keys."""
-        if len(self.val_split) == 0:
-            self.log("no validation split (val_size 0): the model is left uncalibrated")
-            return {}
         logits = compute_logits(self.model, self.val_split, self.norm)
         redrawn = redrawn_validation_logits(self.model, self.val_split, self.norm) if self.drawable else None
         calibration = calibrate_logits(logits, self.val_split.labels, refuse=self.drawable, redrawn_logits=redrawn)
@@ -357,6 +354,9 @@ def train(
         if not ctx.is_main:
             distributed.barrier()  # rank 0 fetches the data first; the others then read it
         data = load_data(config.data_dir, config.dataset, config.val_size, config.limit_train, log=speak)
+        if len(data.train) < config.batch_size:  # every step takes a full batch: there would be none
+            raise UserError(f"{len(data.train):,} training images make no full batch of {config.batch_size}: "
+                            f"train on at least {config.batch_size} (--limit-train) or lower --batch-size")
         if ctx.is_main:
             distributed.barrier()
         trainer = Trainer(config, ctx, data, speak)
@@ -371,6 +371,9 @@ def train(
                   f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}; "
                   f"precision {trainer.precision.name} ({trainer.precision.reason})")
             speak("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+            if trainer.state.start_epoch >= config.epochs:
+                speak(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
+                      "closing calibration and test run again; start a new run without --resume to train afresh")
         try:
             epochs_done = trainer.fit(stop_after_epochs, after_epoch)
         except KeyboardInterrupt:

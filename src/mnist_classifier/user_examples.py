@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from filelock import FileLock, Timeout
 
 from .answer import Answer
 from .errors import UserError
+from .files import write_atomically
 
 DEFAULT_USER_DATA = Path("data") / "user"
 INDEX = "examples.jsonl"
@@ -117,7 +117,9 @@ class ExampleStore:
         """(N, 28, 28) uint8 model inputs and (N,) int64 labels; examples whose image is gone are skipped."""
         images, labels = [], []
         for example in self.examples():
-            image = cv2.imread(str(self.folder / example.input), cv2.IMREAD_GRAYSCALE)
+            path = self.folder / example.input
+            # imread of a missing file prints OpenCV's own warning line: ours below says it better
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
             if image is None or image.shape != (28, 28):
                 self.warn(f"warning: skipping example {example.id}: {example.input} is missing or not 28x28")
                 continue
@@ -149,8 +151,8 @@ class ExampleStore:
             self._check_room(existing, example.bytes)
             try:
                 # Images first: a line never names a file that is not there yet.
-                _write_atomically(self.folder / example.drawing, drawing_png)
-                _write_atomically(self.folder / example.input, input_png)
+                write_atomically(self.folder / example.drawing, drawing_png)
+                write_atomically(self.folder / example.input, input_png)
                 self._append(example)
             except OSError as error:
                 for name in (example.drawing, example.input):
@@ -195,7 +197,7 @@ class ExampleStore:
 
     def _rewrite(self, examples: list[Example]) -> None:
         text = "".join(json.dumps(asdict(example), separators=(",", ":")) + "\n" for example in examples)
-        _write_atomically(self.index, text.encode("utf-8"))
+        write_atomically(self.index, text.encode("utf-8"))
 
     def _locked(self) -> FileLock:
         try:
@@ -231,20 +233,6 @@ def _png(image: np.ndarray) -> bytes:
     if not ok:
         raise UserError(f"cannot encode a drawing of shape {image.shape} as PNG")
     return encoded.tobytes()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -250,14 +250,14 @@ def image_from_bytes(body: bytes) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(body), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError:
-        raise HTTPException(413, f"image larger than {MAX_SIDE}x{MAX_SIDE}; resize it first") from None
+        raise HTTPException(413, f"image larger than {MAX_SIDE} pixels a side; resize it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise HTTPException(415, "not a PNG or JPEG image") from None
     with image:
         # The header gives the size before any pixel is decoded, so a bomb costs nothing.
         if image.width > MAX_SIDE or image.height > MAX_SIDE:
             raise HTTPException(413, f"image is {image.width}x{image.height}, larger than "
-                                f"{MAX_SIDE}x{MAX_SIDE}; resize it first")
+                                f"{MAX_SIDE} pixels a side; resize it first")
         try:
             return load_image(image)
         except ImageError as error:  # truncated or corrupt pixel data

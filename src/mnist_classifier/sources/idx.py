@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import math
 import os
+import shlex
 import tempfile
 import zlib
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..datasets import DatasetSpec, IdxFile
 from ..errors import DataError
+from ..files import shared_mode
 
 FIX = "delete it and run `mnist-classifier data`"
 _CHUNK = 1 << 20
@@ -32,18 +34,24 @@ def find_idx_file(raw_dir: Path, f: IdxFile) -> Path | None:
     return None
 
 
+def fetch_hint(spec: DatasetSpec, raw_dir: Path) -> str:
+    """The `data` command that fills raw_dir: its dataset and, unless it is the default, its folder."""
+    data_dir = Path(raw_dir).parent.parent  # <data_dir>/<folder>/raw
+    return spec.fetch_command + ("" if data_dir == Path("data") else f" --data-dir {shlex.quote(str(data_dir))}")
+
+
 def verify_dataset(raw_dir: Path, spec: DatasetSpec) -> None:
     """Raise DataError unless all four files exist with the registry's SHA-256."""
     missing = [f.name for f in spec.files if find_idx_file(raw_dir, f) is None]
     if missing:
         what = "no files" if len(missing) == len(spec.files) else ", ".join(missing)
-        raise DataError(f"{what} in {raw_dir} yet: run `{spec.fetch_command}` to fetch {spec.name}")
+        raise DataError(f"{what} in {raw_dir} yet: run `{fetch_hint(spec, raw_dir)}` to fetch {spec.name}")
     for f in spec.files:
         path = find_idx_file(raw_dir, f)
         digest = hash_file(path, f)
         if digest != f.sha256:
             raise DataError(f"{path} is not the expected {f.name} (SHA-256 {digest[:12]}… "
-                            f"instead of {f.sha256[:12]}…): delete it and run `{spec.fetch_command}`")
+                            f"instead of {f.sha256[:12]}…): delete it and run `{fetch_hint(spec, raw_dir)}`")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -89,7 +97,7 @@ def describe(raw_dir: Path, spec: DatasetSpec) -> str:
 def _require(raw_dir: Path, f: IdxFile, spec: DatasetSpec) -> Path:
     path = find_idx_file(raw_dir, f)
     if path is None:
-        raise DataError(f"{Path(raw_dir) / f.name} is missing: run `{spec.fetch_command}`")
+        raise DataError(f"{Path(raw_dir) / f.name} is missing: run `{fetch_hint(spec, raw_dir)}`")
     return path
 
 
@@ -158,7 +166,7 @@ def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
             digest = fill(out)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data is not secret
+        os.chmod(tmp, shared_mode(raw_dir / f.name))  # mkstemp makes it private; the data is not secret
         if digest != f.sha256:
             raise DataError(f"{origin} gave a wrong {f.name} (SHA-256 {digest[:12]}…), refused")
         os.replace(tmp, raw_dir / f.name)

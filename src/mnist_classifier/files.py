@@ -1,0 +1,54 @@
+"""Writing a file so that a reader finds the old one or the new one, never half of either.
+
+    write_atomically(Path("models/simple_cnn_best.onnx"), data)
+
+The bytes go to a temporary file beside the target, are flushed to disk, and take the
+target's name in one rename: a crash or `kill -9` leaves at most a `.NAME.*.tmp` file, never
+a half-written NAME. `tempfile.mkstemp` creates that file readable by its owner only (0600,
+right for a secret, wrong for a model or a dataset someone else on the machine may use), so
+`shared_mode` gives it the mode an ordinary write would have: the replaced file's own, else
+0666 less the process's umask.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def shared_mode(path: Path) -> int:
+    """The permission bits `path` should get: those of the file it replaces, else what `open()` would give."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, shared_mode(path))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    # Linux states it in /proc (since 4.7); elsewhere the only way to read it is to set it
+    # and set it back, which a thread creating a file at that instant would see.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
