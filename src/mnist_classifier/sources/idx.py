@@ -36,7 +36,10 @@ def find_idx_file(raw_dir: Path, f: IdxFile) -> Path | None:
 
 def fetch_hint(spec: DatasetSpec, raw_dir: Path) -> str:
     """The `data` command that fills raw_dir: its dataset and, unless it is the default, its folder."""
-    data_dir = Path(raw_dir).parent.parent  # <data_dir>/<folder>/raw
+    raw_dir = Path(raw_dir)
+    if raw_dir.name != "raw" or raw_dir.parent.name != spec.folder:  # not a folder `data` fills
+        return spec.fetch_command
+    data_dir = raw_dir.parent.parent  # <data_dir>/<folder>/raw
     return spec.fetch_command + ("" if data_dir == Path("data") else f" --data-dir {shlex.quote(str(data_dir))}")
 
 
