@@ -62,7 +62,9 @@ def redrawn_validation_logits(model: nn.Module, val: Split, norm: Normalization)
 def score_split(model: nn.Module, split: Split, norm: Normalization) -> SplitScore:
     logits = compute_logits(model, split, norm)
     loss = F.cross_entropy(logits, split.labels).item()
-    accuracy = (logits.argmax(1) == split.labels).float().mean().item()
+    correct = int((logits.argmax(1) == split.labels).sum())
+    # An exact fraction: a float32 mean makes 9,920 of 10,000 0.99199998, short of 99.2%
+    accuracy = correct / len(split) if len(split) else float("nan")
     return SplitScore(loss, accuracy, logits)
 
 
