@@ -354,11 +354,11 @@ def train(
         if not ctx.is_main:
             distributed.barrier()  # rank 0 fetches the data first; the others then read it
         data = load_data(config.data_dir, config.dataset, config.val_size, config.limit_train, log=speak)
-        if len(data.train) < config.batch_size:  # every step takes a full batch: there would be none
-            raise UserError(f"{len(data.train):,} training images make no full batch of {config.batch_size}: "
-                            f"train on at least {config.batch_size} (--limit-train) or lower --batch-size")
         if ctx.is_main:
             distributed.barrier()
+        if len(data.train) < config.batch_size:  # every step takes a full batch: there would be none (every rank)
+            raise UserError(f"{len(data.train):,} training images make no full batch of {config.batch_size}: "
+                            f"train on at least {config.batch_size} (--limit-train) or lower --batch-size")
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)
