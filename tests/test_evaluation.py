@@ -359,3 +359,13 @@ def test_split_accuracy_is_the_exact_fraction_of_right_answers(small_checkpoint,
     correct = int((score.logits.argmax(1) == split.labels).sum())
     # targets like ">= 99.2%" compare against it: a float32 mean would miss 9,920 of 10,000 by 2e-8
     assert score.accuracy == correct / 1000 and 0.5 < score.accuracy < 1.0
+
+
+def test_a_new_report_folder_gets_the_usual_permissions_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    out = install_files({"metrics.json": b"{}"}, tmp_path / "report")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # mkdtemp's 0700 would hide it from others

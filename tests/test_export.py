@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -205,4 +206,4 @@ def test_on_a_fresh_clone_export_and_evaluate_fall_back_to_the_bundled_model(tmp
     assert load_predictor(exported).calibration.reject_threshold is not None  # the bundled calibration came along
     assert trained_model(None) == BUNDLED_CHECKPOINT  # what evaluate scores, said the same way
     capsys.readouterr()
-    assert trained_model("models/mine.pth") == "models/mine.pth"  # a named model is never replaced
+    assert trained_model("models/mine.pth") == Path("models/mine.pth")  # a named model is never replaced

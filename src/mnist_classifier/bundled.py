@@ -7,7 +7,8 @@ Owns: where the bundled files live, their recorded provenance (`bundled/provenan
 written by `make bundled-model`, i.e. scripts/build_bundled_model.py), and the rule shared
 by `predict`, `demo`, `serve` and `mnist_classifier.load()`: a model named by the user,
 else the one `finetune` made from the user's drawings, else the `make train` checkpoint in
-models/, else the bundled one. Torch-free.
+models/, else the bundled one (`evaluate`, `export` and `finetune` skip the fine-tuned one).
+Torch-free.
 """
 from __future__ import annotations
 
@@ -50,12 +51,13 @@ class ModelChoice:
                 f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}: `make train` makes your own")
 
 
-def choose_model(named: str | Path | None, prefer_onnx: bool = True) -> ModelChoice:
-    """The named file, else the user's fine-tuned model, else models/simple_cnn_best.pth, else the
+def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool = True) -> ModelChoice:
+    """The named file, else the user's fine-tuned model (unless `tuned` is False: `evaluate`,
+    `export` and `finetune` work on the trained one), else models/simple_cnn_best.pth, else the
     bundled model (ONNX unless asked otherwise)."""
     if named is not None:
         return ModelChoice(Path(named), bundled=False)
-    if USER_CHECKPOINT.is_file():
+    if tuned and USER_CHECKPOINT.is_file():
         return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
     if TRAINED_CHECKPOINT.is_file():
         return ModelChoice(TRAINED_CHECKPOINT, bundled=False)

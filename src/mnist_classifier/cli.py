@@ -77,15 +77,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def trained_model(named: str | None) -> str | Path:
+def trained_model(named: str | None) -> Path:
     """The model `evaluate` and `export` work on: the named one, else models/simple_cnn_best.pth, else
     (a fresh clone, nothing trained yet) the bundled checkpoint, said on stderr."""
-    from .bundled import BUNDLED_CHECKPOINT, ModelChoice
+    from .bundled import choose_model
 
-    if named is not None or Path(DEFAULT_CHECKPOINT).is_file() or not BUNDLED_CHECKPOINT.is_file():
-        return named or DEFAULT_CHECKPOINT
-    print(ModelChoice(BUNDLED_CHECKPOINT, bundled=True).describe(), file=sys.stderr)
-    return BUNDLED_CHECKPOINT
+    choice = choose_model(named, prefer_onnx=False, tuned=False)
+    if choice.worth_saying:
+        print(choice.describe(), file=sys.stderr)
+    return choice.path
 
 
 def answering_model(named: str | None) -> Path:

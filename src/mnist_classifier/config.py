@@ -68,8 +68,8 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             _check_type(field.name, field.type, getattr(self, field.name))
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "save_interval": self.save_interval}
-        for key, value in positive.items():
-            if not isinstance(value, int) or value <= 0:
+        for key, value in positive.items():  # whole numbers already (_check_type)
+            if value <= 0:
                 raise UserError(f"{key} must be a positive integer, got {value!r}")
         if not self.learning_rate > 0:
             raise UserError(f"learning_rate must be positive, got {self.learning_rate!r}")

@@ -7,7 +7,7 @@ target's name in one rename: a crash or `kill -9` leaves at most a `.NAME.*.tmp`
 a half-written NAME. `tempfile.mkstemp` creates that file readable by its owner only (0600,
 right for a secret, wrong for a model or a dataset someone else on the machine may use), so
 `shared_mode` gives it the mode an ordinary write would have: the replaced file's own, else
-0666 less the process's umask.
+0666 less the process's umask (report.py's staging folder, from `mkdtemp`, gets 0777 less it).
 """
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ import tempfile
 from pathlib import Path
 
 
-def shared_mode(path: Path) -> int:
-    """The permission bits `path` should get: those of the file it replaces, else what `open()` would give."""
+def shared_mode(path: Path, directory: bool = False) -> int:
+    """The permission bits `path` should get: those of the file it replaces, else what `open()`
+    (or, for a `directory`, `mkdir()`) would give."""
     try:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
-        return 0o666 & ~_umask()
+        return (0o777 if directory else 0o666) & ~_umask()
 
 
 def write_atomically(path: Path, data: bytes) -> Path:

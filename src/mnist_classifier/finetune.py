@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bundled import BUNDLED_CHECKPOINT, TRAINED_CHECKPOINT, USER_CHECKPOINT, sha256_of
+from .bundled import TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of
 from .calibration import Calibration, calibrate_logits, digit_scores
 from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
 from .config import TrainConfig, config_from_dict
@@ -143,11 +143,8 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
 def base_checkpoint(named: str | Path | None) -> tuple[Path, bool]:
     """(the checkpoint to start from, whether it is the bundled one): the named file, else `make train`'s,
     else the model shipped in the package (its .pth: ONNX cannot be trained)."""
-    if named is not None:
-        return Path(named), False
-    if TRAINED_CHECKPOINT.is_file():
-        return TRAINED_CHECKPOINT, False
-    return BUNDLED_CHECKPOINT, True
+    choice = choose_model(named, prefer_onnx=False, tuned=False)
+    return choice.path, choice.bundled
 
 
 def describe_base(base: Path, bundled: bool) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from .augment import AUGMENTATIONS
 from .datasets import DATASETS
 from .errors import UserError
+from .files import shared_mode
 from .evaluation import METRICS, Evaluation
 from .honesty import reviewed_label
 from .plots import figure_png, fooled_figure, reliability_figure, report_figures
@@ -113,7 +114,7 @@ def install_files(files: dict[str, bytes], out_dir: Path) -> Path:
                 os.replace(staging / name, out_dir / name)
             staging.rmdir()
         else:
-            staging.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
+            staging.chmod(shared_mode(out_dir, directory=True))  # mkdtemp makes it private; a report is shared
             os.replace(staging, out_dir)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
