@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -82,6 +83,19 @@ def test_a_changed_local_file_fails_verification(fashion_raw, tmp_path):
     with pytest.raises(DataError, match=rf"{SPEC.train_labels.name} is not the expected {SPEC.train_labels.name} \(SHA-256 .*"
                                    "delete it and run `mnist-classifier data --dataset fashion-mnist`"):
         verify_dataset(raw, SPEC)
+
+
+def test_a_truncated_file_names_the_fashion_fetch_command(fashion_raw, tmp_path):
+    raw = tmp_path / "data" / SPEC.folder / "raw"
+    raw.mkdir(parents=True)
+    for f in SPEC.files:
+        (raw / f.name).symlink_to(fashion_raw / f.name)
+    labels = raw / SPEC.test_labels.name
+    labels.unlink()
+    labels.write_bytes((fashion_raw / SPEC.test_labels.name).read_bytes()[:-10])
+    fetch = f"mnist-classifier data --dataset fashion-mnist --data-dir {tmp_path / 'data'}"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(labels))} is truncated .*: delete it and run `{re.escape(fetch)}`$"):
+        load_arrays(raw, SPEC)
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get: Debian and Ubuntu only")

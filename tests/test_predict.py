@@ -117,14 +117,17 @@ def test_bad_files_are_error_fields_in_json(small_checkpoint, sure_digits, tmp_p
     answers = json.loads(capsys.readouterr().out)
     assert answers[0]["digit"] == 5 and answers[0]["error"] is None
     for answer in answers[1:]:
-        assert answer["error"] and answer["digit"] is None and answer["top"] == []
+        assert answer.keys() == answers[0].keys() and answer["error"] and answer["top"] == []
+        # an unread file claims nothing: no verdict, no zero confidence, no "no ink"
+        assert all(answer[key] is None for key in ("verdict", "digit", "best_guess", "confidence",
+                                                    "probabilities", "preview_png", "has_ink"))
 
 
 def test_blank_image_is_no_digit_not_a_made_up_label(small_checkpoint, tmp_path, capsys):
     blank = tmp_path / "blank.png"
     Image.new("L", (200, 200), 255).save(blank)
     assert main(["predict", str(blank), "--checkpoint", str(small_checkpoint)]) == 0
-    assert capsys.readouterr().out.strip() == f"{blank}: no digit (the image has no visible ink)"
+    assert capsys.readouterr().out.strip() == f"{blank}: empty (the image has no visible ink)"
     assert main(["predict", str(blank), "--checkpoint", str(small_checkpoint), "--json"]) == 0
     [answer] = json.loads(capsys.readouterr().out)
     assert answer["has_ink"] is False and answer["digit"] is None and answer["error"] is None

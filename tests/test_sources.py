@@ -188,6 +188,23 @@ def test_mirror_downloads_real_files_from_local_server(tmp_path, monkeypatch, se
     sources.verify_dataset(raw, SPEC)
 
 
+def test_a_damaged_local_file_is_never_replaced_silently(tmp_path, monkeypatch, serve, gz_dir, real_arrays):
+    """evaluate, export and finetune load data with progress silenced; the repair still speaks."""
+    from mnist_classifier.data import load_data
+
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(gz_dir, raw)
+    labels = raw / f"{SPEC.test_labels.name}.gz"
+    damaged = bytearray(gzip.decompress(labels.read_bytes()))
+    damaged[-1] = (damaged[-1] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(damaged)))
+    monkeypatch.setenv(sources.MIRRORS_ENV, serve(gz_dir))
+    warned = []
+    splits = load_data(tmp_path, log=quiet, warn=warned.append)
+    assert len(warned) == 1 and warned[0].startswith(f"local: {labels} is not the expected {SPEC.test_labels.name}")
+    assert np.array_equal(splits.test.labels.numpy(), real_arrays[3])  # the mirror's copy replaced it
+
+
 def _corrupt_train_images(kind: str, real_raw: Path) -> bytes:
     if kind == "bit flip":
         data = bytearray((real_raw / SPEC.train_images.name).read_bytes())

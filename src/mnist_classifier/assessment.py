@@ -19,7 +19,6 @@ from combine.py, honesty tables from honesty.py, files from report.py.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +27,7 @@ from .checkpoint import load_model, stored_normalization
 from .combine import ORIGINAL_ONLY, averaged_probabilities_at, check_members_agree, combined_payload, tta_views
 from .data import Split, load_data, load_local_split
 from .datasets import DatasetSpec, get_dataset_spec, get_local_dataset
-from .errors import UserError
+from .errors import UserError, to_stderr
 from .evaluation import METRICS, Evaluation, evaluate_predictions
 from .honesty import calibration_report, calibration_text, verdict_report, verdict_text
 from .report import check_report_dir, default_report_dir, write_report
@@ -106,10 +105,10 @@ def scored_split(data_dir: str | Path, trained_on: str, requested: str | None,
     """The model's dataset spec, and the images to score: its test split, or the requested local set (in `folder`)."""
     local = get_local_dataset(requested)
     if local is None:
-        data = load_data(data_dir, trained_on, log=lambda _line: None)
+        data = load_data(data_dir, trained_on, log=lambda _line: None, warn=to_stderr)
         return data.spec, data.test
     folder = folder or Path(data_dir) / local.folder
-    split = load_local_split(local, folder, warn=lambda line: print(line, file=sys.stderr))
+    split = load_local_split(local, folder, warn=to_stderr)
     if len(split) == 0:
         raise UserError(f"no {local.name} in {folder} yet ({local.about} are saved there): label some drawings "
                         "first, or name their folder with --user-data")

@@ -61,9 +61,11 @@ def load_data(
     limit_train: int | None = None,
     source: str = "auto",
     log: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
 ) -> DataSplits:
+    """Train/validation/test splits of a verified dataset; `log` and `warn` as in `sources.fetch_dataset`."""
     spec = get_dataset_spec(dataset)
-    raw_dir = fetch_dataset(data_dir, source=source, dataset=dataset, log=log)
+    raw_dir = fetch_dataset(data_dir, source=source, dataset=dataset, log=log, warn=warn)
     train_x, train_y, test_x, test_y = load_arrays(raw_dir, spec)
     train = Split(torch.from_numpy(train_x), torch.from_numpy(train_y))
     if not 0 < val_size < len(train):

@@ -4,6 +4,7 @@ Every expected failure (bad data, bad checkpoint, bad flag, bad image) raises a
 `UserError` whose message is one line: what is wrong and how to fix it. The CLI
 prints that line and exits non-zero; anything else is a bug and keeps its traceback.
 """
+import sys
 
 
 class UserError(Exception):
@@ -22,3 +23,8 @@ class CheckpointError(UserError):
 
 class ImageError(UserError):
     """An input image cannot be read or turned into a model input."""
+
+
+def to_stderr(line: str) -> None:
+    """Where a warning goes when stdout carries the command's result."""
+    print(line, file=sys.stderr)

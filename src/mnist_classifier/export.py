@@ -32,7 +32,7 @@ from .bundled import sha256_of
 from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
-from .errors import UserError
+from .errors import UserError, to_stderr
 from .files import write_atomically
 from .onnx_backend import METADATA_KEY, OnnxBackend, load_onnx_predictor
 from .torch_backend import checkpoint_info
@@ -56,7 +56,8 @@ def export_onnx(
     norm = stored_normalization(payload)
     out_path = Path(out_path) if out_path else Path("models") / f"{checkpoint_path.stem}.onnx"
     proto = _to_onnx(model, opset)
-    images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None).test.images[:CHECK_IMAGES]
+    images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None,
+                       warn=to_stderr).test.images[:CHECK_IMAGES]
     max_diff = _max_difference(model, proto.SerializeToString(), to_model_input(images, norm).numpy())
     if not max_diff <= TOLERANCE:  # also catches NaN
         raise UserError(

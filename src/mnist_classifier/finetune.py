@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, 
 from .config import TrainConfig, config_from_dict
 from .data import Normalization, Split, load_data, load_local_split, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
-from .errors import UserError
+from .errors import UserError, to_stderr
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
 from .honesty import held_out_mix
@@ -122,7 +121,8 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     log(f"fine-tuning {payload['model_name']} ({describe_base(base, bundled)}) on {len(train_set)} of your "
         f"{len(mine)} drawings in {user_data}, holding back {len(held)} to measure; {epochs} epochs, MNIST replayed")
     with all_cores():
-        data = load_data(data_dir, USER_DIGITS.scores, val_size=config.val_size, log=lambda _line: None)
+        data = load_data(data_dir, USER_DIGITS.scores, val_size=config.val_size, log=lambda _line: None,
+                         warn=to_stderr)
         norm = stored_normalization(payload)
         # learning one writer's pen can teach the model that such ink is a digit: the user sees the cost
         non_digits = Split(torch.from_numpy(held_out_mix(data.test, NON_DIGITS_MEASURED)),
@@ -176,7 +176,7 @@ def read_examples(folder: str | Path) -> Split:
     if not folder.is_dir():
         raise UserError(f"no labelled drawings: {folder} does not exist; label digits in `mnist-classifier demo` or "
                         "`serve` (press the right digit after a prediction), or point --user-data at their folder")
-    return load_local_split(USER_DIGITS, folder, warn=lambda line: print(line, file=sys.stderr))
+    return load_local_split(USER_DIGITS, folder, warn=to_stderr)
 
 
 def check_enough(labels: torch.Tensor, folder: str | Path, num_classes: int = 10) -> None:

@@ -37,6 +37,7 @@ from .calibration import calibrate_logits, calibration_scores, reliability_bins,
 from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
+from .errors import UserError, to_stderr
 from .inference import Predictor
 from .strokes import random_pen_images
 from .torch_backend import torch_predictor
@@ -60,7 +61,7 @@ def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
     predictor = torch_predictor(model, payload, path)
     spec = get_dataset_spec(payload.get("dataset", "mnist"))
     val_size = int((payload.get("config") or {}).get("val_size", 5000))
-    val = load_data(data_dir, spec.name, val_size=val_size, log=lambda _line: None).val
+    val = load_data(data_dir, spec.name, val_size=val_size, log=lambda _line: None, warn=to_stderr).val
     logits = predictor.logits(val.images.numpy())
     redrawn = torch.from_numpy(predictor.logits(random_pen_images(val.images).numpy())) if spec.drawable else None
     calibration = calibrate_logits(torch.from_numpy(logits), val.labels, refuse=spec.drawable, redrawn_logits=redrawn)
@@ -226,8 +227,6 @@ def _passes(scores: np.ndarray, threshold: float | None) -> np.ndarray:
 
 def _fashion_test_items(data_dir: str | Path) -> np.ndarray | None:
     """Fashion-MNIST's first test items when its files are already here (never fetched for this)."""
-    from .errors import UserError
-
     try:
         return load_data(data_dir, "fashion-mnist", source="local", log=lambda _line: None).test.images[:FASHION_IMAGES].numpy()
     except UserError:

@@ -8,7 +8,7 @@ as the demos (`preprocess.to_mnist`), for Fashion-MNIST `preprocess.fill_frame`;
 of any size and either polarity works. A file that cannot be read gets its own
 error (a line on stderr, or an "error" field in JSON) and the others are still
 classified; the exit status is 1 when any file failed. An image with no ink is
-answered "no digit", never a made-up label; a drawing the model does not take for a
+answered "empty" (any dataset), never a made-up label; a drawing the model does not take for a
 digit is answered `not a digit (best guess 4, 31.0%)` (verdict `not_a_digit` in JSON),
 with exit status 0: a refusal is an answer.
 """
@@ -61,7 +61,7 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int) -> str:
         return f"{result.file}: error: {result.error}"
     answer = result.answer
     if answer.verdict == EMPTY:
-        return f"{result.file}: no digit (the image has no visible ink)"
+        return f"{result.file}: empty (the image has no visible ink)"
     ranked = ", ".join(f"{class_names[i]} {prob:.1%}" for i, prob in answer.top(top))
     guess = class_names[answer.best_guess]
     said = f"{guess} ({answer.confidence:.1%})" if answer.verdict == DIGIT else \
@@ -74,16 +74,12 @@ def answer_dict(result: FileAnswer, class_names: list[str], top: int) -> dict:
     Every object has the same keys whatever happened."""
     answer = result.answer or empty_answer(len(class_names))
     fields = answer.to_json(class_names)
-    if result.error is not None:
-        fields.update(verdict=None, preview_png=None)
-    return {
-        "file": result.file,
-        **fields,
-        "top": [] if not answer.has_ink else [{"digit": i, "label": class_names[i], "probability": round(prob, 6)}
-                                             for i, prob in answer.top(top)],
-        "has_ink": answer.has_ink,
-        "error": result.error,
-    }
+    fields["top"] = [] if not answer.has_ink else [
+        {"digit": i, "label": class_names[i], "probability": round(prob, 6)} for i, prob in answer.top(top)]
+    fields["has_ink"] = answer.has_ink
+    if result.error is not None:  # nothing was seen, so nothing is claimed: not even "no ink" or zero confidence
+        fields.update(dict.fromkeys(("verdict", "confidence", "probabilities", "preview_png", "has_ink")))
+    return {"file": result.file, **fields, "error": result.error}
 
 
 def run_predict(paths: list[str], checkpoint: str | Path, as_json: bool = False,

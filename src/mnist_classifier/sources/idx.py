@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import DatasetSpec, IdxFile
+from ..datasets import DATASETS, DatasetSpec, IdxFile
 from ..errors import DataError
 from ..files import shared_mode
 
@@ -43,6 +43,13 @@ def fetch_hint(spec: DatasetSpec, raw_dir: Path) -> str:
     return spec.fetch_command + ("" if data_dir == Path("data") else f" --data-dir {shlex.quote(str(data_dir))}")
 
 
+def fix_for(path: Path) -> str:
+    """How to replace a damaged file: the `data` command of the dataset whose folder holds it."""
+    raw_dir = Path(path).parent
+    spec = next((spec for spec in DATASETS.values() if raw_dir.parent.name == spec.folder), None)
+    return FIX if spec is None or raw_dir.name != "raw" else f"delete it and run `{fetch_hint(spec, raw_dir)}`"
+
+
 def verify_dataset(raw_dir: Path, spec: DatasetSpec) -> None:
     """Raise DataError unless all four files exist with the registry's SHA-256."""
     missing = [f.name for f in spec.files if find_idx_file(raw_dir, f) is None]
@@ -63,12 +70,12 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path} cannot be read ({err}): {FIX}") from None
+        raise DataError(f"{path} cannot be read ({err}): {fix_for(path)}") from None
     dims, start = _parse_header(data, path)
     expected = start + math.prod(dims)
     if len(data) != expected:
         problem = "is truncated" if len(data) < expected else "has trailing bytes"
-        raise DataError(f"{path} {problem} ({len(data)} bytes, its header says {expected}): {FIX}")
+        raise DataError(f"{path} {problem} ({len(data)} bytes, its header says {expected}): {fix_for(path)}")
     return np.frombuffer(data, np.uint8, offset=start).reshape(dims).copy()
 
 
@@ -80,7 +87,7 @@ def load_arrays(raw_dir: Path, spec: DatasetSpec):
         arrays += _load_pair(_require(raw_dir, images, spec), _require(raw_dir, labels, spec), spec)
     if arrays[0].shape[1:] != arrays[2].shape[1:]:
         raise DataError(f"train and test images in {raw_dir} differ in size "
-                        f"({arrays[0].shape[1:]} vs {arrays[2].shape[1:]}): {FIX}")
+                        f"({arrays[0].shape[1:]} vs {arrays[2].shape[1:]}): {fix_for(raw_dir / spec.test_images.name)}")
     return tuple(arrays)
 
 
@@ -109,10 +116,10 @@ def _parse_header(data: bytes, path: Path) -> tuple[tuple[int, ...], int]:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != UBYTE or data[3] not in _NDIMS:
         magic = int.from_bytes(data[:4], "big")
         raise DataError(f"{path} has the wrong magic number 0x{magic:08x} (expected "
-                        f"0x00000801 labels or 0x00000803 images): {FIX}")
+                        f"0x00000801 labels or 0x00000803 images): {fix_for(path)}")
     start = 4 + 4 * data[3]
     if len(data) < start:
-        raise DataError(f"{path} is truncated inside its header: {FIX}")
+        raise DataError(f"{path} is truncated inside its header: {fix_for(path)}")
     dims = tuple(int.from_bytes(data[i:i + 4], "big") for i in range(4, start, 4))
     return dims, start
 
@@ -120,15 +127,15 @@ def _parse_header(data: bytes, path: Path) -> tuple[tuple[int, ...], int]:
 def _load_pair(images_path: Path, labels_path: Path, spec: DatasetSpec):
     x, y = read_idx(images_path), read_idx(labels_path)
     if x.ndim != 3:
-        raise DataError(f"{images_path} holds labels, not images: {FIX}")
+        raise DataError(f"{images_path} holds labels, not images: {fix_for(images_path)}")
     if y.ndim != 1:
-        raise DataError(f"{labels_path} holds images, not labels: {FIX}")
+        raise DataError(f"{labels_path} holds images, not labels: {fix_for(labels_path)}")
     if len(x) != len(y):
         raise DataError(f"{labels_path} has {len(y)} labels but {images_path.name} has "
-                        f"{len(x)} images: {FIX}")
+                        f"{len(x)} images: {fix_for(labels_path)}")
     if len(y) and int(y.max()) >= len(spec.class_names):
         raise DataError(f"{labels_path} holds label {int(y.max())}, outside 0-"
-                        f"{len(spec.class_names) - 1}: {FIX}")
+                        f"{len(spec.class_names) - 1}: {fix_for(labels_path)}")
     return x, y.astype(np.int64)
 
 
@@ -138,7 +145,7 @@ def _load_pair(images_path: Path, labels_path: Path, spec: DatasetSpec):
 def hash_file(path: Path, f: IdxFile) -> str:
     """SHA-256 of the uncompressed bytes of a plain or .gz file, at most f.size of them."""
     with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as src:
-        return copy_hashed(src, None, f.size, str(path), FIX)
+        return copy_hashed(src, None, f.size, str(path), fix_for(path))
 
 
 def copy_hashed(src, dst, limit: int, where: str, fix: str = "") -> str:
