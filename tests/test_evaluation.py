@@ -147,6 +147,11 @@ def test_summary_table_is_printed(report, metrics):
     assert "report.html" in printed
     assert "calibration (temperature" in printed and "answered not_a_digit" in printed
     assert len(printed.splitlines()) < 36
+    # the verdict tables line up: every row's count ends in the same column, however long its label
+    verdicts = printed[printed.index("verdicts ("):].splitlines()[1:]
+    ends = {len(line) - len(line.lstrip()) + re.search(r"\s(images|[\d,]+)\s", line.strip()).end(1) for line in verdicts
+            if line.startswith("  ") and not line.startswith("  (")}
+    assert len(ends) == 1, verdicts
 
 
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):

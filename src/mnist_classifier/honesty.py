@@ -237,15 +237,18 @@ def verdict_text(report: dict[str, Any]) -> str:
     """The tables `evaluate` prints: digits, non-digits, and the reviewed non-digits when stored."""
     threshold = report["reject_threshold"]
     rule = "nothing is refused (no threshold)" if threshold is None else f"refused below digit score {threshold:.2f}"
-    lines = [f"verdicts ({rule}):", f"  {'digits':<38} {'images':>7} {'answered digit':>15} {'accuracy':>9}"]
-    lines += [f"  {row['set']:<38} {row['images']:>7,} {row['answered_digit']:>15.2%} {row['accuracy']:>9.2%}"
+    labels = [row["set"] for row in report["digits"]] + [row["family"] for row in report["non_digits"]]
+    labels += [reviewed_label(row) for row in report.get("reviewed") or ()]
+    wide = max(38, *map(len, labels))  # the longest row label sets the first column
+    lines = [f"verdicts ({rule}):", f"  {'digits':<{wide}} {'images':>7} {'answered digit':>15} {'accuracy':>9}"]
+    lines += [f"  {row['set']:<{wide}} {row['images']:>7,} {row['answered_digit']:>15.2%} {row['accuracy']:>9.2%}"
               for row in report["digits"]]
-    lines.append(f"  {'non-digits (held-out seeds)':<38} {'images':>7} {'answered not_a_digit':>20}")
-    lines += [f"  {row['family']:<38} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
+    lines.append(f"  {'non-digits (held-out seeds)':<{wide}} {'images':>7} {'answered not_a_digit':>20}")
+    lines += [f"  {row['family']:<{wide}} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
               for row in report["non_digits"]]
     if report.get("reviewed"):
-        lines.append(f"  {'less what reviewers read as a digit':<38} {'images':>7} {'answered not_a_digit':>20}")
-        lines += [f"  {reviewed_label(row):<38} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
+        lines.append(f"  {'less what reviewers read as a digit':<{wide}} {'images':>7} {'answered not_a_digit':>20}")
+        lines += [f"  {reviewed_label(row):<{wide}} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
                   for row in report["reviewed"]]
     if report.get("fashion_mnist_missing"):
         lines.append("  (clothes: Fashion-MNIST is not on disk; `mnist-classifier data --dataset fashion-mnist` adds them)")
