@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -58,7 +60,7 @@ def test_an_example_whose_image_is_gone_is_skipped_with_our_warning_only(tmp_pat
     (tmp_path / gone.input).unlink()
     images, labels = store.arrays()
     assert len(images) == 1 and list(labels) == [kept.label]
-    assert said == [f"warning: skipping example {gone.id}: {gone.input} is missing or not 28x28"]
+    assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: its input image {gone.input} is missing"]
     out, err = capfd.readouterr()
     assert "WARN" not in err  # no OpenCV log line printed from C++ before ours
 
@@ -104,6 +106,131 @@ def test_a_corrupt_line_is_skipped_with_a_warning_not_the_set(tmp_path, mnist_da
     assert len(said) == 3 and all(line.startswith("warning: skipping line") for line in said)
     store.examples()
     assert len(said) == 3  # each bad line is reported once per store, not on every read
+
+
+def valid_line(store: ExampleStore, mnist_data, index: int, **changes) -> str:
+    """The JSON line of a real stored example (its PNGs on disk), with `changes` made to its fields."""
+    fields = asdict(add(store, mnist_data, index).example)
+    store.undo()  # the line is ours to write; the PNGs go with the undo, so put them back
+    add_pngs(store, fields)
+    fields.update(changes)
+    return json.dumps({key: value for key, value in fields.items() if value is not MISSING})
+
+
+def add_pngs(store: ExampleStore, fields: dict) -> None:
+    import cv2
+
+    ink = np.zeros((28, 28), np.uint8)
+    ink[4:24, 12:16] = 255
+    for name in (fields["drawing"], fields["input"]):
+        (store.folder / name).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(store.folder / name), ink)
+
+
+MISSING = object()
+
+
+def test_undo_removes_only_the_last_example_and_keeps_unreadable_lines_byte_for_byte(tmp_path, mnist_data):
+    said = []
+    store = ExampleStore(tmp_path, warn=said.append)
+    unreadable = ['{"id": "typo", "label": "3", "drawing": "d.png"}', "{not json", '{"label": 12}',
+                  "[1, 2]", '{"id": "half", "label": 7, "draw', '{"id": "crlf", "label": 1.0}\r']
+    saved = []
+    for index in range(29):  # 29 readable lines and 6 unreadable ones among them, the last after them all
+        saved.append(add(store, mnist_data, index).example)
+        if index % 5 == 4:
+            with open(tmp_path / INDEX, "a", newline="") as file:
+                file.write(unreadable[index // 5] + "\n")
+    with open(tmp_path / INDEX, "a", newline="") as file:
+        file.write(unreadable[-1] + "\n")
+    before = (tmp_path / INDEX).read_bytes().split(b"\n")[:-1]
+    assert len(before) == 35
+
+    undone = store.undo()
+    assert undone.example == saved[-1] and undone.total == 28
+    last_readable = next(n for n in reversed(range(35)) if b'"id":"%s"' % saved[-1].id.encode() in before[n])
+    assert (tmp_path / INDEX).read_bytes() == b"".join(line + b"\n" for n, line in enumerate(before)
+                                                       if n != last_readable)
+    assert not (tmp_path / undone.example.drawing).exists() and not (tmp_path / undone.example.input).exists()
+    assert all((tmp_path / example.input).is_file() for example in saved[:-1])
+    assert [example.id for example in store.examples()] == [example.id for example in saved[:-1]]
+    assert len(said) == 6  # each unreadable line said once, however often the file is read
+
+    store.undo()
+    lines = (tmp_path / INDEX).read_text().splitlines()
+    assert len(lines) == 33 and sum(line in unreadable or line + "\r" in unreadable for line in lines) == 6
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"label": 12}, "label 12 is not a class 0..9"),
+    ({"label": "3"}, 'label "3" is not a class 0..9: a label is a bare whole number, 3 not "3" or 3.0'),
+    ({"label": 3.0}, 'label 3.0 is not a class 0..9: a label is a bare whole number, 3 not "3" or 3.0'),
+    ({"input": MISSING}, 'missing the field "input"'),
+    ({"input": MISSING, "bytes": MISSING}, 'missing the fields "input", "bytes"'),
+    ({"colour": "blue"}, 'unknown field "colour"'),
+    ({"drawing": "../../etc/passwd"}, 'drawing "../../etc/passwd" is not a path inside {folder}'),
+])
+def test_an_unreadable_line_is_warned_about_by_its_own_problem(tmp_path, mnist_data, changes, problem):
+    said = []
+    store = ExampleStore(tmp_path, warn=said.append)
+    line = valid_line(store, mnist_data, 0, **changes)
+    add(store, mnist_data, 1)
+    (tmp_path / INDEX).write_text(line + "\n" + (tmp_path / INDEX).read_text())
+    images, labels = store.arrays()
+    assert list(labels) == [int(mnist_data.test.labels[1])]
+    assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: {problem.format(folder=tmp_path)}"]
+
+
+def test_invalid_json_and_a_missing_or_wrong_sized_image_say_so(tmp_path, mnist_data):
+    import cv2
+
+    said = []
+    store = ExampleStore(tmp_path, warn=said.append)
+    gone, wrong_size, kept = (add(store, mnist_data, index).example for index in range(3))
+    (tmp_path / gone.input).unlink()
+    assert cv2.imwrite(str(tmp_path / wrong_size.input), np.zeros((30, 20), np.uint8))
+    with open(tmp_path / INDEX, "a") as index:
+        index.write('{"id": 1,}\n')
+    images, labels = store.arrays()
+    assert list(labels) == [kept.label]
+    where = f"warning: skipping line {{}} of {tmp_path / INDEX}: "
+    assert said == [where.format(4) + "invalid JSON (Expecting property name enclosed in double quotes at column 10)",
+                    where.format(1) + f"its input image {gone.input} is missing",
+                    where.format(2) + f"its input image {wrong_size.input} is 20x30, not 28x28"]
+
+
+def test_an_index_with_no_readable_line_is_an_error_saying_so(tmp_path, mnist_data):
+    from mnist_classifier.assessment import scored_split
+    from mnist_classifier.finetune import read_examples
+
+    said = []
+    store = ExampleStore(tmp_path, warn=said.append)
+    lines = [valid_line(store, mnist_data, 0, label="3"), "{not json", valid_line(store, mnist_data, 1, label=10)]
+    (tmp_path / INDEX).write_text("\n".join(lines) + "\n\n")  # a blank line is no line to read
+    says = f"none of the 3 lines of {tmp_path / INDEX} is readable (see the warnings above): mend or delete them"
+    for read in (store.arrays, lambda: read_examples(tmp_path),
+                 lambda: scored_split(tmp_path, "mnist", "user-digits", tmp_path)):
+        with pytest.raises(UserError, match=re.escape(says)):
+            read()
+    assert len(said) == 3
+    (tmp_path / INDEX).write_text(lines[0] + "\n")
+    with pytest.raises(UserError, match=re.escape(f"the one line of {tmp_path / INDEX} is not readable")):
+        ExampleStore(tmp_path, warn=said.append).arrays()
+    (tmp_path / INDEX).write_text("\n")
+    assert len(ExampleStore(tmp_path, warn=pytest.fail).arrays()[1]) == 0  # empty: none yet, not an error
+
+
+def test_naming_the_index_file_instead_of_its_folder_names_the_folder(tmp_path, mnist_data):
+    from mnist_classifier.finetune import read_examples
+
+    add(ExampleStore(tmp_path / "user", warn=pytest.fail), mnist_data, 0)
+    index = tmp_path / "user" / INDEX
+    says = f"{index} is a file: name the folder that holds it ({tmp_path / 'user'})"
+    store = ExampleStore(index)
+    for read in (store.examples, store.undo, lambda: add(store, mnist_data, 1), lambda: read_examples(index)):
+        with pytest.raises(UserError, match=re.escape(says)):
+            read()
+    assert len(index.read_text().splitlines()) == 1
 
 
 WRITER = """

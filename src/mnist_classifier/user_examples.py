@@ -11,7 +11,12 @@ On disk: `drawings/<id>.png` (the drawing as it was given to the preprocessing),
 `examples.jsonl`. Several server processes may write at once: every change to the index
 happens under a file lock, images are written to a temporary name and renamed, and a line
 is appended with one write, so a crash leaves at worst one unreadable line, which readers
-skip with a warning. Torch-free.
+skip with a one-line warning naming its problem. Torch-free.
+
+A readable line is a JSON object with exactly the fields of `Example`; its label a bare
+whole number 0..9 (`"3"` and `3.0` are refused, as `add` refuses them, rather than
+guessed at), its two paths inside the folder. An unreadable line is never rewritten or
+dropped, by `undo` neither: a user may mend it by hand.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Callable
 
@@ -63,6 +69,15 @@ class Saved:
         return sum(self.counts)
 
 
+@dataclass(frozen=True)
+class _Line:
+    """One line of the index."""
+
+    number: int  # from 1, as an editor counts
+    raw: bytes  # exactly as on disk, its line end included: what undo writes back for every other line
+    example: Example | None  # None: blank or unreadable
+
+
 class ExampleStore:
     """A folder of labelled drawings; safe to share between processes."""
 
@@ -81,53 +96,119 @@ class ExampleStore:
     # ------------------------------------------------------------------ reading
     def examples(self) -> list[Example]:
         """Every readable example, oldest first; unreadable lines are skipped with a warning."""
+        return [line.example for line in self._lines() if line.example is not None]
+
+    def _lines(self) -> list[_Line]:
+        """Every line of the index as it is on disk, parsed; each unreadable one is warned about once."""
+        lines = []
+        for number, raw in enumerate(_split_lines(self._index_bytes()), start=1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            example, problem = self._parse(text) if text else (None, "")
+            if problem:
+                self._warn_once(number, problem)
+            lines.append(_Line(number, raw, example))
+        return lines
+
+    def _index_bytes(self) -> bytes:
+        self._refuse_a_file()
         try:
-            text = self.index.read_text(encoding="utf-8", errors="replace")
+            return self.index.read_bytes()
         except FileNotFoundError:
-            return []
+            return b""
         except OSError as error:
             raise UserError(f"cannot read {self.index} ({error.strerror}): check its permissions") from None
-        examples = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            example = self._parse(line)
-            if example is None:
-                if number not in self._warned:
-                    self._warned.add(number)
-                    self.warn(f"warning: skipping line {number} of {self.index}: not a readable example")
-                continue
-            examples.append(example)
-        return examples
 
-    def _parse(self, line: str) -> Example | None:
+    def _refuse_a_file(self) -> None:
+        if self.folder.is_file():
+            raise UserError(f"{self.folder} is a file: name the folder that holds it ({self.folder.parent})")
+
+    def _parse(self, text: str) -> tuple[Example | None, str]:
+        """(the example, "") or (None, what is wrong with the line, in a few words)."""
         try:
-            fields = json.loads(line)
-            example = Example(**fields)
-        except (ValueError, TypeError):
-            return None
-        label_ok = type(example.label) is int and 0 <= example.label < self.num_classes
-        paths_ok = all(isinstance(p, str) and _inside(p) for p in (example.drawing, example.input))
-        return example if label_ok and paths_ok and isinstance(example.bytes, int) else None
+            fields = json.loads(text)
+        except json.JSONDecodeError as error:
+            return None, f"invalid JSON ({error.msg} at column {error.colno})"
+        except RecursionError:
+            return None, "invalid JSON (nested too deeply)"
+        if not isinstance(fields, dict):
+            return None, f"{_shown(fields)} is not a JSON object"
+        problem = self._fields_problem(fields)
+        return (None, problem) if problem else (Example(**fields), "")
+
+    def _fields_problem(self, fields: dict) -> str:
+        expected = [field.name for field in dataclass_fields(Example)]
+        missing = [name for name in expected if name not in fields]
+        if missing:
+            return f"missing the field{'s' * (len(missing) > 1)} {', '.join(map(_shown, missing))}"
+        unknown = [name for name in fields if name not in expected]
+        if unknown:
+            return f"unknown field{'s' * (len(unknown) > 1)} {', '.join(map(_shown, unknown))}"
+        label = fields["label"]
+        if type(label) is not int or not 0 <= label < self.num_classes:
+            return self._label_problem(label)
+        for name in ("drawing", "input"):
+            if not (isinstance(fields[name], str) and _inside(fields[name])):
+                return f"{name} {_shown(fields[name])} is not a path inside {self.folder}"
+        if not isinstance(fields["bytes"], int):
+            return f"bytes {_shown(fields['bytes'])} is not a whole number"
+        return ""
+
+    def _label_problem(self, label: object) -> str:
+        said = f"label {_shown(label)} is not a class 0..{self.num_classes - 1}"
+        if type(label) is int:
+            return said
+        # The usual hand edit: a quoted or decimal label. Say what the reader expects instead of guessing.
+        return f'{said}: a label is a bare whole number, 3 not "3" or 3.0'
+
+    def _warn_once(self, number: int, problem: str) -> None:
+        if number not in self._warned:
+            self._warned.add(number)
+            self.warn(f"warning: skipping line {number} of {self.index}: {problem}")
 
     def counts(self) -> list[int]:
         return _counts(self.examples(), self.num_classes)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 28, 28) uint8 model inputs and (N,) int64 labels; examples whose image is gone are skipped."""
+        """(N, 28, 28) uint8 model inputs and (N,) int64 labels; examples whose image is gone are skipped.
+
+        No index, or an empty one, gives N = 0; an index whose lines are all unreadable is a UserError,
+        as "no examples yet" would send the user to draw afresh rather than mend the file."""
         images, labels = [], []
-        for example in self.examples():
-            path = self.folder / example.input
-            # imread of a missing file prints OpenCV's own warning line: ours below says it better
-            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-            if image is None or image.shape != (28, 28):
-                self.warn(f"warning: skipping example {example.id}: {example.input} is missing or not 28x28")
+        lines = [line for line in self._lines() if line.raw.strip()]
+        for line in lines:
+            if line.example is None:
+                continue
+            image, problem = self._input_image(line.example)
+            if problem:
+                self._warn_once(line.number, problem)
                 continue
             images.append(image)
-            labels.append(example.label)
+            labels.append(line.example.label)
+        if lines and not images:
+            raise UserError(self._none_readable(len(lines)))
         if not images:
             return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
         return np.stack(images), np.array(labels, np.int64)
+
+    def _input_image(self, example: Example) -> tuple[np.ndarray | None, str]:
+        """(the 28x28 the model saw, "") or (None, what is wrong with its PNG)."""
+        path = self.folder / example.input
+        if not path.is_file():  # imread of a missing file prints OpenCV's own warning line: ours says it better
+            return None, f"its input image {example.input} is missing"
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            return None, f"its input image {example.input} is not a readable PNG"
+        if image.shape != (28, 28):
+            return None, f"its input image {example.input} is {image.shape[1]}x{image.shape[0]}, not 28x28"
+        return image, ""
+
+    def _none_readable(self, count: int) -> str:
+        if count == 1:
+            said = f"the one line of {self.index} is not readable (see the warning above): mend or delete it"
+        else:
+            said = (f"none of the {count} lines of {self.index} is readable (see the warnings above): "
+                    "mend or delete them")
+        return f"{said}, or label new drawings in `mnist-classifier demo` or `serve`"
 
     # ------------------------------------------------------------------ writing
     def add(self, drawing: np.ndarray, model_input: np.ndarray, label: int, model: str,
@@ -163,17 +244,21 @@ class ExampleStore:
         return Saved(example, counts)
 
     def undo(self) -> Saved | None:
-        """Remove the example added last; None when there is none."""
+        """Remove the example added last; None when there is none. Every other line stays byte for byte."""
         with self._locked():
-            existing = self.examples()
-            if not existing:
+            lines = self._lines()
+            readable = [line for line in lines if line.example is not None]
+            if not readable:
                 return None
-            last = existing[-1]
+            last = readable[-1]
+            # Unreadable lines are kept: a label typo mended by hand must not cost the example.
             # The index is rewritten whole (temporary file + rename), so a crash keeps the old one.
-            self._rewrite(existing[:-1])
-            for name in (last.drawing, last.input):
+            write_atomically(self.index, b"".join(line.raw for line in lines if line.number != last.number))
+            for name in (last.example.drawing, last.example.input):
                 (self.folder / name).unlink(missing_ok=True)
-            return Saved(last, _counts(existing[:-1], self.num_classes))
+            # The lines below it moved up one: those already reported stay reported.
+            self._warned = {number - (number > last.number) for number in self._warned if number != last.number}
+            return Saved(last.example, _counts([line.example for line in readable[:-1]], self.num_classes))
 
     def _check_room(self, existing: list[Example], adding: int) -> None:
         if len(existing) >= self.max_examples:
@@ -195,11 +280,8 @@ class ExampleStore:
             index.flush()
             os.fsync(index.fileno())
 
-    def _rewrite(self, examples: list[Example]) -> None:
-        text = "".join(json.dumps(asdict(example), separators=(",", ":")) + "\n" for example in examples)
-        write_atomically(self.index, text.encode("utf-8"))
-
     def _locked(self) -> FileLock:
+        self._refuse_a_file()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -239,6 +321,18 @@ def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) == b"\n"
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """The file's lines, each with its b"\\n" (the last may lack one): joined, they are the file exactly."""
+    parts = data.split(b"\n")
+    return [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A value as the JSON line has it, cut short: a warning stays one readable line."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _inside(relative: str) -> bool:
