@@ -1,15 +1,18 @@
 """The Python API (`mnist_classifier.load()`), the bundled model, and one-way imports."""
 from __future__ import annotations
 
+import argparse
 import ast
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +20,8 @@ from PIL import Image
 
 import mnist_classifier
 from mnist_classifier.bundled import BUNDLED_CHECKPOINT, BUNDLED_ONNX, provenance, sha256_of
-from mnist_classifier.errors import CheckpointError, ImageError
+from mnist_classifier.cli import reject_threshold as cli_reject_threshold
+from mnist_classifier.errors import CheckpointError, ImageError, UserError
 
 from .conftest import REPO_ROOT
 
@@ -94,8 +98,6 @@ def test_a_scribble_is_not_a_digit_and_a_text_file_is_a_clear_error(tmp_path):
     reader = mnist_classifier.load(BUNDLED_ONNX)
     rng = np.random.default_rng(0)
     scribble = np.zeros((280, 280), np.uint8)
-    import cv2
-
     points = rng.integers(20, 260, size=(40, 2)).astype(np.int32)
     cv2.polylines(scribble, [points], False, 255, 9)
     answer = reader.predict(scribble)
@@ -120,6 +122,78 @@ def test_load_names_which_model_answers(small_checkpoint, tmp_path, monkeypatch)
     assert mnist_classifier.load(reject_threshold=None).predictor.calibration.reject_threshold is None
     with pytest.raises(CheckpointError, match="none.onnx not found"):
         mnist_classifier.load(tmp_path / "none.onnx")
+
+
+def test_a_zero_one_mask_of_any_integer_type_reads_like_a_bool_mask(mnist_data):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    seven, label = mnist_data.test.images[0].numpy(), int(mnist_data.test.labels[0])
+    mask = seven > 128
+    as_mask = {"uint8 0/1": mask.astype(np.uint8), "int64 0/1": mask.astype(np.int64),
+               "torch uint8 0/1": torch.from_numpy(mask.astype(np.uint8))}
+    as_8_bit = {"uint16 0..255": seven.astype(np.uint16),
+                "torch int16 0..255": torch.from_numpy(seven.astype(np.int16))}
+    for inputs, reference in [(as_mask, reader.predict(mask)), (as_8_bit, reader.predict(seven))]:
+        assert reference.verdict == "digit" and reference.digit == label
+        for kind, image in inputs.items():
+            answer = reader.predict(image)
+            assert answer.verdict == "digit" and answer.digit == label, kind  # was "empty": 0/1 divided by 255
+            assert np.array_equal(answer.preview, reference.preview), kind
+
+
+@pytest.mark.parametrize("count", [3, 4])
+def test_a_stack_of_digits_is_refused_not_read_as_one_colour_image(mnist_data, count):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digits = mnist_data.test.images[:count].numpy()
+    for stack, fix in [(torch.from_numpy(digits), "x.permute(1, 2, 0)"), (digits, "np.moveaxis(x, 0, -1)")]:
+        with pytest.raises(ImageError, match=rf"looks like a batch of {count} digits: use predict_batch\(list\(x\)\)"):
+            reader.predict(stack)
+        with pytest.raises(ImageError, match=re.escape(fix)):
+            reader.predict(stack)
+        assert [a.best_guess for a in reader.predict_batch(list(stack))] == list(mnist_data.test.labels[:count])
+    # a colour image of another size is still read channels first, as torch keeps images
+    digit = mnist_data.test.images[0].numpy()
+    colour = torch.from_numpy(np.stack([cv2.resize(digit, (64, 64))] * 3))  # (3, 64, 64)
+    assert reader.predict(colour).digit == reader.predict(digit).digit == int(mnist_data.test.labels[0])
+
+
+def test_load_checks_the_reject_threshold_up_front():
+    def threshold(value):
+        return mnist_classifier.load(BUNDLED_ONNX, reject_threshold=value).predictor.calibration.reject_threshold
+
+    assert threshold("none") is None and threshold(None) is None  # "none": the CLI's spelling
+    assert threshold(1.5) == threshold(np.float32(1.5)) == threshold("1.5") == 1.5 and threshold(-2) == -2.0
+    for bad in ["never", float("nan"), float("inf"), True, [1]]:
+        with pytest.raises(UserError, match=r"^reject_threshold: expected a (finite )?number \(a digit score\)"):
+            mnist_classifier.load(BUNDLED_ONNX, reject_threshold=bad)
+    # --reject-threshold reads by the same rule
+    assert cli_reject_threshold("none") is None and cli_reject_threshold("stored") == "stored"
+    with pytest.raises(argparse.ArgumentTypeError, match="^expected a finite number"):
+        cli_reject_threshold("nan")
+
+
+def test_predict_batch_refuses_one_image_and_names_the_item_it_cannot_read(mnist_data, tmp_path):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digits, labels = mnist_data.test.images[:3].numpy(), list(mnist_data.test.labels[:3])
+    path = big_png(digits[0], tmp_path / "digit.png")
+    for one in [str(path), path, path.read_bytes(), digits[0], torch.from_numpy(digits[0]), digits]:
+        with pytest.raises(ImageError, match=r"^predict_batch takes a list of images; use predict\(\) for one"):
+            reader.predict_batch(one)
+    with_nan = digits[1].astype(np.float32)
+    with_nan[3, 3] = np.nan
+    with pytest.raises(ImageError, match=r"^item 1: image contains NaN"):
+        reader.predict_batch([digits[0], with_nan, digits[2]])
+    with pytest.raises(ImageError, match=r"^image contains NaN"):  # one image: no index to name
+        reader.predict(with_nan)
+    assert reader.predict_batch([]) == []
+    assert [a.best_guess for a in reader.predict_batch(digit for digit in digits)] == labels
+
+
+def test_load_expands_home_and_says_when_the_path_is_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(BUNDLED_ONNX, tmp_path / "mine.onnx")
+    assert mnist_classifier.load("~/mine.onnx").path == tmp_path / "mine.onnx"
+    with pytest.raises(CheckpointError, match="empty model path"):
+        mnist_classifier.load("")
 
 
 def test_the_onnx_path_answers_without_importing_torch(mnist_data, tmp_path):
@@ -192,7 +266,8 @@ def test_imports_run_one_way():
     # the package __init__ re-exports the API; modules that import it are importing the package
     cycles = [c for c in cycles if "mnist_classifier" not in c]
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
-    assert not any(t.startswith("mnist_classifier.cli") for m, ts in graph.items() for t in ts if m != "mnist_classifier.__main__")
+    importers_of_cli = [m for m, ts in graph.items() for t in ts if t.startswith("mnist_classifier.cli")]
+    assert set(importers_of_cli) <= {"mnist_classifier.__main__"}
 
 
 def test_every_module_says_what_it_owns():

@@ -506,6 +506,24 @@ def test_real_digits_are_centred_like_mnist(mnist_digits):
         assert abs(row - 14) <= 1 and abs(col - 14) <= 1
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "int64"])
+def test_a_zero_one_mask_reads_like_a_bool_mask_in_any_integer_type(mnist_digits, dtype):
+    for digit in mnist_digits[:20]:
+        mask = digit > 128
+        as_integers = to_mnist(mask.astype(dtype))  # 0/1 by 255 (or 65535) used to be "no ink"
+        assert as_integers.has_ink and np.array_equal(as_integers.image, to_mnist(mask).image)
+
+
+def test_8_bit_values_in_a_16_bit_container_read_as_8_bit(mnist_digits, tmp_path):
+    for index, digit in enumerate(mnist_digits[:20]):
+        expected = to_mnist(digit).image
+        assert np.array_equal(to_mnist(digit.astype(np.uint16)).image, expected)
+        assert np.array_equal(to_mnist(digit.astype(np.uint16) * 257).image, expected)  # genuine 16-bit: as before
+        path = tmp_path / f"eight_bit_values_{index}.png"
+        Image.fromarray(digit.astype(np.uint16)).save(path)  # a 16-bit PNG ("I;16") holding 0..255
+        assert np.array_equal(to_mnist(path).image, expected)
+
+
 # ---------------------------------------------------------------- numpy's median and pad, faster
 
 

@@ -31,12 +31,13 @@ ECE import torch when they are called.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +85,33 @@ class Calibration:
 
 
 UNCALIBRATED = Calibration()
+
+
+def reject_threshold_setting(value: Any, name: str = "") -> float | str | None:
+    """A refusal threshold as a user gives it (`--reject-threshold`, `load(reject_threshold=...)`)
+    -> "stored" (the model's own), a finite float, or None (never refuse); else a UserError,
+    prefixed with `name` when given (argparse adds its own).
+
+    Text is read the way the command line spells it: "stored", "none", or a number. Checked
+    up front: a string or NaN that got through would fail (or refuse nothing) at every answer."""
+    prefix = f"{name}: " if name else ""
+    if isinstance(value, str):
+        if value in ("stored", "none"):
+            return None if value == "none" else value
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"{prefix}expected a number (a digit score) or 'none', got {value!r}") from None
+    elif value is None:
+        return None
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):  # True is an int, not a score
+        number = float(value)
+    else:
+        raise UserError(f"{prefix}expected a number (a digit score), None or 'none', got {type(value).__name__} "
+                        f"{value!r}")
+    if not math.isfinite(number):
+        raise UserError(f"{prefix}expected a finite number (a digit score) or 'none', got {value!r}")
+    return number
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

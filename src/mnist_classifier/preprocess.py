@@ -176,21 +176,27 @@ def _grayscale(array: np.ndarray) -> np.ndarray:
 
 
 def _to_unit_float(array: np.ndarray) -> np.ndarray:
-    """Scale to float32 0..1 as the dtype (or, failing that, the values) implies."""
+    """Scale to float32 0..1 as the values imply: the one place every front end's pixels are scaled.
+
+    Integers are scaled by the smallest full scale that holds them (1, 255, 65535), whatever
+    their container: a 0/1 mask is a mask, 8-bit values in uint16 or int64 are 8-bit. Going by
+    the dtype instead read those as near-black, i.e. "empty": a 0/1 uint8 mask has a contrast
+    of 1/255, and a genuine 16-bit image peaking at <= 255 has under 0.4% of full scale, both
+    far below MIN_CONTRAST. So this rule changes only what would have had no visible ink,
+    and genuine 16-bit images (any pixel above 255, e.g. 8-bit x 257) read as before."""
     kind = array.dtype.kind
-    if kind == "b" or (kind == "u" and array.dtype.itemsize <= 2):  # bool, uint8/16
-        peak = 1.0 if kind == "b" else float(np.iinfo(array.dtype).max)
-        return array.astype(np.float32) / np.float32(peak)
+    if kind == "b":
+        return array.astype(np.float32)
     if kind not in "iuf":
         raise ImageError(f"image pixels have type {array.dtype}; use numbers")
     if kind == "f" and not np.isfinite(array).all():
         raise ImageError("image contains NaN or infinite values; clean the array first")
     lo, hi = float(array.min()), float(array.max())
-    if lo >= 0 and hi <= 1 and kind == "f":
+    if lo >= 0 and hi <= 1:  # floats 0..1, or an integer 0/1 mask
         return array.astype(np.float32)
-    if lo >= 0 and hi <= 255:  # floats or wide ints holding 8-bit values
+    if lo >= 0 and hi <= 255:  # 8-bit values, in any container
         return array.astype(np.float32) / np.float32(255)
-    if lo >= 0 and hi <= 65535 and kind in "iu":  # e.g. PIL's "I" mode for 16-bit PNGs
+    if lo >= 0 and hi <= 65535 and kind in "iu":  # 16-bit: uint16, or PIL's "I" mode for 16-bit PNGs
         return array.astype(np.float32) / np.float32(65535)
     # Anything else: no scale is implied, so use the values' own range. Dividing by
     # the peak first keeps huge magnitudes from overflowing the subtraction.

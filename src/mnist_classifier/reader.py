@@ -14,17 +14,20 @@ model's default) PyTorch is never imported.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
+from PIL import Image
 
 from .answer import Answer
 from .bundled import ModelChoice, choose_model
+from .calibration import reject_threshold_setting
 from .datasets import get_dataset_spec
-from .errors import ImageError, UserError, to_stderr
+from .errors import CheckpointError, ImageError, UserError, to_stderr
 from .inference import Predictor
-from .preprocess import FRAMINGS, Preprocessed, to_mnist
+from .preprocess import CANVAS, FRAMINGS, Preprocessed, to_mnist
 
 
 def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) -> Predictor:
@@ -42,8 +45,8 @@ def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) 
 
         predictor = load_torch_predictor(path)
     if not predictor.calibration.fitted:
-        (warn or to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and "
-                             f"nothing is refused as 'not a digit'; fix: mnist-classifier calibrate --checkpoint {path}")
+        (warn or to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and nothing "
+                             f"is refused as 'not a digit'; fix: mnist-classifier calibrate --checkpoint {path}")
     return predictor
 
 
@@ -74,11 +77,22 @@ class Reader:
 
     def predict(self, image: Any) -> Answer:
         """One image (see the module docstring for what counts as one) -> its Answer."""
-        return self.predict_batch([image])[0]
+        return self.predictor.answers([self._read(image)])[0]
 
-    def predict_batch(self, images: Sequence[Any]) -> list[Answer]:
-        """Several images -> one Answer each, in order; the inked ones go through the model together."""
-        return self.predictor.answers([self._prepare(as_image_source(image)) for image in images])
+    def predict_batch(self, images: Iterable[Any]) -> list[Answer]:
+        """Several images (a list, tuple or generator) -> one Answer each, in order; the inked ones go
+        through the model together. An image that cannot be read is an ImageError naming its index."""
+        _refuse_one_image_as_a_batch(images)
+        return self.predictor.answers([self._read_item(index, image) for index, image in enumerate(images)])
+
+    def _read(self, image: Any) -> Preprocessed:
+        return self._prepare(as_image_source(image))
+
+    def _read_item(self, index: int, image: Any) -> Preprocessed:
+        try:
+            return self._read(image)
+        except ImageError as error:  # in a batch of 500, "image contains NaN" alone does not say which one
+            raise ImageError(f"item {index}: {error}") from None
 
     def __repr__(self) -> str:
         origin = "bundled" if self.bundled else str(self.path)
@@ -86,16 +100,33 @@ class Reader:
 
 
 def load(model: str | Path | None = None, reject_threshold: float | None | str = "stored") -> Reader:
-    """A Reader for `model` (a `.pth` checkpoint or an `.onnx` export).
+    """A Reader for `model` (a `.pth` checkpoint or an `.onnx` export; `~` is expanded).
 
-    With no model named: models/simple_cnn_best.pth when it exists (what `make train`
-    writes), else the calibrated SimpleCNN bundled in the package, through ONNX Runtime.
-    `reject_threshold`: "stored" (the model's own), a digit score, or None (never refuse)."""
-    choice = choose_model(model)
+    With no model named: the one `finetune` made from your drawings, else models/simple_cnn_best.pth
+    when it exists (what `train` writes), else the calibrated SimpleCNN bundled in the package,
+    through ONNX Runtime; `load("bundled")` names that one whatever models/ holds.
+    `reject_threshold`: "stored" (the model's own), a finite number (a digit score; not a bool),
+    or None or "none" (never refuse); a number as text ("-3.5") is read as the CLI reads it.
+    Anything else is a UserError here, before the model is loaded."""
+    reject_threshold = reject_threshold_setting(reject_threshold, name="reject_threshold")
+    choice = choose_model(_model_path(model))
     predictor = load_predictor(choice.path)
     if reject_threshold != "stored":
         predictor = predictor.with_reject_threshold(reject_threshold)
     return Reader(predictor, choice)
+
+
+def _model_path(model: str | Path | None) -> Path | None:
+    """The user's model name as a path: None stays None (the default model), `~` is expanded."""
+    if model is None:
+        return None
+    if not isinstance(model, (str, os.PathLike)):
+        raise CheckpointError(f"load() takes a model file path, got {type(model).__name__}; "
+                              "pass a .pth or .onnx path, or nothing for the default model")
+    if not os.fspath(model).strip():  # Path("") is ".", which would read as "a folder"
+        raise CheckpointError("load() got an empty model path; name a .pth or .onnx file, "
+                              "or pass nothing for the default model")
+    return Path(model).expanduser()
 
 
 def as_image_source(image: Any) -> Any:
@@ -105,8 +136,10 @@ def as_image_source(image: Any) -> Any:
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"the file object gave {type(data).__name__}, not bytes; open it in binary mode ('rb')")
         return bytes(data)
-    if type(image).__module__.split(".")[0] == "torch":  # checked by name: no torch import for the others
+    if _is_torch(image):
         return _tensor_to_array(image)
+    if isinstance(image, np.ndarray):
+        _refuse_a_stack_of_digits(image.shape, channels_last="np.moveaxis(x, 0, -1)")
     return image
 
 
@@ -115,6 +148,33 @@ def _tensor_to_array(tensor: Any) -> np.ndarray:
     array = tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
+    _refuse_a_stack_of_digits(array.shape, channels_last="x.permute(1, 2, 0)")
     if array.ndim == 3 and array.shape[0] in (3, 4):  # channels first, as torch keeps images
         array = np.moveaxis(array, 0, -1)
     return array
+
+
+def _refuse_a_stack_of_digits(shape: tuple[int, ...], channels_last: str) -> None:
+    """(N, 28, 28) is N digits far more often than one 28x28 colour image stored channels first:
+    answering it as one image would silently drop N - 1 digits, so it is refused for torch and numpy alike."""
+    if len(shape) != 3 or shape[0] < 2 or shape[1:] != (CANVAS, CANVAS):
+        return
+    colour = f", or if it is one colour image pass it channels-last ({channels_last})" if shape[0] in (3, 4) else ""
+    raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: "
+                     f"use predict_batch(list(x)){colour}")
+
+
+def _refuse_one_image_as_a_batch(images: Any) -> None:
+    """predict_batch iterates its argument: a path would become its characters, bytes their
+    values, an array its rows. Those are one image (or, for an array, ambiguous): refused."""
+    one_image = (isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray))
+                 or isinstance(images, Image.Image) or _is_torch(images) or hasattr(images, "read"))
+    if one_image:
+        stack = " (for a stack of images in one array: predict_batch(list(x)))" if hasattr(images, "shape") else ""
+        raise ImageError(f"predict_batch takes a list of images; use predict() for one{stack}")
+    if not hasattr(images, "__iter__"):
+        raise ImageError(f"predict_batch takes a list of images, got {type(images).__name__}")
+
+
+def _is_torch(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] == "torch"  # checked by name: no torch import for the others
