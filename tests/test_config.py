@@ -45,6 +45,21 @@ def test_unknown_yaml_key_is_an_error_not_a_silent_default(tmp_path):
 def test_missing_config_file_names_it(tmp_path):
     with pytest.raises(UserError, match="not found"):
         resolve_config(tmp_path / "nope.yaml", {})
+    with pytest.raises(UserError, match=f"^config {tmp_path} is a folder: name a YAML file in it"):
+        resolve_config(tmp_path, {})
+
+
+def test_a_shipped_recipe_is_named_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here, as for a pip-installed user
+    seed = resolve_config("seed_recipe", {})
+    assert (seed.batch_size, seed.optimizer, seed.scheduler) == (64, "adam", "plateau")
+    assert resolve_config("seed_recipe.yaml", {}) == seed
+    assert resolve_config(None, {}).outlier_target == "class"  # the recipe, not the dataclass default
+    with pytest.raises(UserError) as error:
+        resolve_config("seed_recipie", {})
+    assert "or the name of a shipped recipe (" in str(error.value) and "seed_recipe," in str(error.value)
+    (tmp_path / "seed_recipe.yaml").write_text("model_name: simple_cnn\nepochs: 1\n")
+    assert resolve_config("seed_recipe.yaml", {}).epochs == 1  # a file of that name here wins
 
 
 def test_a_dataset_with_its_own_recipe_gets_it_and_others_fall_back():

@@ -194,13 +194,13 @@ def test_serve_falls_back_to_pytorch_when_no_export_can_be_made(small_checkpoint
 
 def test_on_a_fresh_clone_export_and_evaluate_fall_back_to_the_bundled_model(tmp_path, monkeypatch, capsys,
                                                                              mnist_raw_dir):
-    from mnist_classifier.bundled import BUNDLED_CHECKPOINT
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT, TRAIN_COMMAND
     from mnist_classifier.cli import trained_model
 
     monkeypatch.chdir(tmp_path)  # no models/ here: nothing trained yet
     assert main(["export", "--data-dir", str(DATA_DIR)]) == 0
     out, err = capsys.readouterr()
-    assert err.startswith("model: the bundled SimpleCNN") and "`make train` makes your own" in err
+    assert err.startswith("model: the bundled SimpleCNN") and f"{TRAIN_COMMAND} makes your own" in err
     exported = tmp_path / "models" / "simple_cnn.onnx"
     assert f"wrote {exported.relative_to(tmp_path)}" in out
     assert load_predictor(exported).calibration.reject_threshold is not None  # the bundled calibration came along

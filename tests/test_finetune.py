@@ -11,6 +11,10 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,11 +181,33 @@ def test_it_never_overwrites_the_model_it_starts_from(small_checkpoint, writer_f
     assert status == 2 and "never overwrites it" in stderr
 
 
+def test_a_negative_seed_is_one_line(small_checkpoint, writer_folder):
+    status, _, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
+                                str(writer_folder / "user"), "--seed", "-1")
+    assert status == 2 and stderr == "error: --seed must be >= 0, got -1\n"
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(small_checkpoint, writer_folder, tmp_path):
+    out = tmp_path / "tuned.pth"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "finetune", "--checkpoint",
+                                str(small_checkpoint), "--user-data", str(writer_folder / "user"),
+                                "--data-dir", str(DATA_DIR), "--out", str(out)],
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("fine-tuning ")  # its work has begun
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err
+    assert err.strip().endswith("interrupted: no fine-tuned model was written; the original is unchanged")
+    assert list(tmp_path.iterdir()) == []  # no model, no temporary file
+
+
 def test_without_a_trained_model_it_starts_from_the_bundled_one(monkeypatch, tmp_path):
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT
 
     monkeypatch.chdir(tmp_path)  # no models/simple_cnn_best.pth here
     assert base_checkpoint(None) == (BUNDLED_CHECKPOINT, True)
+    assert base_checkpoint("bundled") == (BUNDLED_CHECKPOINT, True)  # --checkpoint bundled, the same
     target = output_path(None, {"model_name": "simple_cnn"}, BUNDLED_CHECKPOINT)
     assert target == Path("models") / "simple_cnn_user_best.pth"
 

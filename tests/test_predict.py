@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -223,3 +224,20 @@ def test_reject_threshold_that_is_no_number_is_a_usage_error(small_checkpoint, t
             main(["predict", cross, "--checkpoint", str(small_checkpoint), "--reject-threshold", bad])
         assert exit_info.value.code == 2
         assert "--reject-threshold: expected a" in capsys.readouterr().err
+
+
+def test_a_fine_tuned_model_answers_first_and_the_way_back_names_a_model_that_exists(small_checkpoint, sure_digits,
+                                                                                       tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    shutil.copy(small_checkpoint, "models/simple_cnn_user_best.pth")  # finetune's, from the bundled model
+    three = write_digit(tmp_path / "three.png", sure_digits[3])
+    assert main(["predict", str(three)]) == 0
+    said = "model: models/simple_cnn_user_best.pth, fine-tuned on your drawings; --checkpoint {} answers with the original"
+    assert said.format("bundled") in capsys.readouterr().err
+    assert main(["predict", str(three), "--checkpoint", "bundled", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and json.loads(out)[0]["digit"] == 3  # named: nothing to explain
+    shutil.copy(small_checkpoint, "models/simple_cnn_best.pth")  # now a trained one is the original
+    assert main(["predict", str(three)]) == 0
+    assert said.format("models/simple_cnn_best.pth") in capsys.readouterr().err

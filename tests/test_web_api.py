@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+import mnist_classifier
 from mnist_classifier import cli
 from mnist_classifier.demo.server import exposure_warning
 from mnist_classifier.demo.web import MAX_BODY, STATIC, SharedModel, create_app, model_card
@@ -225,6 +226,9 @@ def test_page_is_self_contained(api):
         text = (STATIC / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
     assert api.get("/app.js").headers["content-type"].startswith("text/javascript")
+    head = api.head("/")  # what `curl -I` and link checkers send
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-type"].startswith("text/html")
+    assert api.get("/openapi.json").json()["info"]["version"] == mnist_classifier.__version__
 
 
 # ------------------------------------------------------------------ bad requests

@@ -20,6 +20,7 @@ from .conftest import REPO_ROOT
 MAX_WHEEL_BYTES = 10 * 1024 * 1024
 SHIPPED = ("mnist_classifier/bundled/simple_cnn.onnx", "mnist_classifier/bundled/simple_cnn.pth",
            "mnist_classifier/bundled/provenance.json", "mnist_classifier/demo/static/index.html",
+           "mnist_classifier/configs/simple_cnn.yaml", "mnist_classifier/configs/seed_recipe.yaml",
            "mnist_classifier/py.typed", "mnist_classifier/reviewed/fragment.npz",
            "mnist_classifier/reviewed/scribble.npz")
 EXAMPLE = """
@@ -80,3 +81,7 @@ def test_installed_wheel_answers_a_drawing_from_the_command_line_and_python(dist
     assert answered["verdict"] == "digit" and answered["digit"] == label and answered["batch"] == [label, label]
     assert 0.5 < answered["confidence"] <= 1
     assert answered["module"].startswith(str(venv)), "the example ran the source tree, not the wheel"
+
+    # training from the installed package follows the shipped recipes, not config.py's bare defaults
+    recipes = "from mnist_classifier.config import resolve_config as r; print(r().outlier_target, r('seed_recipe').batch_size)"
+    assert run([str(python), "-c", recipes], cwd=work).stdout.split() == ["class", "64"]

@@ -1,6 +1,7 @@
 """The model that ships inside the package, and which model answers when none is named.
 
     choose_model(None)      # models/simple_cnn_user_best.pth, else models/simple_cnn_best.pth, else the bundled ONNX
+    choose_model("bundled")  # the bundled one, whatever models/ holds
     provenance()            # recipe, seed, test accuracy, ECE, date, SHA-256 of each shipped file
 
 Owns: where the bundled files live, their recorded provenance (`bundled/provenance.json`,
@@ -26,6 +27,8 @@ BUNDLED_ONNX = BUNDLED_DIR / "simple_cnn.onnx"
 PROVENANCE_FILE = BUNDLED_DIR / "provenance.json"
 TRAINED_CHECKPOINT = Path("models") / "simple_cnn_best.pth"  # what `make train` writes
 USER_CHECKPOINT = Path("models") / "simple_cnn_user_best.pth"  # what `finetune` makes of it
+BUNDLED_NAME = "bundled"  # `--checkpoint bundled`, `load("bundled")`: the shipped model by name
+TRAIN_COMMAND = "`mnist-classifier train` (`make train` in a clone)"
 
 
 @dataclass(frozen=True)
@@ -33,39 +36,40 @@ class ModelChoice:
     path: Path
     bundled: bool
     tuned: bool = False  # fine-tuned on the user's own drawings, chosen over the original
+    named: bool = False  # the user named it (a file, or BUNDLED_NAME)
 
     @property
     def worth_saying(self) -> bool:
         """Whether the choice could surprise: the user named no model, and not the usual one answers."""
-        return self.bundled or self.tuned
+        return not self.named and (self.bundled or self.tuned)
 
     def describe(self) -> str:
         """One line for stderr saying which model answers, and why."""
         if self.tuned:
-            return (f"model: {self.path}, fine-tuned on your drawings; --checkpoint {TRAINED_CHECKPOINT} "
-                    "answers with the original")
+            original = TRAINED_CHECKPOINT if TRAINED_CHECKPOINT.is_file() else BUNDLED_NAME
+            return f"model: {self.path}, fine-tuned on your drawings; --checkpoint {original} answers with the original"
         if not self.bundled:
             return f"model: {self.path}"
         facts = provenance()
         return (f"model: the bundled SimpleCNN ({facts['test_accuracy']:.2%} on MNIST test, built "
-                f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}: `make train` makes your own")
+                f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}: {TRAIN_COMMAND} makes your own")
 
 
 def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool = True) -> ModelChoice:
-    """The named file, else the user's fine-tuned model (unless `tuned` is False: `evaluate`,
-    `export` and `finetune` work on the trained one), else models/simple_cnn_best.pth, else the
-    bundled model (ONNX unless asked otherwise)."""
-    if named is not None:
-        return ModelChoice(Path(named), bundled=False)
-    if tuned and USER_CHECKPOINT.is_file():
+    """The named file (BUNDLED_NAME names the bundled model), else the user's fine-tuned model
+    (unless `tuned` is False: `evaluate`, `export` and `finetune` work on the trained one), else
+    models/simple_cnn_best.pth, else the bundled model (ONNX unless asked otherwise)."""
+    if named is not None and str(named) != BUNDLED_NAME:
+        return ModelChoice(Path(named), bundled=False, named=True)
+    if named is None and tuned and USER_CHECKPOINT.is_file():
         return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
-    if TRAINED_CHECKPOINT.is_file():
+    if named is None and TRAINED_CHECKPOINT.is_file():
         return ModelChoice(TRAINED_CHECKPOINT, bundled=False)
     shipped = BUNDLED_ONNX if prefer_onnx else BUNDLED_CHECKPOINT
     if not shipped.is_file():
         raise CheckpointError(f"no model to answer: {TRAINED_CHECKPOINT} not found and this install lacks the "
-                              f"bundled {shipped.name}; train one with `make train` or name one with --checkpoint")
-    return ModelChoice(shipped, bundled=True)
+                              f"bundled {shipped.name}; train one with {TRAIN_COMMAND} or name one with --checkpoint")
+    return ModelChoice(shipped, bundled=True, named=named is not None)
 
 
 def provenance() -> dict[str, Any]:

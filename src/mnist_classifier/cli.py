@@ -6,7 +6,6 @@ stderr and a non-zero exit status; see errors.py.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from .plugins import import_plugins
 
 DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
 DEFAULT_USER_DATA = "data/user"  # user_examples.DEFAULT_USER_DATA, without importing OpenCV to parse flags
-ANSWERING_MODEL_HELP = (f"model to use, .pth or .onnx (default: {DEFAULT_CHECKPOINT}, or the model bundled "
-                        "in the package when there is none)")
+ANSWERING_MODEL_HELP = ("model to use, .pth or .onnx, or `bundled` for the model shipped in the package (default: "
+                        f"finetune's models/simple_cnn_user_best.pth, else {DEFAULT_CHECKPOINT}, else the bundled one)")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -140,8 +139,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import run_finetune
 
-    return run_finetune(checkpoint=args.checkpoint, user_data=args.user_data, data_dir=args.data_dir,
-                        epochs=args.epochs, seed=args.seed, out=args.out)
+    try:
+        return run_finetune(checkpoint=args.checkpoint, user_data=args.user_data, data_dir=args.data_dir,
+                            epochs=args.epochs, seed=args.seed, out=args.out)
+    except KeyboardInterrupt:  # the tuned model is written whole at the end, or not at all
+        print("\ninterrupted: no fine-tuned model was written; the original is unchanged", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(run=cmd_data)
 
     train = commands.add_parser("train", help="train a model")
-    train.add_argument("--config", help="YAML recipe (default: configs/<model>.yaml)")
+    train.add_argument("--config", help="YAML recipe: a file, or a shipped recipe by name, e.g. seed_recipe "
+                       "(default: the model's own, configs/<model>.yaml)")
     train.add_argument("--model", help="simple_cnn or improved_cnn (default: simple_cnn)")
     train.add_argument("--epochs", type=int, help="passes over the training set (default: from the recipe)")
     train.add_argument("--batch-size", type=int, help="images per step (default: from the recipe)")
@@ -271,15 +275,13 @@ def add_reject_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def reject_threshold(text: str) -> float | str | None:
-    if text in ("stored", "none"):  # "stored": the default, the model's own threshold
-        return None if text == "none" else text
+    """--reject-threshold, read by the rule load(reject_threshold=...) shares ("stored": the default)."""
+    from .calibration import reject_threshold_setting
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number (a digit score) or 'none', got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number (a digit score) or 'none', got {text!r}")
-    return value
+        return reject_threshold_setting(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def source_orders() -> str:

@@ -1,8 +1,8 @@
 """One resolved training configuration: dataclass defaults < YAML file < CLI flags.
 
-The YAML files under `configs/` are the recipes; they use the seed's key names
-(`model_name`, `batch_size`, `learning_rate`, `epochs`, `weight_decay`, `seed`,
-`save_dir`, `save_interval`). Every key is a field of `TrainConfig`; an unknown key
+The YAML files under `configs/` (shipped in the package; `--config NAME` names one) are the
+recipes; they use the seed's key names (`model_name`, `batch_size`, `learning_rate`,
+`epochs`, `weight_decay`, `seed`, `save_dir`, `save_interval`). Every key is a field of `TrainConfig`; an unknown key
 is an error, so a typo never silently falls back to a default.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .errors import UserError
 from .models import MODEL_REGISTRY
 from .hardware import DEVICES, PRECISIONS
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel; `configs/` in a clone links here
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
@@ -137,10 +137,27 @@ def default_config_path(model_name: str, dataset: str = "mnist") -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+def shipped_recipes() -> list[str]:
+    """The recipes the package carries, by name: what `--config NAME` accepts besides a file."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A YAML file as named, else the shipped recipe of that name (`seed_recipe` or `seed_recipe.yaml`)."""
+    path = Path(name_or_path).expanduser()
+    shipped = CONFIG_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.is_file() or len(path.parts) != 1 or not shipped.is_file():
+        return path
+    return shipped
+
+
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    path = recipe_path(path)
+    if path.is_dir():
+        raise UserError(f"config {path} is a folder: name a YAML file in it, or a recipe ({', '.join(shipped_recipes())})")
     if not path.is_file():
-        raise UserError(f"config file {path} not found: pass an existing YAML file to --config")
+        raise UserError(f"config file {path} not found: pass an existing YAML file to --config, "
+                        f"or the name of a shipped recipe ({', '.join(shipped_recipes())})")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

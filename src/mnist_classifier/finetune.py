@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bundled import TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of
+from .bundled import TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of
 from .calibration import Calibration, calibrate_logits, digit_scores
 from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
 from .config import TrainConfig, config_from_dict
@@ -107,6 +107,8 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     started = time.perf_counter()
     if epochs is not None and epochs <= 0:
         raise UserError(f"--epochs must be a positive whole number, got {epochs}")
+    if seed < 0:  # numpy's and torch's generators take none
+        raise UserError(f"--seed must be >= 0, got {seed}")
     base, bundled = base_checkpoint(checkpoint)
     payload = load_checkpoint(base)
     model = model_from_checkpoint(payload, base)
@@ -119,7 +121,8 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     train_set, held = pick(mine, train_index), pick(mine, held_index)
     epochs = epochs or default_epochs(len(train_set))
     log(f"fine-tuning {payload['model_name']} ({describe_base(base, bundled)}) on {len(train_set)} of your "
-        f"{len(mine)} drawings in {user_data}, holding back {len(held)} to measure; {epochs} epochs, MNIST replayed")
+        f"{len(mine)} drawings in {user_data}, holding back {len(held)} to measure; "
+        f"{epochs} epoch{'s' * (epochs != 1)}, MNIST replayed")
     with all_cores():
         data = load_data(data_dir, USER_DIGITS.scores, val_size=config.val_size, log=lambda _line: None,
                          warn=to_stderr)
@@ -141,15 +144,17 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
 
 
 def base_checkpoint(named: str | Path | None) -> tuple[Path, bool]:
-    """(the checkpoint to start from, whether it is the bundled one): the named file, else `make train`'s,
+    """(the checkpoint to start from, whether it is the bundled one): the named file, else `train`'s,
     else the model shipped in the package (its .pth: ONNX cannot be trained)."""
     choice = choose_model(named, prefer_onnx=False, tuned=False)
     return choice.path, choice.bundled
 
 
 def describe_base(base: Path, bundled: bool) -> str:
+    if bundled and TRAINED_CHECKPOINT.is_file():  # named: --checkpoint bundled
+        return "the model bundled in the package"
     if bundled:
-        return f"the model bundled in the package, as {TRAINED_CHECKPOINT} does not exist; `make train` makes one"
+        return f"the model bundled in the package, as {TRAINED_CHECKPOINT} does not exist; {TRAIN_COMMAND} makes one"
     return str(base)
 
 
@@ -173,7 +178,7 @@ def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> 
 def read_examples(folder: str | Path) -> Split:
     """The user's examples (the reader `evaluate --dataset user-digits` uses); warnings go to stderr."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():  # a file named instead of its folder: the store says so
         raise UserError(f"no labelled drawings: {folder} does not exist; label digits in `mnist-classifier demo` or "
                         "`serve` (press the right digit after a prediction), or point --user-data at their folder")
     return load_local_split(USER_DIGITS, folder, warn=to_stderr)

@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from .. import __version__
 from ..answer import Answer, decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
@@ -89,7 +90,7 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
     """The FastAPI app around an already loaded model (tests build it directly).
 
     `user_data`: where labelled drawings are saved (`POST /api/examples`); None: not collected."""
-    app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition",
+    app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition", version=__version__,
                   description="Draw at `/`; call `POST /api/predict` from code.")
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
     store = open_store(user_data, len(predictor.class_names))
@@ -127,7 +128,8 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
     body_errors = {code: doc for code, doc in PREDICT_RESPONSES.items() if code != 200}
     app.include_router(example_routes(store, service, PREDICT_BODY, body_errors))
     for route, (name, media_type) in PAGES.items():
-        app.add_api_route(route, static_page(name, media_type), include_in_schema=False)
+        # HEAD too: link checkers and `curl -I` ask before they fetch
+        app.add_api_route(route, static_page(name, media_type), methods=["GET", "HEAD"], include_in_schema=False)
     return app
 
 
