@@ -11,7 +11,8 @@ calibration and "not a digit" tables (honesty.py) add the generated non-digit fa
 
 `--dataset user-digits` scores the drawings labelled in the demos instead
 (`<data-dir>/user/`, so data/user by default: datasets.LOCAL_DATASETS) and writes
-`reports/<model_name>_user-digits/`. A model `finetune` made has learnt most of them:
+`reports/<model_name>_user-digits/` (`<model_name>_user_user-digits/` for a fine-tuned model,
+whose reports never replace its base's). A model `finetune` made has learnt most of them:
 its honest figure is the held-back one `finetune` prints.
 
 Owns the order of the command's steps only: scores come from evaluation.py, averaging
