@@ -111,3 +111,20 @@ def test_calibrate_of_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, caps
     assert main(["calibrate", "--checkpoint", str(tmp_path / "none.pth")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_calibrate_leaves_read_only_files_and_the_shipped_model_alone(small_checkpoint, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT
+
+    kept = tmp_path / "kept.pth"
+    shutil.copy(small_checkpoint, kept)
+    kept.chmod(0o444)  # its folder stays writable: a rename could still replace it
+    for path, says in ((kept, f"{kept} is read-only: calibrate a copy"),
+                       (BUNDLED_CHECKPOINT, f"{BUNDLED_CHECKPOINT} is the model shipped in the package")):
+        before = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        assert main(["calibrate", "--checkpoint", str(path), "--data-dir", str(DATA_DIR)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {says}")
+        assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before

@@ -136,3 +136,20 @@ def test_checkpoint_and_ensemble_together_are_refused(small_checkpoint, tmp_path
     assert status == 2
     assert "drop --checkpoint" in capsys.readouterr().err
 
+
+
+def test_the_same_checkpoint_twice_is_no_ensemble(small_checkpoint, tmp_path, capsys):
+    twice = [str(small_checkpoint), str(small_checkpoint)]
+    assert main(["evaluate", "--ensemble", *twice, "--out", str(tmp_path / "r")]) == 2
+    said = capsys.readouterr().err
+    assert said == f"error: {small_checkpoint} is named twice: an ensemble averages different checkpoints\n"
+
+
+def test_tta_is_refused_for_a_model_that_never_saw_shifted_digits(small_checkpoint, tmp_path, capsys):
+    payload = load_checkpoint(small_checkpoint)
+    payload["config"] = {**payload["config"], "augment": False}  # as the seed recipe trains
+    plain = tmp_path / "plain_best.pth"
+    save_checkpoint(payload, plain)
+    status = main(["evaluate", "--checkpoint", str(plain), "--tta", "--out", str(tmp_path / "r")])
+    assert status == 2 and "trained without augmentation" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -18,7 +18,8 @@ def test_model_flag_picks_that_models_recipe():
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -4), ("learning_rate", 0.0), ("device", "tpu"),
                                        ("outlier_target", "zero"), ("paper_redraw", 1.5),
                                        ("fragment_share", -0.1), ("seed", -1), ("label_smoothing", 1.5),
-                                       ("val_size", 0), ("weight_decay", float("nan")), ("epochs", True)])
+                                       ("val_size", 0), ("weight_decay", float("nan")), ("epochs", True),
+                                       ("num_threads", -3), ("num_threads", 0)])
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})

@@ -302,6 +302,12 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys, small_checkpoint):
     status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--out", str(blocker)])
     assert status == 2 and "is a file" in capsys.readouterr().err
     assert blocker.read_text() == "keep me"
+    # under a file, or in a folder nobody may write: refused before the model is scored, not after
+    status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--out", str(blocker / "sub")])
+    assert status == 2 and capsys.readouterr().err == (f"error: report folder {blocker / 'sub'} cannot be made: "
+                                                       f"{blocker} is a file; choose another --out\n")
+    status = main(["evaluate", "--checkpoint", str(small_checkpoint), "--out", "/proc/report"])
+    assert status == 2 and "/proc is not writable" in capsys.readouterr().err
 
 
 def test_a_failed_write_leaves_no_partial_report(tmp_path, monkeypatch):
@@ -330,6 +336,10 @@ def test_an_existing_report_folder_keeps_other_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "report.html"]
     assert (out / "metrics.json").read_text() == "new" and (out / "notes.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
+    # a figure only the earlier report had (an MNIST model's fooled.png) does not outlive it
+    install_files({"metrics.json": b"a", "fooled.png": b"png"}, out)
+    install_files({"metrics.json": b"b"}, out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "report.html"]
 
 
 def test_the_measured_sets_are_built_once_per_test_split_and_kept_read_only(mnist_data):

@@ -100,3 +100,21 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, mnist_raw_dir):
     assert process.returncode == 130
     assert f"--resume {last}" in err
     assert load_checkpoint(last)["epoch"] >= 1
+
+
+def test_ctrl_c_while_preparing_the_set_up_is_one_line(tmp_path, mnist_raw_dir):
+    data = tmp_path / "data"  # MNIST without data/prepared/: this run makes its extras afresh
+    (data / "MNIST").mkdir(parents=True)
+    (data / "MNIST" / "raw").symlink_to(mnist_raw_dir)
+    command = [sys.executable, "-m", "mnist_classifier", "train", "--limit-train", "20000", "--data-dir", str(data),
+               "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("preparing "):  # seconds of work on 20,000 digits
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted before the first epoch finished: nothing to resume, start again"
+    assert not list((tmp_path / "models").glob("*.pth"))

@@ -33,6 +33,7 @@ from .evaluation import METRICS, Evaluation, evaluate_predictions
 from .honesty import calibration_report, calibration_text, verdict_report, verdict_text
 from .report import check_report_dir, default_report_dir, write_report
 from .torch_backend import torch_predictor
+from .training import checkpoint_stem
 
 
 def evaluate_checkpoint(
@@ -66,13 +67,15 @@ def evaluate_checkpoint(
     local_folder = None
     if local is not None:
         local_folder = Path(user_data) if user_data is not None else Path(data_dir) / local.folder
-    views = tta_views(get_dataset_spec(trained_on)) if tta else ORIGINAL_ONLY
+    views = tta_views(get_dataset_spec(trained_on), payloads, checkpoints) if tta else ORIGINAL_ONLY
     payload = combined_payload(payloads, checkpoints, views)
     if local is not None:  # the report names the set it scored, and does not replace the test set's report
         payload = {**payload, "dataset": local.name}
-    # A fine-tuned model shares its base's model_name: its report must not replace the base's.
+    # A fine-tuned model shares its base's model_name, and a model of another dataset may too:
+    # neither report may replace the MNIST model's (the folders follow the checkpoints' names).
     tuned = "_user" if "finetune" in payloads[0] else ""
-    default_dir = default_report_dir(payload["model_name"] + tuned + (f"_{local.name}" if local is not None else ""))
+    stem = checkpoint_stem(payload["model_name"] + tuned, trained_on)
+    default_dir = default_report_dir(stem + (f"_{local.name}" if local is not None else ""))
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
     spec, test = scored_split(data_dir, trained_on, dataset, local_folder)
     class_names = list(payloads[0].get("class_names") or spec.class_names)
@@ -96,6 +99,9 @@ def evaluate_checkpoint(
     images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"
     log(summary_text(evaluation, payload["model_name"], written, images_scored))
     log(calibration_text(honesty["calibration"]))
+    if not any(calibration.fitted for calibration in calibrations):
+        log(f"note: {checkpoints[0]} has no stored calibration, so nothing is refused; "
+            f"fix: mnist-classifier calibrate --checkpoint {checkpoints[0]}")
     if "verdicts" in honesty:
         log(verdict_text(honesty["verdicts"]))
     return evaluation, written

@@ -6,6 +6,7 @@ stderr and a non-zero exit status; see errors.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,8 +51,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(args.config, overrides)
     try:
         result = train(config, resume_payload=payload)
-    except TrainingInterrupted as interrupt:
-        if Path(str(interrupt)).is_file():
+    except (TrainingInterrupted, KeyboardInterrupt) as interrupt:  # the latter: during the set-up
+        saved = isinstance(interrupt, TrainingInterrupted) and Path(str(interrupt)).is_file()
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank is interrupted; one says so
+            return 130
+        if saved:
             print(f"\ninterrupted: the last finished epoch is saved; resume with "
                   f"`mnist-classifier train --resume {interrupt}`", file=sys.stderr)
         else:
@@ -160,27 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model")
     train.add_argument("--config", help="YAML recipe: a file, or a shipped recipe by name, e.g. seed_recipe "
-                       "(default: the model's own, configs/<model>.yaml)")
-    train.add_argument("--model", help="simple_cnn or improved_cnn (default: simple_cnn)")
+                       "(default: the model's own: configs/<model>.yaml, or configs/<model>_<dataset>.yaml "
+                       "where one exists)")
+    train.add_argument("--model", help="simple_cnn or improved_cnn (default: the recipe's, else simple_cnn)")
     train.add_argument("--epochs", type=int, help="passes over the training set (default: from the recipe)")
     train.add_argument("--batch-size", type=int, help="images per step (default: from the recipe)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: from the recipe)")
     train.add_argument("--weight-decay", type=float, help="weight decay (default: from the recipe)")
-    train.add_argument("--seed", type=int, help="random seed (default: 42)")
+    train.add_argument("--seed", type=int, help="random seed (default: the recipe's; 42 in the shipped ones)")
     train.add_argument("--limit-train", type=int, help="train on the first N images only (default: all)")
     train.add_argument("--device", choices=DEVICES, help="default: auto (CUDA, then Apple MPS, then Intel XPU, else CPU)")
     train.add_argument("--precision", choices=PRECISIONS,
                        help="default: auto (bf16 autocast where the hardware computes bf16 natively, else fp32)")
     train.add_argument("--resume", help="continue from a <model>_last.pth checkpoint")
-    train.add_argument("--save-dir", help="checkpoint folder (default: models)")
-    train.add_argument("--log-dir", help="TensorBoard folder (default: runs)")
-    add_data_flags(train, defaults=False)
+    train.add_argument("--save-dir", help="checkpoint folder (default: the recipe's, else models)")
+    train.add_argument("--log-dir", help="TensorBoard folder (default: the recipe's, else runs)")
+    add_data_flags(train, defaults=False, recipe=True)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test-set metrics, figures and report.html for a checkpoint")
     evaluate.add_argument("--checkpoint", help=f"model to evaluate (default: {DEFAULT_CHECKPOINT}, or the model "
                           "bundled in the package when there is none)")
-    evaluate.add_argument("--out", help="report folder (default: reports/<model_name>)")
+    evaluate.add_argument("--out", help="report folder (default: reports/<model_name>, with _<dataset> for a dataset "
+                          "other than MNIST, _tta, _ensemble<N> or _user-digits as the case may be)")
     evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
     evaluate.add_argument("--dataset", help="test set to score (default: the one the checkpoint was trained on; "
                           "another one is refused), or user-digits: the drawings labelled in the demos, "
@@ -261,10 +267,13 @@ def add_collect_flags(parser: argparse.ArgumentParser) -> None:
                         help="no labelling: nothing you draw is saved (default: labelling on)")
 
 
-def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    parser.add_argument("--data-dir", default="data" if defaults else None, help="dataset folder (default: data)")
+def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True, recipe: bool = False) -> None:
+    """--data-dir and --dataset; `recipe`: a --config recipe may set them (train), so the flags default to None."""
+    fallback = "the recipe's, else " if recipe else ""
+    parser.add_argument("--data-dir", default="data" if defaults else None,
+                        help=f"dataset folder (default: {fallback}data)")
     parser.add_argument("--dataset", default="mnist" if defaults else None,
-                        help=f"{' or '.join(DATASETS)} (default: mnist)")
+                        help=f"{' or '.join(DATASETS)} (default: {fallback}mnist)")
 
 
 def add_reject_flag(parser: argparse.ArgumentParser) -> None:

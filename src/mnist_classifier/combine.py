@@ -33,8 +33,16 @@ View = tuple[int, int, bool]  # (dx, dy, mirrored): mirrored left-right first, t
 ORIGINAL_ONLY: tuple[View, ...] = ((0, 0, False),)
 
 
-def tta_views(spec: DatasetSpec) -> tuple[View, ...]:
-    """The views `--tta` averages for a dataset: changes its augmentation policy declares harmless to the label."""
+def tta_views(spec: DatasetSpec, payloads: Sequence[dict[str, Any]] = (),
+              checkpoints: Sequence[str | Path] = ()) -> tuple[View, ...]:
+    """The views `--tta` averages for a dataset: changes its augmentation policy declares harmless to the label.
+
+    Only for models that trained with that augmentation: one that never saw a shifted or mirrored
+    image reads them worse (a Fashion-MNIST model trained without it: 78.1% -> 71.8% with the views)."""
+    for payload, path in zip(payloads, checkpoints):
+        if not (payload.get("config") or {}).get("augment", True):
+            raise UserError(f"{path} trained without augmentation (augment: false), so the shifted views of "
+                            "--tta are new to it: evaluate it without --tta")
     policy = AUGMENTATIONS[require_augmentation(spec.augmentation, spec.name)]
     mirrored = (False, True) if policy.mirrors else (False,)
     return tuple((dx, dy, mirror) for mirror in mirrored for dx, dy in TTA_SHIFTS)
@@ -80,6 +88,10 @@ def averaged_probabilities_at(members: Sequence[tuple[nn.Module, Normalization]]
 
 def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path]) -> None:
     """Averaging only means something when every member answers the same question."""
+    named = [Path(path).resolve() for path in checkpoints]
+    twice = next((path for index, path in enumerate(checkpoints) if named[index] in named[:index]), None)
+    if twice is not None:
+        raise UserError(f"{twice} is named twice: an ensemble averages different checkpoints")
     first = payloads[0]
     for payload, path in zip(payloads[1:], checkpoints[1:]):
         for key, default in (("dataset", "mnist"), ("class_names", None)):

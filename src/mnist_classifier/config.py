@@ -75,8 +75,9 @@ class TrainConfig:
             raise UserError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.limit_train is not None and self.limit_train <= 0:
-            raise UserError(f"limit_train must be a positive integer, got {self.limit_train!r}")
+        for key in ("limit_train", "num_threads"):  # None: no limit, torch's own thread count
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise UserError(f"{key} must be a positive integer (or left out), got {getattr(self, key)!r}")
         for key in ("pen_redraw", "paper_redraw", "outlier_fraction", "fragment_share"):
             if not 0 <= getattr(self, key) <= 1:
                 raise UserError(f"{key} must be between 0 and 1, got {getattr(self, key)!r}")

@@ -53,10 +53,24 @@ PAPER_SET = "drawn on paper, through to_mnist"
 REVIEWED_DIR = Path(__file__).parent / "reviewed"
 
 
+def check_rewritable(path: Path) -> None:
+    """calibrate rewrites the file in place (temporary file + rename, which a folder's write
+    permission allows even for a read-only file): refuse what its owner marked read-only,
+    and the package's own model, whose recorded hashes and ONNX twin must stay its match."""
+    from .bundled import BUNDLED_DIR
+
+    if path.is_file() and path.resolve().parent == BUNDLED_DIR:
+        raise UserError(f"{path} is the model shipped in the package: calibrate a copy "
+                        f"(cp {path} models/mine.pth) or one you trained")
+    if path.is_file() and not path.stat().st_mode & 0o222:
+        raise UserError(f"{path} is read-only: calibrate a copy, or make it writable (chmod u+w) if it may change")
+
+
 def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
                          log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit temperature and threshold on the checkpoint's validation split and store them in it."""
     path = Path(path)
+    check_rewritable(path)
     model, payload = load_model(path)
     predictor = torch_predictor(model, payload, path)
     spec = get_dataset_spec(payload.get("dataset", "mnist"))

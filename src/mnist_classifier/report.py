@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .augment import AUGMENTATIONS
+from .checkpoint import check_writable
 from .datasets import DATASETS
 from .errors import UserError
 from .files import shared_mode
@@ -25,6 +26,8 @@ from .honesty import reviewed_label
 from .plots import figure_png, fooled_figure, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
+# Figures only some reports have: a folder reused for another kind of report must not keep the old ones.
+SOMETIMES_WRITTEN = ("reliability.png", "fooled.png")
 FIGURE_TITLES = {
     "per_class_accuracy": "Per-class accuracy",
     "confusion_matrix": "Confusion matrix",
@@ -91,10 +94,18 @@ def training_note(payload: dict[str, Any]) -> str | None:
 
 
 def check_report_dir(out_dir: Path) -> Path:
-    """Refuse an --out that cannot be a folder before any work is done."""
+    """Refuse an --out that cannot be a folder, or cannot be written, before any work is done."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"report folder {out_dir} is a file: choose another --out")
+    in_the_way = next((folder for folder in out_dir.parents if folder.exists() and not folder.is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(f"report folder {out_dir} cannot be made: {in_the_way} is a file; choose another --out")
+    try:
+        check_writable(out_dir.parent)
+    except UserError:
+        raise UserError(f"cannot write the report to {out_dir}: {out_dir.parent} is not writable; "
+                        "choose another --out") from None
     return out_dir
 
 
@@ -113,6 +124,8 @@ def install_files(files: dict[str, bytes], out_dir: Path) -> Path:
             for name in files:
                 os.replace(staging / name, out_dir / name)
             staging.rmdir()
+            for name in set(SOMETIMES_WRITTEN) - set(files):  # an earlier report's, not this one's
+                (out_dir / name).unlink(missing_ok=True)
         else:
             staging.chmod(shared_mode(out_dir, directory=True))  # mkdtemp makes it private; a report is shared
             os.replace(staging, out_dir)
