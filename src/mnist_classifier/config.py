@@ -2,8 +2,8 @@
 
 The YAML files under `configs/` (shipped in the package; `--config NAME` names one) are the
 recipes; they use the seed's key names (`model_name`, `batch_size`, `learning_rate`,
-`epochs`, `weight_decay`, `seed`, `save_dir`, `save_interval`). Every key is a field of `TrainConfig`; an unknown key
-is an error, so a typo never silently falls back to a default.
+`epochs`, `weight_decay`, `seed`, `save_dir`, `save_interval`). Every key is a field of
+`TrainConfig`; an unknown key is an error, so a typo never silently falls back to a default.
 """
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ def recipe_path(name_or_path: str | Path) -> Path:
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     path = recipe_path(path)
     if path.is_dir():
-        raise UserError(f"config {path} is a folder: name a YAML file in it, or a recipe ({', '.join(shipped_recipes())})")
+        raise UserError(f"config {path} is a folder: name a YAML file in it, or a recipe "
+                        f"({', '.join(shipped_recipes())})")
     if not path.is_file():
         raise UserError(f"config file {path} not found: pass an existing YAML file to --config, "
                         f"or the name of a shipped recipe ({', '.join(shipped_recipes())})")
