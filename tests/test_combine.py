@@ -153,3 +153,16 @@ def test_tta_is_refused_for_a_model_that_never_saw_shifted_digits(small_checkpoi
     status = main(["evaluate", "--checkpoint", str(plain), "--tta", "--out", str(tmp_path / "r")])
     assert status == 2 and "trained without augmentation" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_ensemble_with_an_uncalibrated_member_names_it_and_the_fix(small_checkpoint, second_checkpoint, tmp_path,
+                                                                      capsys):
+    payload = load_checkpoint(second_checkpoint)
+    for key in ("temperature", "reject_threshold"):  # as checkpoints were before calibration existed
+        payload.pop(key)
+    old = tmp_path / "old_best.pth"
+    save_checkpoint(payload, old)
+    assert main(["evaluate", "--ensemble", str(small_checkpoint), str(old), "--out", str(tmp_path / "r"),
+                 "--data-dir", str(DATA_DIR)]) == 0
+    assert f"note: {old} has no stored calibration; fix: mnist-classifier calibrate --checkpoint {old}" \
+        in capsys.readouterr().out

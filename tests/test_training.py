@@ -133,6 +133,9 @@ def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
     status = main(["train", "--save-dir", str(blocker / "models"), "--log-dir", str(tmp_path / "r")])
     assert status == 2
     assert "cannot write to" in capsys.readouterr().err
+    # a folder that exists yet takes no files: the reason said plainly, not "No such file or directory"
+    assert main(["train", "--save-dir", "/proc", "--log-dir", str(tmp_path / "r")]) == 2
+    assert "cannot write to /proc (it takes no new files)" in capsys.readouterr().err
 
 
 def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):

@@ -99,9 +99,11 @@ def evaluate_checkpoint(
     images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"
     log(summary_text(evaluation, payload["model_name"], written, images_scored))
     log(calibration_text(honesty["calibration"]))
-    if not any(calibration.fitted for calibration in calibrations):
-        log(f"note: {checkpoints[0]} has no stored calibration, so nothing is refused; "
-            f"fix: mnist-classifier calibrate --checkpoint {checkpoints[0]}")
+    uncalibrated = [path for path, calibration in zip(checkpoints, calibrations) if not calibration.fitted]
+    if uncalibrated:  # in an ensemble, its raw softmax weighs in beside the others' calibrated ones
+        log(f"note: {', '.join(map(str, uncalibrated))} {'has' if len(uncalibrated) == 1 else 'have'} no stored "
+            f"calibration{', so nothing is refused' if len(members) == 1 else ''}; fix: "
+            + "; ".join(f"mnist-classifier calibrate --checkpoint {path}" for path in uncalibrated))
     if "verdicts" in honesty:
         log(verdict_text(honesty["verdicts"]))
     return evaluation, written

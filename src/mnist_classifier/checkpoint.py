@@ -13,6 +13,7 @@ a kill -9 leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shutil
@@ -171,7 +172,10 @@ def check_writable(directory: str | Path) -> None:
             probe.write(b"ok")
             probe.flush()
     except OSError as error:
-        raise UserError(f"cannot write to {directory} ({error.strerror}): choose another folder or fix its permissions") from None
+        # /proc exists, yet a new file there fails with "No such file or directory": say what that means
+        reason = "it takes no new files" if directory.is_dir() and error.errno == errno.ENOENT else error.strerror
+        raise UserError(f"cannot write to {directory} ({reason}): choose another folder or fix its permissions") \
+            from None
 
 
 def checkpoint_bytes(model: nn.Module) -> int:

@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="test-set metrics, figures and report.html for a checkpoint")
     evaluate.add_argument("--checkpoint", help=f"model to evaluate (default: {DEFAULT_CHECKPOINT}, or the model "
-                          "bundled in the package when there is none)")
+                          "bundled in the package when there is none, which `bundled` names)")
     evaluate.add_argument("--out", help="report folder (default: reports/<model_name>, with _<dataset> for a dataset "
                           "other than MNIST, _tta, _ensemble<N> or _user-digits as the case may be)")
     evaluate.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="a deployable ONNX model, checked against PyTorch")
     export.add_argument("--checkpoint", help=f"model to export (default: {DEFAULT_CHECKPOINT}, or the model "
-                        "bundled in the package when there is none)")
+                        "bundled in the package when there is none, which `bundled` names)")
     export.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
     export.add_argument("--out", help="output file (default: models/<checkpoint name>.onnx)")
     export.add_argument("--data-dir", default="data", help="dataset folder, for the self-check (default: data)")
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = commands.add_parser("finetune", help="learn your labelled drawings (saved from the demos) on top of a model")
     finetune.add_argument("--checkpoint",
                           help=f"model to start from, never overwritten (default: {DEFAULT_CHECKPOINT}, or the "
-                          "model bundled in the package when there is none)")
+                          "model bundled in the package when there is none, which `bundled` names)")
     finetune.add_argument("--user-data", default=DEFAULT_USER_DATA,
                           help=f"the labelled drawings (default: {DEFAULT_USER_DATA})")
     finetune.add_argument("--data-dir", default="data", help="MNIST folder, replayed so nothing is forgotten (default: data)")
