@@ -25,7 +25,8 @@ from typing import Callable, Sequence
 
 from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
-from .combine import ORIGINAL_ONLY, averaged_probabilities_at, check_members_agree, combined_payload, tta_views
+from .combine import (ORIGINAL_ONLY, averaged_probabilities_at, check_members_agree, check_trained_on_the_views,
+                      combined_payload, tta_views)
 from .data import Split, load_data, load_local_split
 from .datasets import DatasetSpec, get_dataset_spec, get_local_dataset
 from .errors import UserError, to_stderr
@@ -67,7 +68,9 @@ def evaluate_checkpoint(
     local_folder = None
     if local is not None:
         local_folder = Path(user_data) if user_data is not None else Path(data_dir) / local.folder
-    views = tta_views(get_dataset_spec(trained_on), payloads, checkpoints) if tta else ORIGINAL_ONLY
+    if tta:
+        check_trained_on_the_views(payloads, checkpoints)
+    views = tta_views(get_dataset_spec(trained_on)) if tta else ORIGINAL_ONLY
     payload = combined_payload(payloads, checkpoints, views)
     if local is not None:  # the report names the set it scored, and does not replace the test set's report
         payload = {**payload, "dataset": local.name}

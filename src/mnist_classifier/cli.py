@@ -6,7 +6,6 @@ stderr and a non-zero exit status; see errors.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import resolve_config
+    from .distributed import launched_rank
     from .training import TrainingInterrupted, resume_config, train
 
     overrides = {
@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(config, resume_payload=payload)
     except (TrainingInterrupted, KeyboardInterrupt) as interrupt:  # the latter: during the set-up
         saved = isinstance(interrupt, TrainingInterrupted) and Path(str(interrupt)).is_file()
-        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank is interrupted; one says so
+        if launched_rank() != 0:  # under torchrun every rank is interrupted; one says so
             return 130
         if saved:
             print(f"\ninterrupted: the last finished epoch is saved; resume with "

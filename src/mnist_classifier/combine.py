@@ -33,16 +33,8 @@ View = tuple[int, int, bool]  # (dx, dy, mirrored): mirrored left-right first, t
 ORIGINAL_ONLY: tuple[View, ...] = ((0, 0, False),)
 
 
-def tta_views(spec: DatasetSpec, payloads: Sequence[dict[str, Any]] = (),
-              checkpoints: Sequence[str | Path] = ()) -> tuple[View, ...]:
-    """The views `--tta` averages for a dataset: changes its augmentation policy declares harmless to the label.
-
-    Only for models that trained with that augmentation: one that never saw a shifted or mirrored
-    image reads them worse (a Fashion-MNIST model trained without it: 78.1% -> 71.8% with the views)."""
-    for payload, path in zip(payloads, checkpoints):
-        if not (payload.get("config") or {}).get("augment", True):
-            raise UserError(f"{path} trained without augmentation (augment: false), so the shifted views of "
-                            "--tta are new to it: evaluate it without --tta")
+def tta_views(spec: DatasetSpec) -> tuple[View, ...]:
+    """The views `--tta` averages for a dataset: changes its augmentation policy declares harmless to the label."""
     policy = AUGMENTATIONS[require_augmentation(spec.augmentation, spec.name)]
     mirrored = (False, True) if policy.mirrors else (False,)
     return tuple((dx, dy, mirror) for mirror in mirrored for dx, dy in TTA_SHIFTS)
@@ -84,6 +76,15 @@ def averaged_probabilities_at(members: Sequence[tuple[nn.Module, Normalization]]
                 probs = torch.softmax(logits / temperatures[index], dim=1)
                 totals[slot] = totals[slot] + probs
     return [total / (len(members) * len(views)) for total in totals]
+
+
+def check_trained_on_the_views(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path]) -> None:
+    """`--tta` only for models that trained with their dataset's augmentation: one that never saw a
+    shifted or mirrored image reads them worse (a Fashion-MNIST model trained without it: 78.1% -> 71.8%)."""
+    for payload, path in zip(payloads, checkpoints):
+        if not (payload.get("config") or {}).get("augment", True):
+            raise UserError(f"{path} trained without augmentation (augment: false), so the shifted views of "
+                            "--tta are new to it: evaluate it without --tta")
 
 
 def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequence[str | Path]) -> None:

@@ -31,9 +31,14 @@ class Context:
         return self.world_size > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun); readable before `setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device_choice: str = "auto", num_threads: int | None = None) -> Context:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_choice, local_rank)
     if world_size > 1 and not dist.is_initialized():

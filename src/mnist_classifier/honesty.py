@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .bundled import BUNDLED_DIR
 from .calibration import calibrate_logits, calibration_scores, reliability_bins, softmax
 from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
@@ -57,8 +58,6 @@ def check_rewritable(path: Path) -> None:
     """calibrate rewrites the file in place (temporary file + rename, which a folder's write
     permission allows even for a read-only file): refuse what its owner marked read-only,
     and the package's own model, whose recorded hashes and ONNX twin must stay its match."""
-    from .bundled import BUNDLED_DIR
-
     if path.is_file() and path.resolve().parent == BUNDLED_DIR:
         raise UserError(f"{path} is the model shipped in the package: calibrate a copy "
                         f"(cp {path} models/mine.pth) or one you trained")
