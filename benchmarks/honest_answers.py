@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINTS = (ROOT / "models" / "simple_cnn_best.pth", ROOT / "models" / "improved_cnn_best.pth")
+FASHION_NOTE = ("clothes row missing: Fashion-MNIST is not in data/; "
+                "`mnist-classifier data --dataset fashion-mnist` adds it")
 
 
 def measure(checkpoint: Path) -> dict:
@@ -39,7 +41,13 @@ def measure(checkpoint: Path) -> dict:
 
 
 def run(checkpoints=DEFAULT_CHECKPOINTS) -> list[dict]:
+    """Figures for each checkpoint that exists: the defaults are whichever models `make train` made
+    (main() refuses a missing checkpoint the user named)."""
     return [measure(Path(path)) for path in checkpoints if Path(path).is_file()]
+
+
+def missing_checkpoints(paths: list[str]) -> list[str]:
+    return [path for path in paths if not Path(path).is_file()]
 
 
 def table(results: list[dict]) -> str:
@@ -70,6 +78,8 @@ def table(results: list[dict]) -> str:
         lines.append(f"{name:<{width}}{cells}  {target}")
     thresholds = ", ".join(f"{r['checkpoint']} {_threshold(r)}" for r in results)
     lines.append(f"refusal threshold (digit score): {thresholds}")
+    if any(r["verdicts"].get("fashion_mnist_missing") for r in results):  # else the row's absence says nothing
+        lines.append(FASHION_NOTE)
     return "\n".join(lines)
 
 
@@ -85,10 +95,22 @@ def _threshold(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", nargs="+", default=[str(p) for p in DEFAULT_CHECKPOINTS],
-                        help="checkpoints to measure (default: the two MNIST models in models/)")
+    parser.add_argument("--checkpoint", nargs="+",
+                        help="checkpoints to measure (default: the two MNIST models in models/, those that exist)")
     args = parser.parse_args(argv)
-    print(table(run(args.checkpoint)))
+    missing = missing_checkpoints(args.checkpoint or [])
+    if missing:  # named on purpose: skipping it would report on fewer models than asked for
+        named = "checkpoint" + ("s" if len(missing) > 1 else "")
+        print(f"error: {named} {', '.join(missing)} not found: name existing .pth files, "
+              "or train the MNIST models with `make train`", file=sys.stderr)
+        return 2
+    from mnist_classifier.errors import UserError
+
+    try:
+        print(table(run(args.checkpoint or DEFAULT_CHECKPOINTS)))
+    except UserError as error:  # a corrupt or foreign checkpoint: its one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     return 0
 
 

@@ -37,11 +37,15 @@ from mnist_classifier.onnx_backend import CHUNK, SMALL_BATCH, load_onnx_predicto
 from mnist_classifier.inference import Predictor
 from mnist_classifier.reader import load_predictor
 
-DEFAULT_CHECKPOINT = "models/simple_cnn_best.pth"
+# The project's folders, not the working directory's: run from elsewhere, it must not fetch MNIST into ./data
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = ROOT / "models" / "simple_cnn_best.pth"
+DEFAULT_DATA_DIR = ROOT / "data"
 P50_TARGET_MS, SPEEDUP_TARGET, FULL_TEST_TARGET_S = 0.2, 4.0, 1.0
 
 
-def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, data_dir: str | Path = "data", quick: bool = False) -> dict:
+def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, data_dir: str | Path = DEFAULT_DATA_DIR,
+        quick: bool = False) -> dict:
     """Measure both backends; returns {"rows": [...], "notes": {...}} (rows as printed by `format_table`)."""
     load_before = os.getloadavg()[0]
     torch_predictor = load_predictor(checkpoint)
@@ -169,8 +173,10 @@ def _ort_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"model to measure (default: {DEFAULT_CHECKPOINT})")
-    parser.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                        help="model to measure (default: the project's models/simple_cnn_best.pth)")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="dataset folder (default: the project's data/)")
     parser.add_argument("--quick", action="store_true", help="fewer samples, for make bench-quick (default: off)")
     args = parser.parse_args(argv)
     try:

@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -33,6 +34,7 @@ import train_speed  # noqa: E402
 import user_writer  # noqa: E402
 
 REPORT = ROOT / "docs" / "benchmarks.md"
+PARTIAL = ROOT / "reports" / "benchmarks-partial.md"  # a run with a failed section
 
 
 def machine() -> str:
@@ -42,44 +44,65 @@ def machine() -> str:
 
     cpu = read_cpu_model()
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, no GPU; Python {platform.python_version()}, "
+    gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) \
+        if torch.cuda.is_available() else ""
+    accelerator = f"{gpus} present but not used (every figure here is the CPU's)" if gpus else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, {accelerator}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, load average before the run {os.getloadavg()[0]:.2f}")
 
 
-def sections(checkpoint: Path, quick: bool) -> list[tuple[str, str]]:
-    """(title, fixed-width table) for each benchmark, in the order they run."""
+def sections(checkpoint: Path, quick: bool) -> list[tuple[str, Callable[[], str]]]:
+    """(title, a function measuring it and returning its fixed-width table) for each benchmark, in order."""
     import torch
 
     from mnist_classifier.hardware import native_bf16
 
-    out = []
-    started = time.perf_counter()
-    out.append(("Training: whole-tensor pipeline vs seed-style DataLoader (SimpleCNN)",
-                train_speed.format_table(train_speed.run(quick))))
-    # The seed loop reaches 99.2% in its 4th epoch: with 4 its time to 99.2% is measured, not bounded
-    out.append(("Training: the seed project's own loop vs ours (benchmarks/seed_loop.py)",
-                seed_loop.table(seed_loop.run(quick, seed_epochs=None if quick else 4))))
-    # bf16 rows only where `--precision auto` would train in bf16: elsewhere it is emulated, ~7x slower
-    out.append(("Training: SimpleCNN's own speed, no data pipeline: the ceiling of any loop (benchmarks/network_speed.py)",
-                network_speed.table(network_speed.run(rounds=2 if quick else 6, bf16=native_bf16(torch.device("cpu"))[0]))))
-    out.append(("Drawn digits: accuracy after preprocessing, and demo latency",
-                drawn_digits.table(drawn_digits.run(checkpoint, count=1000 if quick else 10_000,
-                                                    runs=100 if quick else 500))))
     checkpoints = [checkpoint] if quick else [checkpoint, ROOT / "models" / "improved_cnn_best.pth"]
-    out.append(("Honest answers: calibration and 'not a digit' (benchmarks/honest_answers.py)",
-                honest_answers.table(honest_answers.run(checkpoints))))
-    out.append(("Python API: import, load() and the first predict() in a fresh process",
-                library_start.table(library_start.run(repeats=3 if quick else 5))))
-    out.append(("Inference: ONNX Runtime vs eager PyTorch",
-                inference.format_table(inference.run(checkpoint, quick=quick))))
+    out = [
+        ("Training: whole-tensor pipeline vs seed-style DataLoader (SimpleCNN)",
+         lambda: train_speed.format_table(train_speed.run(quick))),
+        # The seed loop reaches 99.2% in its 4th epoch: with 4 its time to 99.2% is measured, not bounded
+        ("Training: the seed project's own loop vs ours (benchmarks/seed_loop.py)",
+         lambda: seed_loop.table(seed_loop.run(quick, seed_epochs=None if quick else 4))),
+        # bf16 rows only where `--precision auto` would train in bf16: elsewhere it is emulated, ~7x slower
+        ("Training: SimpleCNN's own speed, no data pipeline: the ceiling of any loop (benchmarks/network_speed.py)",
+         lambda: network_speed.table(network_speed.run(rounds=2 if quick else 6,
+                                                       bf16=native_bf16(torch.device("cpu"))[0]))),
+        ("Drawn digits: accuracy after preprocessing, and demo latency",
+         lambda: drawn_digits.table(drawn_digits.run(checkpoint, count=1000 if quick else 10_000,
+                                                     runs=100 if quick else 500))),
+        ("Honest answers: calibration and 'not a digit' (benchmarks/honest_answers.py)",
+         lambda: honest_answers.table(honest_answers.run(checkpoints))),
+        ("Python API: import, load() and the first predict() in a fresh process",
+         lambda: library_start.table(library_start.run(repeats=3 if quick else 5))),
+        ("Inference: ONNX Runtime vs eager PyTorch",
+         lambda: inference.format_table(inference.run(checkpoint, quick=quick))),
+    ]
     for backend, workers, onnx in served_models():
         out.append((f"Web server ({backend}): 16 concurrent clients posting drawn digits",
-                    serve_load.report(serve_load.run(duration=5 if quick else 20, clients=16,
-                                                     checkpoint=checkpoint, workers=workers, onnx=onnx))))
+                    lambda workers=workers, onnx=onnx: serve_load.report(serve_load.run(
+                        duration=5 if quick else 20, clients=16, checkpoint=checkpoint, workers=workers, onnx=onnx))))
     out.append(("Your handwriting: finetune on a generated writer MNIST lacks (benchmarks/user_writer.py)",
-                user_writer.table(user_writer.run(checkpoint, quick=quick))))
-    print(f"benchmarks took {time.perf_counter() - started:.0f} s", file=sys.stderr)
+                lambda: user_writer.table(user_writer.run(checkpoint, quick=quick))))
     return out
+
+
+def measure_all(planned: list[tuple[str, Callable[[], str]]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each section measured and printed as soon as it is done, so a late failure loses nothing
+    before it; a failing section is reported as such and the rest still run. Returns the
+    (title, table) parts and the titles that failed."""
+    parts, failed = [], []
+    started = time.perf_counter()
+    for title, measure in planned:
+        try:
+            table = measure()
+        except Exception as error:  # noqa: BLE001 (one benchmark's failure must not cost the others)
+            table = f"failed: {type(error).__name__}: {error}"
+            failed.append(title)
+        parts.append((title, table))
+        print(f"\n{title}\n{table}", flush=True)
+    print(f"benchmarks took {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return parts, failed
 
 
 def served_models() -> list[tuple[str, int, bool]]:
@@ -91,15 +114,15 @@ def served_models() -> list[tuple[str, int, bool]]:
             (f"ONNX Runtime, --workers {cores}: the default", cores, True)]
 
 
-def write_report(parts: list[tuple[str, str]], command: str) -> None:
+def write_report(parts: list[tuple[str, str]], command: str, path: Path = REPORT) -> None:
     lines = ["# Benchmarks", "", f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}.", "",
              f"Command: `{command}` (this file is rewritten by it).", ""]
     for title, table in parts:
         lines += [f"## {title}", "", "```", table, "```", ""]
-    previous = REPORT.read_text() if REPORT.exists() else ""
+    previous = path.read_text() if path.exists() else ""
     if "<!-- notes -->" in previous:  # hand-written notes below the marker survive a rerun
         lines.append(previous[previous.index("<!-- notes -->"):].rstrip())
-    REPORT.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     if not checkpoint.is_file():
         print(f"error: checkpoint {checkpoint} not found: run `make train` first", file=sys.stderr)
         return 2
-    parts = sections(checkpoint, args.quick)
-    for title, table in parts:
-        print(f"\n{title}\n{table}")
+    parts, failed = measure_all(sections(checkpoint, args.quick))
+    command = shlex.join(["make", "bench-quick" if args.quick else "bench"])
+    if failed:  # docs/benchmarks.md is the record: a partial run goes beside it, not over it
+        PARTIAL.parent.mkdir(parents=True, exist_ok=True)
+        write_report(parts, command, PARTIAL)
+        print(f"\n{len(failed)} section(s) failed ({'; '.join(failed)}); docs/benchmarks.md left as it was, "
+              f"this run's tables are in {PARTIAL.relative_to(ROOT)}", file=sys.stderr)
+        return 1
     if not args.quick:  # the quick run is a smoke test; only the full run is the record
-        write_report(parts, shlex.join(["make", "bench"]))
+        write_report(parts, command)
         print(f"\nwrote {REPORT.relative_to(ROOT)}")
     return 0
 

@@ -202,8 +202,9 @@ def ours_worker(quick: bool, epochs: int, turns: Turns, kept: bool = False) -> d
     from mnist_classifier.training import steps_per_epoch, train
 
     with tempfile.TemporaryDirectory() as scratch:
+        # device "cpu": the seed loop runs on the CPU, so ours does too, even where a GPU is there
         config = resolve_config(None, dict(epochs=epochs, save_dir=f"{scratch}/models", log_dir=f"{scratch}/runs",
-                                           data_dir=scratch_data_dir(Path(scratch)),
+                                           data_dir=scratch_data_dir(Path(scratch)), device="cpu",
                                            limit_train=QUICK_IMAGES if quick else None))
         if kept:
             prepare_ahead(config)  # before its first turn: what an earlier run left in data/prepared/
@@ -242,6 +243,11 @@ def ours_worker(quick: bool, epochs: int, turns: Turns, kept: bool = False) -> d
             "seconds_to_target": next((seconds for seconds, accuracy in tests if accuracy >= TARGET_ACCURACY), None),
             "wall_seconds": wall, "epochs": epochs, "train_size": train_size,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": precision}
+
+
+def maxrss_mb(maxrss: int) -> float:
+    """getrusage's ru_maxrss in MB: it counts KB on Linux but bytes on macOS."""
+    return maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def scratch_data_dir(scratch: Path) -> str:
@@ -298,8 +304,8 @@ def _children() -> list[str]:
 
 
 def peak_rss_mb(children: ChildMemory) -> dict:
-    """ru_maxrss is in KB on Linux; the children's peak as ChildMemory saw it (DataLoader or set-up workers)."""
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    """This process's peak, and the children's as ChildMemory saw it (DataLoader or set-up workers)."""
+    return {"peak_rss_mb": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
             "peak_child_rss_mb": children.stop()}
 
 

@@ -9,10 +9,11 @@
 
 Each seed trains through the real CLI (`mnist-classifier train`) into
 models/seeds/<model>_<dataset>_seed<N>/, so its best checkpoint can be evaluated,
-exported or ensembled afterwards. A seed whose run already finished is not trained
-again; delete its folder to retrain it. Test accuracy is the figure `train` records in
-the best checkpoint (scored once, after training); training time is the sum of the
-epochs' own timings, without start-up and evaluation.
+exported or ensembled afterwards. A seed whose run already finished with the settings
+asked for (epochs, precision and the rest of the recipe, as its checkpoint records them)
+is not trained again; one with other settings is trained again over it. Test accuracy is
+the figure `train` records in the best checkpoint (scored once, after training); training
+time is the sum of the epochs' own timings, without start-up and evaluation.
 """
 from __future__ import annotations
 
@@ -27,7 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mnist_classifier.checkpoint import load_checkpoint  # noqa: E402
+from mnist_classifier.config import config_from_dict, resolve_config  # noqa: E402
+from mnist_classifier.hardware import choose_precision, resolve_device  # noqa: E402
 from mnist_classifier.training import checkpoint_stem  # noqa: E402
+
+# Where and how a run was carried out, not what it learnt: a difference here is no reason to retrain.
+NOT_COMPARED = {"save_dir", "log_dir", "data_dir", "device", "num_threads", "save_interval"}
 
 
 def run_folder(args: argparse.Namespace, seed: int) -> Path:
@@ -37,6 +43,25 @@ def run_folder(args: argparse.Namespace, seed: int) -> Path:
 
 def checkpoint(args: argparse.Namespace, seed: int, kind: str = "best") -> Path:
     return run_folder(args, seed) / f"{checkpoint_stem(args.model, args.dataset)}_{kind}.pth"
+
+
+def requested_config(args: argparse.Namespace, seed: int) -> dict:
+    """The config `train_seed` would train with: the recipe, then the flags it passes."""
+    return resolve_config(None, {"model_name": args.model, "dataset": args.dataset, "seed": seed,
+                                 "precision": args.precision, "epochs": args.epochs}).to_dict()
+
+
+def settings_changed(args: argparse.Namespace, seed: int) -> list[str]:
+    """'key stored -> requested' for each setting where the finished run differs from this request."""
+    payload = load_checkpoint(checkpoint(args, seed))
+    stored = config_from_dict(payload.get("config", {})).to_dict()
+    requested = requested_config(args, seed)
+    changed = [f"{key} {stored.get(key)!r} -> {value!r}" for key, value in requested.items()
+               if key not in NOT_COMPARED and stored.get(key) != value]
+    # --precision auto means bf16 on one machine and fp32 on another: compare what it resolves to here
+    used = payload.get("precision", {}).get("name", "fp32")  # checkpoints older than --precision: fp32
+    now = choose_precision(args.precision, resolve_device("auto")).name
+    return changed + ([f"precision used {used!r} -> {now!r}"] if used != now else [])
 
 
 def finished(args: argparse.Namespace, seed: int) -> bool:
@@ -49,7 +74,7 @@ def train_seed(args: argparse.Namespace, seed: int) -> None:
     command = [sys.executable, "-m", "mnist_classifier", "train", "--model", args.model, "--dataset", args.dataset,
                "--seed", str(seed), "--precision", args.precision, "--save-dir", str(folder),
                "--log-dir", str(ROOT / "runs" / "seeds")]
-    if args.epochs:
+    if args.epochs is not None:
         command += ["--epochs", str(args.epochs)]
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
@@ -77,20 +102,26 @@ def summarise(args: argparse.Namespace) -> None:
                                      for s in args.seeds))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="improved_cnn")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--model", default="improved_cnn", help="train --model (default: improved_cnn)")
+    parser.add_argument("--dataset", default="mnist", help="train --dataset (default: mnist)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run per seed (default: 1 2 3)")
+    parser.add_argument("--epochs", type=int, help="train --epochs (default: the recipe's); "
+                        "a finished run with other settings is trained again")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="train --precision (default: auto)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for seed in args.seeds:
         if finished(args, seed):
-            print(f"seed {seed}: already trained in {run_folder(args, seed).relative_to(ROOT)}")
-        else:
-            train_seed(args, seed)
+            folder = run_folder(args, seed).relative_to(ROOT)
+            changed = settings_changed(args, seed)
+            if not changed:
+                print(f"seed {seed}: already trained in {folder} with these settings")
+                continue
+            # reporting the old run would present other settings' result as this one's
+            print(f"seed {seed}: the run in {folder} used other settings ({'; '.join(changed)}): training again")
+        train_seed(args, seed)
     summarise(args)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "models" / "simple_cnn_best.pth"
+PROC = Path("/proc")  # Linux's process table: the server's CPU time and its worker processes are read there
 TARGETS = {"requests_per_s": 300.0, "p99_ms": 50.0, "errors": 0}
 MAX_DURATION_S, MAX_CLIENTS = 300.0, 256  # bounded: a typo must not run for an hour
 CANVAS_SIDE = 336  # what the page's canvas sends (demo/static/index.html)
@@ -53,6 +54,7 @@ def run(duration: float = 20.0, clients: int = 16, checkpoint: str | Path | None
 
     With `onnx`, a .pth checkpoint is first exported (to a temporary folder) and the
     export is served, so that one command line reproduces the ONNX Runtime figures."""
+    require_proc()
     duration = min(max(float(duration), 0.5), MAX_DURATION_S)
     clients = min(max(int(clients), 1), MAX_CLIENTS)
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
@@ -157,6 +159,14 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
+def require_proc() -> None:
+    """Fail at once where there is no /proc (macOS, Windows): the server's CPU figure would read 0
+    and `wait_for_workers` would wait 90 s for workers it cannot see."""
+    if not (PROC / "self" / "stat").is_file():
+        raise BenchmarkError(f"serve_load reads the server's CPU time and workers from Linux's {PROC}, "
+                             "which this system lacks: run it on Linux")
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time the server has used, worker processes included (Linux): tells server
     cost apart from machine contention."""
@@ -166,7 +176,7 @@ def cpu_seconds(pid: int) -> float:
 def process_cpu(pid: int) -> dict[int, float]:
     """{pid: CPU seconds} of the process `pid` and its children."""
     used = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat in PROC.glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # ended while we looked
@@ -176,7 +186,7 @@ def process_cpu(pid: int) -> dict[int, float]:
     return used
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError:
@@ -192,7 +202,7 @@ def wait_for_workers(pid: int, workers: int, timeout: float = 90.0) -> None:
     while time.monotonic() < deadline:
         time.sleep(0.5)
         now = {child: cpu for child, cpu in process_cpu(pid).items()
-               if b"spawn_main" in read_bytes(f"/proc/{child}/cmdline")}  # not the resource tracker
+               if b"spawn_main" in read_bytes(PROC / str(child) / "cmdline")}  # not the resource tracker
         if len(now) == workers and all(now[child] - before.get(child, 0.0) < 0.05 for child in now):
             return
         before = now
@@ -236,8 +246,8 @@ def report(result: dict) -> str:
                result["p99_ms"] <= targets["p99_ms"]),
               ("errors", str(result["errors"]), str(targets["errors"]), result["errors"] <= targets["errors"]),
               ("server CPU", f"{result['server_cpu_ms_per_request']:.2f} ms", "per request", None)]
-    lines = [f"serve_load: {result['clients']} clients, {result['workers']} server process(es), {result['duration_s']} s, "
-             f"{result['requests']} requests, {Path(result['checkpoint']).name}",
+    lines = [f"serve_load: {result['clients']} clients, {result['workers']} server process(es), "
+             f"{result['duration_s']} s, {result['requests']} requests, {Path(result['checkpoint']).name}",
              f"{'metric':<12} {'measured':>10}  {'target':<10} verdict"]
     for name, measured, target, ok in checks:
         verdict = "" if ok is None else ("ok" if ok else "MISSED")
@@ -246,7 +256,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0,
                         help=f"seconds of load (default: 20, max {MAX_DURATION_S:g})")
@@ -257,7 +267,7 @@ def main() -> int:
     parser.add_argument("--onnx", action="store_true",
                         help="export the .pth checkpoint to ONNX first and serve the export (default: serve as given)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON (default: a table)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         result = run(args.duration, args.clients, args.checkpoint, args.workers, args.onnx)
     except BenchmarkError as error:

@@ -7,6 +7,11 @@ Both pipelines train the same SimpleCNN on the same real MNIST images on the CPU
 The seed-style one is what the original project did: torchvision's per-sample path
 (a PIL image per sample, ToTensor, Normalize) in a `Dataset` returning normalised tensors,
 `DataLoader(batch_size=64, shuffle=True, num_workers=2)`, Adam at 1e-3. Each pipeline runs in its own process, so its peak RSS is its own.
+
+This baseline is stricter than the seed's own loop (benchmarks/seed_loop.py: no per-batch logging,
+our model): the throughput target is issue 16's all the same (>= 3x where the CPU computes bf16
+natively, >= 1.8x elsewhere); the time to 99.2% counts epochs only, against this baseline's 1/4.
+Ours prepares its set-up afresh in a scratch data folder each time, as a first run does.
 """
 from __future__ import annotations
 
@@ -85,8 +90,13 @@ def ours_worker(images: int, until_accuracy: float | None, extras: bool = True) 
     from mnist_classifier.config import resolve_config
     from mnist_classifier.training import train
 
+    from seed_loop import scratch_data_dir  # benchmarks/, this script's folder, is on sys.path
+
     with tempfile.TemporaryDirectory() as scratch:
-        overrides = dict(data_dir=str(ROOT / "data"), save_dir=f"{scratch}/models", log_dir=f"{scratch}/runs")
+        # A scratch data folder: every run prepares its set-up afresh, as a first run does, and
+        # the user's data/prepared/ is neither used nor crowded. The CPU, as the baseline's.
+        overrides = dict(data_dir=scratch_data_dir(Path(scratch)), save_dir=f"{scratch}/models",
+                         log_dir=f"{scratch}/runs", device="cpu")
         if not extras:
             overrides.update(pen_redraw=0.0, outlier_weight=0.0)
         if until_accuracy is None:
@@ -115,8 +125,10 @@ def run_worker(kind: str, images: int, until_accuracy: float | None) -> dict:
     if status != 0:
         raise RuntimeError(f"{kind} worker failed with status {status}")
     result = json.loads(output.strip().splitlines()[-1])
-    # ru_maxrss of the child itself (KB on Linux); DataLoader workers are separate processes.
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    from seed_loop import maxrss_mb
+
+    # ru_maxrss of the child itself; DataLoader workers are separate processes.
+    result["peak_rss_mb"] = maxrss_mb(usage.ru_maxrss)
     return result
 
 
@@ -132,7 +144,8 @@ def rows(results: dict) -> list[tuple[str, str, float, float, str]]:
     """(figure, unit, ours, seed-style, target) rows for the report table."""
     speed = results["speed"]
     table = [
-        ("throughput vs seed-style", "images/s", speed["ours"]["images_per_s"], speed["seed_style"]["images_per_s"], ">= 3x"),
+        ("throughput vs seed-style", "images/s", speed["ours"]["images_per_s"], speed["seed_style"]["images_per_s"],
+         throughput_target()),
         ("peak RSS vs seed-style", "MB", speed["ours"]["peak_rss_mb"], speed["seed_style"]["peak_rss_mb"], "lower"),
         # baseline column: ours without the honest-answer extras (exposure.py)
         ("epoch time, extras vs none", "s", speed["ours"]["train_seconds"], speed["ours_plain"]["train_seconds"],
@@ -147,6 +160,15 @@ def rows(results: dict) -> list[tuple[str, str, float, float, str]]:
         table.append(("accuracy reached vs seed-style", "%", 100 * reach["ours"]["test_accuracy"],
                       100 * reach["seed_style"]["test_accuracy"], ">= 99.2"))
     return table
+
+
+def throughput_target() -> str:
+    """Issue 16's, as benchmarks/seed_loop.py states it: the CPU decides which applies."""
+    import torch
+
+    from mnist_classifier.hardware import native_bf16
+
+    return ">= 3x" if native_bf16(torch.device("cpu"))[0] else ">= 1.8x"
 
 
 def test_accuracy(model, data) -> float:

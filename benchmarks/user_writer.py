@@ -2,6 +2,7 @@
 
     python benchmarks/user_writer.py                       # models/simple_cnn_best.pth, else the bundled model
     python benchmarks/user_writer.py --checkpoint PATH --fresh 500
+    python benchmarks/user_writer.py --quick               # 200 fresh drawings; --fresh N still wins
 
 The writer draws every digit its own way, with a thick felt pen of even width and a strong
 backward slant (MNIST writers lean forward or stand upright): a slashed 0, a 1 with a long
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "models" / "simple_cnn_best.pth"
 PER_DIGIT = 10  # labelled drawings per digit handed to finetune
 FRESH = 500  # drawings to measure on, never seen by finetune
+QUICK_FRESH = 200  # with --quick, unless --fresh says otherwise
 TRAIN_SEED, FRESH_SEED = 1, 2  # the two sets never share a drawing
 TARGET_ACCURACY, TARGET_GAIN_POINTS = 0.95, 15.0
 TARGET_MNIST_DROP_POINTS = 0.2
@@ -164,8 +166,15 @@ def fresh_accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray) -> 
     return float((logits.argmax(1).numpy() == labels).mean())
 
 
-def run(checkpoint: str | Path | None = None, quick: bool = False, fresh: int = FRESH) -> dict:
-    """Fine-tune on the writer's 100 drawings; measure on `fresh` others (fewer with `quick`)."""
+def fresh_count(fresh: int | None, quick: bool) -> int:
+    """Drawings to measure on: the count asked for wins over --quick's smaller default."""
+    if fresh is not None:
+        return fresh
+    return QUICK_FRESH if quick else FRESH
+
+
+def run(checkpoint: str | Path | None = None, quick: bool = False, fresh: int | None = None) -> dict:
+    """Fine-tune on the writer's 100 drawings; measure on `fresh` others (default FRESH, QUICK_FRESH with `quick`)."""
     import honest_answers
     from seed_loop import cpu_info  # the machine line the other benchmarks print (CPU model, flags)
 
@@ -173,8 +182,7 @@ def run(checkpoint: str | Path | None = None, quick: bool = False, fresh: int = 
 
     base = base_checkpoint(checkpoint)
     machine = cpu_info()  # before the run: the load average then
-    fresh = 200 if quick else fresh
-    _, images, labels = writer_digits(-(-fresh // 10), FRESH_SEED)
+    _, images, labels = writer_digits(-(-fresh_count(fresh, quick) // 10), FRESH_SEED)
     with tempfile.TemporaryDirectory() as scratch:
         fill_store(Path(scratch) / "user")
         tuned = Path(scratch) / "tuned.pth"
@@ -241,9 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="model to fine-tune (default: models/simple_cnn_best.pth, "
                         "else the model bundled in the package)")
-    parser.add_argument("--fresh", type=int, default=FRESH, help=f"fresh drawings to measure on (default: {FRESH})")
-    parser.add_argument("--quick", action="store_true", help="200 fresh drawings (default: off)")
+    parser.add_argument("--fresh", type=int, help=f"fresh drawings to measure on, rounded up to a multiple of 10 "
+                        f"(default: {FRESH}, or {QUICK_FRESH} with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_FRESH} fresh drawings unless --fresh is given (default: off)")
     args = parser.parse_args(argv)
+    if args.fresh is not None and args.fresh < 1:
+        parser.error(f"--fresh must be at least 1, not {args.fresh}")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        # found now, not as finetune's traceback after the drawings are made
+        print(f"error: checkpoint {args.checkpoint} not found: name an existing .pth file, or leave --checkpoint "
+              "out to use models/simple_cnn_best.pth (else the bundled model)", file=sys.stderr)
+        return 2
     result = run(args.checkpoint, args.quick, args.fresh)
     print(result["output"].rstrip())
     print()

@@ -104,7 +104,7 @@ BROKEN = {
     "unknown-architecture": "unknown model 'resnet9000'",
     "shape-mismatched": "do not fit model 'simple_cnn'",
 }
-COMMANDS = ("evaluate", "predict", "export", "serve", "demo", "train --resume")
+COMMANDS = ("evaluate", "predict", "export", "serve", "demo", "train --resume", "calibrate", "finetune")
 
 
 @pytest.fixture
@@ -141,6 +141,9 @@ def nothing_starts(monkeypatch, tmp_path):
             "serve": ["serve", "--checkpoint", str(checkpoint), "--port", "0"],
             "demo": ["demo", "--checkpoint", str(checkpoint)],
             "train --resume": ["train", "--resume", str(checkpoint), "--data-dir", str(DATA_DIR)],
+            "calibrate": ["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(DATA_DIR)],
+            "finetune": ["finetune", "--checkpoint", str(checkpoint), "--data-dir", str(DATA_DIR),
+                         "--user-data", str(tmp_path / "user")],
         }[command]
 
     return started, argv

@@ -174,6 +174,19 @@ def test_console_command_exit_status_says_whether_any_file_failed(small_checkpoi
     assert usage.returncode == 2 and "IMAGE" in usage.stderr
 
 
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_reader_that_stops_early_ends_it_quietly(small_checkpoint, sure_digits, tmp_path, output):
+    """`predict *.png | head`: head closes the pipe; predict stops without a traceback, as `ls | head` does."""
+    image = write_digit(tmp_path / "eight.png", sure_digits[8])
+    command = [sys.executable, "-m", "mnist_classifier", "predict", "--checkpoint", str(small_checkpoint), image]
+    process = subprocess.Popen(command + (["--json"] if output == "json" else []), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader has gone before the first answer is written
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141, stderr  # 128 + SIGPIPE, what the shell reports for `ls | head`
+    assert stderr == ""
+
+
 def test_jpeg_photo_of_a_digit_is_read(small_checkpoint, sure_digits, tmp_path, capsys):
     """A lossy JPEG (ringing around the strokes) on grey paper still reads right."""
     big = cv2.resize(sure_digits[4], None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC)

@@ -6,7 +6,9 @@ stderr and a non-zero exit status; see errors.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from .datasets import DATASETS, SOURCE_NAMES
@@ -305,6 +307,19 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:  # `predict ... | head` closed the pipe: stop quietly, as `ls | head` does
+        return stop_writing_to_closed_pipe()
+
+
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process that SIGPIPE ended
+
+
+def stop_writing_to_closed_pipe() -> int:
+    """Point stdout at /dev/null, so that Python's flush at exit does not raise again."""
+    with suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return SIGPIPE_EXIT
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""The benchmark scripts fail fast and say what they measured: --help, missing checkpoints,
+settings that changed (benchmarks/*.py; nothing here trains or runs a benchmark)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import honest_answers  # noqa: E402  (benchmarks/ is not a package)
+import library_start  # noqa: E402
+import user_writer  # noqa: E402
+
+MISSING = "/nonexistent/model.pth"
+
+
+def run_script(name: str, *flags: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *flags], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for word in words:
+        assert word in lines[0]
+
+
+# ------------------------------------------------------------------ library_start.py
+
+
+def test_library_start_help_prints_usage_instead_of_running():
+    done = run_script("library_start.py", "--help")
+    assert done.returncode == 0
+    assert "usage:" in done.stdout and "--repeats" in done.stdout
+
+
+def test_library_start_refuses_zero_repeats_before_starting_a_process():
+    done = run_script("library_start.py", "--repeats", "0")
+    assert done.returncode == 2 and "--repeats must be at least 1" in done.stderr
+
+
+def test_library_start_table_states_the_repeats_it_measured():
+    rows = [{"model": name, "import": 0.2, "load": 0.1, "predict": 0.01, "total": total, "torch": torch,
+             "digit": 7, "repeats": 3} for name, total, torch in (("onnx", 0.31, False), ("pth", 1.2, True))]
+    text = library_start.table(rows)
+    assert "medians of 3 fresh processes" in text and "of 5" not in text
+
+
+# ------------------------------------------------------------------ honest_answers.py
+
+
+def test_honest_answers_named_missing_checkpoint_is_an_error():
+    assert_one_line_error(run_script("honest_answers.py", "--checkpoint", MISSING), MISSING, "make train")
+
+
+def test_honest_answers_does_not_skip_a_missing_checkpoint_among_existing_ones(tmp_path):
+    present = tmp_path / "present.pth"
+    present.write_bytes(b"never read: the missing one is refused first")
+    done = run_script("honest_answers.py", "--checkpoint", str(present), MISSING)
+    assert_one_line_error(done, MISSING)
+    assert str(present) not in done.stderr
+
+
+def honesty_result(name: str, fashion_missing: bool) -> dict:
+    """What `measure` returns, with made-up figures (no model is loaded)."""
+    non_digits = [{"family": "scribbles", "answered_not_a_digit": 0.95}]
+    if not fashion_missing:
+        non_digits.append({"family": "clothes (Fashion-MNIST, never trained on)", "answered_not_a_digit": 0.93})
+    verdicts = {"reject_threshold": 0.5, "digits": [{"set": "MNIST test", "answered_digit": 0.995, "accuracy": 0.99}],
+                "non_digits": non_digits, "reviewed": [], "fashion_mnist_missing": fashion_missing}
+    return {"checkpoint": name, "accuracy": 0.99, "verdicts": verdicts,
+            "calibration": {"before": {"ece": 0.02}, "after": {"ece": 0.005}}}
+
+
+def test_honest_answers_table_says_why_the_clothes_row_is_missing():
+    text = honest_answers.table([honesty_result("simple_cnn_best.pth", fashion_missing=True)])
+    assert text.splitlines()[-1] == honest_answers.FASHION_NOTE
+    assert "mnist-classifier data --dataset fashion-mnist" in text
+
+
+def test_honest_answers_table_has_no_note_when_the_clothes_row_is_there():
+    text = honest_answers.table([honesty_result("simple_cnn_best.pth", fashion_missing=False)])
+    assert "clothes (Fashion-MNIST" in text and honest_answers.FASHION_NOTE not in text
+
+
+def test_honest_answers_without_trained_models_still_says_so_and_exits_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(honest_answers, "DEFAULT_CHECKPOINTS", (tmp_path / "simple_cnn_best.pth",))
+    assert honest_answers.main([]) == 0
+    assert "no trained MNIST checkpoint in models/" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ user_writer.py
+
+
+def test_user_writer_missing_checkpoint_is_one_line_not_a_traceback():
+    assert_one_line_error(run_script("user_writer.py", "--checkpoint", MISSING), MISSING)
+
+
+def test_user_writer_fresh_count_wins_over_quick():
+    assert user_writer.fresh_count(1000, quick=True) == 1000
+    assert user_writer.fresh_count(None, quick=True) == user_writer.QUICK_FRESH
+    assert user_writer.fresh_count(None, quick=False) == user_writer.FRESH
+
+
+# ------------------------------------------------------------------ inference.py
+
+
+def test_inference_reads_the_projects_folders_from_any_working_directory(tmp_path, monkeypatch):
+    import inference
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_predictor(checkpoint):
+        asked["checkpoint"] = Path(checkpoint)
+        return argparse.Namespace(info={"dataset": "mnist"})
+
+    def fake_data(data_dir, *_args, **_kwargs):
+        asked["data_dir"] = Path(data_dir)
+        raise Stop  # nothing past this point is under test
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inference, "load_predictor", fake_predictor)
+    monkeypatch.setattr(inference, "load_data", fake_data)
+    with pytest.raises(Stop):
+        inference.run()
+    assert asked == {"checkpoint": ROOT / "models" / "simple_cnn_best.pth", "data_dir": ROOT / "data"}
+    assert not (tmp_path / "data").exists()
+
+
+# ------------------------------------------------------------------ seeds.py
+
+
+@pytest.fixture
+def seeds_run(tmp_path, monkeypatch):
+    """seeds.py with models/ in tmp_path and training replaced by a record of the seeds it would train."""
+    import seeds
+
+    monkeypatch.setattr(seeds, "ROOT", tmp_path)
+    trained: list[int] = []
+    monkeypatch.setattr(seeds, "train_seed", lambda _args, seed: trained.append(seed))
+    monkeypatch.setattr(seeds, "summarise", lambda _args: None)
+    return seeds, trained
+
+
+def seeds_args(epochs: int | None = None) -> argparse.Namespace:
+    """What `seeds.py --model simple_cnn [--epochs N]` parses to."""
+    return argparse.Namespace(model="simple_cnn", dataset="mnist", precision="auto", epochs=epochs)
+
+
+def precision_here() -> str:
+    """What `--precision auto` trains in on this machine."""
+    from mnist_classifier.hardware import choose_precision, resolve_device
+
+    return choose_precision("auto", resolve_device("auto")).name
+
+
+def save_finished_run(seeds, seed: int, epochs: int | None = None, precision_used: str | None = None) -> None:
+    """A best checkpoint as `train` leaves it, recording the settings of `seeds_args(epochs)`."""
+    import torch
+
+    args = seeds_args(epochs)
+    path = seeds.checkpoint(args, seed)
+    path.parent.mkdir(parents=True)
+    torch.save({"model_state_dict": {}, "config": seeds.requested_config(args, seed), "test_accuracy": 0.99,
+                "precision": {"name": precision_used or precision_here(), "reason": "test"}}, path)
+
+
+def test_seeds_reuses_a_run_with_the_same_settings(seeds_run):
+    seeds, trained = seeds_run
+    save_finished_run(seeds, seed=1, epochs=2)
+    seeds.main(["--model", "simple_cnn", "--seeds", "1", "--epochs", "2"])
+    assert trained == []
+
+
+def test_seeds_retrains_a_run_made_with_other_epochs(seeds_run, capsys):
+    seeds, trained = seeds_run
+    save_finished_run(seeds, seed=1, epochs=2)
+    save_finished_run(seeds, seed=2, epochs=5)
+    seeds.main(["--model", "simple_cnn", "--seeds", "1", "2", "--epochs", "5"])
+    assert trained == [1]
+    assert "epochs 2 -> 5" in capsys.readouterr().out
+
+
+def test_seeds_retrains_a_run_of_the_recipe_when_epochs_are_now_given(seeds_run):
+    seeds, trained = seeds_run
+    save_finished_run(seeds, seed=1)  # the recipe's epochs
+    recipe_epochs = seeds.requested_config(seeds_args(), 1)["epochs"]
+    seeds.main(["--model", "simple_cnn", "--seeds", "1", "--epochs", str(recipe_epochs + 1)])
+    assert trained == [1]
+
+
+def test_seeds_retrains_an_auto_run_that_used_another_precision(seeds_run, capsys):
+    seeds, trained = seeds_run
+    other = "fp32" if precision_here() == "bf16" else "bf16"  # as on a machine with(out) native bf16
+    save_finished_run(seeds, seed=1, epochs=2, precision_used=other)
+    seeds.main(["--model", "simple_cnn", "--seeds", "1", "--epochs", "2"])
+    assert trained == [1]
+    assert f"precision used {other!r}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ serve_load.py
+
+
+def test_serve_load_without_proc_fails_at_once(tmp_path, monkeypatch, capsys):
+    import serve_load
+
+    monkeypatch.setattr(serve_load, "PROC", tmp_path / "no-proc")
+    assert serve_load.main(["--duration", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Linux" in lines[0] and "no-proc" in lines[0]

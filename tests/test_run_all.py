@@ -1,0 +1,41 @@
+"""`make bench` keeps what it measured when one benchmark fails (benchmarks/run_all.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import run_all  # noqa: E402  (benchmarks/ is not a package)
+
+
+def test_a_failing_section_is_reported_and_the_rest_still_run(capsys):
+    def broken() -> str:
+        raise RuntimeError("server not ready after 90 s")
+
+    planned = [("first", lambda: "table one"), ("second", broken), ("third", lambda: "table three")]
+    parts, failed = run_all.measure_all(planned)
+
+    assert failed == ["second"]
+    assert parts == [("first", "table one"), ("second", "failed: RuntimeError: server not ready after 90 s"),
+                     ("third", "table three")]
+    printed = capsys.readouterr().out
+    assert printed.index("table one") < printed.index("failed: RuntimeError") < printed.index("table three")
+
+
+def test_a_partial_run_is_written_beside_the_record_not_over_it(tmp_path, monkeypatch):
+    record, partial = tmp_path / "benchmarks.md", tmp_path / "partial" / "benchmarks-partial.md"
+    record.write_text("# Benchmarks\n\nthe last full run\n")
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"not read: sections() is replaced below")
+    monkeypatch.setattr(run_all, "REPORT", record)
+    monkeypatch.setattr(run_all, "PARTIAL", partial)
+    monkeypatch.setattr(run_all, "ROOT", tmp_path)
+    monkeypatch.setattr(run_all, "sections", lambda _checkpoint, _quick: [
+        ("ok", lambda: "42 images/s"), ("broken", lambda: 1 / 0)])
+
+    assert run_all.main(["--checkpoint", str(checkpoint)]) == 1
+    assert record.read_text() == "# Benchmarks\n\nthe last full run\n"
+    written = partial.read_text()
+    assert "42 images/s" in written and "failed: ZeroDivisionError" in written and "`make bench`" in written
