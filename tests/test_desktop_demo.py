@@ -31,10 +31,10 @@ from mnist_classifier import datasets
 from mnist_classifier.cli import main
 from mnist_classifier.demo import desktop
 from mnist_classifier.demo.state import (COLLECTION_OFF, NOTHING_TO_SAVE, cleared, idle_line, new_state, pen_down,
-                                         pen_move, pen_up, report, with_prediction)
+                                         pen_move, pen_up, report, with_prediction, with_status)
 from mnist_classifier.calibration import Calibration
-from mnist_classifier.demo.panel import (ACCENT, ALERT, BAR, MUTED, PAPER, REFUSED, TEXT, Rect, compute_layout, render,
-                                         to_sheet)
+from mnist_classifier.demo.panel import (ACCENT, ALERT, BAR, MUTED, PAPER, REFUSED, TEXT, Rect, compute_layout,
+                                         hint_line, render, to_sheet)
 from mnist_classifier.demo.state import SHEET
 from mnist_classifier.inference import Predictor
 from mnist_classifier.reader import load_predictor
@@ -233,7 +233,7 @@ def test_a_digit_key_saves_the_drawing_with_that_label_and_the_answer_then(tmp_p
     state = predicted_seven()
     after = desktop.save_label(state, store, 7, "simple_cnn_user_best.pth")
     assert after.status == "saved as 7: 1 example, 1 of 7" and not after.alert
-    assert np.array_equal(after.ink, state.ink) and after.answer == state.answer  # the drawing stays
+    assert not after.ink.any() and after.answer is None  # a fresh sheet, as the browser's pad after a save
     [example] = store.examples()
     assert (example.label, example.verdict, example.answer, example.model) == (7, "digit", 1, "simple_cnn_user_best.pth")
     assert example.confidence == pytest.approx(0.82, abs=1e-4)
@@ -242,16 +242,17 @@ def test_a_digit_key_saves_the_drawing_with_that_label_and_the_answer_then(tmp_p
     drawing = np.array(Image.open(tmp_path / "user" / example.drawing))
     assert np.array_equal(drawing, state.ink)  # the 280x280 sheet the preprocessing was given
 
-    again = desktop.save_label(cleared(after), store, 7, "m")  # the status survives a clear; no ink now
+    again = desktop.save_label(after, store, 7, "m")  # the key pressed twice: the drawing is saved once
     assert again.status == NOTHING_TO_SAVE and again.alert and len(store.examples()) == 1
+    assert cleared(after).status == after.status  # C keeps the counts in view too
     four = desktop.save_label(predicted_seven(), store, 4, "m")
     assert four.status == "saved as 4: 2 examples, 1 of 4"
 
 
 def test_u_removes_the_last_example_and_says_what_is_left(tmp_path):
     store = ExampleStore(tmp_path / "user", warn=pytest.fail)
-    state = desktop.save_label(predicted_seven(), store, 3, "m")
-    state = desktop.save_label(state, store, 7, "m")
+    desktop.save_label(predicted_seven(), store, 3, "m")
+    state = desktop.save_label(predicted_seven(), store, 7, "m")
     state = desktop.undo_label(state, store)
     assert state.status == "removed the last example (a 7): 1 left" and not state.alert
     assert [example.label for example in store.examples()] == [3]
@@ -294,8 +295,22 @@ def test_the_status_line_is_drawn_across_the_window(tmp_path):
     saved = desktop.save_label(predicted_seven(), ExampleStore(tmp_path / "user"), 7, "m")
     frame = render(saved, layout, NAMES, "idle text")
     assert status_pixels(frame, TEXT) > 100 and status_pixels(frame, ALERT) == 0
-    refused = render(desktop.save_label(new_state(), None, 7, "m"), layout, NAMES)
-    assert status_pixels(refused, ALERT) > 100
+    refused = desktop.save_label(new_state(), None, 7, "m")
+    assert status_pixels(render(refused, layout, NAMES), ALERT) > 100
+
+
+def test_a_refusal_goes_when_the_next_stroke_starts_and_the_counts_stay():
+    refused = with_status(new_state(), NOTHING_TO_SAVE, alert=True)
+    drawing = pen_down(refused, (140.0, 140.0))
+    assert drawing.status == "" and not drawing.alert  # the idle line (model) is back
+    counted = pen_down(with_status(new_state(), "saved as 7: 1 example, 1 of 7"), (140.0, 140.0))
+    assert counted.status == "saved as 7: 1 example, 1 of 7"
+
+
+def test_the_key_hint_names_the_label_keys_only_while_labelling_is_on():
+    assert "0-9: save as that digit" in hint_line(collecting=True) and "U: undo" in hint_line(collecting=True)
+    assert hint_line(collecting=True).endswith("Esc: quit")
+    assert "0-9" not in hint_line(collecting=False) and "U: undo" not in hint_line(collecting=False)
 
 
 # ------------------------------------------------------------------ one-line failures
@@ -405,6 +420,7 @@ def test_real_window_draws_predicts_labels_resizes_and_quits_on_escape(x_display
         xdotool(x_display, "key", "--window", window, "u")
         assert wait_for(lambda: "removed the last example (a 7): 0 left" in out.read_text(), timeout=15)
         assert (tmp_path / "user" / INDEX).read_text() == ""
+        draw_vertical_stroke(x_display, window, canvas)  # the save cleared the sheet: draw again for the shot
 
         xdotool(x_display, "windowsize", window, "520", "780")  # portrait: the canvas moves to the top
         assert wait_for(lambda: window_geometry(x_display, window)[2:] == (520, 780), timeout=10)

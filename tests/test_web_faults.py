@@ -362,6 +362,8 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
     with serve_command(served, tmp_path, "--workers", "2") as running:
         workers = wait_for_children(running.process.pid, count=2)
         answers = post_digits(running, 24)
+        # The .pth is served through its ONNX export: no worker needs torch (~180 MB of memory each)
+        assert not any("libtorch" in (Path(f"/proc/{worker}") / "maps").read_text() for worker in workers)
         assert len(set(answers)) == 1 and answers[0] is not None, answers  # every process, one model
 
         served.unlink()  # retrained, moved or deleted while serving: a new worker still has the model
@@ -372,6 +374,21 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
         assert not set(workers) & set(child_pids(running.process.pid))
         assert stop(running.process) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
+
+
+def test_by_default_one_worker_per_core_the_process_may_use(small_checkpoint, tmp_path):
+    """A container or `taskset` allowing one core: one process, not one per core of the machine."""
+    one_core = min(os.sched_getaffinity(0))
+    process = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(small_checkpoint),
+                                "--port", "0", "--no-collect"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: os.sched_setaffinity(0, {one_core}))
+    try:
+        line = read_line(process, timeout=90)
+        assert "serving simple_cnn" in line and "worker processes" not in line, line
+        wait_until_healthy(re.search(r"at (http://\S+:\d+)/", line).group(1))
+    finally:
+        stop(process)
 
 
 def test_zero_workers_is_a_one_line_error(small_checkpoint, capsys):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .cores import usable_cores
 from .hardware import resolve_device
 
 
@@ -52,7 +53,7 @@ def setup(device_choice: str = "auto", num_threads: int | None = None) -> Contex
         # Ranks on one machine share its cores; oversubscribing them is slower than idle.
         # (One process keeps torch's default: one thread per physical core.)
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        torch.set_num_threads(max(1, usable_cores() // max(1, local_world)))
     return Context(rank, local_rank, world_size, device)
 
 

@@ -30,7 +30,6 @@ several times longer.
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from .bundled import TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_
 from .calibration import Calibration, calibrate_logits, digit_scores
 from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
 from .config import TrainConfig, config_from_dict
+from .cores import usable_cores
 from .data import Normalization, Split, load_data, load_local_split, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
 from .errors import UserError, to_stderr
@@ -231,8 +231,7 @@ def all_cores() -> Iterator[None]:
     """Torch on every core this process may use (its CPU affinity: a container or taskset may allow fewer
     than the machine has); the caller's setting is restored (the demos run torch on one thread)."""
     before = torch.get_num_threads()
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, allowed))
+    torch.set_num_threads(usable_cores())
     try:
         yield
     finally:

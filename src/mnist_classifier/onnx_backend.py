@@ -10,12 +10,12 @@ takes ~1.7 s on 2 cores).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .calibration import UNCALIBRATED, Calibration
+from .cores import usable_cores
 from .errors import CheckpointError, UserError
 from .inference import Predictor
 
@@ -44,7 +44,7 @@ class OnnxBackend:
 
     def __init__(self, model: bytes, threads: int | None = None, single_image_threads: int = 1):
         self.model = model
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.single = _session(self.model, single_image_threads, spin=single_image_threads > 1)
         self.batched = None
 

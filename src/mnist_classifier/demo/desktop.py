@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..inference import Predictor
 from ..reader import load_predictor
 from ..user_examples import ExampleStore
-from .panel import compute_layout, render, to_sheet
+from .panel import compute_layout, hint_line, render, to_sheet
 from .state import (COLLECTION_OFF, NOTHING_TO_SAVE, DemoState, cleared, idle_line, new_state, pen_down,
                     pen_move, pen_up, removed_line, report, saved_line, with_prediction, with_status)
 
@@ -62,7 +62,9 @@ def save_label(state: DemoState, store: ExampleStore | None, label: int, model: 
         saved = store.add(state.ink, state.model_input.image, label, model, state.answer)
     except (UserError, OSError) as error:
         return with_status(state, f"not saved: {error}", alert=True)
-    return with_status(state, saved_line(saved))
+    # A fresh sheet, as the browser's pad: a second key press cannot save the same drawing twice
+    # (a duplicate could land on both sides of finetune's held-back split); U takes it back.
+    return with_status(cleared(state), saved_line(saved))
 
 
 def undo_label(state: DemoState, store: ExampleStore | None) -> DemoState:
@@ -139,6 +141,7 @@ class _Window:
         self.predictor, self.names = predictor, predictor.class_names
         self.store, self.model = store, model or predictor.info.get("file") or predictor.model_name
         self.idle = idle_line(self.model, collecting=store is not None)
+        self.hint = hint_line(collecting=store is not None)
         self.state, self.layout, self.size = new_state(), compute_layout(*START_SIZE), START_SIZE
         self.dirty = True
 
@@ -172,7 +175,7 @@ class _Window:
         """One frame: re-layout on resize, redraw if anything changed, handle a key."""
         self._follow_window_size()
         if self.dirty:
-            cv2.imshow(WINDOW, render(self.state, self.layout, self.names, self.idle))
+            cv2.imshow(WINDOW, render(self.state, self.layout, self.names, self.idle, self.hint))
             self.dirty = False
         key = cv2.waitKey(15) & 0xFF
         if key == 27 or not _window_open():

@@ -24,6 +24,7 @@ TEXT, MUTED, ACCENT = (236, 236, 236), (150, 146, 142), (60, 190, 255)
 BAR, TRACK, REFUSED = (150, 128, 104), (62, 58, 55), (105, 105, 105)
 ALERT = (96, 96, 236)  # a status line that reports a refusal or an error
 HINT = "drag: draw   release or S: predict   C: clear   Esc: quit"
+LABEL_KEYS = "0-9: save as that digit   U: undo"
 _PAPER_LUT = np.linspace(PAPER, INK, 256).round().astype(np.uint8)  # ink 0..255 -> gray
 
 
@@ -102,9 +103,14 @@ def to_sheet(layout: Layout, x: float, y: float) -> tuple[float, float]:
 # ---------------------------------------------------------------------- rendering
 
 
-def render(state: DemoState, layout: Layout, class_names: list[str], idle: str = "") -> np.ndarray:
+def hint_line(collecting: bool) -> str:
+    """The key hint at the bottom: the label keys too while labelling is on."""
+    return HINT.replace("   Esc", f"   {LABEL_KEYS}   Esc") if collecting else HINT
+
+
+def render(state: DemoState, layout: Layout, class_names: list[str], idle: str = "", hint: str = HINT) -> np.ndarray:
     """The whole window as a (height, width, 3) BGR image; `idle` fills the status line,
-    muted, until the state has a status of its own."""
+    muted, until the state has a status of its own; `hint` is the key hint below it."""
     frame = np.empty((layout.height, layout.width, 3), np.uint8)
     # cv2 fills and copies ~30x faster than numpy's 3-channel broadcasts (5 ms a frame).
     cv2.rectangle(frame, (0, 0), (layout.width, layout.height), BACKGROUND, -1)
@@ -118,7 +124,7 @@ def render(state: DemoState, layout: Layout, class_names: list[str], idle: str =
         _text(frame, state.status, layout.status, ALERT if state.alert else TEXT, align="center")
     else:
         _text(frame, idle, layout.status, MUTED, align="center")
-    _text(frame, HINT, layout.hint, MUTED, align="center")
+    _text(frame, hint, layout.hint, MUTED, align="center")
     return frame
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 from fastapi import FastAPI
 
+from ..cores import usable_cores
 from ..errors import UserError
 from .web import create_app
 
@@ -37,7 +38,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     `user_data`: the folder labelled drawings are saved in (`POST /api/examples`); None: none are."""
     from ..reader import load_predictor
 
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     checkpoint = served_model(Path(checkpoint), backend, data_dir, log)
@@ -111,8 +112,8 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of `serve --workers N`."""
     from ..reader import load_predictor
 
-    tune_process()
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
+    tune_process()
     return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))),
                       user_data=json.loads(os.environ.get(USER_DATA_ENV, "null")))
 
@@ -130,11 +131,14 @@ def uvicorn_server(app, **options):
 
 
 def tune_process() -> None:
-    import torch
-
-    # One image per call: intra-op threads cost more to wake than they save, and
-    # requests already run in parallel.
-    torch.set_num_threads(1)
+    """Process-wide settings for answering one small image per request. Call it after loading
+    the model: torch is set only if the model brought it in (an ONNX worker never imports it,
+    ~180 MB a process)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # One image per call: intra-op threads cost more to wake than they save, and
+        # requests already run in parallel.
+        torch.set_num_threads(1)
     # OpenCV's pool splits each small resize or decode across cores and then spins
     # waiting for more work: ~0.7 ms of a second core per request, for nothing.
     cv2.setNumThreads(0)

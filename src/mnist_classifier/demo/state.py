@@ -44,7 +44,10 @@ def new_state() -> DemoState:
 
 
 def pen_down(state: DemoState, point: tuple[float, float]) -> DemoState:
-    return replace(state, ink=_stroke(state.ink, point, point), pen=point)
+    """Start a stroke. A refusal or error in the status line is about what came before: it goes
+    (the counts of a save stay in view while the next digit is drawn)."""
+    status, alert = ("", False) if state.alert else (state.status, False)
+    return replace(state, ink=_stroke(state.ink, point, point), pen=point, status=status, alert=alert)
 
 
 def pen_move(state: DemoState, point: tuple[float, float]) -> DemoState:
@@ -67,9 +70,9 @@ def with_status(state: DemoState, line: str, alert: bool = False) -> DemoState:
 
 
 def idle_line(model: str, collecting: bool) -> str:
-    """The status line before any label: which model answers, and the label keys (or that they are off)."""
-    keys = "0-9: save the drawing as that digit   U: undo" if collecting else COLLECTION_OFF
-    return f"model {model}   {keys}"
+    """The status line before any label: which model answers, and whether labelling is off
+    (the label keys themselves are in the key hint, `panel.hint_line`, always in view)."""
+    return f"model {model}" + ("" if collecting else f"   {COLLECTION_OFF}")
 
 
 def saved_line(saved: Saved) -> str:
