@@ -8,12 +8,14 @@ the real window go to artifacts/ (git-ignored).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import importlib.util
 import json
 import os
 import re
+import secrets
 import select
 import shutil
 import struct
@@ -347,6 +349,31 @@ def test_no_display_is_one_clear_line_not_a_qt_abort(display, monkeypatch, capsy
     assert "xvfb-run" in err and len(err.splitlines()) == 1
 
 
+def test_an_x_server_that_refuses_this_process_is_one_line_not_a_qt_abort(small_checkpoint, x_tools, tmp_path,
+                                                                         monkeypatch):
+    """sudo, a container or `ssh -X` without the cookie: the socket answers, the server says no, and
+    Qt would abort with a core dump (exit 134)."""
+    cookie = tmp_path / "cookie"
+    cookie.write_bytes(x_cookie_entry(secrets.token_bytes(16)))
+    with xvfb_on_free_display("-auth", str(cookie)) as display:
+        env = {**os.environ, "DISPLAY": display, "XAUTHORITY": str(tmp_path / "no-such-cookie")}
+        env.pop("WAYLAND_DISPLAY", None)
+        refused = subprocess.run([sys.executable, "-m", "mnist_classifier", "demo", "--checkpoint", str(small_checkpoint),
+                                  "--no-collect"], env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+        assert f"the X server on DISPLAY={display} refused this process" in refused.stderr
+        monkeypatch.setenv("XAUTHORITY", str(cookie))
+        assert desktop._x_server_lets_us_in(display)  # the control: with the cookie the same server lets us in
+
+
+def x_cookie_entry(cookie: bytes) -> bytes:
+    """One .Xauthority entry, for any host and display (family FamilyWild): what `xauth add` writes."""
+    def counted(data: bytes) -> bytes:
+        return struct.pack(">H", len(data)) + data
+    return struct.pack(">H", 0xFFFF) + counted(b"") + counted(b"") + counted(b"MIT-MAGIC-COOKIE-1") + counted(cookie)
+
+
 # ------------------------------------------------------------------ drawn digits keep their accuracy
 
 
@@ -456,10 +483,16 @@ def x_tools():
 
 @pytest.fixture
 def x_display(x_tools):
+    with xvfb_on_free_display() as display:
+        yield display
+
+
+@contextlib.contextmanager
+def xvfb_on_free_display(*options: str):
     """A fresh Xvfb on a display number it picks itself (-displayfd): no clash with others."""
     read_end, write_end = os.pipe()
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp"], pass_fds=(write_end,),
+                             "-nolisten", "tcp", *options], pass_fds=(write_end,),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write_end)
     try:

@@ -233,6 +233,18 @@ def test_naming_the_index_file_instead_of_its_folder_names_the_folder(tmp_path, 
     assert len(index.read_text().splitlines()) == 1
 
 
+def test_another_file_named_as_the_folder_is_refused_up_front_without_pointing_at_its_folder(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# a project\n")
+    with pytest.raises(UserError, match="README.md is a file, not a folder for labelled drawings") as refused:
+        ExampleStore(readme).check_usable()
+    assert f"({tmp_path})" not in str(refused.value)  # the repository root is no place for the drawings
+    with pytest.raises(UserError, match="cannot be a folder: .*README.md is a file"):
+        ExampleStore(readme / "user").check_usable()
+    ExampleStore(tmp_path / "new" / "user").check_usable()  # a folder to be made: fine, and not made yet
+    assert not (tmp_path / "new").exists() and readme.read_text() == "# a project\n"
+
+
 WRITER = """
 import sys, numpy as np
 from mnist_classifier.user_examples import ExampleStore

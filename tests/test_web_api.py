@@ -121,6 +121,14 @@ def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits, predi
     assert (upload.json()["verdict"], upload.json()["best_guess"]) == (expected.verdict, expected.best_guess)
 
 
+def test_a_png_sent_as_json_is_read_as_the_png_it_is(api, digits):
+    """`curl -H 'content-type: application/json' --data-binary @digit.png`: the bytes say PNG."""
+    png = as_paper_png(digits[3])
+    mislabelled = api.post("/api/predict", content=png, headers={"content-type": "application/json"})
+    assert mislabelled.status_code == 200, mislabelled.text
+    assert mislabelled.json()["probabilities"] == post_png(api, png).json()["probabilities"]
+
+
 def test_json_pixels_white_on_black_are_recognised(api, digits):
     answers = {digit: api.post("/api/predict", json={"pixels": image.tolist()}).json()
                for digit, image in digits.items()}
@@ -201,6 +209,9 @@ def test_overlapping_calls_share_one_forward_pass_and_its_errors():
 
 def test_health_and_model_card(api, predictor):
     assert api.get("/api/health").json() == {"status": "ok", "model": "simple_cnn"}
+    for route in ("/api/health", "/api/model"):  # uptime monitors and `curl -I` send HEAD
+        head = api.head(route)
+        assert head.status_code == 200 and head.content == b"", route
     card = api.get("/api/model").json()
     assert card["name"] == "simple_cnn" and card["parameters"] == 390_858
     assert 0.9 < card["validation_accuracy"] <= 1 and card["dataset"] == "mnist" and card["drawable"]

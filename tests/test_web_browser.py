@@ -196,3 +196,42 @@ def test_labelling_saves_the_drawing_and_undo_removes_it(browser, base_url, user
     expect(saved).to_have_text("removed the 1 saved last: 0 examples, 0 of 1")
     assert (user_data / "examples.jsonl").read_text() == ""
     assert page.errors == []
+
+
+def test_an_answer_is_taken_down_when_the_server_stops_answering(browser, base_url):
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    draw(page, ONE)
+    playwright_api.expect(page.locator("#digit")).to_have_text("1")
+    page.route("**/api/predict", lambda route: route.abort())  # as if the server had been stopped
+    draw(page, [(0.3, 0.5), (0.7, 0.5)])
+    playwright_api.expect(page.locator("#status")).to_contain_text("no answer from the server")
+    # not the 1 of the drawing before: nothing stands for an answer the model never gave
+    playwright_api.expect(page.locator("#digit")).to_have_attribute("data-state", "empty")
+    playwright_api.expect(page.locator("#confidence")).to_have_text("no answer")
+
+
+def test_keyboard_focus_is_visible_and_the_pad_is_named_for_screen_readers(browser, base_url):
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    assert page.get_by_role("img", name="drawing canvas").count() == 1
+    page.locator("#clear").focus()
+    page.keyboard.press("Tab")  # focus by keyboard: :focus-visible applies
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineColor")
+    behind = page.evaluate("""() => {  // the first opaque background around the button: what the ring is seen on
+        for (let node = document.activeElement.parentElement; node; node = node.parentElement) {
+            const colour = getComputedStyle(node).backgroundColor;
+            if (colour !== "rgba(0, 0, 0, 0)" && colour !== "transparent") return colour;
+        }
+        return "rgb(255, 255, 255)";
+    }""")
+    assert contrast(ring, behind) >= 3.0, (ring, behind)  # WCAG 2.2's minimum for a focus indicator
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two CSS 'rgb(r, g, b)' colours."""
+    def luminance(css: str) -> float:
+        channels = [int(value) / 255 for value in css[css.index("(") + 1:css.index(")")].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)

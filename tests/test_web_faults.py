@@ -391,6 +391,16 @@ def test_by_default_one_worker_per_core_the_process_may_use(small_checkpoint, tm
         stop(process)
 
 
+def test_a_file_for_user_data_is_refused_before_serving(small_checkpoint, tmp_path, capsys):
+    from mnist_classifier import cli
+
+    readme = tmp_path / "README.md"
+    readme.write_text("not a folder")
+    assert cli.main(["serve", "--checkpoint", str(small_checkpoint), "--port", "0", "--user-data", str(readme)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "is a file, not a folder for labelled drawings" in error
+
+
 def test_zero_workers_is_a_one_line_error(small_checkpoint, capsys):
     from mnist_classifier import cli
 

@@ -119,8 +119,23 @@ class ExampleStore:
             raise UserError(f"cannot read {self.index} ({error.strerror}): check its permissions") from None
 
     def _refuse_a_file(self) -> None:
-        if self.folder.is_file():
+        if not self.folder.is_file():
+            return
+        if self.folder.name == INDEX:  # the index named instead of its folder
             raise UserError(f"{self.folder} is a file: name the folder that holds it ({self.folder.parent})")
+        raise UserError(f"{self.folder} is a file, not a folder for labelled drawings: name a folder (default "
+                        f"{DEFAULT_USER_DATA})")
+
+    def check_usable(self) -> None:
+        """Refuse, at start-up, a folder the first label could not be saved in: a file, or a place this
+        process may not write (checked, not created: a run that labels nothing leaves nothing behind)."""
+        self._refuse_a_file()
+        existing = next(folder for folder in (self.folder, *self.folder.absolute().parents) if folder.exists())
+        if not existing.is_dir():
+            raise UserError(f"{self.folder} cannot be a folder: {existing} is a file; name another folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"cannot save labelled drawings in {self.folder}: {existing} is not writable; "
+                            "name another folder or fix its permissions")
 
     def _parse(self, text: str) -> tuple[Example | None, str]:
         """(the example, "") or (None, what is wrong with the line, in a few words)."""

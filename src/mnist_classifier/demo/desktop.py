@@ -20,9 +20,12 @@ display; the OpenCV loop at the bottom only forwards events. Mouse release to ne
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -92,6 +95,8 @@ def run_demo(checkpoint: str, reject_threshold: float | None | str = "stored",
     _require_display()
     torch.set_num_threads(TORCH_THREADS)
     store = None if user_data is None else ExampleStore(user_data, num_classes=len(predictor.class_names))
+    if store is not None:
+        store.check_usable()  # refused now, not at the first label
     return _Window(predictor, store, model=Path(checkpoint).name).run()
 
 
@@ -111,6 +116,9 @@ def _require_display() -> None:
     if not display or not _x_server_answers(display):
         raise UserError(f"the demo needs a display and {problem}; on a headless machine run it "
                         "under a virtual one: xvfb-run mnist-classifier demo")
+    if not _x_server_lets_us_in(display):  # sudo, a container, `ssh -X` without xauth
+        raise UserError(f"the X server on DISPLAY={display} refused this process (no authorisation): run the "
+                        "demo as the desktop's own user, or pass its cookie (XAUTHORITY, `xauth`)")
 
 
 def _x_server_answers(display: str) -> bool:
@@ -132,6 +140,35 @@ def _x_server_answers(display: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def _x_server_lets_us_in(display: str) -> bool:
+    """Whether an X connection is accepted, authorisation included, as Qt's own will be; True where
+    libxcb (what Qt's xcb plugin connects through) cannot be found to ask."""
+    path = ctypes.util.find_library("xcb")
+    if path is None:
+        return True
+    xcb = ctypes.CDLL(path)
+    xcb.xcb_connect.restype, xcb.xcb_connect.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    with _stderr_silenced():  # libxcb prints the server's refusal itself; ours says what to do
+        connection = xcb.xcb_connect(display.encode(), None)  # never NULL: a failed one carries its error
+    try:
+        return xcb.xcb_connection_has_error(connection) == 0
+    finally:
+        xcb.xcb_disconnect(connection)
+
+
+@contextmanager
+def _stderr_silenced():
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class _Window:

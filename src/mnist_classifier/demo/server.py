@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from ..cores import usable_cores
 from ..errors import UserError
+from ..user_examples import ExampleStore
 from .web import create_app
 
 CHECKPOINT_ENV = "MNIST_CLASSIFIER_SERVE_CHECKPOINT"  # tells spawned workers what to load
@@ -43,6 +44,8 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         raise UserError(f"--workers must be at least 1, got {workers}")
     checkpoint = served_model(Path(checkpoint), backend, data_dir, log)
     predictor = thresholded(load_predictor(checkpoint, warn=log), reject_threshold)  # a bad checkpoint stops us here
+    if user_data is not None:
+        ExampleStore(user_data).check_usable()  # refused now, not at the first label
     sock = bind(host, port)  # and so does a busy port, before any process-wide setting below
     warning = exposure_warning(host)
     if warning:

@@ -45,6 +45,7 @@ MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits eas
 # off with 408 instead of holding its connection forever.
 BODY_TIMEOUT = 30.0
 FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less attack surface
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 WORKERS = 4  # concurrent decodes: bounds memory (a 4096^2 PNG is ~300 MB in float32)
 STATIC = Path(__file__).with_name("static")
 USER_MODEL_MARK = "_user_best"  # in the file name of a model fine-tuned on the user's drawings
@@ -117,11 +118,12 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
                                                  limiter=service.limiter)
         return Response(payload, media_type="application/json")
 
-    @app.get("/api/health")
+    # HEAD too: uptime monitors and `curl -I` ask without wanting the body
+    @app.api_route("/api/health", methods=["GET", "HEAD"])
     async def health() -> dict:
         return {"status": "ok", "model": predictor.model_name}
 
-    @app.get("/api/model")
+    @app.api_route("/api/model", methods=["GET", "HEAD"])
     async def model() -> dict:
         return service.model_card
 
@@ -239,7 +241,10 @@ async def read_input(request: Request) -> tuple[str, bytes]:
                 raise HTTPException(422, "multipart upload needs the image in a file field named 'file'")
             return "image", await upload.read()
     body = await request.body()
-    # `curl -d '{...}'` labels JSON as a form: an object is never an image, so sniff.
+    # `curl -d '{...}'` labels JSON as a form, and a PNG sent with a JSON header is still a PNG:
+    # an object is never an image, nor an image an object, so sniff.
+    if body.startswith(IMAGE_SIGNATURES):
+        return "image", body
     is_json = media_type.endswith("json") or body[:64].lstrip().startswith(b"{")
     return ("json" if is_json else "image"), body
 

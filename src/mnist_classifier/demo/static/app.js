@@ -114,10 +114,11 @@ async function predict() {
     });
     const answer = await response.json();
     if (generation !== state.generation) return; // cleared while waiting
-    if (!response.ok) return showStatus(`error ${response.status}: ${answer.detail}`);
+    if (!response.ok) return showUnanswered(`error ${response.status}: ${answer.detail}`);
     showPrediction(answer, performance.now() - started);
   } catch (error) {
-    showStatus(`no answer from the server (${error.message}); is it still running?`);
+    if (generation !== state.generation) return;
+    showUnanswered(`no answer from the server (${error.message}); is it still running?`);
   } finally {
     state.inFlight = false;
     if (state.again) {
@@ -275,6 +276,13 @@ function showEmpty() {
   showBars(new Array(bars.length).fill(0), -1);
   state.answered = false;
   enableLabels();
+}
+
+// The last answer was for an earlier drawing: take it down rather than leave it beside this one.
+function showUnanswered(text) {
+  showEmpty();
+  view.confidence.textContent = "no answer";
+  showStatus(text);
 }
 
 function showStatus(text) {
