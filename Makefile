@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL ?= simple_cnn
 
-.PHONY: all install data train evaluate test bench bench-quick bundled-model dist system-deps clean
+.PHONY: all install data train evaluate notebook test bench bench-quick bundled-model dist system-deps clean
 
 all: train
 
@@ -28,6 +28,16 @@ train: data
 
 evaluate: install
 	$(BIN)/mnist-classifier evaluate --checkpoint models/$(MODEL)_best.pth
+
+# The exploration notebook in JupyterLab (its ~40 packages only on asking: the tests run it without them).
+NOTEBOOK_STAMP := $(VENV)/.notebook-installed
+$(NOTEBOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,notebook]'
+	touch $(NOTEBOOK_STAMP)
+
+# Jupyter refuses root without --allow-root: containers often run as root.
+notebook: data $(NOTEBOOK_STAMP)
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/exploration.ipynb
 
 # The model shipped inside the package (src/mnist_classifier/bundled/): the make train recipe, calibrated.
 bundled-model: data

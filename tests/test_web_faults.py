@@ -391,6 +391,24 @@ def test_by_default_one_worker_per_core_the_process_may_use(small_checkpoint, tm
         stop(process)
 
 
+def test_listening_on_every_interface_names_addresses_other_machines_can_open(small_checkpoint):
+    process = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(small_checkpoint),
+                                "--host", "0.0.0.0", "--port", "0", "--workers", "1", "--no-collect"],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # warning, serving ..., from other machines: printed at once, before serving (pytest-timeout guards)
+        lines = [process.stdout.readline() for _ in range(3)]
+        [elsewhere] = [line for line in lines if line.startswith("from other machines: ")]
+        urls = re.findall(r"http://\S+/", elsewhere)
+        if not urls:  # a machine on no network: the line says so
+            assert "none found here" in elsewhere
+        for url in urls:  # each one this machine answers on, not 0.0.0.0
+            assert "0.0.0.0" not in url and "127." not in url
+            wait_until_healthy(url.rstrip("/"))
+    finally:
+        stop(process)
+
+
 def test_a_file_for_user_data_is_refused_before_serving(small_checkpoint, tmp_path, capsys):
     from mnist_classifier import cli
 

@@ -52,8 +52,13 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         log(warning)
     shown = f"[{host}]" if ":" in host else host
     processes = f", {workers} worker processes" if workers > 1 else ""
+    port = sock.getsockname()[1]
     log(f"serving {predictor.model_name} ({Path(checkpoint).name}{processes}) at "
-        f"http://{shown}:{sock.getsockname()[1]}/ ; Ctrl+C stops")
+        f"http://{shown}:{port}/ ; Ctrl+C stops")
+    if host in WILDCARD_HOSTS:  # no browser opens http://0.0.0.0/: say where a phone on the network finds it
+        found = ", ".join(f"http://{address}:{port}/" for address in network_addresses(host))
+        log(f"from other machines: {found}" if found else
+            "from other machines: this machine's network address (none found here) on that port")
     log(f"drawings you label are saved in {user_data} (for `mnist-classifier finetune`; --no-collect: never)"
         if user_data is not None else "labelling is off (--no-collect): nothing drawn is saved")
     if workers == 1:
@@ -159,6 +164,43 @@ def bind(host: str, port: int) -> socket.socket:
     except (OSError, OverflowError) as error:
         reason = getattr(error, "strerror", None) or error
         raise UserError(f"cannot listen on {host}:{port} ({reason}); pick another --port or --host") from None
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # every interface
+
+
+# Documentation addresses (RFC 5737, RFC 3849): "connecting" a UDP socket there sends nothing,
+# it only asks the routing table which of this machine's addresses faces the network.
+ROUTE_PROBES = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def network_addresses(host: str) -> list[str]:
+    """The addresses other machines can reach a server listening on the wildcard `host` at
+    (IPv6 in brackets): the one each family routes out of, then those the host name gives.
+    Not loopback or link-local ones."""
+    families = (socket.AF_INET,) if host == "0.0.0.0" else (socket.AF_INET, socket.AF_INET6)
+    found = [_routed_address(family) for family in families]
+    try:
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM)
+                  if info[0] in families]
+    except OSError:  # the host name does not resolve
+        pass
+    addresses = []
+    for text in filter(None, found):
+        address = ipaddress.ip_address(text.split("%")[0])
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        if not (address.is_loopback or address.is_link_local or address.is_unspecified) and shown not in addresses:
+            addresses.append(shown)
+    return addresses
+
+
+def _routed_address(family: int) -> str | None:
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((ROUTE_PROBES[family], 9))
+            return probe.getsockname()[0]
+    except OSError:  # no route: not on a network
+        return None
 
 
 def exposure_warning(host: str) -> str | None:
