@@ -166,3 +166,14 @@ def test_an_ensemble_with_an_uncalibrated_member_names_it_and_the_fix(small_chec
                  "--data-dir", str(DATA_DIR)]) == 0
     assert f"note: {old} has no stored calibration; fix: mnist-classifier calibrate --checkpoint {old}" \
         in capsys.readouterr().out
+
+
+def test_an_ensemble_report_says_where_its_members_training_curves_are():
+    from mnist_classifier.plots import NO_HISTORY, training_curves_figure
+    from mnist_classifier.report import no_history_text
+
+    said = no_history_text({"members": ["seed1/best.pth", "seed2/best.pth"], "history": None})
+    figure = training_curves_figure(None, "ensemble: training history", no_history=said)
+    assert [text.get_text() for ax in figure.axes for text in ax.texts] == [said]
+    assert said.startswith("an ensemble of 2 checkpoints") and "own report" in said
+    assert no_history_text({"history": None}) == NO_HISTORY  # one checkpoint that kept none

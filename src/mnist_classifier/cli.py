@@ -197,9 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: <data-dir>/user)")
     evaluate.add_argument("--tta", action="store_true",
                           help="test-time augmentation: average over the image and 4 one-pixel shifts (5x the work), "
-                          "and their mirrors where training mirrored (clothes: 10x)")
+                          "and their mirrors where training mirrored (clothes: 10x); default: off, each image once")
     evaluate.add_argument("--ensemble", nargs="+", metavar="CHECKPOINT",
-                          help="average the probabilities of these checkpoints (instead of --checkpoint)")
+                          help="average the probabilities of these checkpoints (instead of --checkpoint; "
+                          "default: none, one model)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict",

@@ -193,9 +193,13 @@ def sample_predictions_figure(images: np.ndarray, labels: np.ndarray, probs: np.
 
 
 # ------------------------------------------------------------------- history
+NO_HISTORY = "this checkpoint stores no training history"
+
+
 def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
-                           title: str = "Training curves", note: str | None = None) -> Figure:
-    """Loss, accuracy and learning rate per epoch, from a checkpoint's `history`."""
+                           title: str = "Training curves", note: str | None = None,
+                           no_history: str = NO_HISTORY) -> Figure:
+    """Loss, accuracy and learning rate per epoch, from a checkpoint's `history` (else `no_history`, said why)."""
     figure = new_figure(13, 4.2)
     figure.suptitle(title)
     history = history or {}
@@ -203,7 +207,7 @@ def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
     if not epochs:
         ax = figure.add_subplot()
         ax.set_axis_off()
-        ax.text(0.5, 0.5, "this checkpoint stores no training history", ha="center", va="center", fontsize=13)
+        ax.text(0.5, 0.5, no_history, ha="center", va="center", fontsize=13, wrap=True)
         return figure
     x = np.arange(1, epochs + 1)
     loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
@@ -235,7 +239,8 @@ def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
 
 # ---------------------------------------------------------------- collections
 def report_figures(evaluation: Any, images: np.ndarray, history: Mapping | None = None,
-                   model_name: str = "model", note: str | None = None) -> dict[str, Figure]:
+                   model_name: str = "model", note: str | None = None, no_history: str = NO_HISTORY
+                   ) -> dict[str, Figure]:
     """The five report figures, by file stem, for an `evaluation.Evaluation`."""
     ev, names = evaluation, evaluation.class_names
     accuracy = ev.scalar_metrics().get("accuracy", float(np.mean(ev.preds == ev.labels)))
@@ -256,7 +261,7 @@ def report_figures(evaluation: Any, images: np.ndarray, history: Mapping | None 
             f"{model_name}: most confident mistakes, {min(wrong, 24)} of {wrong} "
             "(true → predicted; top-3 probabilities)"),
         "sample_predictions": samples,
-        "training_curves": training_curves_figure(history, f"{model_name}: training history", note),
+        "training_curves": training_curves_figure(history, f"{model_name}: training history", note, no_history),
     }
 
 

@@ -23,7 +23,7 @@ from .errors import UserError
 from .files import shared_mode
 from .evaluation import METRICS, Evaluation
 from .honesty import reviewed_label
-from .plots import figure_png, fooled_figure, reliability_figure, report_figures
+from .plots import NO_HISTORY, figure_png, fooled_figure, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
 # Figures only some reports have: a folder reused for another kind of report must not keep the old ones.
@@ -51,7 +51,8 @@ def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkp
     reliability.png and their tables; `fooled` (honesty.Verdicts.fooled) adds fooled.png."""
     model_name = payload["model_name"]
     honesty = honesty or {}
-    figures = report_figures(evaluation, images, payload.get("history"), model_name, training_note(payload))
+    figures = report_figures(evaluation, images, payload.get("history"), model_name, training_note(payload),
+                             no_history_text(payload))
     if "calibration" in honesty:
         bins = honesty["calibration"]["reliability"]
         figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, test set")
@@ -91,6 +92,14 @@ def training_note(payload: dict[str, Any]) -> str | None:
     if not parts:
         return None
     return f"Train loss and accuracy are measured {' '.join(parts)}; validation on the plain held-out images."
+
+
+def no_history_text(payload: dict[str, Any]) -> str:
+    """What the training-curves figure says when there are no curves to draw, and why."""
+    members = payload.get("members") or []
+    if len(members) > 1:  # each member trained on its own: no one history is the ensemble's
+        return f"an ensemble of {len(members)} checkpoints: each member's training curves are in its own report"
+    return NO_HISTORY
 
 
 def check_report_dir(out_dir: Path) -> Path:
