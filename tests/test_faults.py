@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,3 +119,28 @@ def test_ctrl_c_while_preparing_the_set_up_is_one_line(tmp_path, mnist_raw_dir):
     assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupted before the first epoch finished: nothing to resume, start again"
     assert not list((tmp_path / "models").glob("*.pth"))
+
+
+def test_ctrl_c_in_a_new_runs_first_epoch_points_at_no_earlier_run(tmp_path, mnist_raw_dir, small_checkpoint):
+    """An earlier run's resume point in the same --save-dir is not this run's: nothing to resume,
+    that file untouched, and no half run left in TensorBoard's folder."""
+    models, runs, data = tmp_path / "models", tmp_path / "runs", tmp_path / "data"
+    models.mkdir()
+    earlier = models / "simple_cnn_last.pth"
+    shutil.copyfile(small_checkpoint, earlier)
+    (data / "MNIST").mkdir(parents=True)  # a data folder of its own: its prepared extras stay out of data/
+    (data / "MNIST" / "raw").symlink_to(mnist_raw_dir)
+    command = [sys.executable, "-m", "mnist_classifier", "train", "--limit-train", "20000", "--data-dir",
+               str(data), "--save-dir", str(models), "--log-dir", str(runs)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("config: "):  # printed as the first epoch starts: its TensorBoard folder is open
+            break
+    assert list(runs.iterdir()), "the run's TensorBoard folder should exist by now"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted before the first epoch finished: nothing to resume, start again"
+    assert earlier.read_bytes() == small_checkpoint.read_bytes()
+    assert list(runs.iterdir()) == []

@@ -14,6 +14,7 @@ calibrated on the validation split (calibration.py) and scored once on the test 
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +42,17 @@ from .run_log import RunLog
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model being trained)
+
+
+def announce(trainer: "Trainer", config: TrainConfig, ctx, data, speak: Callable[[str], None]) -> None:
+    """The run's first lines: what trains where, in which precision, with which settings."""
+    speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
+          f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}; "
+          f"precision {trainer.precision.name} ({trainer.precision.reason})")
+    speak("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+    if trainer.state.start_epoch >= config.epochs:
+        speak(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
+              "closing calibration and test run again; start a new run without --resume to train afresh")
 
 
 class TrainingInterrupted(Exception):
@@ -149,6 +161,7 @@ class Trainer:
         self.exposure = Exposure.build(config, self.train_split, self.drawable, self.steps * config.epochs, log)
         self.state = RunState()
         self.run_log: RunLog | None = None  # rank 0 only (open_run_log)
+        self.saved_an_epoch = False  # by this run: an interrupted run with none has nothing to resume
 
     # ----------------------------------------------------------------- state
     def restore(self, payload: dict[str, Any]) -> None:
@@ -281,6 +294,7 @@ class Trainer:
         if improved:
             save_checkpoint(payload, best_path)
         save_checkpoint(payload, last_path)  # written last: the resume point always exists
+        self.saved_an_epoch = True
         if epochs_done % self.config.save_interval == 0:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
             save_checkpoint(payload, Path(self.config.save_dir) / f"{self.stem}_{stamp}.pth")
@@ -291,6 +305,14 @@ class Trainer:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
             self.state.run_dir = Path(self.config.log_dir) / f"{self.stem}_{stamp}"
         self.run_log = RunLog(self.state.run_dir, self.config.to_dict(), self.state.start_epoch, self.steps)
+
+    def discard_run_log(self) -> None:
+        """A new run stopped before its first epoch was saved: its TensorBoard folder (the config,
+        part of an epoch's batch scalars) would show a run that never was."""
+        if self.run_log is not None:
+            self.run_log.close()
+            shutil.rmtree(self.state.run_dir, ignore_errors=True)
+            self.run_log = None
 
     def fit(self, stop_after_epochs: int | None = None, after_epoch: EpochHook | None = None) -> int:
         """Train the remaining epochs; returns the number of epochs completed overall."""
@@ -365,18 +387,16 @@ def train(
         # best + last for a new run; a resumed one replaces files that exist (one temporary at a time).
         # Every rank checks, so that all stop together rather than wait for rank 0 forever.
         check_free_space(config.save_dir, checkpoint_bytes(trainer.model) * (1 if resume_payload else 2))
-        if ctx.is_main:
-            trainer.open_run_log()
-            speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
-                  f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}; "
-                  f"precision {trainer.precision.name} ({trainer.precision.reason})")
-            speak("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-            if trainer.state.start_epoch >= config.epochs:
-                speak(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
-                      "closing calibration and test run again; start a new run without --resume to train afresh")
         try:
+            if ctx.is_main:
+                trainer.open_run_log()
+                announce(trainer, config, ctx, data, speak)
             epochs_done = trainer.fit(stop_after_epochs, after_epoch)
         except KeyboardInterrupt:
+            if resume_payload is None and not trainer.saved_an_epoch:
+                # The last-epoch file there, if any, is an earlier run's: not this one's to resume
+                trainer.discard_run_log()
+                raise TrainingInterrupted("") from None
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
         distributed.barrier()
         result = trainer.finish(epochs_done) if ctx.is_main else None
