@@ -376,6 +376,15 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
 
 
+def test_the_command_line_imports_no_torch_until_a_command_needs_it():
+    """`serve`'s workers are spawned, and spawn re-imports the console script (`mnist-classifier`,
+    i.e. mnist_classifier.cli) in each: torch there would cost every ONNX worker ~180 MB."""
+    imported = subprocess.run([sys.executable, "-c", "import sys, mnist_classifier.cli; print(sorted(m for m in "
+                               "sys.modules if m == 'torch' or m.startswith('torch.')))"],
+                              capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert imported.returncode == 0 and imported.stdout.strip() == "[]", imported.stdout[:500] + imported.stderr
+
+
 def test_by_default_one_worker_per_core_the_process_may_use(small_checkpoint, tmp_path):
     """A container or `taskset` allowing one core: one process, not one per core of the machine."""
     one_core = min(os.sched_getaffinity(0))

@@ -14,10 +14,12 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # imported where used: the CLI reads DEVICES and PRECISIONS without torch's ~1 s start-up,
+    import torch  # and so do `serve`'s ONNX workers, which re-import the console script
 
 DEVICES = ("auto", "cpu", "cuda", "mps", "xpu")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -26,6 +28,8 @@ NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo names (Linu
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     """The device for `--device choice`; with several GPUs, the local rank's."""
+    import torch
+
     if choice == "cpu":
         return torch.device("cpu")
     for kind in (("cuda", "mps", "xpu") if choice == "auto" else (choice,)):
@@ -42,6 +46,8 @@ _DEVICE_NAMES = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)", "xpu": "Intel GPU
 
 
 def _device_count(kind: str) -> int:
+    import torch
+
     if kind == "cuda":
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     if kind == "mps":
@@ -92,6 +98,8 @@ def choose_precision(requested: str, device: torch.device, cpu_flags: set[str] |
 
 def native_bf16(device: torch.device, cpu_flags: set[str] | None = None) -> tuple[bool, str]:
     """Whether `device` computes bf16 in hardware, and the fact that decided it."""
+    import torch
+
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return True, f"{torch.cuda.get_device_name(device)} computes bf16"
