@@ -118,14 +118,17 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
                                                  limiter=service.limiter)
         return Response(payload, media_type="application/json")
 
-    # HEAD too: uptime monitors and `curl -I` ask without wanting the body
-    @app.api_route("/api/health", methods=["GET", "HEAD"])
+    @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok", "model": predictor.model_name}
 
-    @app.api_route("/api/model", methods=["GET", "HEAD"])
+    @app.get("/api/model")
     async def model() -> dict:
         return service.model_card
+
+    for route, answer in (("/api/health", health), ("/api/model", model)):
+        # HEAD too, for uptime monitors and `curl -I`; kept out of the schema, as the pages' is
+        app.add_api_route(route, answer, methods=["HEAD"], include_in_schema=False)
 
     body_errors = {code: doc for code, doc in PREDICT_RESPONSES.items() if code != 200}
     app.include_router(example_routes(store, service, PREDICT_BODY, body_errors))
