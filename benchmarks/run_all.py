@@ -1,7 +1,7 @@
 """`make bench`: every figure, measured in one run, written to docs/benchmarks.md.
 
     python benchmarks/run_all.py            # full suite: ~20 min on 2 AVX2 cores, ~15 with avx512_bf16
-    python benchmarks/run_all.py --quick    # a smaller version of each, a few minutes
+    python benchmarks/run_all.py --quick    # a smaller version of each: 2.6 min on the AMX Xeon, 6 Dec
 
 Runs training speed (ours vs a seed-style DataLoader pipeline, vs the seed's own loop, and the network alone), drawn-digit accuracy
 and demo latency, the Python API's start-up, inference latency/throughput (ONNX Runtime vs eager PyTorch), the
