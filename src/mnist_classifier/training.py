@@ -44,7 +44,7 @@ HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds
 EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model being trained)
 
 
-def announce(trainer: "Trainer", config: TrainConfig, ctx, data, speak: Callable[[str], None]) -> None:
+def announce(trainer: Trainer, config: TrainConfig, ctx, data, speak: Callable[[str], None]) -> None:
     """The run's first lines: what trains where, in which precision, with which settings."""
     speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
           f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}; "

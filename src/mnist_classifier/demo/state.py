@@ -46,8 +46,8 @@ def new_state() -> DemoState:
 def pen_down(state: DemoState, point: tuple[float, float]) -> DemoState:
     """Start a stroke. A refusal or error in the status line is about what came before: it goes
     (the counts of a save stay in view while the next digit is drawn)."""
-    status, alert = ("", False) if state.alert else (state.status, False)
-    return replace(state, ink=_stroke(state.ink, point, point), pen=point, status=status, alert=alert)
+    status = "" if state.alert else state.status
+    return replace(state, ink=_stroke(state.ink, point, point), pen=point, status=status, alert=False)
 
 
 def pen_move(state: DemoState, point: tuple[float, float]) -> DemoState:
