@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,9 +105,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, mnist_raw_dir):
 
 
 def test_ctrl_c_while_preparing_the_set_up_is_one_line(tmp_path, mnist_raw_dir):
-    data = tmp_path / "data"  # MNIST without data/prepared/: this run makes its extras afresh
-    (data / "MNIST").mkdir(parents=True)
-    (data / "MNIST" / "raw").symlink_to(mnist_raw_dir)
+    data = data_folder_of_its_own(tmp_path, mnist_raw_dir)  # this run makes its extras afresh
     command = [sys.executable, "-m", "mnist_classifier", "train", "--limit-train", "20000", "--data-dir", str(data),
                "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -124,12 +123,10 @@ def test_ctrl_c_while_preparing_the_set_up_is_one_line(tmp_path, mnist_raw_dir):
 def test_ctrl_c_in_a_new_runs_first_epoch_points_at_no_earlier_run(tmp_path, mnist_raw_dir, small_checkpoint):
     """An earlier run's resume point in the same --save-dir is not this run's: nothing to resume,
     that file untouched, and no half run left in TensorBoard's folder."""
-    models, runs, data = tmp_path / "models", tmp_path / "runs", tmp_path / "data"
+    models, runs, data = tmp_path / "models", tmp_path / "runs", data_folder_of_its_own(tmp_path, mnist_raw_dir)
     models.mkdir()
     earlier = models / "simple_cnn_last.pth"
     shutil.copyfile(small_checkpoint, earlier)
-    (data / "MNIST").mkdir(parents=True)  # a data folder of its own: its prepared extras stay out of data/
-    (data / "MNIST" / "raw").symlink_to(mnist_raw_dir)
     command = [sys.executable, "-m", "mnist_classifier", "train", "--limit-train", "20000", "--data-dir",
                str(data), "--save-dir", str(models), "--log-dir", str(runs)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -144,3 +141,11 @@ def test_ctrl_c_in_a_new_runs_first_epoch_points_at_no_earlier_run(tmp_path, mni
     assert err.strip().splitlines()[-1] == "interrupted before the first epoch finished: nothing to resume, start again"
     assert earlier.read_bytes() == small_checkpoint.read_bytes()
     assert list(runs.iterdir()) == []
+
+
+def data_folder_of_its_own(tmp_path: Path, mnist_raw_dir: Path) -> Path:
+    """MNIST's files without data/prepared/: a run there prepares its extras afresh, and keeps them out of data/."""
+    data = tmp_path / "data"
+    (data / "MNIST").mkdir(parents=True)
+    (data / "MNIST" / "raw").symlink_to(mnist_raw_dir)
+    return data

@@ -11,6 +11,7 @@ its curves carry on where the saved epoch left them.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +26,7 @@ class RunLog:
     def __init__(self, run_dir: Path, config: dict[str, Any], start_epoch: int, steps_per_epoch: int):
         from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
 
+        self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         config_text = yaml.safe_dump(config, sort_keys=False)
         (run_dir / "config.yaml").write_text(config_text)
@@ -56,3 +58,9 @@ class RunLog:
 
     def close(self) -> None:
         self.writer.close()
+
+    def discard(self) -> None:
+        """Close and remove the folder: what it holds so far (the config, part of an epoch's batch
+        scalars) would show a run that never was."""
+        self.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -14,7 +14,6 @@ calibrated on the validation split (calibration.py) and scored once on the test 
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,17 +41,6 @@ from .run_log import RunLog
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model being trained)
-
-
-def announce(trainer: Trainer, config: TrainConfig, ctx, data, speak: Callable[[str], None]) -> None:
-    """The run's first lines: what trains where, in which precision, with which settings."""
-    speak(f"training {config.model_name} on {len(data.train):,} images ({ctx.device}, "
-          f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on {len(data.val):,}; "
-          f"precision {trainer.precision.name} ({trainer.precision.reason})")
-    speak("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-    if trainer.state.start_epoch >= config.epochs:
-        speak(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
-              "closing calibration and test run again; start a new run without --resume to train afresh")
 
 
 class TrainingInterrupted(Exception):
@@ -306,12 +294,21 @@ class Trainer:
             self.state.run_dir = Path(self.config.log_dir) / f"{self.stem}_{stamp}"
         self.run_log = RunLog(self.state.run_dir, self.config.to_dict(), self.state.start_epoch, self.steps)
 
+    def announce(self) -> None:
+        """The run's first lines: what trains where, in which precision, with which settings."""
+        config, ctx = self.config, self.ctx
+        self.log(f"training {config.model_name} on {len(self.train_split):,} images ({ctx.device}, "
+                 f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on "
+                 f"{len(self.val_split):,}; precision {self.precision.name} ({self.precision.reason})")
+        self.log("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        if self.state.start_epoch >= config.epochs:
+            self.log(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
+                     "closing calibration and test run again; start a new run without --resume to train afresh")
+
     def discard_run_log(self) -> None:
-        """A new run stopped before its first epoch was saved: its TensorBoard folder (the config,
-        part of an epoch's batch scalars) would show a run that never was."""
+        """A new run stopped before its first epoch was saved: no TensorBoard folder for a run that never was."""
         if self.run_log is not None:
-            self.run_log.close()
-            shutil.rmtree(self.state.run_dir, ignore_errors=True)
+            self.run_log.discard()
             self.run_log = None
 
     def fit(self, stop_after_epochs: int | None = None, after_epoch: EpochHook | None = None) -> int:
@@ -390,7 +387,7 @@ def train(
         try:
             if ctx.is_main:
                 trainer.open_run_log()
-                announce(trainer, config, ctx, data, speak)
+                trainer.announce()
             epochs_done = trainer.fit(stop_after_epochs, after_epoch)
         except KeyboardInterrupt:
             if resume_payload is None and not trainer.saved_an_epoch:
