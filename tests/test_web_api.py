@@ -135,6 +135,8 @@ def test_json_pixels_white_on_black_are_recognised(api, digits):
     assert sum(answer["digit"] == digit for digit, answer in answers.items()) >= 9
     floats = (digits[1] / 1.0).tolist()  # numbers, not only integers
     assert api.post("/api/predict", json={"pixels": floats}).json()["digit"] == answers[1]["digit"]
+    unit_scale = api.post("/api/predict", json={"pixels": (digits[1] / 255.0).tolist()}).json()
+    assert np.allclose(unit_scale["probabilities"], answers[1]["probabilities"], atol=1e-3)  # greys kept, not a mask
     as_curl_sends_it = api.post("/api/predict", content=json.dumps({"pixels": digits[1].tolist()}),
                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert as_curl_sends_it.json()["digit"] == answers[1]["digit"]

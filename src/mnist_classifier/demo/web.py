@@ -63,7 +63,8 @@ PREDICT_DOC = f"""Classify one drawing. Send **one** of:
   to {MAX_SIDE}x{MAX_SIDE}, dark-on-light or light-on-dark;
 * a multipart upload (`multipart/form-data`) with the image in the field `file`;
 * JSON `{{"pixels": [[...28 numbers...], ... 28 rows]}}`: a 28x28 grayscale image,
-  numbers 0..255, **white digit on black like MNIST** (0 = background).
+  numbers 0..255 (or 0..1 floats, as torchvision's `ToTensor` gives them), **white digit on
+  black like MNIST** (0 = background).
 
 Every input is cropped, scaled and centred like MNIST before the model sees it; the
 result is returned as `preview_png`. The answer's `verdict` is `digit`, `not_a_digit`
@@ -275,7 +276,7 @@ def image_from_bytes(body: bytes) -> np.ndarray:
 
 
 def pixels_from_json(body: bytes) -> np.ndarray:
-    """{"pixels": 28x28 numbers 0..255} -> uint8 array; anything else is a 422."""
+    """{"pixels": 28x28 numbers 0..255, or 0..1} -> uint8 array 0..255; anything else is a 422."""
     try:
         data = json.loads(body, parse_constant=refuse_constant)
     except (ValueError, RecursionError) as error:
@@ -295,7 +296,8 @@ def pixels_from_json(body: bytes) -> np.ndarray:
         raise out_of_range from None
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise out_of_range
-    # uint8 pins the scale: a float array peaking at 1.0 would otherwise read as 0..1.
+    if array.max() <= 1:  # 0..1 (torchvision's ToTensor scale): rounding as 0..255 would keep only a 0/1 mask
+        array = array * 255
     return np.rint(array).astype(np.uint8)
 
 
