@@ -63,7 +63,10 @@ def bad_files(folder, good_png: str) -> list[str]:
     text.write_text("this is a shopping list, not a picture\n")
     truncated = folder / "truncated.png"
     truncated.write_bytes(open(good_png, "rb").read()[:150])
-    return [str(folder / "missing.png"), str(text), str(truncated), str(folder)]
+    no_images = folder / "notes"
+    no_images.mkdir()
+    (no_images / "list.txt").write_text("eggs\n")
+    return [str(folder / "missing.png"), str(text), str(truncated), str(no_images)]
 
 
 def test_real_digits_in_both_polarities_and_any_size_are_read(small_checkpoint, sure_digits, tmp_path, capsys):
@@ -108,7 +111,19 @@ def test_each_bad_file_gets_its_own_error_and_the_rest_are_classified(small_chec
     for path, line in zip(bad, errors):
         assert line.startswith(f"{path}: error: ")
     assert "not found" in errors[0] and "not an image" in errors[1] and "truncated" in errors[2]
-    assert errors[3] == f"{tmp_path}: error: {tmp_path} is a folder, not an image file; name the images in it"
+    assert errors[3] == (f"{bad[3]}: error: folder with no image files in it "
+                         "(png, jpg, jpeg, bmp, gif, webp, tif, tiff); name the images")
+
+
+def test_a_folder_stands_for_the_images_in_it_in_name_order(small_checkpoint, sure_digits, tmp_path, capsys):
+    files = digit_files(tmp_path, sure_digits)
+    (tmp_path / "readme.txt").write_text("not an image, skipped\n")
+    (tmp_path / "nested").mkdir()  # not searched
+    write_digit(tmp_path / "nested" / "0_deeper.png", sure_digits[0])
+    assert main(["predict", str(tmp_path), "--checkpoint", str(small_checkpoint), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [answer["file"] for answer in answers] == sorted(files)
+    assert [answer["digit"] for answer in answers] == [files[name] for name in sorted(files)]
 
 
 def test_bad_files_are_error_fields_in_json(small_checkpoint, sure_digits, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
     mnist-classifier predict digit.png photo.jpg --top 3
     mnist-classifier predict *.png --json > answers.json
+    mnist-classifier predict data/user/drawings/       # a folder: the images directly in it, by name
 
 Every file goes through the preprocessing of the checkpoint's dataset: for MNIST the same
 as the demos (`preprocess.to_mnist`), for Fashion-MNIST `preprocess.fill_frame`; so a PNG
@@ -27,6 +28,8 @@ from .inference import Predictor
 from .reader import framing_of, load_predictor
 
 DEFAULT_TOP = 3
+# What a folder named on the command line stands for: its files with these suffixes (any case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -40,10 +43,12 @@ class FileAnswer:
 
 def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
     """Preprocess every file, then run the model once on all of them together."""
-    results = [FileAnswer(str(path)) for path in paths]
+    results = [answer for path in paths for answer in _files_named_by(Path(path))]
     prepared, readable = [], []
     prepare = framing_of(predictor)
     for result in results:
+        if result.error is not None:
+            continue
         try:
             prepared.append(prepare(Path(result.file)))
             readable.append(result)
@@ -53,6 +58,19 @@ def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
     for result, answer in zip(readable, predictor.answers(prepared)):
         result.answer = answer
     return results
+
+
+def _files_named_by(path: Path) -> list[FileAnswer]:
+    """A file stands for itself; a folder for the image files directly in it, in name order
+    (hidden files and other suffixes skipped), or for one error when it holds none."""
+    if not path.is_dir():
+        return [FileAnswer(str(path))]
+    images = sorted(child for child in path.iterdir() if child.suffix.lower() in IMAGE_SUFFIXES
+                    and not child.name.startswith(".") and child.is_file())
+    if not images:
+        suffixes = ", ".join(suffix[1:] for suffix in IMAGE_SUFFIXES)
+        return [FileAnswer(str(path), error=f"folder with no image files in it ({suffixes}); name the images")]
+    return [FileAnswer(str(image)) for image in images]
 
 
 def answer_line(result: FileAnswer, class_names: list[str], top: int) -> str:
