@@ -113,10 +113,13 @@ def test_failed_self_check_writes_no_file(small_checkpoint, tmp_path, monkeypatc
 def test_cli_export_then_predict_with_the_onnx_file(small_checkpoint, mnist_data, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    monkeypatch.chdir(tmp_path)  # no --out: the default is models/<checkpoint stem>.onnx
-    assert main(["export", "--checkpoint", str(small_checkpoint), "--data-dir", str(DATA_DIR)]) == 0
-    out = tmp_path / "models" / f"{small_checkpoint.stem}.onnx"
-    assert out.is_file()
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "run" / "mine.pth"
+    checkpoint.parent.mkdir()
+    shutil.copy(small_checkpoint, checkpoint)
+    assert main(["export", "--checkpoint", str(checkpoint), "--data-dir", str(DATA_DIR)]) == 0
+    out = tmp_path / "run" / "mine.onnx"  # no --out: beside the checkpoint, where serve caches it too
+    assert out.is_file() and not (tmp_path / "models").exists()
     image = tmp_path / "digit.png"
     Image.fromarray(mnist_data.test.images[0].numpy()).save(image)
     capsys.readouterr()
@@ -144,14 +147,63 @@ def test_improved_cnn_exports_within_tolerance(tmp_path):
     assert predictor.model_name == "improved_cnn" and predictor.info["parameters"] > 1_000_000
 
 
-def test_damaged_metadata_is_checkpoint_error(onnx_path, tmp_path):
-    damaged = onnx.load(onnx_path)
-    for entry in damaged.metadata_props:
-        if entry.key == "class_names":
-            entry.value = "[not json"
-    onnx.save(damaged, tmp_path / "damaged.onnx")
-    with pytest.raises(CheckpointError, match="damaged metadata"):
-        load_predictor(tmp_path / "damaged.onnx")
+def with_metadata(onnx_path, path, **changes):
+    model = onnx.load(onnx_path)
+    for entry in model.metadata_props:
+        entry.value = changes.get(entry.key, entry.value)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"class_names": "[not json"}, "damaged metadata"),
+    ({"class_names": '["a", "b"]'}, "the model gives 10 outputs for 2 class names"),
+    ({"class_names": "[1, 2]"}, "damaged metadata"),
+    ({"normalization_std": "0.0"}, "damaged metadata .normalization_std must be a positive number"),
+    ({"reject_threshold": '"high"'}, "stored calibration is damaged"),
+    ({"probe_logits": "[[1, 2]]"}, "no longer give the answers stored"),
+])
+def test_damaged_metadata_is_checkpoint_error(onnx_path, tmp_path, changes, said):
+    with pytest.raises(CheckpointError, match=said):
+        load_predictor(with_metadata(onnx_path, tmp_path / "damaged.onnx", **changes))
+
+
+def with_weights(onnx_path, path, change):
+    """The export with its largest weight tensor changed, metadata untouched (a flipped disk block)."""
+    model = onnx.load(onnx_path)
+    largest = max(model.graph.initializer, key=lambda tensor: len(onnx.numpy_helper.to_array(tensor).ravel()))
+    largest.CopyFrom(onnx.numpy_helper.from_array(change(onnx.numpy_helper.to_array(largest).copy()), largest.name))
+    onnx.save(model, path)
+    return path
+
+
+def test_damaged_weights_are_refused_not_answered(onnx_path, tmp_path):
+    def a_nan(weights):
+        weights.flat[7] = np.nan
+        return weights
+
+    with pytest.raises(CheckpointError, match="answers with NaN or infinity"):
+        load_predictor(with_weights(onnx_path, tmp_path / "nan.onnx", a_nan))
+    with pytest.raises(CheckpointError, match="no longer give the answers stored when it was exported"):
+        load_predictor(with_weights(onnx_path, tmp_path / "scaled.onnx", lambda weights: weights * 1.5))
+    upper = tmp_path / "COPY.ONNX"  # the suffix in capitals is still an ONNX model
+    shutil.copy(onnx_path, upper)
+    assert load_predictor(upper).info["backend"] == "onnxruntime"
+
+
+def test_export_refuses_a_target_it_would_spoil_before_any_work(small_checkpoint, tmp_path, capsys):
+    mine = tmp_path / "mine.pth"
+    shutil.copy(small_checkpoint, mine)
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    (tmp_path / "folder.onnx").mkdir()
+    for out, said in ((mine, "must end in .onnx"), (tmp_path / "model.bin", "must end in .onnx"),
+                      (tmp_path / "folder.onnx", "is a folder"),
+                      (tmp_path / "notes.txt" / "x.onnx", "is not a folder this user may write to"),
+                      (Path("/proc/x.onnx"), "is not a folder this user may write to")):
+        assert main(["export", "--checkpoint", str(mine), "--out", str(out), "--data-dir", str(DATA_DIR)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+    assert mine.read_bytes() == small_checkpoint.read_bytes()  # the checkpoint is untouched
 
 
 def test_serve_caches_the_export_beside_the_checkpoint_and_renews_a_stale_one(small_checkpoint, tmp_path):
@@ -176,6 +228,11 @@ def test_serve_caches_the_export_beside_the_checkpoint_and_renews_a_stale_one(sm
     assert served.stat().st_mtime_ns != first
     assert load_onnx_predictor(served).info["source_sha256"] == sha256_of(checkpoint)
     assert served_model(checkpoint, "torch", DATA_DIR, said.append) == checkpoint
+    renewed = served.stat().st_mtime_ns
+    with_weights(served, served, lambda weights: weights * 1.5)  # damaged on disk, metadata intact
+    assert served_model(checkpoint, "auto", DATA_DIR, said.append) == served
+    assert served.stat().st_mtime_ns != renewed and not said  # exported again, silently
+    load_predictor(served)  # and sound
 
 
 def test_serve_falls_back_to_pytorch_when_no_export_can_be_made(small_checkpoint, tmp_path):

@@ -226,3 +226,7 @@ def test_predict_prints_class_names_for_clothing_photos(fashion_run, fashion_raw
     assert all(a["label"] == SPEC.class_names[a["digit"]] for a in answers)
     right = sum(a["digit"] == files[a["file"]] for a in answers)
     assert right >= len(files) - 1, [(a["file"], a["label"]) for a in answers]
+    first = next(iter(files))  # refused by a threshold no answer meets: said of clothes, not of digits
+    assert main(["predict", first, "--checkpoint", str(result.best_path), "--reject-threshold", "1e9"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"{first}: not recognised (best guess {SPEC.class_names[files[first]]}, "), said

@@ -182,10 +182,23 @@ def test_mirror_downloads_real_files_from_local_server(tmp_path, monkeypatch, se
     monkeypatch.setenv(sources.MIRRORS_ENV, f"{closed_port_url()},{serve(gz_dir)}")
     lines = []
     raw = sources.fetch_dataset(tmp_path, "auto", log=lines.append)
-    assert lines[0].startswith("local: no files")
+    assert lines[0] == f"mnist is not in {raw} yet: fetching it"  # not "run mnist-classifier data": it runs
     assert lines[1] == f"mirror: wrote 4 files to {raw} (verified)"
     assert all_files(raw) == sorted(f.name for f in SPEC.files)
     sources.verify_dataset(raw, SPEC)
+
+
+def test_a_folder_in_a_files_place_is_one_line_naming_it_and_no_other_source_is_tried(
+        tmp_path, monkeypatch, serve, gz_dir):
+    monkeypatch.setenv(sources.MIRRORS_ENV, serve(gz_dir))
+    in_the_way = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    in_the_way.mkdir(parents=True)
+    lines = []
+    with pytest.raises(UserError, match=f"^cannot write {in_the_way} .Is a directory.: make .* or choose another "
+                                        "--data-dir$"):
+        sources.fetch_dataset(tmp_path, "auto", log=lines.append)
+    assert not [line for line in lines if line.startswith("pypi")]  # it would meet the same folder
+    assert not list(in_the_way.parent.glob(".*.part")) and in_the_way.is_dir()
 
 
 def test_a_damaged_local_file_is_never_replaced_silently(tmp_path, monkeypatch, serve, gz_dir, real_arrays):
@@ -260,7 +273,7 @@ def test_small_dataset_verifies_and_loads(small):
 def test_missing_file_is_named(small):
     raw, spec = small
     (raw / spec.test_labels.name).unlink()
-    with pytest.raises(DataError, match=spec.test_labels.name):
+    with pytest.raises(DataError, match=f"^no {spec.test_labels.name} in {raw} yet"):
         sources.verify_dataset(raw, spec)
     with pytest.raises(DataError, match=spec.test_labels.name):
         sources.load_arrays(raw, spec)

@@ -69,16 +69,15 @@ class Calibration:
     def stored(cls, temperature: Any, threshold: Any) -> "Calibration":
         """The calibration a model file holds; a damaged one is refused, never applied (NaN confidences)."""
         try:
-            temperature = float(temperature)
-            threshold = None if threshold is None else float(threshold)
-        except (TypeError, ValueError):
-            temperature = math.nan
-        usable_threshold = threshold is None or math.isfinite(threshold)
-        if not (math.isfinite(temperature) and temperature > 0 and usable_threshold):
+            value = float(temperature)
+            limit = None if threshold is None else float(threshold)
+        except (TypeError, ValueError):  # either one not a number: refused below, as stored
+            value, limit = math.nan, None
+        if not (math.isfinite(value) and value > 0 and (limit is None or math.isfinite(limit))):
             raise CheckpointError(f"the model's stored calibration is damaged (temperature {temperature!r}, threshold "
                                   f"{threshold!r}): refit a .pth with `mnist-classifier calibrate --checkpoint FILE`, "
                                   "then export it again if you use its .onnx")
-        return cls(temperature, threshold, fitted=True)
+        return cls(value, limit, fitted=True)
 
     def with_threshold(self, threshold: float | None) -> "Calibration":
         return Calibration(self.temperature, threshold, self.fitted)

@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", help=f"model to export (default: {DEFAULT_CHECKPOINT}, or the model "
                         "bundled in the package when there is none, which `bundled` names)")
     export.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
-    export.add_argument("--out", help="output file (default: models/<checkpoint name>.onnx)")
+    export.add_argument("--out", help="output .onnx file (default: beside the checkpoint, its name with .onnx; "
+                        "models/simple_cnn.onnx for the bundled model)")
     export.add_argument("--data-dir", default="data", help="dataset folder, for the self-check (default: data)")
     export.set_defaults(run=cmd_export)
 
@@ -310,9 +311,18 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except BrokenPipeError:  # `predict ... | head` closed the pipe: stop quietly, as `ls | head` does
         return stop_writing_to_closed_pipe()
+    except OSError as error:  # a place we may not write (read-only, full, a folder where a file goes)
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot use{where}: {error.strerror or error}; check the path, its permissions and "
+              "free space, or choose another place", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # commands with work worth keeping (train, finetune) say more themselves
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process that SIGPIPE ended
+INTERRUPTED_EXIT = 128 + 2  # and for one that Ctrl-C (SIGINT) ended
 
 
 def stop_writing_to_closed_pipe() -> int:

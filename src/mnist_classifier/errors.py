@@ -17,6 +17,10 @@ class DataError(UserError):
     """A dataset file is missing, corrupt or cannot be fetched."""
 
 
+class NotFetchedYet(DataError):
+    """None of a dataset's files is there: the usual state before its first fetch."""
+
+
 class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, unsafe or does not fit its model."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundled import sha256_of
+from .bundled import BUNDLED_DIR, sha256_of
 from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError, to_stderr
 from .files import write_atomically
-from .onnx_backend import METADATA_KEY, OnnxBackend, load_onnx_predictor
+from .inference import probe_images
+from .onnx_backend import METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor
 from .torch_backend import checkpoint_info
 
 DEFAULT_OPSET = 18  # read by every ONNX Runtime since 1.14 and by most other runtimes
@@ -52,9 +54,10 @@ def export_onnx(
 ) -> Path:
     """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
     checkpoint_path = Path(checkpoint_path)
+    out_path = Path(out_path) if out_path else default_out(checkpoint_path)
+    _check_writable(out_path)
     model, payload = load_model(checkpoint_path)
     norm = stored_normalization(payload)
-    out_path = Path(out_path) if out_path else Path("models") / f"{checkpoint_path.stem}.onnx"
     proto = _to_onnx(model, opset)
     images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None,
                        warn=to_stderr).test.images[:CHECK_IMAGES]
@@ -65,18 +68,44 @@ def export_onnx(
             f"{max_diff:.2e} (> {TOLERANCE:g}) on {len(images)} test images; no file written"
         )
     info = checkpoint_info(payload, model, checkpoint_path)
-    _set_metadata(proto, payload, norm, info, opset, max_diff, checkpoint_path)
+    probe = _logits(model, to_model_input(torch.from_numpy(probe_images()), norm).numpy())
+    _set_metadata(proto, payload, norm, info, opset, max_diff, checkpoint_path, probe)
     return write_atomically(out_path, proto.SerializeToString())
+
+
+def default_out(checkpoint_path: Path) -> Path:
+    """Beside the checkpoint (where `serve` caches it too); the bundled model's goes to models/."""
+    if checkpoint_path.resolve().parent == BUNDLED_DIR:
+        return Path("models") / f"{checkpoint_path.stem}.onnx"
+    return checkpoint_path.with_suffix(".onnx")
+
+
+def _check_writable(out_path: Path) -> None:
+    """Before the export's seconds of work: a name `predict` reads as ONNX, in a folder we may write."""
+    if out_path.suffix.lower() != ".onnx":
+        raise UserError(f"--out {out_path} must end in .onnx: predict, serve and load() tell an ONNX model "
+                        "by its suffix (and a .pth there would be replaced)")
+    if out_path.is_dir():
+        raise UserError(f"--out {out_path} is a folder; name the file, e.g. {out_path / 'model.onnx'}")
+    folder = next((parent for parent in out_path.parents if parent.exists()), Path("."))
+    try:  # a real try: permission bits do not stop root, a read-only mount or /proc does
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {out_path}: {folder} is not a folder this user may write to "
+                        f"({error.strerror}); choose another --out") from None
 
 
 def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
     """The checkpoint's ONNX export beside it (`x.pth` -> `x.onnx`), made or remade when it is
-    missing, unreadable or exported from other bytes than the checkpoint's today."""
+    missing, damaged, from a version that stored no probe, or exported from other bytes than
+    the checkpoint's today."""
     checkpoint_path = Path(checkpoint_path)
     cached = checkpoint_path.with_suffix(".onnx")
     if cached.is_file():
         try:
-            source = load_onnx_predictor(cached).info.get("source_sha256")
+            info = load_onnx_predictor(cached).info
+            source = info.get("source_sha256") if info.get("probed") else None
         except UserError:
             source = None  # damaged or foreign: export again
         if source == sha256_of(checkpoint_path):
@@ -105,14 +134,17 @@ def _to_onnx(model: torch.nn.Module, opset: int):
 
 
 def _max_difference(model: torch.nn.Module, onnx_bytes: bytes, batch: np.ndarray) -> float:
-    with torch.inference_mode():
-        expected = model(torch.from_numpy(batch)).numpy()
     actual = OnnxBackend(onnx_bytes)(batch)
-    return float(np.abs(actual - expected).max())
+    return float(np.abs(actual - _logits(model, batch)).max())
+
+
+def _logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model(torch.from_numpy(batch)).numpy()
 
 
 def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dict[str, Any],
-                  opset: int, max_diff: float, checkpoint_path: Path) -> None:
+                  opset: int, max_diff: float, checkpoint_path: Path, probe: np.ndarray) -> None:
     """Everything `load_onnx_predictor` needs, as strings (metadata_props holds only strings)."""
     class_names = list(payload.get("class_names") or [str(d) for d in range(10)])
     entries = {
@@ -133,6 +165,7 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
         "opset": str(opset),
         "max_abs_diff_vs_pytorch": f"{max_diff:.3e} on {CHECK_IMAGES} test images",
     }
+    entries[PROBE_KEY] = json.dumps(probe.tolist())  # a load compares: damaged weights answer otherwise
     if payload.get("provenance"):  # the bundled model says where it comes from (bundled.py)
         entries["provenance"] = json.dumps(payload["provenance"], sort_keys=True)
     calibration = Calibration.from_payload(payload)
@@ -142,7 +175,7 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
     del proto.metadata_props[:]
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = f"mnist-classifier {payload['model_name']}: digits 28x28 -> logits"
+    proto.doc_string = f"mnist-classifier {payload['model_name']}: {info['dataset']} images 28x28 -> logits"
 
 
 @contextmanager

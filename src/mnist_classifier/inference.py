@@ -20,7 +20,16 @@ import numpy as np
 
 from .answer import Answer, decide, empty_answer
 from .calibration import Calibration, digit_scores, softmax
+from .errors import CheckpointError
 from .preprocess import Preprocessed
+
+PROBE_SEED = 20261206
+
+
+def probe_images() -> np.ndarray:
+    """Two fixed noise images (uint8). An export stores the model's logits for them and every
+    load asks again (`Predictor.check_sound`): weights that changed answer them differently."""
+    return np.random.default_rng(PROBE_SEED).integers(0, 256, (2, 28, 28), dtype=np.uint8)
 
 
 class Backend(Protocol):
@@ -66,6 +75,22 @@ class Predictor:
 
     def answer(self, pre: Preprocessed) -> Answer:
         return self.answers([pre])[0]
+
+    def check_sound(self, source: object, expected: np.ndarray | None = None) -> None:
+        """Refuse a model file that cannot answer honestly: outputs that do not match its class
+        names, NaN or infinity (damaged weights or normalisation), or, given the logits its
+        export stored for the probe images, other answers than those."""
+        logits = self.logits(probe_images())
+        if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
+            raise CheckpointError(f"{source} is damaged: the model gives {logits.shape[-1]} outputs for "
+                                  f"{len(self.class_names)} class names; export or train it again")
+        if not np.isfinite(logits).all():
+            raise CheckpointError(f"{source} is damaged: the model answers with NaN or infinity "
+                                  "(its weights or normalisation); export or train it again")
+        if expected is not None and (expected.shape != logits.shape
+                                     or not np.allclose(logits, expected, rtol=1e-4, atol=1e-3)):
+            raise CheckpointError(f"{source} is damaged: its weights no longer give the answers stored "
+                                  "when it was exported; export it again")
 
     def with_reject_threshold(self, threshold: float | None) -> "Predictor":
         """The same model refusing below another confidence (None: never refuse)."""

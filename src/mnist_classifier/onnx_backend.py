@@ -26,6 +26,7 @@ CHUNK = 512
 # vs 0.16 ms with 1), and it leaves the other cores to the caller.
 SMALL_BATCH = 8
 METADATA_KEY = "mnist_classifier.metadata_version"
+PROBE_KEY = "probe_logits"  # the model's logits for inference.probe_images(), stored by export.py
 
 
 class OnnxBackend:
@@ -89,9 +90,12 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
     if METADATA_KEY not in meta or names != ["images"]:
         raise CheckpointError(f"ONNX model {path} was not exported by mnist-classifier: export it with `mnist-classifier export`")
     try:
-        return _predictor_from_metadata(backend, meta, path)
-    except (KeyError, ValueError) as error:  # ValueError covers bad JSON and bad numbers
+        predictor = _predictor_from_metadata(backend, meta, path)
+        expected = np.array(json.loads(meta[PROBE_KEY]), np.float32) if PROBE_KEY in meta else None
+    except (KeyError, ValueError, TypeError) as error:  # bad JSON, bad numbers, a list where a number was
         raise CheckpointError(f"ONNX model {path} has damaged metadata ({_first_line(error)}): export it again") from None
+    predictor.check_sound(f"ONNX model {path}", expected)
+    return predictor
 
 
 def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: Path) -> Predictor:
@@ -99,8 +103,8 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
         backend=backend,
         model_name=meta["model_name"],
         mean=float(meta["normalization_mean"]),
-        std=float(meta["normalization_std"]),
-        class_names=json.loads(meta["class_names"]),
+        std=_positive(meta["normalization_std"]),
+        class_names=_class_names(meta["class_names"]),
         info={
             "file": path.name, "backend": "onnxruntime", "opset": int(meta["opset"]),
             "parameters": int(meta["parameters"]), "dataset": meta["dataset"],
@@ -108,9 +112,24 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "validation_accuracy": json.loads(meta["validation_accuracy"]),
             "test_accuracy": json.loads(meta["test_accuracy"]),
             "source_sha256": meta.get("source_sha256"),
+            "probed": PROBE_KEY in meta,  # older exports stored no probe: checked for NaN only
         },
         calibration=_calibration_from_metadata(meta),
     )
+
+
+def _positive(stored: str) -> float:
+    value = float(stored)
+    if not 0 < value < float("inf"):  # also false for NaN
+        raise ValueError(f"normalization_std must be a positive number, not {stored[:30]}")
+    return value
+
+
+def _class_names(stored: str) -> list[str]:
+    names = json.loads(stored)
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        raise ValueError(f"class_names is not a list of names: {stored[:60]}")
+    return names
 
 
 def _calibration_from_metadata(meta: dict[str, str]) -> Calibration:

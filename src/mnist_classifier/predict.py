@@ -73,8 +73,9 @@ def _files_named_by(path: Path) -> list[FileAnswer]:
     return [FileAnswer(str(image)) for image in images]
 
 
-def answer_line(result: FileAnswer, class_names: list[str], top: int) -> str:
-    """One human-readable line: `digit.png: 7 (98.5%)  top 3: ...` or `x.png: not a digit (best guess 4, 31.0%)`."""
+def answer_line(result: FileAnswer, class_names: list[str], top: int, refusal: str = "not a digit") -> str:
+    """One human-readable line: `digit.png: 7 (98.5%)  top 3: ...` or `x.png: not a digit (best guess 4, 31.0%)`
+    (`refusal`: what a refused image is called; a clothes model says "not recognised")."""
     if result.error is not None:
         return f"{result.file}: error: {result.error}"
     answer = result.answer
@@ -83,7 +84,7 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int) -> str:
     ranked = ", ".join(f"{class_names[i]} {prob:.1%}" for i, prob in answer.top(top))
     guess = class_names[answer.best_guess]
     said = f"{guess} ({answer.confidence:.1%})" if answer.verdict == DIGIT else \
-        f"not a digit (best guess {guess}, {answer.confidence:.1%})"
+        f"{refusal} (best guess {guess}, {answer.confidence:.1%})"
     return f"{result.file}: {said}  top {top}: {ranked}"
 
 
@@ -98,6 +99,15 @@ def answer_dict(result: FileAnswer, class_names: list[str], top: int) -> dict:
     if result.error is not None:  # nothing was seen, so nothing is claimed: not even "no ink" or zero confidence
         fields.update(dict.fromkeys(("verdict", "confidence", "probabilities", "preview_png", "has_ink")))
     return {"file": result.file, **fields, "error": result.error}
+
+
+def _answers_digits(predictor: Predictor) -> bool:
+    from .datasets import get_dataset_spec
+
+    try:
+        return get_dataset_spec(predictor.info.get("dataset", "mnist")).drawable
+    except UserError:  # a dataset this version does not know
+        return False
 
 
 def run_predict(paths: list[str], checkpoint: str | Path, as_json: bool = False,
@@ -120,7 +130,8 @@ def run_predict(paths: list[str], checkpoint: str | Path, as_json: bool = False,
         json.dump([answer_dict(a, names, top) for a in answers], out, indent=2)
         out.write("\n")
     else:
+        refusal = "not a digit" if _answers_digits(predictor) else "not recognised"
         for answer in answers:
             # Errors go to stderr so that stdout stays one answer per good file.
-            print(answer_line(answer, names, top), file=err if answer.error else out)
+            print(answer_line(answer, names, top, refusal), file=err if answer.error else out)
     return 1 if any(a.error is not None for a in answers) else 0

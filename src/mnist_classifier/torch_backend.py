@@ -40,7 +40,7 @@ def load_torch_predictor(path: str | Path) -> Predictor:
 def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> Predictor:
     """A Predictor around a model already loaded from the checkpoint at `path` (no second read)."""
     norm = stored_normalization(payload)
-    return Predictor(
+    predictor = Predictor(
         backend=TorchBackend(model),
         model_name=payload["model_name"],
         mean=norm.mean,
@@ -49,6 +49,8 @@ def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path)
         info=checkpoint_info(payload, model, Path(path)),
         calibration=Calibration.from_payload(payload),
     )
+    predictor.check_sound(path)
+    return predictor
 
 
 def checkpoint_info(payload: dict[str, Any], model: torch.nn.Module, path: Path) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def served_model(model: Path, backend: str, data_dir: str | Path, log) -> Path:
     PyTorch, saying why, when the export cannot be made (e.g. no test images to check it on)."""
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "torch" or model.suffix == ".onnx":
+    if backend == "torch" or model.suffix.lower() == ".onnx":
         return model
     from ..errors import CheckpointError
     from ..export import cached_export  # imports torch, which a .pth needs anyway

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..datasets import SOURCE_NAMES, DatasetSpec, get_dataset_spec
-from ..errors import DataError, UserError
+from ..errors import DataError, NotFetchedYet, UserError
 from .debian import fetch_debian
 from .idx import FIX, describe, find_idx_file, load_arrays, read_idx, verify_dataset
 from .mirror import CONNECT_TIMEOUT_S, MIRRORS_ENV, fetch_mirror
@@ -61,6 +61,8 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
             if source != "auto":
                 raise DataError(f"{name}: {err}") from None
             reasons.append(f"{name}: {err}")
-            warn(f"{name}: {err}")
+            # A first fetch finds nothing there: say what happens next, not the command already running.
+            first_fetch = name == "local" and isinstance(err, NotFetchedYet)
+            warn(f"{spec.name} is not in {raw_dir} yet: fetching it" if first_fetch else f"{name}: {err}")
     raise DataError(f"could not get {spec.name} from any source ({'; '.join(reasons)}); "
                     f"connect to the network or copy the four IDX files into {raw_dir}")

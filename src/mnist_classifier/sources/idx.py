@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import DATASETS, DatasetSpec, IdxFile
-from ..errors import DataError
+from ..errors import DataError, NotFetchedYet, UserError
 from ..files import shared_mode
 
 FIX = "delete it and run `mnist-classifier data`"
@@ -54,8 +54,10 @@ def verify_dataset(raw_dir: Path, spec: DatasetSpec) -> None:
     """Raise DataError unless all four files exist with the registry's SHA-256."""
     missing = [f.name for f in spec.files if find_idx_file(raw_dir, f) is None]
     if missing:
-        what = "no files" if len(missing) == len(spec.files) else ", ".join(missing)
-        raise DataError(f"{what} in {raw_dir} yet: run `{fetch_hint(spec, raw_dir)}` to fetch {spec.name}")
+        none = len(missing) == len(spec.files)
+        what = "no files" if none else "no " + ", ".join(missing)
+        raise (NotFetchedYet if none else DataError)(
+            f"{what} in {raw_dir} yet: run `{fetch_hint(spec, raw_dir)}` to fetch {spec.name}")
     for f in spec.files:
         path = find_idx_file(raw_dir, f)
         digest = hash_file(path, f)
@@ -169,8 +171,11 @@ def copy_hashed(src, dst, limit: int, where: str, fix: str = "") -> str:
 def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
     """Write f via fill(out) -> sha256 into a temp file beside its final place and give
     it the real name only once verified: a crash or a bad download leaves nothing."""
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{f.name}.", suffix=".part")
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{f.name}.", suffix=".part")
+    except OSError as error:
+        raise _unwritable(raw_dir / f.name, error) from None
     try:
         with os.fdopen(fd, "wb") as out:
             digest = fill(out)
@@ -179,9 +184,18 @@ def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
         os.chmod(tmp, shared_mode(raw_dir / f.name))  # mkstemp makes it private; the data is not secret
         if digest != f.sha256:
             raise DataError(f"{origin} gave a wrong {f.name} (SHA-256 {digest[:12]}…), refused")
-        os.replace(tmp, raw_dir / f.name)
+        try:
+            os.replace(tmp, raw_dir / f.name)
+        except OSError as error:  # e.g. a folder of that name in the way
+            raise _unwritable(raw_dir / f.name, error) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _unwritable(target: Path, error: OSError) -> UserError:
+    """Not a source's fault, so no other source is tried: every one would meet the same place."""
+    return UserError(f"cannot write {target} ({error.strerror}): make {target.parent} a folder you may write to "
+                     "with nothing else under that name, or choose another --data-dir")
 
 
 def copy_gz_verified(src_path: Path, raw_dir: Path, f: IdxFile, origin: str) -> None:
