@@ -2,6 +2,7 @@
 
     python scripts/build_bundled_model.py                      # train (~3 min on 2 cores), then bundle
     python scripts/build_bundled_model.py --from models/simple_cnn_best.pth   # bundle an existing run
+    python scripts/build_bundled_model.py --from src/mnist_classifier/bundled/simple_cnn.pth  # export it again
 
 Writes src/mnist_classifier/bundled/: `simple_cnn.pth` (weights, calibration and
 provenance only: no optimizer state), `simple_cnn.onnx` (checked against it by export.py)
@@ -33,7 +34,7 @@ from mnist_classifier.training import train
 RECIPE = "mnist-classifier train --model simple_cnn (configs/simple_cnn.yaml)"
 # What a deployed model needs; the optimizer state (2x the weights) only resumes training.
 KEPT_KEYS = ("model_state_dict", "model_name", "config", "normalization", "dataset", "class_names", "epoch",
-             "accuracy", "loss", "test_accuracy", "temperature", "reject_threshold")
+             "accuracy", "loss", "test_accuracy", "temperature", "reject_threshold", "precision")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if "temperature" not in payload:
             sys.exit(f"{source} is not calibrated: run `mnist-classifier calibrate --checkpoint {source}` first")
         slim = {key: payload[key] for key in KEPT_KEYS if key in payload}
-        slim["provenance"] = measured_provenance(source, payload, args.data_dir)
+        # A bundled file bundled again (a new export of it) keeps the record of where it came from.
+        slim["provenance"] = payload.get("provenance") or measured_provenance(source, payload, args.data_dir)
         save_checkpoint(slim, BUNDLED_CHECKPOINT)
     export_onnx(BUNDLED_CHECKPOINT, BUNDLED_ONNX, data_dir=args.data_dir)
     record = {**slim["provenance"], "files": {path.name: {"sha256": sha256_of(path), "bytes": path.stat().st_size}
