@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from mnist_classifier.checkpoint import load_checkpoint  # noqa: E402
 from mnist_classifier.config import config_from_dict, resolve_config  # noqa: E402
 from mnist_classifier.hardware import choose_precision, resolve_device  # noqa: E402
-from mnist_classifier.training import checkpoint_stem  # noqa: E402
+from mnist_classifier.run_files import checkpoint_stem  # noqa: E402
 
 # Where and how a run was carried out, not what it learnt: a difference here is no reason to retrain.
 NOT_COMPARED = {"save_dir", "log_dir", "data_dir", "device", "num_threads", "save_interval"}

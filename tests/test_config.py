@@ -19,7 +19,8 @@ def test_model_flag_picks_that_models_recipe():
                                        ("outlier_target", "zero"), ("paper_redraw", 1.5),
                                        ("fragment_share", -0.1), ("seed", -1), ("label_smoothing", 1.5),
                                        ("val_size", 0), ("weight_decay", float("nan")), ("epochs", True),
-                                       ("num_threads", -3), ("num_threads", 0)])
+                                       ("num_threads", -3), ("num_threads", 0), ("save_dir", ""),
+                                       ("log_dir", " "), ("data_dir", "")])
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})
@@ -34,6 +35,24 @@ def test_a_quoted_number_in_the_recipe_says_so(tmp_path):
     recipe.write_text("model_name: simple_cnn\naugment: 1\n")
     with pytest.raises(UserError, match="augment must be true or false, got 1"):
         resolve_config(recipe, {})
+
+
+def test_exponents_without_a_dot_are_numbers_as_yaml_1_2_reads_them(tmp_path):
+    recipe = tmp_path / "exponents.yaml"
+    recipe.write_text("learning_rate: 1e-3\nweight_decay: 5E-4\nlabel_smoothing: .5e-1\n")
+    config = resolve_config(recipe, {})
+    assert (config.learning_rate, config.weight_decay, config.label_smoothing) == (0.001, 0.0005, 0.05)
+    recipe.write_text("epochs: 1e1\n")  # a number now, and a whole number is asked for
+    with pytest.raises(UserError, match="^epochs must be a whole number, got 10.0$"):
+        resolve_config(recipe, {})
+
+
+def test_a_binary_file_as_config_is_one_line(tmp_path):
+    checkpoint = tmp_path / "simple_cnn_last.pth"
+    checkpoint.write_bytes(b"PK\x03\x04\x80\x81 not text")
+    with pytest.raises(UserError, match="^config file .* is not a YAML text file .not UTF-8.; a .pth is continued "
+                                        "with --resume$"):
+        resolve_config(checkpoint, {})
 
 
 def test_unknown_yaml_key_is_an_error_not_a_silent_default(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,9 @@ import torch
 from mnist_classifier.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
-from mnist_classifier.training import resume_config, train
+from mnist_classifier import training
+from mnist_classifier.run_files import new_run_folder, resume_config
+from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, REPO_ROOT
 
@@ -165,6 +168,48 @@ def test_resuming_a_finished_run_says_nothing_is_left_to_train(one_epoch, capsys
     train(config, resume_payload=finished, log=lines.append)
     assert any("already trained all 1 epochs: nothing left to train" in line for line in lines)
     assert load_checkpoint(result.last_path)["epoch"] == 1  # no epoch was added
+
+
+def test_a_copied_run_resumes_beside_the_copy_and_leaves_the_original_alone(one_epoch, tmp_path):
+    _, result = one_epoch
+    original = result.last_path.parent
+    before = {path.name: path.stat().st_mtime_ns for path in original.iterdir()}
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    # the folders and the hardware may change on resume (an AVX2 laptop has no fast bf16)
+    config, payload = resume_config(copy / result.last_path.name, {"precision": "fp32"})
+    assert (config.save_dir, config.precision, payload["run_dir"]) == (str(copy), "fp32", None)
+    resumed = train(config, resume_payload=payload, log=quiet)
+    assert resumed.best_path == copy / result.best_path.name and "temperature" in load_checkpoint(resumed.best_path)
+    assert resumed.run_dir != result.run_dir  # a TensorBoard folder of its own
+    assert {path.name: path.stat().st_mtime_ns for path in original.iterdir()} == before
+    same, kept = resume_config(result.last_path, {"save_dir": f"{original}/."})  # the same folder, spelt otherwise
+    assert same.save_dir == f"{original}/." and kept["run_dir"] == str(result.run_dir)
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    first, second = new_run_folder(str(tmp_path), "simple_cnn"), new_run_folder(str(tmp_path), "simple_cnn")
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_ctrl_c_in_the_closing_test_names_the_resume_that_finishes_it(one_epoch, tmp_path, capsys, monkeypatch):
+    _, result = one_epoch
+    save_dir = tmp_path / "models"
+    shutil.copytree(result.last_path.parent, save_dir)
+    earlier = load_checkpoint(save_dir / result.best_path.name)["test_accuracy"]
+
+    def interrupted(_trainer):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.Trainer, "test_best", interrupted)
+    status = main(["train", "--limit-train", "1200", "--epochs", "1", "--batch-size", "100", "--data-dir",
+                   str(DATA_DIR), "--save-dir", str(save_dir), "--log-dir", str(tmp_path / "runs")])
+    out, err = capsys.readouterr()
+    assert status == 130
+    assert f"note: {save_dir / result.best_path.name} holds an earlier run's model, {earlier:.2%} test" in out
+    last = save_dir / result.last_path.name
+    assert err.strip() == f"interrupted: the last finished epoch is saved; resume with `mnist-classifier train " \
+                          f"--resume {last}`"
 
 
 def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):

@@ -34,7 +34,7 @@ from .evaluation import METRICS, Evaluation, evaluate_predictions
 from .honesty import calibration_report, calibration_text, verdict_report, verdict_text
 from .report import check_report_dir, default_report_dir, write_report
 from .torch_backend import torch_predictor
-from .training import checkpoint_stem
+from .run_files import checkpoint_stem
 
 
 def evaluate_checkpoint(

@@ -36,7 +36,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import resolve_config
     from .distributed import launched_rank
-    from .training import TrainingInterrupted, resume_config, train
+    from .run_files import resume_config
+    from .training import TrainingInterrupted, train
 
     overrides = {
         "model_name": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -307,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         import_plugins()  # models and metrics registered outside the package
         return args.run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets it; one says so
+            print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError:  # `predict ... | head` closed the pipe: stop quietly, as `ls | head` does
         return stop_writing_to_closed_pipe()

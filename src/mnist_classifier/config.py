@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ class TrainConfig:
         if self.val_size < 1:  # it picks the best epoch and calibrates the model
             raise UserError(f"val_size must be at least 1 (the validation split picks the best epoch and "
                             f"calibrates the model), got {self.val_size!r}")
+        for key in ("data_dir", "save_dir", "log_dir"):
+            if not getattr(self, key).strip():
+                raise UserError(f"{key} must name a folder, got an empty one (an unset shell variable?)")
         if self.seed < 0:
             raise UserError(f"seed must be >= 0, got {self.seed!r}")
         if not 0 <= self.label_smoothing < 1:
@@ -161,12 +165,24 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} not found: pass an existing YAML file to --config, "
                         f"or the name of a shipped recipe ({', '.join(shipped_recipes())})")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Numbers) or {}
+    except UnicodeDecodeError:
+        hint = "; a .pth is continued with --resume" if path.suffix == ".pth" else ""
+        raise UserError(f"config file {path} is not a YAML text file (not UTF-8){hint}") from None
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML ({error.__class__.__name__}): fix its syntax") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
     return values
+
+
+class _Yaml12Numbers(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-3` (an exponent without a dot) is text; YAML 1.2, and
+    everyone writing a learning rate, means the number."""
+
+
+_Yaml12Numbers.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                     list("-+.0123456789"))
 
 
 def resolve_config(

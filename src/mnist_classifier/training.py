@@ -27,15 +27,16 @@ from tqdm import tqdm
 from . import distributed
 from .augment import require_augmentation
 from .calibration import calibrate_logits
-from .checkpoint import (check_free_space, check_writable, checkpoint_bytes, load_checkpoint, model_from_checkpoint,
-                         remove_partial_writes, save_checkpoint)
-from .config import TrainConfig, config_from_dict
+from .checkpoint import (check_free_space, check_writable, checkpoint_bytes, load_checkpoint, remove_partial_writes,
+                         save_checkpoint)
+from .config import TrainConfig
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
-from .errors import CheckpointError, UserError
+from .errors import UserError
 from .evaluation import compute_logits, redrawn_validation_logits, score_split
 from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
+from .run_files import checkpoint_paths, checkpoint_stem, new_run_folder
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -66,38 +67,6 @@ class RunState:
     best_accuracy: float = -1.0
     history: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
     run_dir: Path | None = None
-
-
-def checkpoint_stem(model_name: str, dataset: str) -> str:
-    """`simple_cnn` for MNIST, `simple_cnn_fashion-mnist` for others: training on a second
-    dataset must not overwrite the MNIST model (same pattern as configs/)."""
-    return model_name if dataset == "mnist" else f"{model_name}_{dataset}"
-
-
-def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
-    save_dir, stem = Path(config.save_dir), checkpoint_stem(config.model_name, config.dataset)
-    return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
-
-
-def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """The stored run's config; a flag that contradicts it is an error, not a silent change."""
-    payload = load_checkpoint(path)
-    model_from_checkpoint(payload, path)  # wrong architecture or shapes: one line now, not after loading data
-    if "optimizer_state_dict" not in payload or not isinstance(payload.get("config"), dict):
-        raise CheckpointError(f"{path} holds weights only, not a resume point: resume from a <model>_last.pth file")
-    config = config_from_dict(payload["config"])
-    if config.model_name != payload["model_name"]:
-        raise CheckpointError(f"{path} is inconsistent: its weights are a {payload['model_name']} but its config "
-                              f"says {config.model_name}; the file is damaged or edited, resume from another one")
-    for key, value in overrides.items():
-        if value is not None and key != "device" and getattr(config, key) != value:
-            raise UserError(
-                f"--resume continues the run stored in {path}, whose {key} is {getattr(config, key)!r}, "
-                f"not {value!r}: drop that flag or start a new run without --resume"
-            )
-    if overrides.get("device"):
-        config.device = overrides["device"]
-    return config.validate(), payload
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -290,8 +259,7 @@ class Trainer:
     def open_run_log(self) -> None:
         """TensorBoard (run_log.py): a new folder for a new run, the same one for a resumed run."""
         if self.state.run_dir is None:
-            stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            self.state.run_dir = Path(self.config.log_dir) / f"{self.stem}_{stamp}"
+            self.state.run_dir = new_run_folder(self.config.log_dir, self.stem)
         self.run_log = RunLog(self.state.run_dir, self.config.to_dict(), self.state.start_epoch, self.steps)
 
     def announce(self) -> None:
@@ -301,9 +269,23 @@ class Trainer:
                  f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on "
                  f"{len(self.val_split):,}; precision {self.precision.name} ({self.precision.reason})")
         self.log("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        self.say_what_it_replaces()
         if self.state.start_epoch >= config.epochs:
             self.log(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
                      "closing calibration and test run again; start a new run without --resume to train afresh")
+
+    def say_what_it_replaces(self) -> None:
+        """A new run replaces the best model of an earlier one in --save-dir from its first epoch on."""
+        best, _ = checkpoint_paths(self.config)
+        if self.state.start_epoch > 0 or not best.is_file():
+            return
+        try:
+            earlier = load_checkpoint(best).get("test_accuracy")
+        except UserError:  # damaged or foreign: nothing worth keeping is lost
+            return
+        scored = f", {earlier:.2%} test" if isinstance(earlier, float) else ""
+        self.log(f"note: {best} holds an earlier run's model{scored}; this run replaces it after its first "
+                 "epoch (copy it, or pass --save-dir, to keep it)")
 
     def discard_run_log(self) -> None:
         """A new run stopped before its first epoch was saved: no TensorBoard folder for a run that never was."""
@@ -396,7 +378,10 @@ def train(
                 raise TrainingInterrupted("") from None
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
         distributed.barrier()
-        result = trainer.finish(epochs_done) if ctx.is_main else None
+        try:
+            result = trainer.finish(epochs_done) if ctx.is_main else None
+        except KeyboardInterrupt:  # every epoch is saved: a resume runs only the closing calibration and test
+            raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
         # Every rank leaves together: a gloo rank that tears down while a peer still works
         # sometimes aborts in native code as it exits (seen in ~1 of 15 loaded runs).
         distributed.barrier()

@@ -1,0 +1,84 @@
+"""A training run's files: where its checkpoints and TensorBoard folder go, and how a stored
+run is continued (`train --resume`).
+
+    best, last = checkpoint_paths(config)       # models/simple_cnn_best.pth, models/simple_cnn_last.pth
+    config, payload = resume_config("models/simple_cnn_last.pth", flags)
+
+A resumed run continues beside the file it resumes from: a run copied, moved or resumed from
+another folder writes next to that file, never into the folders the original was started
+with. Flags may move its folders or change the hardware it runs on (device, precision); a
+flag that would change what is trained is refused.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import TrainConfig, config_from_dict
+from .errors import CheckpointError, UserError
+
+FOLDERS = ("save_dir", "log_dir", "data_dir")  # where the run's files are: a flag moves them
+HARDWARE = ("device", "precision")  # what it runs on: a resumed run may go to another machine
+
+
+def checkpoint_stem(model_name: str, dataset: str) -> str:
+    """`simple_cnn` for MNIST, `simple_cnn_fashion-mnist` for others: training on a second
+    dataset must not overwrite the MNIST model (same pattern as configs/)."""
+    return model_name if dataset == "mnist" else f"{model_name}_{dataset}"
+
+
+def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
+    save_dir, stem = Path(config.save_dir), checkpoint_stem(config.model_name, config.dataset)
+    return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
+
+
+def new_run_folder(log_dir: str, stem: str) -> Path:
+    """A TensorBoard folder of its own, even for runs started in the same second (a sweep)."""
+    base = Path(log_dir) / f"{stem}_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+    for attempt in range(1, 1000):
+        folder = base if attempt == 1 else base.with_name(f"{base.name}_{attempt}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise UserError(f"no free run folder name left beside {base}: tidy {log_dir}")
+
+
+def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The stored run's config, continued beside `path`; a flag that contradicts what it
+    trains is an error, not a silent change."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    model_from_checkpoint(payload, path)  # wrong architecture or shapes: one line now, not after loading data
+    if "optimizer_state_dict" not in payload or not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path} holds weights only, not a resume point: resume from a <model>_last.pth file")
+    config = config_from_dict(payload["config"])
+    if config.model_name != payload["model_name"]:
+        raise CheckpointError(f"{path} is inconsistent: its weights are a {payload['model_name']} but its config "
+                              f"says {config.model_name}; the file is damaged or edited, resume from another one")
+    for key, value in overrides.items():
+        if value is not None and key not in FOLDERS + HARDWARE and getattr(config, key) != value:
+            raise UserError(
+                f"--resume continues the run stored in {path}, whose {key} is {getattr(config, key)!r}, "
+                f"not {value!r}: drop that flag or start a new run without --resume"
+            )
+    stored_save_dir = config.save_dir
+    config.save_dir = str(path.parent)  # where its _last.pth is: the run's folder, wherever it was started
+    for key in FOLDERS + HARDWARE:
+        if overrides.get(key) is not None:
+            setattr(config, key, overrides[key])
+    if not _same_folder(config.save_dir, stored_save_dir) or overrides.get("log_dir") is not None:
+        # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
+        payload = {**payload, "run_dir": None}
+    return config.validate(), payload
+
+
+def _same_folder(first: str, second: str) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them is not there (yet)
+        return Path(first).resolve() == Path(second).resolve()
