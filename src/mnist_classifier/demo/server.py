@@ -90,8 +90,8 @@ def served_model(model: Path, backend: str, data_dir: str | Path, log) -> Path:
     except (UserError, OSError) as error:
         if backend == "onnx":
             raise
-        log(f"note: serving {model} with PyTorch, not ONNX Runtime: its export failed ({error}); "
-            "run `mnist-classifier export` to see why")
+        log(f"note: serving {model} with PyTorch, not ONNX Runtime: its export beside it could not be made "
+            f"({error})")
         return model
 
 
