@@ -49,18 +49,29 @@ def test_short_run_learns_far_above_chance(tmp_path, mnist_raw_dir):
     assert not all(torch.equal(seen[0][1][key], tensor) for key, tensor in last.items())
 
 
-def test_resume_continues_exactly(tmp_path, mnist_raw_dir):
+def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw_dir):
     straight = train(small_config(tmp_path / "a"), log=quiet)
-    interrupted = small_config(tmp_path / "b")
-    partial = train(interrupted, log=quiet, stop_after_epochs=1)
+    partial = train(small_config(tmp_path / "b"), log=quiet, stop_after_epochs=1)
     assert partial.epochs_done == 1
-    resumed = train(interrupted, resume_payload=load_checkpoint(partial.last_path), log=quiet)
+    original = partial.last_path.parent
+    before = {path.name: path.stat().st_mtime_ns for path in original.iterdir()}
+    copy = tmp_path / "copied"  # a run copied (or moved) continues in its new folder
+    shutil.copytree(original, copy)
+    # the folders and the hardware may change on resume (an AVX2 laptop has no fast bf16)
+    config, payload = resume_config(copy / partial.last_path.name, {"device": "cpu"})
+    assert config.save_dir == str(copy) and payload["run_dir"] is None
+    resumed = train(config, resume_payload=payload, log=quiet)
+    assert resumed.last_path == copy / partial.last_path.name and resumed.run_dir != partial.run_dir
+    assert {path.name: path.stat().st_mtime_ns for path in original.iterdir()} == before  # left alone
     a = load_checkpoint(straight.last_path)
     b = load_checkpoint(resumed.last_path)
     assert a["epoch"] == b["epoch"] == 2
     for key, tensor in a["model_state_dict"].items():
         assert torch.equal(tensor, b["model_state_dict"][key]), key
     assert a["history"]["val_acc"] == b["history"]["val_acc"]
+    same, kept = resume_config(partial.last_path, {"save_dir": f"{original}/.", "precision": "fp32"})
+    assert (same.save_dir, same.precision) == (f"{original}/.", "fp32")
+    assert kept["run_dir"] == str(partial.run_dir)  # the same folder spelt otherwise: the same TensorBoard run
 
 
 @pytest.fixture(scope="module")
@@ -161,30 +172,16 @@ def test_processes_checking_one_folder_at_once_do_not_trip_each_other(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_resuming_a_finished_run_says_nothing_is_left_to_train(one_epoch, capsys):
+def test_resuming_a_finished_run_does_nothing_and_says_so(one_epoch, capsys):
     _, result = one_epoch
+    before = {path: path.stat().st_mtime_ns for path in (result.best_path, result.last_path)}
     config, finished = resume_config(result.last_path, {})
     lines = []
-    train(config, resume_payload=finished, log=lines.append)
-    assert any("already trained all 1 epochs: nothing left to train" in line for line in lines)
-    assert load_checkpoint(result.last_path)["epoch"] == 1  # no epoch was added
-
-
-def test_a_copied_run_resumes_beside_the_copy_and_leaves_the_original_alone(one_epoch, tmp_path):
-    _, result = one_epoch
-    original = result.last_path.parent
-    before = {path.name: path.stat().st_mtime_ns for path in original.iterdir()}
-    copy = tmp_path / "copy"
-    shutil.copytree(original, copy)
-    # the folders and the hardware may change on resume (an AVX2 laptop has no fast bf16)
-    config, payload = resume_config(copy / result.last_path.name, {"precision": "fp32"})
-    assert (config.save_dir, config.precision, payload["run_dir"]) == (str(copy), "fp32", None)
-    resumed = train(config, resume_payload=payload, log=quiet)
-    assert resumed.best_path == copy / result.best_path.name and "temperature" in load_checkpoint(resumed.best_path)
-    assert resumed.run_dir != result.run_dir  # a TensorBoard folder of its own
-    assert {path.name: path.stat().st_mtime_ns for path in original.iterdir()} == before
-    same, kept = resume_config(result.last_path, {"save_dir": f"{original}/."})  # the same folder, spelt otherwise
-    assert same.save_dir == f"{original}/." and kept["run_dir"] == str(result.run_dir)
+    again = train(config, resume_payload=finished, log=lines.append)
+    assert lines == [f"this run already trained all 1 epochs and was calibrated and tested "
+                     f"({result.test_accuracy:.2%}): nothing to do; start a new run without --resume to train afresh"]
+    assert (again.best_path, again.test_accuracy) == (result.best_path, result.test_accuracy)
+    assert {path: path.stat().st_mtime_ns for path in before} == before  # nothing rewritten, nothing logged twice
 
 
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):

@@ -67,8 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result is not None:
         print(f"best validation accuracy {result.best_val_accuracy:.2%}; "
               f"test accuracy {result.test_accuracy:.2%}")
-        print(f"checkpoints: {result.best_path} (best), {result.last_path} (resume point); "
-              f"TensorBoard: tensorboard --logdir {Path(result.run_dir).parent}")
+        board = f"; TensorBoard: tensorboard --logdir {result.run_dir.parent}" if result.run_dir else ""
+        print(f"checkpoints: {result.best_path} (best), {result.last_path} (resume point){board}")
     return 0
 
 

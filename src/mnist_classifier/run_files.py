@@ -35,6 +35,20 @@ def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
     return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
 
 
+def earlier_best_note(config: TrainConfig) -> str | None:
+    """What a new run is about to replace: an earlier run's best model in its --save-dir."""
+    best, _ = checkpoint_paths(config)
+    if not best.is_file():
+        return None
+    try:
+        earlier = load_checkpoint(best).get("test_accuracy")
+    except UserError:  # damaged or foreign: nothing worth keeping is lost
+        return None
+    scored = f", {earlier:.2%} test" if isinstance(earlier, float) else ""
+    return (f"note: {best} holds an earlier run's model{scored}; this run replaces it after its first epoch "
+            "(copy it, or pass --save-dir, to keep it)")
+
+
 def new_run_folder(log_dir: str, stem: str) -> Path:
     """A TensorBoard folder of its own, even for runs started in the same second (a sweep)."""
     base = Path(log_dir) / f"{stem}_{datetime.now().strftime('%Y%m%d_%H%M%S')}"

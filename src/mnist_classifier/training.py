@@ -36,7 +36,7 @@ from .evaluation import compute_logits, redrawn_validation_logits, score_split
 from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
-from .run_files import checkpoint_paths, checkpoint_stem, new_run_folder
+from .run_files import checkpoint_paths, checkpoint_stem, earlier_best_note, new_run_folder
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -52,7 +52,7 @@ class TrainingInterrupted(Exception):
 class TrainResult:
     best_path: Path
     last_path: Path
-    run_dir: Path
+    run_dir: Path | None  # None: a finished run resumed from a copy, which logged nothing
     best_val_accuracy: float
     test_accuracy: float
     epochs_done: int
@@ -269,23 +269,11 @@ class Trainer:
                  f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''}), validating on "
                  f"{len(self.val_split):,}; precision {self.precision.name} ({self.precision.reason})")
         self.log("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-        self.say_what_it_replaces()
+        if self.state.start_epoch == 0 and (note := earlier_best_note(config)):
+            self.log(note)
         if self.state.start_epoch >= config.epochs:
             self.log(f"this run already trained all {config.epochs} epochs: nothing left to train, so only its "
                      "closing calibration and test run again; start a new run without --resume to train afresh")
-
-    def say_what_it_replaces(self) -> None:
-        """A new run replaces the best model of an earlier one in --save-dir from its first epoch on."""
-        best, _ = checkpoint_paths(self.config)
-        if self.state.start_epoch > 0 or not best.is_file():
-            return
-        try:
-            earlier = load_checkpoint(best).get("test_accuracy")
-        except UserError:  # damaged or foreign: nothing worth keeping is lost
-            return
-        scored = f", {earlier:.2%} test" if isinstance(earlier, float) else ""
-        self.log(f"note: {best} holds an earlier run's model{scored}; this run replaces it after its first "
-                 "epoch (copy it, or pass --save-dir, to keep it)")
 
     def discard_run_log(self) -> None:
         """A new run stopped before its first epoch was saved: no TensorBoard folder for a run that never was."""
@@ -330,6 +318,20 @@ class Trainer:
         return payload["accuracy"], test.accuracy
 
 
+def stored_result(config: TrainConfig, payload: dict[str, Any]) -> TrainResult | None:
+    """What a resumed run stored when it finished all its epochs and its closing calibration and
+    test; None while anything is left to do."""
+    best, last = checkpoint_paths(config)
+    if int(payload["epoch"]) < config.epochs or not best.is_file():
+        return None
+    stored = load_checkpoint(best)
+    if "temperature" not in stored or not isinstance(stored.get("test_accuracy"), float):
+        return None  # the closing step was interrupted: it runs again
+    run_dir = Path(payload["run_dir"]) if payload.get("run_dir") else None
+    return TrainResult(best, last, run_dir, stored["accuracy"], stored["test_accuracy"], config.epochs,
+                       dict(payload.get("history") or {}))
+
+
 def train(
     config: TrainConfig,
     resume_payload: dict[str, Any] | None = None,
@@ -349,6 +351,11 @@ def train(
         remove_partial_writes(config.save_dir)
     speak = log if ctx.is_main else (lambda _line: None)
     try:
+        finished = stored_result(config, resume_payload) if resume_payload is not None else None
+        if finished is not None:  # before the data and the set-up: nothing will use them
+            speak(f"this run already trained all {config.epochs} epochs and was calibrated and tested "
+                  f"({finished.test_accuracy:.2%}): nothing to do; start a new run without --resume to train afresh")
+            return finished if ctx.is_main else None
         if config.batch_size % ctx.world_size:
             raise UserError(f"batch_size {config.batch_size} is the global batch: it must divide evenly "
                             f"over {ctx.world_size} processes")
