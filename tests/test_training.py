@@ -150,6 +150,8 @@ def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
     # a folder that exists yet takes no files: the reason said plainly, not "No such file or directory"
     assert main(["train", "--save-dir", "/proc", "--log-dir", str(tmp_path / "r")]) == 2
     assert "cannot write to /proc (it takes no new files)" in capsys.readouterr().err
+    assert main(["train", "--save-dir", str(blocker), "--log-dir", str(tmp_path / "r")]) == 2
+    assert f"cannot write to {blocker} (it is a file, not a folder)" in capsys.readouterr().err
 
 
 def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):

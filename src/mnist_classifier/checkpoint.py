@@ -174,6 +174,8 @@ def check_writable(directory: str | Path) -> None:
     except OSError as error:
         # /proc exists, yet a new file there fails with "No such file or directory": say what that means
         reason = "it takes no new files" if directory.is_dir() and error.errno == errno.ENOENT else error.strerror
+        if directory.exists() and not directory.is_dir():
+            reason = "it is a file, not a folder"
         raise UserError(f"cannot write to {directory} ({reason}): choose another folder or fix its permissions") \
             from None
 
