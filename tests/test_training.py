@@ -15,6 +15,7 @@ from mnist_classifier.checkpoint import check_writable, load_checkpoint, save_ch
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
 from mnist_classifier import training
+from mnist_classifier.errors import UserError
 from mnist_classifier.run_files import new_run_folder, resume_config
 from mnist_classifier.training import train
 
@@ -72,6 +73,14 @@ def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw
     same, kept = resume_config(partial.last_path, {"save_dir": f"{original}/.", "precision": "fp32"})
     assert (same.save_dir, same.precision) == (f"{original}/.", "fp32")
     assert kept["run_dir"] == str(partial.run_dir)  # the same folder spelt otherwise: the same TensorBoard run
+    moved = tmp_path / "moved"  # --save-dir elsewhere: the run's two checkpoints go there first
+    resume_config(partial.last_path, {"save_dir": str(moved)})
+    assert sorted(path.name for path in moved.iterdir()) == sorted((partial.best_path.name, partial.last_path.name))
+    alone = tmp_path / "only-last"
+    alone.mkdir()
+    shutil.copy(partial.last_path, alone)
+    with pytest.raises(UserError, match=f"^{alone / partial.best_path.name} is missing: --resume needs"):
+        resume_config(alone / partial.last_path.name, {})
 
 
 @pytest.fixture(scope="module")

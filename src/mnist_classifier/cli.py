@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict",
                                   help="classify image files (PNG/JPEG, up to 4096 px a side, either polarity)")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify; a folder stands for the images directly in it")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files to classify; a folder stands for the images directly in it")
     predict.add_argument("--checkpoint", help=ANSWERING_MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print a JSON array, one object per file (default: text lines)")
     predict.add_argument("--top", type=int, default=3, help="how many ranked classes to show per file (default: 3)")

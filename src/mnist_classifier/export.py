@@ -51,11 +51,12 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     data_dir: str | Path = "data",
     data_source: str = "auto",
+    fix: str = "choose another --out",
 ) -> Path:
     """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
     checkpoint_path = Path(checkpoint_path)
     out_path = Path(out_path) if out_path else default_out(checkpoint_path)
-    _check_writable(out_path)
+    _check_writable(out_path, fix)
     model, payload = load_model(checkpoint_path)
     norm = stored_normalization(payload)
     proto = _to_onnx(model, opset)
@@ -80,7 +81,7 @@ def default_out(checkpoint_path: Path) -> Path:
     return checkpoint_path.with_suffix(".onnx")
 
 
-def _check_writable(out_path: Path) -> None:
+def _check_writable(out_path: Path, fix: str = "choose another --out") -> None:
     """Before the export's seconds of work: a name `predict` reads as ONNX, in a folder we may write."""
     if out_path.suffix.lower() != ".onnx":
         raise UserError(f"--out {out_path} must end in .onnx: predict, serve and load() tell an ONNX model "
@@ -93,7 +94,7 @@ def _check_writable(out_path: Path) -> None:
             pass
     except OSError as error:
         raise UserError(f"cannot write {out_path}: {folder} is not a folder this user may write to "
-                        f"({error.strerror}); choose another --out") from None
+                        f"({error.strerror}); {fix}") from None
 
 
 def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
@@ -102,16 +103,24 @@ def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") ->
     the checkpoint's today."""
     checkpoint_path = Path(checkpoint_path)
     cached = checkpoint_path.with_suffix(".onnx")
+    older = False  # an export of these bytes from before the probe: renewed, or served if it cannot be
     if cached.is_file():
         try:
             info = load_onnx_predictor(cached).info
-            source = info.get("source_sha256") if info.get("probed") else None
+            source = info.get("source_sha256")
         except UserError:
-            source = None  # damaged or foreign: export again
+            info, source = {}, None  # damaged or foreign: export again
         if source == sha256_of(checkpoint_path):
+            if info.get("probed"):
+                return cached
+            older = True
+    try:  # only test images already on disk check it: serving should not start with a download
+        return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local",
+                           fix="copy the checkpoint to a folder you may write to, or serve with --backend torch")
+    except (UserError, OSError):
+        if older:
             return cached
-    # Only test images already on disk check it: serving should not start with a download.
-    return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local")
+        raise
 
 
 def _to_onnx(model: torch.nn.Module, opset: int):

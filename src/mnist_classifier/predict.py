@@ -65,8 +65,11 @@ def _files_named_by(path: Path) -> list[FileAnswer]:
     (hidden files and other suffixes skipped), or for one error when it holds none."""
     if not path.is_dir():
         return [FileAnswer(str(path))]
-    images = sorted(child for child in path.iterdir() if child.suffix.lower() in IMAGE_SUFFIXES
-                    and not child.name.startswith(".") and child.is_file())
+    try:
+        images = sorted(child for child in path.iterdir() if child.suffix.lower() in IMAGE_SUFFIXES
+                        and not child.name.startswith(".") and child.is_file())
+    except OSError as error:  # unreadable: its own error line, the other files still answered
+        return [FileAnswer(str(path), error=f"cannot list this folder ({error.strerror}); check its permissions")]
     if not images:
         suffixes = ", ".join(suffix[1:] for suffix in IMAGE_SUFFIXES)
         return [FileAnswer(str(path), error=f"folder with no image files in it ({suffixes}); name the images")]

@@ -5,18 +5,21 @@ run is continued (`train --resume`).
     config, payload = resume_config("models/simple_cnn_last.pth", flags)
 
 A resumed run continues beside the file it resumes from: a run copied, moved or resumed from
-another folder writes next to that file, never into the folders the original was started
-with. Flags may move its folders or change the hardware it runs on (device, precision); a
+another folder writes its checkpoints next to that file, never into the folder the original
+was started with, and opens a TensorBoard run folder of its own (in the stored log_dir unless
+--log-dir says where). --save-dir moves the run's best and last checkpoints to that folder
+first. Flags may move its folders or change the hardware it runs on (device, precision); a
 flag that would change what is trained is refused.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError, UserError
 
@@ -82,13 +85,28 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
             )
     stored_save_dir = config.save_dir
     config.save_dir = str(path.parent)  # where its _last.pth is: the run's folder, wherever it was started
+    best, _ = checkpoint_paths(config)
+    if not best.is_file():
+        raise UserError(f"{best} is missing: --resume needs the run's best checkpoint beside the one it resumes "
+                        "from; copy it there")
     for key in FOLDERS + HARDWARE:
         if overrides.get(key) is not None:
             setattr(config, key, overrides[key])
+    if not _same_folder(config.save_dir, str(path.parent)):
+        _move_run_files(path, best, config)
     if not _same_folder(config.save_dir, stored_save_dir) or overrides.get("log_dir") is not None:
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
     return config.validate(), payload
+
+
+def _move_run_files(last: Path, best: Path, config: TrainConfig) -> None:
+    """--save-dir elsewhere: the run's best and last checkpoints go there first, so that it
+    continues (and can be resumed again) from that folder alone."""
+    new_best, new_last = checkpoint_paths(config)
+    check_writable(config.save_dir)
+    shutil.copy2(best, new_best)
+    shutil.copy2(last, new_last)
 
 
 def _same_folder(first: str, second: str) -> bool:
