@@ -92,12 +92,13 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
     for key in FOLDERS + HARDWARE:
         if overrides.get(key) is not None:
             setattr(config, key, overrides[key])
+    config.validate()  # before any file is copied
     if not _same_folder(config.save_dir, str(path.parent)):
         _move_run_files(path, best, config)
     if not _same_folder(config.save_dir, stored_save_dir) or overrides.get("log_dir") is not None:
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
-    return config.validate(), payload
+    return config, payload
 
 
 def _move_run_files(last: Path, best: Path, config: TrainConfig) -> None:
