@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 
 from .bundled import BUNDLED_DIR, sha256_of
 from .calibration import Calibration
-from .checkpoint import check_writable, load_model, stored_normalization
+from .checkpoint import load_model, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError, to_stderr
 from .files import write_atomically
@@ -50,11 +51,12 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     data_dir: str | Path = "data",
     data_source: str = "auto",
+    fix: str = "choose another --out",
 ) -> Path:
     """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
     checkpoint_path = Path(checkpoint_path)
     out_path = Path(out_path) if out_path else default_out(checkpoint_path)
-    _check_writable(out_path)
+    _check_writable(out_path, fix)
     model, payload = load_model(checkpoint_path)
     norm = stored_normalization(payload)
     proto = _to_onnx(model, opset)
@@ -79,14 +81,20 @@ def default_out(checkpoint_path: Path) -> Path:
     return checkpoint_path.with_suffix(".onnx")
 
 
-def _check_writable(out_path: Path) -> None:
+def _check_writable(out_path: Path, fix: str = "choose another --out") -> None:
     """Before the export's seconds of work: a name `predict` reads as ONNX, in a folder we may write."""
     if out_path.suffix.lower() != ".onnx":
         raise UserError(f"--out {out_path} must end in .onnx: predict, serve and load() tell an ONNX model "
                         "by its suffix (and a .pth there would be replaced)")
     if out_path.is_dir():
         raise UserError(f"--out {out_path} is a folder; name the file, e.g. {out_path / 'model.onnx'}")
-    check_writable(out_path.parent)
+    folder = next((parent for parent in out_path.parents if parent.exists()), Path("."))
+    try:  # a real try: permission bits do not stop root, a read-only mount or /proc does
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {out_path}: {folder} is not a folder this user may write to "
+                        f"({error.strerror}); {fix}") from None
 
 
 def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
@@ -107,7 +115,8 @@ def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") ->
                 return cached
             older = True
     try:  # only test images already on disk check it: serving should not start with a download
-        return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local")
+        return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local",
+                           fix="copy the checkpoint to a folder you may write to, or serve with --backend torch")
     except (UserError, OSError):
         if older:
             return cached

@@ -36,8 +36,7 @@ def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) 
     A file without stored calibration answers as before (temperature 1, nothing refused),
     and `warn` (default: a line on stderr) is told so once."""
     path = Path(path)
-    is_onnx = path.suffix.lower() == ".onnx"
-    if is_onnx:
+    if path.suffix.lower() == ".onnx":
         from .onnx_backend import load_onnx_predictor
 
         predictor = load_onnx_predictor(path)
@@ -46,8 +45,9 @@ def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) 
 
         predictor = load_torch_predictor(path)
     if not predictor.calibration.fitted:
-        fix = ("calibrate the .pth it was exported from (mnist-classifier calibrate --checkpoint FILE.pth), "
-               "then export that again") if is_onnx else f"mnist-classifier calibrate --checkpoint {path}"
+        fix = (f"mnist-classifier calibrate --checkpoint {path}" if path.suffix.lower() != ".onnx" else
+               "calibrate the .pth it was exported from (mnist-classifier calibrate --checkpoint FILE.pth), "
+               "then export that again")
         (warn or to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and nothing "
                              f"is refused as 'not a digit'; fix: {fix}")
     return predictor
