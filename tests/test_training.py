@@ -6,6 +6,7 @@ import shutil
 import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 import sys
 
 import pytest
@@ -225,6 +226,26 @@ def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):
     status = main(["train", "--resume", str(result.last_path), "--model", "improved_cnn"])
     assert status == 2
     assert "model_name is 'simple_cnn'" in capsys.readouterr().err
+
+
+def test_resume_from_another_folder_keeps_the_projects_data_and_runs(one_epoch, tmp_path, monkeypatch):
+    _, result = one_epoch
+    project = tmp_path / "project"  # started here with the default relative folders
+    (project / "runs" / "simple_cnn_1").mkdir(parents=True)
+    (project / "data").symlink_to(DATA_DIR)
+    for source in (result.best_path, result.last_path):
+        payload = load_checkpoint(source)
+        stored = {**payload["config"], "save_dir": "models", "data_dir": "data", "log_dir": "runs"}
+        save_checkpoint({**payload, "config": stored, "run_dir": "runs/simple_cnn_1"}, project / "models" / source.name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config, payload = resume_config(project / "models" / result.last_path.name, {})
+    assert (config.data_dir, config.log_dir) == (str(project / "data"), str(project / "runs"))
+    assert payload["run_dir"] == str(project / "runs" / "simple_cnn_1")  # its TensorBoard run goes on
+    monkeypatch.chdir(project)  # from the project itself nothing moves
+    config, payload = resume_config(Path("models") / result.last_path.name, {})
+    assert (config.data_dir, config.log_dir, payload["run_dir"]) == ("data", "runs", "runs/simple_cnn_1")
 
 
 def test_module_entry_point_runs(tmp_path):

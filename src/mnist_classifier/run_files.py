@@ -85,6 +85,10 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
             )
     stored_save_dir = config.save_dir
     config.save_dir = str(path.parent)  # where its _last.pth is: the run's folder, wherever it was started
+    project = _started_in(stored_save_dir, path.parent)
+    if project is not None:
+        payload = _follow_project(config, payload, project)
+        stored_save_dir = str(project / stored_save_dir)
     best, _ = checkpoint_paths(config)
     if not best.is_file():
         raise UserError(f"{best} is missing: --resume needs the run's best checkpoint beside the one it resumes "
@@ -99,6 +103,30 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
     return config, payload
+
+
+def _started_in(stored_save_dir: str, run_folder: Path) -> Path | None:
+    """The project folder a run was started in, when it is resumed from another working folder
+    (`train --resume ~/proj/models/simple_cnn_last.pth`): the run's folder ends with its relative
+    stored --save-dir. None when resumed from that project itself, or moved where nothing says."""
+    stored, folder = Path(stored_save_dir), run_folder.resolve()
+    if stored.is_absolute() or not stored.parts or folder.parts[-len(stored.parts):] != stored.parts:
+        return None
+    project = Path(*folder.parts[:-len(stored.parts)])
+    return None if _same_folder(str(project), ".") else project
+
+
+def _follow_project(config: TrainConfig, payload: dict[str, Any], project: Path) -> dict[str, Any]:
+    """Its relative data and log folders are the project's, not the new working folder's: MNIST is
+    not fetched again, and the TensorBoard run goes on where it was."""
+    for key in ("data_dir", "log_dir"):
+        value = Path(getattr(config, key))
+        if not value.is_absolute() and (project / value).is_dir():
+            setattr(config, key, str(project / value))
+    run_dir = payload.get("run_dir")
+    if isinstance(run_dir, str) and not Path(run_dir).is_absolute():
+        payload = {**payload, "run_dir": str(project / run_dir)}
+    return payload
 
 
 def _move_run_files(last: Path, best: Path, config: TrainConfig) -> None:
