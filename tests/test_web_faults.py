@@ -419,12 +419,16 @@ def test_a_file_for_user_data_is_refused_before_serving(small_checkpoint, tmp_pa
     assert len(error.splitlines()) == 1 and "is a file, not a folder for labelled drawings" in error
 
 
-def test_zero_workers_is_a_one_line_error(small_checkpoint, capsys):
+@pytest.mark.parametrize("workers", ["0", "10000"])
+def test_a_worker_count_out_of_range_is_a_one_line_error(small_checkpoint, capsys, workers):
     from mnist_classifier import cli
+    from mnist_classifier.cores import usable_cores
 
-    assert cli.main(["serve", "--checkpoint", str(small_checkpoint), "--port", "0", "--workers", "0"]) == 2
+    assert cli.main(["serve", "--checkpoint", str(small_checkpoint), "--port", "0", "--workers", workers]) == 2
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "--workers" in error
+    assert error == (f"error: --workers must be between 1 and {4 * usable_cores()} on this machine's "
+                     f"{usable_cores()} core(s), got {workers}: each is a process with its own model (~130 MB); "
+                     "leave the flag out for one per core, the fastest measured")
 
 
 def post_digits(running: Server, count: int) -> list:

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     serve.add_argument("--workers", type=int,
                        help="server processes sharing the port, each with its own model "
-                       "(default: one per CPU core, the most requests/s measured)")
+                       "(default: one per CPU core, the most requests/s measured; at most 4 per core)")
     serve.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"),
                        help="auto (default): a .pth is served through its ONNX export, made on first use and "
                        "cached beside it (PyTorch when the export fails); onnx: the same, or an error; torch: as is")

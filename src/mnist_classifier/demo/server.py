@@ -27,6 +27,7 @@ CHECKPOINT_ENV = "MNIST_CLASSIFIER_SERVE_CHECKPOINT"  # tells spawned workers wh
 THRESHOLD_ENV = "MNIST_CLASSIFIER_SERVE_REJECT_THRESHOLD"  # and the --reject-threshold they refuse at
 USER_DATA_ENV = "MNIST_CLASSIFIER_SERVE_USER_DATA"  # and where labelled drawings go (JSON null: --no-collect)
 BACKENDS = ("auto", "onnx", "torch")
+WORKERS_PER_CORE = 4  # more only queue for the same cores, each holding a copy of the model
 
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None,
@@ -39,9 +40,12 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     `user_data`: the folder labelled drawings are saved in (`POST /api/examples`); None: none are."""
     from ..reader import load_predictor
 
-    workers = usable_cores() if workers is None else workers
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+    cores = usable_cores()
+    workers = cores if workers is None else workers
+    if not 1 <= workers <= WORKERS_PER_CORE * cores:
+        raise UserError(f"--workers must be between 1 and {WORKERS_PER_CORE * cores} on this machine's {cores} "
+                        f"core(s), got {workers}: each is a process with its own model (~130 MB); leave the flag "
+                        "out for one per core, the fastest measured")
     checkpoint = served_model(Path(checkpoint), backend, data_dir, log)
     predictor = thresholded(load_predictor(checkpoint, warn=log), reject_threshold)  # a bad checkpoint stops us here
     if user_data is not None:
