@@ -280,6 +280,9 @@ BAD_REQUESTS = {
     "text sent as PNG": (415, image_body(b"hello, I am not an image")),
     "GIF (PNG/JPEG only)": (415, image_body(GIF, "image/gif")),
     "truncated PNG": (422, image_body(truncated_png())),
+    "PNG cut off in its header": (422, image_body(truncated_png()[:40])),
+    "JPEG cut off in its header": (422, image_body(cv2.imencode(".jpg", np.zeros((64, 64), np.uint8))[1][:300]
+                                                   .tobytes(), "image/jpeg")),
     "empty body": (422, image_body(b"")),
     "multipart without a file field": (422, {"data": {"name": "x"}, "files": {"other": ("a.png", b"x")}}),
     "invalid JSON": (422, raw_json('{"pixels": [1, 2')),
@@ -293,6 +296,10 @@ BAD_REQUESTS = {
     "Infinity": (422, raw_json('{"pixels": [' + ",".join(["[-Infinity" + ",0" * 27 + "]"] * 28) + "]}")),
     "1e999 overflows to inf": (422, raw_json('{"pixels": [' + ",".join(["[1e999" + ",0" * 27 + "]"] * 28) + "]}")),
     "huge integer": (422, {"json": {"pixels": [[10 ** 400] + [0] * 27] * 28}}),
+    "an integer of 5,000 digits": (422, raw_json('{"pixels": [' + ",".join(["[" + "9" * 5000 + ",0" * 27 + "]"] * 28)
+                                                 + "]}")),
+    "rows without the pixels wrapper, as a form": (422, {"content": json.dumps(PIXELS_OK).encode(), "headers": {
+        "Content-Type": "application/x-www-form-urlencoded"}}),
     "above 255": (422, {"json": {"pixels": [[256] + [0] * 27] * 28}}),
     "negative": (422, {"json": {"pixels": [[-1] + [0] * 27] * 28}}),
     "deeply nested JSON": (422, raw_json("[" * 100_000 + "]" * 100_000)),
@@ -306,6 +313,15 @@ def test_bad_request_gets_status_and_json_detail(api, expected, request_args):
     detail = response.json()["detail"]
     assert isinstance(detail, str) and detail
     assert api.get("/api/health").status_code == 200  # and the server carries on
+
+
+def test_bad_requests_say_what_is_wrong(api):
+    cut_off = api.post("/api/predict", **BAD_REQUESTS["PNG cut off in its header"][1])
+    assert cut_off.json()["detail"] == "the PNG or JPEG is truncated or corrupt: send the whole file"
+    rows = api.post("/api/predict", **BAD_REQUESTS["rows without the pixels wrapper, as a form"][1])
+    assert rows.json()["detail"] == 'expected {"pixels": 28 rows of 28 numbers 0..255}'
+    digits = api.post("/api/predict", **BAD_REQUESTS["an integer of 5,000 digits"][1])
+    assert digits.json()["detail"] == "pixels must be finite numbers 0..255 (white digit on black)"
 
 
 def test_no_request_can_name_a_file(api):

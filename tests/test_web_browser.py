@@ -160,6 +160,21 @@ def test_phone_width_and_clear_button(browser, base_url):
     assert page.errors == []
 
 
+@pytest.mark.parametrize("size", [(640, 360), (844, 390)])
+def test_a_phone_turned_sideways_shows_the_whole_pad_its_buttons_and_the_answer(browser, base_url, size):
+    width, height = size
+    page = open_page(browser, base_url, **{**PHONE, "viewport": {"width": width, "height": height}})
+    for element in ("#pad", "#clear", "#predict", "#digit"):
+        box = page.locator(element).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= height, (element, box)
+    pad = page.locator("#pad").bounding_box()
+    assert abs(pad["width"] - pad["height"]) < 2 and pad["width"] >= 160
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    draw(page, ONE)
+    playwright_api.expect(page.locator("#digit")).to_have_text("1")
+    assert page.evaluate("window.scrollY") == 0 and page.errors == []
+
+
 def test_page_says_digit_only_for_a_model_of_something_else(browser, small_checkpoint):
     digits = load_predictor(small_checkpoint)
     clothes = dataclasses.replace(digits, class_names=[f"item {i}" for i in range(10)],

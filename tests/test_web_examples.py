@@ -131,6 +131,26 @@ def test_bad_bodies_get_the_statuses_predict_gives(collecting):
     assert collecting.client.get("/api/examples/stats").json()["total"] == 0
 
 
+def test_another_sites_page_cannot_save_or_send_drawings(collecting, digits):
+    """A page elsewhere can POST to 127.0.0.1 with no preflight (text/plain, no-cors); the
+    browser names it in Origin. A site re-pointing its own name at 127.0.0.1 shows in Host."""
+    png = as_paper_png(digits[7])
+    own = str(collecting.client.base_url).rstrip("/")
+    for origin in ("http://localhost:9999", "https://evil.example", "null"):
+        for route in ("/api/examples?label=3", "/api/predict"):
+            headers = {"Origin": origin, "Content-Type": "text/plain"}  # no preflight for text/plain
+            refused = collecting.client.post(route, content=png, headers=headers)
+            assert refused.status_code == 403, (origin, route, refused.text)
+            assert refused.json()["detail"].startswith(f"request from the page at {origin} refused: only the page")
+    rebound = collecting.client.get("/api/model", headers={"Host": "evil.example:80"})
+    assert rebound.status_code == 403 and "'evil.example:80' refused" in rebound.json()["detail"]
+    assert collecting.lines() == []
+    port = collecting.client.base_url.port
+    assert collecting.client.get("/api/model", headers={"Host": f"localhost:{port}"}).status_code == 200
+    assert collecting.post(7, png, headers={"Origin": own}, content=png).status_code == 201  # the page itself
+    assert [line["label"] for line in collecting.lines()] == [7]
+
+
 # ------------------------------------------------------------------ undo, limits, off
 
 

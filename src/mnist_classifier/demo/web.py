@@ -39,11 +39,8 @@ from ..inference import Predictor
 from ..preprocess import CANVAS, MAX_SIDE, load_image, to_mnist
 from ..user_examples import ExampleStore
 from .collect import example_routes, open_store
+from .guards import BODY_TIMEOUT, MAX_BODY, BodyLimit, SameOrigin
 
-MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits easily
-# Seconds for a whole request body (1 MB at 35 kB/s): a client that trickles bytes is cut
-# off with 408 instead of holding its connection forever.
-BODY_TIMEOUT = 30.0
 FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less attack surface
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 WORKERS = 4  # concurrent decodes: bounds memory (a 4096^2 PNG is ~300 MB in float32)
@@ -95,6 +92,7 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
     app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition", version=__version__,
                   description="Draw at `/`; call `POST /api/predict` from code.")
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
+    app.add_middleware(SameOrigin)  # outermost: a refused request's body is never read
     store = open_store(user_data, len(predictor.class_names))
     service = Service(predictor, collecting=store is not None)
 
@@ -249,7 +247,7 @@ async def read_input(request: Request) -> tuple[str, bytes]:
     # an object is never an image, nor an image an object, so sniff.
     if body.startswith(IMAGE_SIGNATURES):
         return "image", body
-    is_json = media_type.endswith("json") or body[:64].lstrip().startswith(b"{")
+    is_json = media_type.endswith("json") or body[:64].lstrip()[:1] in (b"{", b"[")
     return ("json" if is_json else "image"), body
 
 
@@ -263,6 +261,8 @@ def image_from_bytes(body: bytes) -> np.ndarray:
     except Image.DecompressionBombError:
         raise HTTPException(413, f"image larger than {MAX_SIDE} pixels a side; resize it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        if body.startswith(IMAGE_SIGNATURES):  # it is one, cut off or damaged before its pixels
+            raise HTTPException(422, "the PNG or JPEG is truncated or corrupt: send the whole file") from None
         raise HTTPException(415, "not a PNG or JPEG image") from None
     with image:
         # The header gives the size before any pixel is decoded, so a bomb costs nothing.
@@ -277,8 +277,11 @@ def image_from_bytes(body: bytes) -> np.ndarray:
 
 def pixels_from_json(body: bytes) -> np.ndarray:
     """{"pixels": 28x28 numbers 0..255, or 0..1} -> uint8 array 0..255; anything else is a 422."""
+    out_of_range = HTTPException(422, "pixels must be finite numbers 0..255 (white digit on black)")
     try:
-        data = json.loads(body, parse_constant=refuse_constant)
+        data = json.loads(body, parse_constant=refuse_constant, parse_int=bounded_int)
+    except OverflowError:
+        raise out_of_range from None
     except (ValueError, RecursionError) as error:
         raise HTTPException(422, f"body is not valid JSON ({error})") from None
     rows = data.get("pixels") if isinstance(data, dict) else None
@@ -289,11 +292,7 @@ def pixels_from_json(body: bytes) -> np.ndarray:
     # bool is an int subclass in Python, but true/false are not pixel values.
     if not all(type(value) in (int, float) for row in rows for value in row):
         raise HTTPException(422, "pixels must all be numbers 0..255")
-    out_of_range = HTTPException(422, "pixels must be finite numbers 0..255 (white digit on black)")
-    try:
-        array = np.array(rows, dtype=np.float64)
-    except OverflowError:  # an integer beyond float range
-        raise out_of_range from None
+    array = np.array(rows, dtype=np.float64)  # bounded_int keeps every integer within float range
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise out_of_range
     if array.max() <= 1:  # 0..1 (torchvision's ToTensor scale): rounding as 0..255 would keep only a 0/1 mask
@@ -301,46 +300,16 @@ def pixels_from_json(body: bytes) -> np.ndarray:
     return np.rint(array).astype(np.uint8)
 
 
+def bounded_int(text: str) -> int:
+    # Python refuses to convert over 4,300 digits with a hint only a server could follow:
+    # a number that long is out of range anyway.
+    if len(text.lstrip("-")) > 20:
+        raise OverflowError(text[:20])
+    return int(text)
+
+
 def refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
-
-
-class BodyLimit:
-    """ASGI middleware: 413 once a body passes `limit` bytes, 408 if it takes over `timeout` s.
-
-    Content-Length is checked up front, but chunked uploads have none (and a client
-    may lie), so the bytes are also counted as they arrive; reading stops at the limit.
-    The deadline covers the whole body, so a byte every few seconds does not reset it.
-    """
-
-    def __init__(self, app, limit: int, timeout: float = BODY_TIMEOUT):
-        self.app, self.limit, self.timeout = app, limit, timeout
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = HTTPException(413, f"request body larger than {self.limit} bytes (1 MB)")
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
-        too_slow = HTTPException(408, f"request body not received within {self.timeout:g} s: send it faster",
-                                 headers={"Connection": "close"})  # and drop the slow connection
-        received, deadline, body_done = 0, anyio.current_time() + self.timeout, False
-
-        async def counting_receive():
-            nonlocal received, body_done
-            if body_done:  # later receives only wait for a disconnect: no deadline
-                return await receive()
-            with anyio.move_on_after(deadline - anyio.current_time()):
-                message = await receive()
-                body_done = not message.get("more_body", False)
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise too_large  # FastAPI's handler turns it into the JSON 413
-                return message
-            raise too_slow
-
-        await self.app(scope, counting_receive, send)
 
 
 def static_page(name: str, media_type: str):

@@ -213,7 +213,8 @@ async function showCollecting(collecting) {
     const response = await fetch("api/examples/stats");
     const stats = await response.json();
     if (!response.ok) return showSaved(`cannot read the saved drawings: ${stats.detail}`);
-    showSaved(stats.total ? `${stats.total} labelled drawings saved so far` : "nothing saved yet");
+    const drawings = stats.total === 1 ? "drawing" : "drawings";
+    showSaved(stats.total ? `${stats.total} labelled ${drawings} saved so far` : "nothing saved yet");
   });
 }
 

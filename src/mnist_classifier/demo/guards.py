@@ -1,0 +1,103 @@
+"""What every request passes before a route sees it: a bounded body, and no writes from other sites.
+
+A page on any other site the user visits can send requests to 127.0.0.1 (a plain
+`fetch(..., {mode: "no-cors"})` needs no permission), and `POST /api/examples` would
+save its drawings under its labels for `finetune` to learn. Browsers name the page that
+sent a request in `Origin`: a write whose Origin is not this server is refused. Scripts and
+curl send none and are not affected. A server on a loopback address also answers only to
+loopback host names, so a site that re-points its own name at 127.0.0.1 (DNS rebinding)
+is not "this server" either.
+"""
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import anyio
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+
+MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits easily
+# Seconds for a whole request body (1 MB at 35 kB/s): a client that trickles bytes is cut
+# off with 408 instead of holding its connection forever.
+BODY_TIMEOUT = 30.0
+SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+
+
+class SameOrigin:
+    """ASGI middleware: 403 for a write sent by another site's page, or any request to a
+    loopback server under a name that is not a loopback one."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            refusal = refused(scope)
+            if refusal:
+                return await JSONResponse({"detail": refusal}, 403)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def refused(scope) -> str | None:
+    """Why this request is refused, or None."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    host = headers.get("host", "")
+    server = (scope.get("server") or ("", None))[0] or ""
+    if host and is_loopback(server) and not is_loopback(urlsplit(f"//{host}").hostname or ""):
+        return (f"host {host!r} refused: this server listens on {server} only and answers to localhost, "
+                "127.0.0.1 or [::1]; open it by one of those names")
+    origin = headers.get("origin")
+    if scope["method"].encode() in SAFE_METHODS or origin is None:
+        return None
+    if urlsplit(origin).netloc.lower() != host.lower():
+        return (f"request from the page at {origin} refused: only the page this server serves may save or "
+                "send drawings from a browser (scripts and curl, which send no Origin, may)")
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
+        return True  # browsers resolve every *.localhost to loopback themselves
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BodyLimit:
+    """ASGI middleware: 413 once a body passes `limit` bytes, 408 if it takes over `timeout` s.
+
+    Content-Length is checked up front, but chunked uploads have none (and a client
+    may lie), so the bytes are also counted as they arrive; reading stops at the limit.
+    The deadline covers the whole body, so a byte every few seconds does not reset it.
+    """
+
+    def __init__(self, app, limit: int, timeout: float = BODY_TIMEOUT):
+        self.app, self.limit, self.timeout = app, limit, timeout
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = HTTPException(413, f"request body larger than {self.limit} bytes (1 MB)")
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
+        too_slow = HTTPException(408, f"request body not received within {self.timeout:g} s: send it faster",
+                                 headers={"Connection": "close"})  # and drop the slow connection
+        received, deadline, body_done = 0, anyio.current_time() + self.timeout, False
+
+        async def counting_receive():
+            nonlocal received, body_done
+            if body_done:  # later receives only wait for a disconnect: no deadline
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+                body_done = not message.get("more_body", False)
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large  # FastAPI's handler turns it into the JSON 413
+                return message
+            raise too_slow
+
+        await self.app(scope, counting_receive, send)
