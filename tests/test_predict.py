@@ -269,3 +269,29 @@ def test_a_fine_tuned_model_answers_first_and_the_way_back_names_a_model_that_ex
     shutil.copy(small_checkpoint, "models/simple_cnn_best.pth")  # now a trained one is the original
     assert main(["predict", str(three)]) == 0
     assert said.format("models/simple_cnn_best.pth") in capsys.readouterr().err
+
+
+def test_a_model_trained_after_the_fine_tune_answers_and_says_the_tuned_one_is_outdated(
+        small_checkpoint, sure_digits, tmp_path, monkeypatch, capsys):
+    from mnist_classifier import load
+    from mnist_classifier.bundled import sha256_of
+    from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    trained = save_checkpoint(load_checkpoint(small_checkpoint), "models/simple_cnn_best.pth")
+    record = {"base_checkpoint": str(trained), "base_sha256": sha256_of(trained), "bundled_base": False}
+    save_checkpoint({**load_checkpoint(small_checkpoint), "finetune": record}, "models/simple_cnn_user_best.pth")
+    three = write_digit(tmp_path / "three.png", sure_digits[3])
+    assert main(["predict", str(three)]) == 0
+    assert "model: models/simple_cnn_user_best.pth, fine-tuned on your drawings" in capsys.readouterr().err
+    assert load().tuned
+    # `train` again: a new best, which the fine-tune never saw
+    save_checkpoint({**load_checkpoint(small_checkpoint), "epoch": 99}, "models/simple_cnn_best.pth")
+    assert main(["predict", str(three), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip() == ("model: models/simple_cnn_best.pth; models/simple_cnn_user_best.pth was fine-tuned from an "
+                           "earlier model, so it does not answer: `mnist-classifier finetune` fine-tunes this one on "
+                           "your drawings")
+    assert json.loads(out)[0]["digit"] == 3
+    reader = load()
+    assert not reader.tuned and reader.path == tmp_path.joinpath("models/simple_cnn_best.pth").relative_to(tmp_path)

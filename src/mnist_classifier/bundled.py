@@ -1,15 +1,17 @@
 """The model that ships inside the package, and which model answers when none is named.
 
-    choose_model(None)      # models/simple_cnn_user_best.pth, else models/simple_cnn_best.pth, else the bundled ONNX
+    choose_model(None)      # models/simple_cnn_user_best.pth (if made from the model below), else
+                            # models/simple_cnn_best.pth, else the bundled ONNX
     choose_model("bundled")  # the bundled one, whatever models/ holds
     provenance()            # recipe, seed, test accuracy, ECE, date, SHA-256 of each shipped file
 
 Owns: where the bundled files live, their recorded provenance (`bundled/provenance.json`,
 written by `make bundled-model`, i.e. scripts/build_bundled_model.py), and the rule shared
 by `predict`, `demo`, `serve` and `mnist_classifier.load()`: a model named by the user,
-else the one `finetune` made from the user's drawings, else the `make train` checkpoint in
-models/, else the bundled one (`evaluate`, `export` and `finetune` skip the fine-tuned one).
-Torch-free.
+else the one `finetune` made from the user's drawings (while the model it tuned is still the
+one below: a model trained since wins), else the `make train` checkpoint in models/, else the
+bundled one (`evaluate`, `export` and `finetune` skip the fine-tuned one). Torch-free to
+import; reading a fine-tuned checkpoint's record imports torch.
 """
 from __future__ import annotations
 
@@ -37,17 +39,21 @@ class ModelChoice:
     bundled: bool
     tuned: bool = False  # fine-tuned on the user's own drawings, chosen over the original
     named: bool = False  # the user named it (a file, or BUNDLED_NAME)
+    outdated: bool = False  # a fine-tuned model exists, but of an earlier model: this one answers instead
 
     @property
     def worth_saying(self) -> bool:
         """Whether the choice could surprise: the user named no model, and not the usual one answers."""
-        return not self.named and (self.bundled or self.tuned)
+        return not self.named and (self.bundled or self.tuned or self.outdated)
 
     def describe(self) -> str:
         """One line for stderr saying which model answers, and why."""
         if self.tuned:
             original = TRAINED_CHECKPOINT if TRAINED_CHECKPOINT.is_file() else BUNDLED_NAME
             return f"model: {self.path}, fine-tuned on your drawings; --checkpoint {original} answers with the original"
+        if self.outdated:
+            return (f"model: {self.path}; {USER_CHECKPOINT} was fine-tuned from an earlier model, so it does not "
+                    "answer: `mnist-classifier finetune` fine-tunes this one on your drawings")
         if not self.bundled:
             return f"model: {self.path}"
         facts = provenance()
@@ -61,15 +67,36 @@ def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool
     models/simple_cnn_best.pth, else the bundled model (ONNX unless asked otherwise)."""
     if named is not None and str(named) != BUNDLED_NAME:
         return ModelChoice(Path(named), bundled=False, named=True)
+    outdated = False
     if named is None and tuned and USER_CHECKPOINT.is_file():
-        return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
+        if tuned_from_current_model(USER_CHECKPOINT):
+            return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
+        outdated = True  # `train` ran again after `finetune`: the new model answers, not an old one's tuning
     if named is None and TRAINED_CHECKPOINT.is_file():
-        return ModelChoice(TRAINED_CHECKPOINT, bundled=False)
+        return ModelChoice(TRAINED_CHECKPOINT, bundled=False, outdated=outdated)
     shipped = BUNDLED_ONNX if prefer_onnx else BUNDLED_CHECKPOINT
     if not shipped.is_file():
         raise CheckpointError(f"no model to answer: {TRAINED_CHECKPOINT} not found and this install lacks the "
                               f"bundled {shipped.name}; train one with {TRAIN_COMMAND} or name one with --checkpoint")
-    return ModelChoice(shipped, bundled=True, named=named is not None)
+    return ModelChoice(shipped, bundled=True, named=named is not None, outdated=outdated)
+
+
+def tuned_from_current_model(tuned: Path) -> bool:
+    """Whether `finetune` made `tuned` from the model that would answer without it: the trained
+    checkpoint it recorded (by SHA-256), or the bundled one when models/ has none. A file
+    without that record (made otherwise) is taken as it is."""
+    from .checkpoint import load_checkpoint  # imports torch; a .pth is about to be loaded anyway
+    from .errors import UserError
+
+    try:
+        record = load_checkpoint(tuned).get("finetune")
+    except UserError:
+        return True  # damaged: loading it says so, in the words every command uses
+    if not isinstance(record, dict) or "base_sha256" not in record:
+        return True
+    if TRAINED_CHECKPOINT.is_file():
+        return not record.get("bundled_base") and record["base_sha256"] == sha256_of(TRAINED_CHECKPOINT)
+    return bool(record.get("bundled_base"))
 
 
 def provenance() -> dict[str, Any]:

@@ -376,7 +376,8 @@ def summary_text(result: FinetuneResult) -> str:
         lines.append(f"note: it refuses {points:.1f} points fewer generated non-digits than the model it started "
                      "from: expect \"not a digit\" less often")
     if result.path.resolve() == USER_CHECKPOINT.resolve():
-        lines.append("predict, demo and serve now answer with it (name another model with --checkpoint)")
+        lines.append("predict, demo, serve and load() answer with it from now on (restart a serve that is "
+                     "running; name another model with --checkpoint)")
     return "\n".join(lines)
 
 

@@ -68,6 +68,7 @@ class Reader:
         self.predictor = predictor
         self.path = choice.path
         self.bundled = choice.bundled
+        self.tuned = choice.tuned  # the model `finetune` made from your drawings
         self._prepare = framing_of(predictor)
 
     @property
@@ -99,6 +100,8 @@ class Reader:
 
     def __repr__(self) -> str:
         origin = "bundled" if self.bundled else str(self.path)
+        if self.tuned:
+            origin += ", fine-tuned on your drawings"
         return f"Reader({self.model_name}, {origin}, {len(self.class_names)} classes)"
 
 
