@@ -12,12 +12,14 @@ import textwrap
 import pytest
 import torch
 
+import mnist_classifier
 from mnist_classifier import models
 from mnist_classifier.augment import AUGMENTATIONS
-from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
 from mnist_classifier.datasets import DATASETS, SOURCE_NAMES, get_dataset_spec
+from mnist_classifier.demo import server
 from mnist_classifier.errors import UserError
 from mnist_classifier.plugins import PLUGINS_ENV
 from mnist_classifier.preprocess import FRAMINGS
@@ -45,7 +47,8 @@ def test_unknown_model_lists_the_choices(tmp_path, capsys):
 
 
 def test_a_model_name_cannot_be_registered_twice():
-    with pytest.raises(ValueError, match="'simple_cnn' is already registered"):
+    with pytest.raises(UserError, match="^model name 'simple_cnn' is already registered "
+                                        r"\(by mnist_classifier.models\): register yours under another name$"):
         models.register_model("simple_cnn")(torch.nn.Identity)
 
 
@@ -110,7 +113,8 @@ def plugin(tmp_path, monkeypatch):
     sys.modules.pop("my_models_plugin", None)
 
 
-def test_a_model_from_outside_the_package_trains_and_evaluates_by_the_cli(plugin, tmp_path, mnist_raw_dir, capsys):
+def test_a_model_from_outside_the_package_trains_and_evaluates_by_the_cli(plugin, tmp_path, mnist_raw_dir, capsys,
+                                                                          monkeypatch):
     assert plugin not in models.MODEL_REGISTRY  # only the CLI's plugin import registers it
     status = main(["train", "--model", plugin, "--epochs", "1", "--limit-train", "2000", "--batch-size", "100",
                    "--data-dir", str(DATA_DIR), "--save-dir", str(tmp_path / "models"),
@@ -122,9 +126,29 @@ def test_a_model_from_outside_the_package_trains_and_evaluates_by_the_cli(plugin
     assert best["config"]["learning_rate"] == resolve_config(None, {}).learning_rate
     # a 50k-parameter MLP after 20 steps, some of each spent on non-digits; chance is 0.10
     assert best["test_accuracy"] > 0.6
-    status = main(["evaluate", "--checkpoint", str(tmp_path / "models" / f"{plugin}_best.pth"),
-                   "--out", str(tmp_path / "report"), "--data-dir", str(DATA_DIR)])
+    assert f"note: no recipe configs/{plugin}.yaml: config.py's defaults and your flags" in capsys.readouterr().out
+    best_path = tmp_path / "models" / f"{plugin}_best.pth"
+    status = main(["evaluate", "--checkpoint", str(best_path), "--out", str(tmp_path / "report"),
+                   "--data-dir", str(DATA_DIR)])
     assert status == 0 and (tmp_path / "report" / "metrics.json").is_file()
+    # A fresh process (load() in a script, a spawned serve worker) has not imported the plugin yet
+    monkeypatch.setenv(server.CHECKPOINT_ENV, str(best_path))
+    monkeypatch.setattr(server, "tune_process", lambda: None)  # its process-wide settings would slow this one
+    for fresh_start in (lambda: mnist_classifier.load(best_path), server.app_from_environment):
+        models.MODEL_REGISTRY.pop(plugin)
+        sys.modules.pop("my_models_plugin")
+        assert fresh_start() is not None and plugin in models.MODEL_REGISTRY
+
+
+def test_without_its_plugin_a_models_checkpoint_says_how_to_make_it_known(plugin, tmp_path, capsys):
+    import my_models_plugin  # noqa: F401
+
+    model = models.create_model(plugin)
+    path = save_checkpoint({"model_state_dict": model.state_dict(), "model_name": plugin}, tmp_path / "mine.pth")
+    models.MODEL_REGISTRY.pop(plugin)
+    with pytest.raises(UserError, match=f"unknown model '{plugin}': known models are improved_cnn, simple_cnn; "
+                                        f"a model of your own is known once {PLUGINS_ENV} names the module"):
+        model_from_checkpoint(load_checkpoint(path), path)
 
 
 def test_a_plugin_model_takes_its_own_config_file(plugin, tmp_path):
@@ -142,3 +166,32 @@ def test_a_plugin_that_cannot_be_imported_is_one_clear_line(monkeypatch, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {PLUGINS_ENV} names 'no_such_module_here', which cannot be imported")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("import no_such_dependency_xyz\n", "error: plugin 'broken_plugin' (from MNIST_CLASSIFIER_PLUGINS) was found but "
+     "its import failed (No module named 'no_such_dependency_xyz'): install what it imports"),
+    ("from mnist_classifier.models import register_model\nregister_model('simple_cnn')(object)\n",
+     "error: plugin 'broken_plugin' (from MNIST_CLASSIFIER_PLUGINS): model name 'simple_cnn' is already registered "
+     "(by mnist_classifier.models): register yours under another name"),
+])
+def test_a_plugin_that_fails_inside_says_what_to_fix(tmp_path, monkeypatch, capsys, source, expected):
+    (tmp_path / "broken_plugin.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(PLUGINS_ENV, "broken_plugin")
+    try:
+        assert main(["train", "--epochs", "1"]) == 2
+    finally:
+        sys.modules.pop("broken_plugin", None)
+    assert capsys.readouterr().err.strip() == expected
+
+
+def test_a_recipe_in_the_working_folder_is_read_for_a_model_of_your_own(plugin, tmp_path, monkeypatch):
+    import my_models_plugin  # noqa: F401
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / f"{plugin}.yaml").write_text(f"model_name: {plugin}\nepochs: 5\nlearning_rate: 0.002\n")
+    config = resolve_config(None, {"model_name": plugin})
+    assert (config.epochs, config.learning_rate) == (5, 0.002)
+    assert resolve_config(None, {}).epochs == 3  # the shipped simple_cnn recipe still comes from the package

@@ -29,6 +29,7 @@ from .datasets import get_dataset_spec
 from .errors import CheckpointError, UserError
 from .files import shared_mode
 from .models import MODEL_REGISTRY, create_model
+from .plugins import PLUGIN_HINT
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
@@ -120,7 +121,8 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
     name = payload["model_name"]
     if name not in MODEL_REGISTRY:
         raise CheckpointError(
-            f"{source} was made by unknown model '{name}': known models are {', '.join(sorted(MODEL_REGISTRY))}"
+            f"{source} was made by unknown model '{name}': known models are {', '.join(sorted(MODEL_REGISTRY))}; "
+            f"{PLUGIN_HINT}"
         )
     num_classes = len(payload.get("class_names") or range(10))
     model = create_model(name, num_classes=num_classes)

@@ -34,7 +34,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import resolve_config
+    from .config import default_config_path, resolve_config
     from .distributed import launched_rank
     from .run_files import resume_config
     from .training import TrainingInterrupted, train
@@ -52,6 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, payload = resume_config(args.resume, overrides)
     else:
         config = resolve_config(args.config, overrides)
+        if args.config is None and launched_rank() == 0 and not default_config_path(config.model_name, config.dataset):
+            print(f"note: no recipe configs/{config.model_name}.yaml: config.py's defaults and your flags "
+                  "(--config FILE names a recipe)")
     try:
         result = train(config, resume_payload=payload)
     except (TrainingInterrupted, KeyboardInterrupt) as interrupt:  # the latter: during the set-up

@@ -19,6 +19,7 @@ import yaml
 from .datasets import get_dataset_spec
 from .errors import UserError
 from .models import MODEL_REGISTRY
+from .plugins import PLUGIN_HINT
 from .hardware import DEVICES, PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel; `configs/` in a clone links here
@@ -127,7 +128,7 @@ def _check_type(key: str, annotation: str, value: Any) -> None:
 
 def _check_model(name: str) -> None:
     if name not in MODEL_REGISTRY:
-        raise UserError(f"unknown model '{name}': choose one of {', '.join(sorted(MODEL_REGISTRY))}")
+        raise UserError(f"unknown model '{name}': choose one of {', '.join(sorted(MODEL_REGISTRY))}; {PLUGIN_HINT}")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -136,9 +137,11 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def default_config_path(model_name: str, dataset: str = "mnist") -> Path | None:
-    """configs/<model>_<dataset>.yaml when the dataset has its own recipe, else configs/<model>.yaml."""
-    candidates = [CONFIG_DIR / f"{model_name}_{dataset}.yaml"] if dataset != "mnist" else []
-    candidates.append(CONFIG_DIR / f"{model_name}.yaml")
+    """configs/<model>_<dataset>.yaml when the dataset has its own recipe, else configs/<model>.yaml:
+    the package's recipes first, then those in ./configs (where a model of your own keeps its recipe
+    when the package is pip-installed)."""
+    names = ([f"{model_name}_{dataset}.yaml"] if dataset != "mnist" else []) + [f"{model_name}.yaml"]
+    candidates = [folder / name for folder in (CONFIG_DIR, Path("configs")) for name in names]
     return next((path for path in candidates if path.is_file()), None)
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Normalization, Split, eval_batches, to_model_input
+from .errors import UserError
 
 
 @dataclass
@@ -88,7 +89,8 @@ def register_metric(name: str, percent: bool = True):
 
     def add(fn: MetricFn) -> MetricFn:
         if name in METRICS and METRICS[name].fn is not fn:
-            raise ValueError(f"metric name '{name}' is already registered")
+            raise UserError(f"metric name '{name}' is already registered (by {METRICS[name].fn.__module__}): "
+                            "register yours under another name")
         description = (fn.__doc__ or name).strip().splitlines()[0]
         METRICS[name] = Metric(name, fn, percent, description)
         return fn

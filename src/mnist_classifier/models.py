@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .plugins import PLUGIN_HINT
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -23,7 +24,8 @@ def register_model(name: str):
 
     def add(factory):
         if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not factory:
-            raise ValueError(f"model name '{name}' is already registered")
+            raise UserError(f"model name '{name}' is already registered (by {MODEL_REGISTRY[name].__module__}): "
+                            "register yours under another name")
         MODEL_REGISTRY[name] = factory
         return factory
 
@@ -35,7 +37,7 @@ def create_model(name: str, num_classes: int = 10) -> nn.Module:
         factory = MODEL_REGISTRY[name]
     except KeyError:
         choices = ", ".join(sorted(MODEL_REGISTRY))
-        raise UserError(f"unknown model '{name}': choose one of {choices}") from None
+        raise UserError(f"unknown model '{name}': choose one of {choices}; {PLUGIN_HINT}") from None
     return factory(num_classes=num_classes)
 
 

@@ -14,6 +14,9 @@ import os
 from .errors import UserError
 
 PLUGINS_ENV = "MNIST_CLASSIFIER_PLUGINS"  # comma-separated module names
+# Appended to "unknown model" errors: a checkpoint of a plugin model names a model this process never imported.
+PLUGIN_HINT = (f"a model of your own is known once {PLUGINS_ENV} names the module that registers it "
+               "(or once Python code imports that module)")
 
 
 def import_plugins() -> list[str]:
@@ -23,6 +26,17 @@ def import_plugins() -> list[str]:
         try:
             importlib.import_module(name)
         except ImportError as error:
-            raise UserError(f"{PLUGINS_ENV} names '{name}', which cannot be imported ({error}): "
-                            "put its folder on PYTHONPATH or fix the name") from None
+            if _is_the_plugin(error, name):
+                raise UserError(f"{PLUGINS_ENV} names '{name}', which cannot be imported ({error}): "
+                                "put its folder on PYTHONPATH or fix the name") from None
+            raise UserError(f"plugin '{name}' (from {PLUGINS_ENV}) was found but its import failed ({error}): "
+                            "install what it imports") from None
+        except UserError as error:  # e.g. it registers a name that is taken
+            raise UserError(f"plugin '{name}' (from {PLUGINS_ENV}): {error}") from None
     return names
+
+
+def _is_the_plugin(error: ImportError, name: str) -> bool:
+    """Whether the module named is what is missing (or a package above it), not one it imports."""
+    missing = getattr(error, "name", None)
+    return missing is None or missing == name or name.startswith(f"{missing}.")

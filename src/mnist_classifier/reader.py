@@ -23,6 +23,7 @@ from PIL import Image
 
 from .answer import Answer
 from .bundled import ModelChoice, choose_model
+from .plugins import import_plugins
 from .calibration import reject_threshold_setting
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, ImageError, UserError, to_stderr
@@ -115,6 +116,7 @@ def load(model: str | Path | None = None, reject_threshold: float | None | str =
     or None or "none" (never refuse); a number as text ("-3.5") is read as the CLI reads it.
     Anything else is a UserError here, before the model is loaded."""
     reject_threshold = reject_threshold_setting(reject_threshold, name="reject_threshold")
+    import_plugins()  # as every command does: a checkpoint of your own model loads the same way
     choice = choose_model(_model_path(model))
     predictor = load_predictor(choice.path)
     if reject_threshold != "stored":

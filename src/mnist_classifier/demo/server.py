@@ -122,8 +122,10 @@ def serve_in_processes(checkpoint: Path, sock: socket.socket, workers: int) -> N
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of `serve --workers N`."""
+    from ..plugins import import_plugins
     from ..reader import load_predictor
 
+    import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
     tune_process()
     return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))),
