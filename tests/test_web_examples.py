@@ -177,6 +177,16 @@ def test_store_limits_are_507_naming_the_limit(predictor, tmp_path, digits):
         assert limit in responses[-1].json()["detail"], responses[-1].text
 
 
+def test_a_model_of_something_else_saves_no_drawings_for_finetune(predictor, digits, tmp_path):
+    """finetune teaches digits: a drawing labelled 'Sneaker' would be learnt as a 7."""
+    clothes = dataclasses.replace(predictor, class_names=[f"item {i}" for i in range(10)],
+                                  info={**predictor.info, "dataset": "fashion-mnist"})
+    with serving(clothes, tmp_path / "user") as client:
+        saved = client.post("/api/examples?label=7", content=as_paper_png(digits[7]))
+        assert client.get("/api/model").json()["collecting"] is False
+    assert saved.status_code == 403 and not (tmp_path / "user").exists()
+
+
 def test_with_collection_off_the_routes_say_so_and_the_card_too(predictor, digits):
     with serving(predictor, None) as client:
         responses = [client.post("/api/examples?label=1", content=as_paper_png(digits[1])),

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from ..cores import usable_cores
 from ..errors import UserError
 from ..user_examples import ExampleStore
-from .web import create_app
+from .web import create_app, drawable
 
 CHECKPOINT_ENV = "MNIST_CLASSIFIER_SERVE_CHECKPOINT"  # tells spawned workers what to load
 THRESHOLD_ENV = "MNIST_CLASSIFIER_SERVE_REJECT_THRESHOLD"  # and the --reject-threshold they refuse at
@@ -48,6 +48,11 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
                         "out for one per core, the fastest measured")
     checkpoint = served_model(Path(checkpoint), backend, data_dir, log)
     predictor = thresholded(load_predictor(checkpoint, warn=log), reject_threshold)  # a bad checkpoint stops us here
+    labelling_off = "labelling is off (--no-collect): nothing drawn is saved"
+    if user_data is not None and not drawable(predictor):
+        labelling_off = (f"labelling is off: {predictor.model_name} reads {predictor.info.get('dataset')}, and "
+                         "`finetune` learns digits from labelled drawings")
+        user_data = None
     if user_data is not None:
         ExampleStore(user_data).check_usable()  # refused now, not at the first label
     sock = bind(host, port)  # and so does a busy port, before any process-wide setting below
@@ -64,7 +69,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         log(f"from other machines: {found}" if found else
             "from other machines: this machine's network address (none found here) on that port")
     log(f"drawings you label are saved in {user_data} (for `mnist-classifier finetune`; --no-collect: never)"
-        if user_data is not None else "labelling is off (--no-collect): nothing drawn is saved")
+        if user_data is not None else labelling_off)
     if workers == 1:
         tune_process()
         uvicorn_server(create_app(predictor, user_data=user_data)).run(sockets=[sock])

@@ -93,7 +93,8 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
                   description="Draw at `/`; call `POST /api/predict` from code.")
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
     app.add_middleware(SameOrigin)  # outermost: a refused request's body is never read
-    store = open_store(user_data, len(predictor.class_names))
+    # finetune teaches digit models: drawings labelled as clothes would be learnt as digits
+    store = open_store(user_data, len(predictor.class_names)) if drawable(predictor) else None
     service = Service(predictor, collecting=store is not None)
 
     @app.exception_handler(Exception)
@@ -210,13 +211,7 @@ class SharedModel:
 
 def model_card(predictor: Predictor, collecting: bool = False) -> dict:
     """What /api/model says: which model and file answer, how good it is, and whether drawings are collected."""
-    from ..datasets import get_dataset_spec
-
     info = predictor.info
-    try:
-        drawable = get_dataset_spec(info.get("dataset", "mnist")).drawable
-    except UserError:  # a dataset this version does not know: don't promise drawing works
-        drawable = False
     keys = ("parameters", "validation_accuracy", "test_accuracy", "dataset", "epoch", "file")
     calibration = predictor.calibration
     # `finetune` names what it makes models/<model>_user_best.pth (its ONNX export and the
@@ -225,9 +220,19 @@ def model_card(predictor: Predictor, collecting: bool = False) -> dict:
     return {"name": predictor.model_name, **{key: info.get(key) for key in keys},
             "user_model": any(USER_MODEL_MARK in Path(file).stem for file in files),
             "collecting": collecting,
-            "class_names": list(predictor.class_names), "drawable": drawable,
+            "class_names": list(predictor.class_names), "drawable": drawable(predictor),
             "calibrated": calibration.fitted, "temperature": calibration.temperature,
             "reject_threshold": calibration.reject_threshold}
+
+
+def drawable(predictor: Predictor) -> bool:
+    """Whether the model reads drawings (digits), so that labelled drawings can teach it."""
+    from ..datasets import get_dataset_spec
+
+    try:
+        return get_dataset_spec(predictor.info.get("dataset", "mnist")).drawable
+    except UserError:  # a dataset this version does not know: don't promise drawing works
+        return False
 
 
 # ------------------------------------------------------------------- request bodies
