@@ -23,6 +23,7 @@ import torch
 
 from mnist_classifier.checkpoint import load_checkpoint
 from mnist_classifier.cli import main
+from mnist_classifier.errors import UserError
 from mnist_classifier.finetune import base_checkpoint, hold_back, output_path
 from mnist_classifier.user_examples import INDEX, ExampleStore
 
@@ -226,3 +227,13 @@ def test_user_digits_cannot_be_fetched_or_trained_on(tmp_path):
                  ["train", "--dataset", "user-digits", "--save-dir", str(tmp_path), "--log-dir", str(tmp_path)]):
         status, _, stderr = run_cli(*argv)
         assert status == 2 and "evaluate --dataset user-digits" in stderr and "finetune" in stderr
+
+
+@pytest.mark.parametrize("out", ["mine.onnx", "folder", "mine"])
+def test_an_out_that_is_not_a_pth_file_is_refused_before_any_work(tmp_path, out):
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UserError, match=f"^--out {tmp_path / out} is not a .pth file name: finetune writes"):
+        output_path(tmp_path / out, {"model_name": "simple_cnn"}, BUNDLED_CHECKPOINT)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder"]

@@ -288,3 +288,23 @@ def test_kill_9_while_writing_leaves_a_readable_set(tmp_path):
         assert (folder / example.drawing).is_file() and (folder / example.input).is_file()
     store.add(images[0], images[0], 4, "after")  # and the set takes new examples
     assert store.examples()[-1].label == 4
+
+
+def test_a_lost_inputs_folder_is_one_error_about_the_folder_not_a_warning_per_line(tmp_path, mnist_data):
+    import shutil
+
+    store = ExampleStore(tmp_path, warn=pytest.fail)
+    for index in range(3):
+        add(store, mnist_data, index)
+    shutil.rmtree(tmp_path / "inputs")
+    with pytest.raises(UserError, match=f"^{re.escape(str(tmp_path / 'inputs'))} is missing: the 28x28 images of "
+                                        f"the 3 labelled drawings in {re.escape(str(tmp_path / INDEX))} were there"):
+        store.arrays()
+
+
+def test_an_index_saved_by_an_editor_with_a_byte_order_mark_loses_no_line(tmp_path, mnist_data):
+    store = ExampleStore(tmp_path, warn=pytest.fail)
+    ids = [add(store, mnist_data, index).example.id for index in range(2)]
+    index = tmp_path / INDEX
+    index.write_bytes(b"\xef\xbb\xbf" + index.read_bytes().replace(b"\n", b"\r\n"))
+    assert [example.id for example in store.examples()] == ids

@@ -58,8 +58,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
         cause = _os_error_in(error)
         if cause is None:
             raise
+        fix = "free some space" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else "choose another path"
         raise CheckpointError(
-            f"could not save checkpoint {path} ({cause.strerror or cause}): free some space; "
+            f"could not save checkpoint {path} ({cause.strerror or cause}): {fix}; "
             "the checkpoints already on disk are intact"
         ) from None
     except BaseException:

@@ -169,6 +169,10 @@ def check_digit_model(payload: dict[str, Any], base: Path) -> None:
 def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> Path:
     """--out, else models/<model>_user_best.pth; never the base itself; its folder checked now, not after training."""
     target = Path(out) if out is not None else Path("models") / f"{payload['model_name']}{USER_SUFFIX}"
+    if target.suffix.lower() != ".pth" or target.is_dir():
+        # predict, serve and load() tell a checkpoint from an ONNX export by its suffix
+        raise UserError(f"--out {target} is not a .pth file name: finetune writes a PyTorch checkpoint; name one "
+                        "such as models/mine_user_best.pth (`mnist-classifier export` makes the .onnx of it)")
     if target.resolve() == base.resolve():
         raise UserError(f"{target} is the model to start from, and finetune never overwrites it: pass another --out")
     check_writable(target.parent)

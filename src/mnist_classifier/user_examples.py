@@ -102,7 +102,7 @@ class ExampleStore:
         """Every line of the index as it is on disk, parsed; each unreadable one is warned about once."""
         lines = []
         for number, raw in enumerate(_split_lines(self._index_bytes()), start=1):
-            text = raw.decode("utf-8", errors="replace").strip()
+            text = raw.decode("utf-8", errors="replace").strip().removeprefix("\ufeff")  # an editor's BOM
             example, problem = self._parse(text) if text else (None, "")
             if problem:
                 self._warn_once(number, problem)
@@ -190,6 +190,7 @@ class ExampleStore:
         as "no examples yet" would send the user to draw afresh rather than mend the file."""
         images, labels = [], []
         lines = [line for line in self._lines() if line.raw.strip()]
+        self._refuse_lost_inputs(lines)
         for line in lines:
             if line.example is None:
                 continue
@@ -204,6 +205,15 @@ class ExampleStore:
         if not images:
             return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
         return np.stack(images), np.array(labels, np.int64)
+
+    def _refuse_lost_inputs(self, lines: list[_Line]) -> None:
+        """Every readable line's image gone at once: one line about the folder, not a warning per line
+        that would send the user to delete labels that are fine."""
+        inputs = {(self.folder / line.example.input).parent for line in lines if line.example is not None}
+        if inputs and not any(folder.is_dir() for folder in inputs):
+            raise UserError(f"{', '.join(sorted(map(str, inputs)))} is missing: the 28x28 images of the "
+                            f"{sum(line.example is not None for line in lines)} labelled drawings in {self.index} "
+                            "were there; restore it (the lines themselves are fine)")
 
     def _input_image(self, example: Example) -> tuple[np.ndarray | None, str]:
         """(the 28x28 the model saw, "") or (None, what is wrong with its PNG)."""
