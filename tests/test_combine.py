@@ -113,7 +113,13 @@ def test_evaluate_ensemble_with_tta_writes_a_labelled_report(small_checkpoint, s
                     for path in (small_checkpoint, second_checkpoint) for dx, dy in views], axis=0)
     assert metrics["metrics"]["accuracy"] == pytest.approx((mean.argmax(1) == labels).mean(), abs=NEAR_TIES)
     assert "ensemble of 2 checkpoints" in (out / "report.html").read_text()
-    assert "simple_cnn_ensemble2_tta on 10,000 test images" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "simple_cnn_ensemble2_tta on 10,000 test images" in stdout
+    each = f"each member's own temperature ({temperature(small_checkpoint):.3f}, {temperature(second_checkpoint):.3f})"
+    assert metrics["calibration"]["temperature"] == pytest.approx(
+        [temperature(small_checkpoint), temperature(second_checkpoint)], rel=1e-6)
+    assert f"calibration ({each}, probabilities averaged)" in stdout
+    assert f"Calibrated: {each}, probabilities averaged" in (out / "report.html").read_text().replace("&#x27;", "'")
 
 
 def test_ensemble_members_from_different_datasets_are_refused(small_checkpoint, tmp_path, capsys):
@@ -177,3 +183,11 @@ def test_an_ensemble_report_says_where_its_members_training_curves_are():
     assert [text.get_text() for ax in figure.axes for text in ax.texts] == [said]
     assert said.startswith("an ensemble of 2 checkpoints") and "own report" in said
     assert no_history_text({"history": None}) == NO_HISTORY  # one checkpoint that kept none
+
+
+def test_an_ensemble_member_named_bundled_is_the_shipped_checkpoint(small_checkpoint):
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT
+    from mnist_classifier.cli import ensemble_member
+
+    assert ensemble_member("bundled") == BUNDLED_CHECKPOINT  # as --checkpoint bundled names it
+    assert ensemble_member(str(small_checkpoint)) == small_checkpoint

@@ -88,8 +88,7 @@ def evaluate_checkpoint(
                                            [[1.0] * len(members), [c.temperature for c in calibrations]])
     labels = test.labels.numpy()
     evaluation = evaluate_predictions(labels, probs.numpy(), class_names)
-    temperature = calibrations[0].temperature if len(members) == 1 and calibrations[0].fitted else None
-    honesty = {"calibration": calibration_report(raw.numpy(), probs.numpy(), labels, temperature)}
+    honesty = {"calibration": calibration_report(raw.numpy(), probs.numpy(), labels, stored_temperatures(calibrations))}
     # Refusal is one model's single-view rule. Its tables read the MNIST test digits (and cut
     # non-digits from them): a local set has its own figures, not those.
     if spec.drawable and len(members) == 1 and not tta and local is None:
@@ -110,6 +109,16 @@ def evaluate_checkpoint(
     if "verdicts" in honesty:
         log(verdict_text(honesty["verdicts"]))
     return evaluation, written
+
+
+def stored_temperatures(calibrations: list[Calibration]) -> float | list[float] | None:
+    """What the calibrated column used: one model's temperature, an ensemble's members' own
+    (their calibrated probabilities are averaged), or None when none has one."""
+    if not any(calibration.fitted for calibration in calibrations):
+        return None
+    if len(calibrations) == 1:
+        return calibrations[0].temperature
+    return [calibration.temperature for calibration in calibrations]
 
 
 def scored_split(data_dir: str | Path, trained_on: str, requested: str | None,

@@ -80,10 +80,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.ensemble and args.checkpoint:
         raise UserError("--ensemble names every checkpoint to average: drop --checkpoint, or list it after --ensemble")
-    checkpoints = args.ensemble or trained_model(args.checkpoint)
+    checkpoints = [ensemble_member(name) for name in args.ensemble] if args.ensemble else trained_model(args.checkpoint)
     evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta,
                         user_data=args.user_data)
     return 0
+
+
+def ensemble_member(named: str) -> Path:
+    """A file, or `bundled` for the model shipped in the package (as --checkpoint takes it)."""
+    from .bundled import choose_model
+
+    return choose_model(named, prefer_onnx=False, tuned=False).path
 
 
 def trained_model(named: str | None) -> Path:

@@ -93,7 +93,7 @@ def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
 
 
 def calibration_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray,
-                       temperature: float | None) -> dict[str, Any]:
+                       temperature: float | list[float] | None) -> dict[str, Any]:
     """Scores and reliability bins of the raw and the calibrated probabilities."""
     return {
         "temperature": temperature,
@@ -272,9 +272,16 @@ def reviewed_label(row: dict[str, Any]) -> str:
     return f"{row['family']} ({row['read_as_digit']} digits left out)"
 
 
+def temperature_words(temperature: float | list[float] | None) -> str:
+    """What the calibrated column is, in words (the ensemble's: its members' own temperatures)."""
+    if isinstance(temperature, list):
+        each = ", ".join(f"{value:.3f}" for value in temperature)
+        return f"each member's own temperature ({each}), probabilities averaged"
+    return f"temperature {temperature:.3f}" if temperature is not None else "no stored temperature"
+
+
 def calibration_text(report: dict[str, Any]) -> str:
     before, after = report["before"], report["after"]
-    temperature = report["temperature"]
-    label = f"temperature {temperature:.3f}" if temperature is not None else "no stored temperature"
+    label = temperature_words(report["temperature"])
     return (f"calibration ({label}): ECE {before['ece']:.2%} -> {after['ece']:.2%}, "
             f"NLL {before['nll']:.4f} -> {after['nll']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}")

@@ -22,7 +22,7 @@ from .datasets import DATASETS
 from .errors import UserError
 from .files import shared_mode
 from .evaluation import METRICS, Evaluation
-from .honesty import reviewed_label
+from .honesty import reviewed_label, temperature_words
 from .plots import NO_HISTORY, figure_png, fooled_figure, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
@@ -240,8 +240,9 @@ def _honesty_html(summary: dict[str, Any]) -> list[str]:
     calibration = summary.get("calibration")
     if calibration:
         temperature = calibration["temperature"]
-        out.append("<h2>Calibration</h2><p>" + (f"Temperature {temperature:.3f}, fitted on the validation split."
-                   if temperature is not None else "No stored temperature: both columns are the raw softmax.")
+        out.append("<h2>Calibration</h2><p>" + (
+                   "No stored temperature: both columns are the raw softmax." if temperature is None else
+                   f"Calibrated: {html.escape(temperature_words(temperature))}, fitted on the validation split.")
                    + " ECE: 15 equal-width bins.</p><table><tr><th class='name'>score</th><th>raw softmax</th>"
                    "<th>calibrated</th></tr>")
         for key, name in (("ece", "expected calibration error"), ("nll", "negative log-likelihood"),
