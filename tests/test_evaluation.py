@@ -384,3 +384,28 @@ def test_a_new_report_folder_gets_the_usual_permissions_not_owner_only(tmp_path)
     os.umask(umask)
     out = install_files({"metrics.json": b"{}"}, tmp_path / "report")
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # mkdtemp's 0700 would hide it from others
+
+
+def test_classes_without_images_are_unscored_not_zero(tmp_path):
+    """A user's drawings often cover a few digits only: 0% for the rest would read as 'always wrong'."""
+    from sklearn.metrics import f1_score
+
+    from mnist_classifier.assessment import summary_text
+    from mnist_classifier.plots import per_class_accuracy_figure
+
+    labels = np.array([0, 0, 1, 2, 2, 7])
+    preds = np.array([0, 0, 1, 2, 7, 7])
+    probs = np.eye(10, dtype=np.float32)[preds] * 0.9 + 0.01
+    evaluation = evaluate_predictions(labels, probs, [str(d) for d in range(10)])
+    accuracy = evaluation.metrics["per_class_accuracy"]
+    assert accuracy[[0, 1, 7]].tolist() == [1.0, 1.0, 1.0] and accuracy[2] == 0.5
+    assert np.isnan(accuracy[[3, 4, 5, 6, 8, 9]]).all()
+    assert np.isnan(evaluation.metrics["precision"][3]) and np.isnan(evaluation.metrics["f1"][9])
+    assert evaluation.metrics["macro_f1"] == pytest.approx(f1_score(labels, preds, labels=[0, 1, 2, 7], average="macro"))
+    saved = json.loads(json.dumps(evaluation.to_dict(), allow_nan=False))  # valid JSON: null, not NaN
+    assert saved["metrics"]["recall"]["3"] is None and saved["metrics"]["recall"]["7"] == 1.0
+    row = next(line for line in summary_text(evaluation, "m", tmp_path).splitlines() if line.split()[0] == "3")
+    assert row.split() == ["3", "0", "-", "-", "-"]
+    figure = per_class_accuracy_figure(accuracy, [str(d) for d in range(10)], evaluation.class_counts, 5 / 6)
+    ticks = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert ticks[3] == "3\nno images" and ticks[2] == "2\n1 wrong"

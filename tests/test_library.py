@@ -71,7 +71,8 @@ def test_every_kind_of_input_gets_the_same_answer(mnist_data, tmp_path):
     encoded = path.read_bytes()
     inputs = {
         "path": path, "str": str(path), "bytes": encoded, "file object": io.BytesIO(encoded),
-        "PIL image": Image.open(path), "numpy array": digit,
+        "PIL image": Image.open(path), "numpy array": digit, "numpy array (1, 28, 28)": digit[None],
+        "numpy array (1, 1, 28, 28)": digit[None, None],
         "torch tensor (1, 1, 28, 28)": torch.from_numpy(digit)[None, None],
         "float tensor": torch.from_numpy(digit).float() / 255,
     }

@@ -164,6 +164,13 @@ def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
     assert f"cannot write to {blocker} (it is a file, not a folder)" in capsys.readouterr().err
 
 
+def test_a_run_refused_after_the_folder_checks_leaves_no_empty_folders(tmp_path, capsys):
+    status = main(["train", "--data-dir", str(DATA_DIR), "--limit-train", "50", "--batch-size", "100",
+                   "--save-dir", str(tmp_path / "m" / "deep"), "--log-dir", str(tmp_path / "r")])
+    assert status == 2 and "make no full batch of 100" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):
     from mnist_classifier.files import write_atomically
 

@@ -55,6 +55,8 @@ def test_wheel_and_sdist_carry_the_model_and_the_page(dist):
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert all(f"src/{name}" in members for name in SHIPPED)
+    # the MIT licence that the metadata declares asks for its notice to travel with every copy
+    assert "LICENSE" in members and any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from combine.py, honesty tables from honesty.py, files from report.py.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -158,7 +159,8 @@ def summary_text(evaluation: Evaluation, model_name: str, report_dir: Path, scor
     lines = [f"{model_name} on {len(evaluation.labels):,} {scored}: {shown}",
              f"{'class':>{width}} {'images':>7} " + " ".join(f"{name:>9}" for name in per_class)]
     for c, name in enumerate(evaluation.class_names):
-        cells = " ".join(f"{values[c]:>9.2%}" for values in per_class.values())
+        cells = " ".join(f"{values[c]:>9.2%}" if math.isfinite(values[c]) else f"{'-':>9}"  # no images
+                         for values in per_class.values())
         lines.append(f"{name:>{width}} {int(evaluation.class_counts[c]):>7,} {cells}")
     names = evaluation.class_names
     pairs = ", ".join(f"{names[t]}->{names[p]} ({n})" for t, p, n in evaluation.confused_pairs(5))

@@ -166,19 +166,21 @@ def _first_line(error: BaseException) -> str:
 
 # ---------------------------------------------------------------- before a run writes any
 def check_writable(directory: str | Path) -> None:
-    """Fail before training, not after an hour of it, if results cannot be saved."""
+    """Fail before training, not after an hour of it, if results cannot be saved. Creates nothing:
+    a command refused later (no data, a bad flag) leaves no empty folder behind; a folder still
+    to be made is checked through the nearest one that exists."""
     directory = Path(directory)
+    existing = nearest_existing(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         # A probe of its own per process: torchrun ranks check the same folder at the same moment.
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-") as probe:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-") as probe:
             probe.write(b"ok")
             probe.flush()
     except OSError as error:
         # /proc exists, yet a new file there fails with "No such file or directory": say what that means
-        reason = "it takes no new files" if directory.is_dir() and error.errno == errno.ENOENT else error.strerror
-        if directory.exists() and not directory.is_dir():
-            reason = "it is a file, not a folder"
+        reason = "it takes no new files" if existing.is_dir() and error.errno == errno.ENOENT else error.strerror
+        if existing.exists() and not existing.is_dir():
+            reason = "it is a file, not a folder" if existing == directory else f"{existing} is a file, not a folder"
         raise UserError(f"cannot write to {directory} ({reason}): choose another folder or fix its permissions") \
             from None
 
@@ -189,9 +191,14 @@ def checkpoint_bytes(model: nn.Module) -> int:
     return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (where it would be made)."""
+    return next((folder for folder in (path, *path.parents) if folder.exists()), Path("."))
+
+
 def check_free_space(directory: str | Path, needed: int) -> None:
     """A disk too full for the first checkpoints is an error now, not after the first epoch."""
-    free = shutil.disk_usage(directory).free
+    free = shutil.disk_usage(nearest_existing(Path(directory))).free  # the disk it will be made on
     if free < needed:
         raise UserError(f"only {free / 1e6:.1f} MB free in {directory}, and this run's checkpoints need about "
                         f"{needed / 1e6:.1f} MB: free some space or choose another --save-dir")

@@ -102,6 +102,13 @@ def _class_ids(probs: np.ndarray) -> list[int]:
     return list(range(probs.shape[1]))
 
 
+def _without_images(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-class values with NaN (shown as "-", null in JSON) for classes that have no image in the
+    set: a user's drawings may lack some digits, and 0% there would read as "always wrong"."""
+    counts = np.bincount(np.asarray(labels), minlength=len(values))[: len(values)]
+    return np.where(counts > 0, np.asarray(values, dtype=float), np.nan)
+
+
 class _LazySklearnMetrics:
     """`sklearn.metrics`, imported on first use: it costs ~2 s, which `train` need not pay upfront."""
 
@@ -122,8 +129,9 @@ def accuracy(labels, preds, probs):
 
 @register_metric("macro_f1")
 def macro_f1(labels, preds, probs):
-    """F1 score averaged over classes, each class weighted equally."""
-    return skm.f1_score(labels, preds, labels=_class_ids(probs), average="macro", zero_division=0)
+    """F1 score averaged over the classes present, each weighted equally."""
+    return skm.f1_score(labels, preds, labels=sorted(set(np.asarray(labels).tolist())), average="macro",
+                        zero_division=0)
 
 
 @register_metric("top2_accuracy")
@@ -142,25 +150,28 @@ def log_loss(labels, preds, probs):
 def per_class_accuracy(labels, preds, probs):
     """Per class: share of its images classified correctly."""
     matrix = skm.confusion_matrix(labels, preds, labels=_class_ids(probs))
-    return np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    return _without_images(labels, np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1))
 
 
 @register_metric("precision")
 def precision(labels, preds, probs):
     """Per class: share of the images predicted as it that really are it."""
-    return skm.precision_score(labels, preds, labels=_class_ids(probs), average=None, zero_division=0)
+    # no image and never predicted: 0 of 0, unknown; predicted without an image: 0%, every one wrong
+    return skm.precision_score(labels, preds, labels=_class_ids(probs), average=None, zero_division=np.nan)
 
 
 @register_metric("recall")
 def recall(labels, preds, probs):
     """Per class: share of its images that are found (equals per-class accuracy)."""
-    return skm.recall_score(labels, preds, labels=_class_ids(probs), average=None, zero_division=0)
+    return _without_images(labels, skm.recall_score(labels, preds, labels=_class_ids(probs), average=None,
+                                                    zero_division=0))
 
 
 @register_metric("f1")
 def f1(labels, preds, probs):
     """Per class: harmonic mean of precision and recall."""
-    return skm.f1_score(labels, preds, labels=_class_ids(probs), average=None, zero_division=0)
+    return _without_images(labels, skm.f1_score(labels, preds, labels=_class_ids(probs), average=None,
+                                                zero_division=0))
 
 
 # ----------------------------------------------------------------- the evaluation
@@ -211,7 +222,7 @@ class Evaluation:
         names = self.class_names
         metrics: dict[str, Any] = dict(self.scalar_metrics())
         for key, values in self.per_class_metrics().items():
-            metrics[key] = {names[c]: float(v) for c, v in enumerate(values)}
+            metrics[key] = {names[c]: float(v) if np.isfinite(v) else None for c, v in enumerate(values)}
         return {
             "test_size": int(len(self.labels)),
             "class_names": names,

@@ -46,7 +46,7 @@ def figure_png(figure: Figure) -> bytes:
 # --------------------------------------------------------------------- per class
 def accuracy_floor(values_percent: np.ndarray) -> float:
     """Lowest y value shown: a little under the worst class, so 98% vs 100% is visible."""
-    low, high = float(np.min(values_percent)), float(np.max(values_percent))
+    low, high = float(np.nanmin(values_percent)), float(np.nanmax(values_percent))
     margin = max(0.5, 0.4 * (high - low))
     return max(0.0, math.floor(low - margin))
 
@@ -54,18 +54,18 @@ def accuracy_floor(values_percent: np.ndarray) -> float:
 def per_class_accuracy_figure(accuracies: Sequence[float], class_names: Sequence[str],
                               counts: Sequence[int] | None = None, overall: float | None = None,
                               title: str = "Per-class test accuracy") -> Figure:
-    values = np.asarray(accuracies, dtype=float) * 100
+    values = np.asarray(accuracies, dtype=float) * 100  # NaN: a class without images in the set
     floor = accuracy_floor(values)
     figure = new_figure(10, 4.8)
     ax = figure.add_subplot()
-    colors = [WORST if v == values.min() else BAR for v in values]
+    colors = [WORST if v == np.nanmin(values) else BAR for v in values]
     ticks = list(class_names)
     if counts is not None:  # "3\n9 wrong": the bar height in images, not just percent
-        wrong = [round(n * (1 - v / 100)) for n, v in zip(counts, values)]
-        ticks = [f"{name}\n{w} wrong" for name, w in zip(class_names, wrong)]
-    bars = ax.bar(range(len(values)), values - floor, bottom=floor, color=colors, width=0.7)
+        ticks = [f"{name}\n{round(n * (1 - v / 100))} wrong" if n else f"{name}\nno images"
+                 for name, n, v in zip(class_names, counts, values)]
+    bars = ax.bar(range(len(values)), np.nan_to_num(values - floor), bottom=floor, color=colors, width=0.7)
     ax.set_xticks(range(len(values)), ticks, fontsize=9 if counts is None else 8.5)
-    ax.bar_label(bars, labels=[f"{v:.1f}%" for v in values], padding=2, fontsize=9,
+    ax.bar_label(bars, labels=[f"{v:.1f}%" if np.isfinite(v) else "" for v in values], padding=2, fontsize=9,
                  bbox=dict(facecolor="white", edgecolor="none", pad=0.6))
     if overall is not None:  # labelled at the right edge: a legend box would cover bars
         ax.axhline(overall * 100, color="0.25", linestyle="--", linewidth=1)
@@ -252,7 +252,7 @@ def report_figures(evaluation: Any, images: np.ndarray, history: Mapping | None 
         "(green = right, red = wrong; confidence in brackets)")
     return {
         "per_class_accuracy": per_class_accuracy_figure(
-            np.diag(ev.confusion) / np.maximum(ev.class_counts, 1), names, ev.class_counts, accuracy,
+            ev.metrics["per_class_accuracy"], names, ev.class_counts, accuracy,
             f"{model_name}: per-class test accuracy ({len(ev.labels):,} images)"),
         "confusion_matrix": confusion_matrix_figure(
             ev.confusion, names, f"{model_name}: confusion matrix, test set ({wrong} of {len(ev.labels):,} wrong)"),

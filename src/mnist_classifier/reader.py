@@ -147,6 +147,9 @@ def as_image_source(image: Any) -> Any:
     if _is_torch(image):
         return _tensor_to_array(image)
     if isinstance(image, np.ndarray):
+        # A batch of one, (1, 28, 28) or (1, 1, 28, 28) as a tensor gives it: the one image, as for torch
+        while image.ndim > 2 and image.shape[0] == 1 and image.shape[-1] not in (1, 2, 3, 4):
+            image = image[0]
         _refuse_a_stack_of_digits(image.shape, channels_last="np.moveaxis(x, 0, -1)")
     return image
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -162,6 +163,8 @@ figcaption { font-weight: bold; margin-bottom: 0.3rem; }
 
 
 def _value(name: str, value: float) -> str:
+    if not math.isfinite(value):  # a class without images: nothing to score
+        return "&ndash;"
     metric = METRICS.get(name)
     return f"{value:.4f}" if metric is not None and not metric.percent else f"{value:.2%}"
 

@@ -134,6 +134,7 @@ def _move_run_files(last: Path, best: Path, config: TrainConfig) -> None:
     continues (and can be resumed again) from that folder alone."""
     new_best, new_last = checkpoint_paths(config)
     check_writable(config.save_dir)
+    Path(config.save_dir).mkdir(parents=True, exist_ok=True)
     shutil.copy2(best, new_best)
     shutil.copy2(last, new_last)
 
