@@ -11,6 +11,7 @@ is not "this server" either.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 import anyio
@@ -44,9 +45,9 @@ def refused(scope) -> str | None:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     host = headers.get("host", "")
     server = (scope.get("server") or ("", None))[0] or ""
-    if host and is_loopback(server) and not is_loopback(urlsplit(f"//{host}").hostname or ""):
-        return (f"host {host!r} refused: this server listens on {server} only and answers to localhost, "
-                "127.0.0.1 or [::1]; open it by one of those names")
+    if host and is_loopback(server) and not is_own_name(urlsplit(f"//{host}").hostname or ""):
+        return (f"host {host!r} refused: this connection came in on {server}, which answers to localhost, "
+                "127.0.0.1, [::1] or this machine's name; open it by one of those")
     origin = headers.get("origin")
     if scope["method"].encode() in SAFE_METHODS or origin is None:
         return None
@@ -54,6 +55,13 @@ def refused(scope) -> str | None:
         return (f"request from the page at {origin} refused: only the page this server serves may save or "
                 "send drawings from a browser (scripts and curl, which send no Origin, may)")
     return None
+
+
+def is_own_name(host: str) -> bool:
+    """A loopback name or address, or this machine's own name (Debian maps it to 127.0.1.1): names
+    an outside site cannot point at 127.0.0.1 for itself (`.local` is never a public domain)."""
+    machine = socket.gethostname().lower()
+    return is_loopback(host) or host.lower().rstrip(".") in (machine, f"{machine}.local")
 
 
 def is_loopback(host: str) -> bool:
