@@ -10,6 +10,7 @@ is not "this server" either.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -60,8 +61,13 @@ def refused(scope) -> str | None:
 def is_own_name(host: str) -> bool:
     """A loopback name or address, or this machine's own name (Debian maps it to 127.0.1.1): names
     an outside site cannot point at 127.0.0.1 for itself (`.local` is never a public domain)."""
+    return is_loopback(host) or host.lower().rstrip(".") in machine_names()
+
+
+@functools.cache
+def machine_names() -> tuple[str, str]:
     machine = socket.gethostname().lower()
-    return is_loopback(host) or host.lower().rstrip(".") in (machine, f"{machine}.local")
+    return machine, f"{machine}.local"
 
 
 def is_loopback(host: str) -> bool:
