@@ -72,7 +72,7 @@ def test_every_kind_of_input_gets_the_same_answer(mnist_data, tmp_path):
     inputs = {
         "path": path, "str": str(path), "bytes": encoded, "file object": io.BytesIO(encoded),
         "PIL image": Image.open(path), "numpy array": digit, "numpy array (1, 28, 28)": digit[None],
-        "numpy array (1, 1, 28, 28)": digit[None, None],
+        "numpy array (1, 1, 28, 28)": digit[None, None], "numpy array (1, 28, 28, 1)": digit[None, :, :, None],
         "torch tensor (1, 1, 28, 28)": torch.from_numpy(digit)[None, None],
         "float tensor": torch.from_numpy(digit).float() / 255,
     }
@@ -145,12 +145,15 @@ def test_a_zero_one_mask_of_any_integer_type_reads_like_a_bool_mask(mnist_data):
 def test_a_stack_of_digits_is_refused_not_read_as_one_colour_image(mnist_data, count):
     reader = mnist_classifier.load(BUNDLED_ONNX)
     digits = mnist_data.test.images[:count].numpy()
-    for stack, fix in [(torch.from_numpy(digits), "x.permute(1, 2, 0)"), (digits, "np.moveaxis(x, 0, -1)")]:
-        with pytest.raises(ImageError, match=rf"looks like a batch of {count} digits: use predict_batch\(list\(x\)\)"):
+    advice = f"looks like a batch of {count} digits: use predict_batch(list(x.reshape(-1, 28, 28)))"
+    for stack, fix in [(torch.from_numpy(digits), "x.permute(1, 2, 0)"), (digits, "np.moveaxis(x, 0, -1)"),
+                       (digits[None], "np.moveaxis(x, 0, -1)")]:  # the last: a batch axis in front too
+        with pytest.raises(ImageError, match=re.escape(advice)):
             reader.predict(stack)
         with pytest.raises(ImageError, match=re.escape(fix)):
             reader.predict(stack)
-        assert [a.best_guess for a in reader.predict_batch(list(stack))] == list(mnist_data.test.labels[:count])
+        answers = reader.predict_batch(list(stack.reshape(-1, 28, 28)))  # the advice, followed
+        assert [a.best_guess for a in answers] == list(mnist_data.test.labels[:count])
     # a colour image of another size is still read channels first, as torch keeps images
     digit = mnist_data.test.images[0].numpy()
     colour = torch.from_numpy(np.stack([cv2.resize(digit, (64, 64))] * 3))  # (3, 64, 64)

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -276,6 +277,7 @@ def test_a_model_trained_after_the_fine_tune_answers_and_says_the_tuned_one_is_o
     from mnist_classifier import load
     from mnist_classifier.bundled import sha256_of
     from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint
+    from mnist_classifier.finetune import _who_answers
 
     monkeypatch.chdir(tmp_path)
     trained = save_checkpoint(load_checkpoint(small_checkpoint), "models/simple_cnn_best.pth")
@@ -285,13 +287,20 @@ def test_a_model_trained_after_the_fine_tune_answers_and_says_the_tuned_one_is_o
     assert main(["predict", str(three)]) == 0
     assert "model: models/simple_cnn_user_best.pth, fine-tuned on your drawings" in capsys.readouterr().err
     assert load().tuned
+    tuned = Path("models/simple_cnn_user_best.pth")
+    assert _who_answers(tuned).startswith("predict, demo, serve and load() answer with it from now on")
     # `train` again: a new best, which the fine-tune never saw
     save_checkpoint({**load_checkpoint(small_checkpoint), "epoch": 99}, "models/simple_cnn_best.pth")
     assert main(["predict", str(three), "--json"]) == 0
     out, err = capsys.readouterr()
-    assert err.strip() == ("model: models/simple_cnn_best.pth; models/simple_cnn_user_best.pth was fine-tuned from an "
-                           "earlier model, so it does not answer: `mnist-classifier finetune` fine-tunes this one on "
-                           "your drawings")
+    assert err.strip() == ("model: models/simple_cnn_best.pth; models/simple_cnn_user_best.pth was fine-tuned from "
+                           "another model, so it answers only when named "
+                           "(--checkpoint models/simple_cnn_user_best.pth); `mnist-classifier finetune` fine-tunes "
+                           "this one")
     assert json.loads(out)[0]["digit"] == 3
     reader = load()
     assert not reader.tuned and reader.path == tmp_path.joinpath("models/simple_cnn_best.pth").relative_to(tmp_path)
+    # what finetune --checkpoint <another model> says as it finishes: the trained model goes on answering
+    assert _who_answers(tuned) == ("predict, demo, serve and load() go on answering with models/simple_cnn_best.pth, "
+                                   "which it was not tuned from: name it with "
+                                   "--checkpoint models/simple_cnn_user_best.pth")

@@ -6,6 +6,7 @@ tested in test_evaluation.py::test_a_registered_metric_reaches_json_and_html.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import textwrap
 
@@ -141,7 +142,7 @@ def test_a_model_from_outside_the_package_trains_and_evaluates_by_the_cli(plugin
 
 
 def test_without_its_plugin_a_models_checkpoint_says_how_to_make_it_known(plugin, tmp_path, capsys):
-    import my_models_plugin  # noqa: F401
+    importlib.import_module("my_models_plugin")
 
     model = models.create_model(plugin)
     path = save_checkpoint({"model_state_dict": model.state_dict(), "model_name": plugin}, tmp_path / "mine.pth")
@@ -152,7 +153,7 @@ def test_without_its_plugin_a_models_checkpoint_says_how_to_make_it_known(plugin
 
 
 def test_a_plugin_model_takes_its_own_config_file(plugin, tmp_path):
-    import my_models_plugin  # noqa: F401 - what the CLI does before every command
+    importlib.import_module("my_models_plugin")  # what the CLI does before every command
 
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(f"model_name: {plugin}\nepochs: 4\nlearning_rate: 0.002\naugment: false\n")
@@ -176,18 +177,23 @@ def test_a_plugin_that_cannot_be_imported_is_one_clear_line(monkeypatch, capsys)
      "(by mnist_classifier.models): register yours under another name"),
 ])
 def test_a_plugin_that_fails_inside_says_what_to_fix(tmp_path, monkeypatch, capsys, source, expected):
-    (tmp_path / "broken_plugin.py").write_text(source)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv(PLUGINS_ENV, "broken_plugin")
-    try:
-        assert main(["train", "--epochs", "1"]) == 2
-    finally:
-        sys.modules.pop("broken_plugin", None)
+    assert train_with_plugin(source, tmp_path, monkeypatch) == 2
     assert capsys.readouterr().err.strip() == expected
 
 
+def train_with_plugin(source: str, folder, monkeypatch) -> int:
+    """`train` with $MNIST_CLASSIFIER_PLUGINS naming a module of this source; its exit status."""
+    (folder / "broken_plugin.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv(PLUGINS_ENV, "broken_plugin")
+    try:
+        return main(["train", "--epochs", "1"])
+    finally:
+        sys.modules.pop("broken_plugin", None)
+
+
 def test_a_recipe_in_the_working_folder_is_read_for_a_model_of_your_own(plugin, tmp_path, monkeypatch):
-    import my_models_plugin  # noqa: F401
+    importlib.import_module("my_models_plugin")
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()
@@ -195,3 +201,14 @@ def test_a_recipe_in_the_working_folder_is_read_for_a_model_of_your_own(plugin, 
     config = resolve_config(None, {"model_name": plugin})
     assert (config.epochs, config.learning_rate) == (5, 0.002)
     assert resolve_config(None, {}).epochs == 3  # the shipped simple_cnn recipe still comes from the package
+
+
+@pytest.mark.parametrize("source, said", [
+    ("def f(:\n", "failed to import: SyntaxError: "),
+    ("raise RuntimeError('boom')\n", "broken_plugin.py, line 1: RuntimeError: boom; fix it, or drop it from"),
+])
+def test_a_plugin_whose_own_code_fails_is_one_line_naming_where(tmp_path, monkeypatch, capsys, source, said):
+    assert train_with_plugin(source, tmp_path, monkeypatch) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: plugin 'broken_plugin' (from {PLUGINS_ENV}) failed to import: ") and said in err
+    assert len(err.splitlines()) == 1

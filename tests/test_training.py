@@ -260,3 +260,14 @@ def test_module_entry_point_runs(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: epochs must be a positive integer, got -1"
+
+
+@pytest.mark.parametrize("steps", range(1, 13))
+def test_the_one_cycle_schedule_runs_for_any_number_of_steps(steps):
+    # 25% warm-up of exactly 4 steps is 0 steps, and OneCycleLR divided by it (a tiny --limit-train run)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9)
+    scheduler = training.build_scheduler(resolve_config(None, {"epochs": 1}), optimizer, steps)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()

@@ -147,7 +147,7 @@ def test_another_sites_page_cannot_save_or_send_drawings(collecting, digits):
     assert rebound.status_code == 403 and "'evil.example:80' refused" in rebound.json()["detail"]
     assert collecting.lines() == []
     port = collecting.client.base_url.port
-    for name in ("localhost", "[::1]", socket.gethostname()):
+    for name in ("localhost", "[::1]", socket.gethostname(), "0.0.0.0"):  # the last: what --host 0.0.0.0 prints
         assert collecting.client.get("/api/model", headers={"Host": f"{name}:{port}"}).status_code == 200, name
     assert collecting.post(7, png, headers={"Origin": own}, content=png).status_code == 201  # the page itself
     assert [line["label"] for line in collecting.lines()] == [7]
@@ -179,6 +179,18 @@ def test_store_limits_are_507_naming_the_limit(predictor, tmp_path, digits):
         assert limit in responses[-1].json()["detail"], responses[-1].text
 
 
+def test_behind_a_reverse_proxy_its_allowed_name_may_send_drawings(predictor, digits, tmp_path):
+    png = as_paper_png(digits[7])
+    app = create_app(predictor, user_data=tmp_path / "user", allowed_hosts=("digits.example.org",))
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        page = {"Origin": "https://digits.example.org", "Content-Type": "image/png"}
+        # nginx's default passes the upstream's Host; with `proxy_set_header Host $host`, the public name
+        assert client.post("/api/examples?label=7", content=png, headers=page).status_code == 201
+        assert client.get("/", headers={"Host": "digits.example.org"}).status_code == 200
+        other = client.post("/api/predict", content=png, headers={**page, "Origin": "https://evil.example"})
+        assert other.status_code == 403 and "serve --allow-host NAME" in other.json()["detail"]
+
+
 def test_a_model_of_something_else_saves_no_drawings_for_finetune(predictor, digits, tmp_path):
     """finetune teaches digits: a drawing labelled 'Sneaker' would be learnt as a 7."""
     clothes = dataclasses.replace(predictor, class_names=[f"item {i}" for i in range(10)],
@@ -187,6 +199,8 @@ def test_a_model_of_something_else_saves_no_drawings_for_finetune(predictor, dig
         saved = client.post("/api/examples?label=7", content=as_paper_png(digits[7]))
         assert client.get("/api/model").json()["collecting"] is False
     assert saved.status_code == 403 and not (tmp_path / "user").exists()
+    assert saved.json()["detail"] == ("labelling is off: simple_cnn reads fashion-mnist, and `finetune` learns digits "
+                                      "from labelled drawings")
 
 
 def test_with_collection_off_the_routes_say_so_and_the_card_too(predictor, digits):

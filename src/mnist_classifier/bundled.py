@@ -52,8 +52,8 @@ class ModelChoice:
             original = TRAINED_CHECKPOINT if TRAINED_CHECKPOINT.is_file() else BUNDLED_NAME
             return f"model: {self.path}, fine-tuned on your drawings; --checkpoint {original} answers with the original"
         if self.outdated:
-            return (f"model: {self.path}; {USER_CHECKPOINT} was fine-tuned from an earlier model, so it does not "
-                    "answer: `mnist-classifier finetune` fine-tunes this one on your drawings")
+            return (f"model: {self.path}; {USER_CHECKPOINT} was fine-tuned from another model, so it answers only "
+                    f"when named (--checkpoint {USER_CHECKPOINT}); `mnist-classifier finetune` fine-tunes this one")
         if not self.bundled:
             return f"model: {self.path}"
         facts = provenance()

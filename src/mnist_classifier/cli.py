@@ -149,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(answering_model(args.checkpoint), host=args.host, port=args.port, workers=args.workers,
           reject_threshold=args.reject_threshold, backend=args.backend, data_dir=args.data_dir,
-          user_data=None if args.no_collect else args.user_data)
+          user_data=None if args.no_collect else args.user_data, allowed_hosts=tuple(args.allow_host))
     return 0
 
 
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a name a reverse proxy serves the page as (e.g. digits.example.org): its pages may "
+                       "send drawings; repeat for several (default: none, only this machine's own names)")
     serve.add_argument("--workers", type=int,
                        help="server processes sharing the port, each with its own model "
                        "(default: one per CPU core, the most requests/s measured; at most 4 per core)")

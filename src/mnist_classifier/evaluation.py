@@ -156,8 +156,10 @@ def per_class_accuracy(labels, preds, probs):
 @register_metric("precision")
 def precision(labels, preds, probs):
     """Per class: share of the images predicted as it that really are it."""
-    # no image and never predicted: 0 of 0, unknown; predicted without an image: 0%, every one wrong
-    return skm.precision_score(labels, preds, labels=_class_ids(probs), average=None, zero_division=np.nan)
+    # no image and never predicted: nothing to score; predicted without an image: 0%, every one wrong
+    values = skm.precision_score(labels, preds, labels=_class_ids(probs), average=None, zero_division=0)
+    predicted = np.bincount(np.asarray(preds), minlength=len(values))[: len(values)]
+    return np.where(predicted > 0, values, _without_images(labels, values))
 
 
 @register_metric("recall")

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bundled import TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of
+from .bundled import (TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of,
+                      tuned_from_current_model)
 from .calibration import Calibration, calibrate_logits, digit_scores
 from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
 from .config import TrainConfig, config_from_dict
@@ -380,9 +381,17 @@ def summary_text(result: FinetuneResult) -> str:
         lines.append(f"note: it refuses {points:.1f} points fewer generated non-digits than the model it started "
                      "from: expect \"not a digit\" less often")
     if result.path.resolve() == USER_CHECKPOINT.resolve():
-        lines.append("predict, demo, serve and load() answer with it from now on (restart a serve that is "
-                     "running; name another model with --checkpoint)")
+        lines.append(_who_answers(result.path))
     return "\n".join(lines)
+
+
+def _who_answers(path: Path) -> str:
+    if tuned_from_current_model(path):
+        return ("predict, demo, serve and load() answer with it from now on (restart a serve that is running; "
+                "name another model with --checkpoint)")
+    # tuned from --checkpoint bundled or another file while models/ has a trained model: that one still answers
+    return (f"predict, demo, serve and load() go on answering with {choose_model(None, tuned=False).path}, which "
+            f"it was not tuned from: name it with --checkpoint {path}")
 
 
 def _share(value: float | None) -> str:

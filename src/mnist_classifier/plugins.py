@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import traceback
 
 from .errors import UserError
 
@@ -33,7 +34,18 @@ def import_plugins() -> list[str]:
                             "install what it imports") from None
         except UserError as error:  # e.g. it registers a name that is taken
             raise UserError(f"plugin '{name}' (from {PLUGINS_ENV}): {error}") from None
+        except Exception as error:  # its own code failed: a syntax error, an exception at import
+            raise UserError(f"plugin '{name}' (from {PLUGINS_ENV}) failed to import: {_where(error)}"
+                            f"{type(error).__name__}: {error}; fix it, or drop it from {PLUGINS_ENV}") from None
     return names
+
+
+def _where(error: Exception) -> str:
+    """'file.py, line 3: ' of the plugin's own line that failed (a SyntaxError names it in its text)."""
+    if isinstance(error, SyntaxError):
+        return ""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
 
 
 def _is_the_plugin(error: ImportError, name: str) -> bool:

@@ -148,7 +148,7 @@ def as_image_source(image: Any) -> Any:
         return _tensor_to_array(image)
     if isinstance(image, np.ndarray):
         # A batch of one, (1, 28, 28) or (1, 1, 28, 28) as a tensor gives it: the one image, as for torch
-        while image.ndim > 2 and image.shape[0] == 1 and image.shape[-1] not in (1, 2, 3, 4):
+        while image.ndim > 2 and image.shape[0] == 1:
             image = image[0]
         _refuse_a_stack_of_digits(image.shape, channels_last="np.moveaxis(x, 0, -1)")
     return image
@@ -172,7 +172,7 @@ def _refuse_a_stack_of_digits(shape: tuple[int, ...], channels_last: str) -> Non
         return
     colour = f", or if it is one colour image pass it channels-last ({channels_last})" if shape[0] in (3, 4) else ""
     raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: "
-                     f"use predict_batch(list(x)){colour}")
+                     f"use predict_batch(list(x.reshape(-1, {CANVAS}, {CANVAS}))){colour}")
 
 
 def _refuse_one_image_as_a_batch(images: Any) -> None:

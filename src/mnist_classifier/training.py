@@ -81,7 +81,10 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     total = max(1, config.epochs * steps_per_epoch)
     if config.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total, pct_start=0.25)
+        # OneCycleLR divides by its warm-up's length in steps, which 25% of exactly 4 steps makes zero
+        warm_up = 0.25 if total >= 8 else 0.4
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total,
+                                                   pct_start=warm_up)
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if config.scheduler == "plateau":  # the seed's schedule, stepped once per epoch on val loss

@@ -56,8 +56,15 @@ def open_store(user_data: str | Path | ExampleStore | None, num_classes: int) ->
 
 
 def example_routes(store: ExampleStore | None, service: Answerer, request_body: dict,
-                   body_errors: dict) -> APIRouter:
-    """The three /api/examples routes. `request_body`, `body_errors`: predict's OpenAPI docs, shared."""
+                   body_errors: dict, off_reason: str = COLLECTION_OFF) -> APIRouter:
+    """The three /api/examples routes. `request_body`, `body_errors`: predict's OpenAPI docs, shared;
+    `off_reason`: the 403's detail when there is no store."""
+
+    def require(store: ExampleStore | None) -> ExampleStore:
+        if store is None:
+            raise HTTPException(403, off_reason)
+        return store
+
     router = APIRouter()
     num_classes = len(service.class_names)
     label_doc = {"name": "label", "in": "query", "required": True,
@@ -107,12 +114,6 @@ def store_responses(*codes: int) -> dict:
             "the detail names the limit) or cannot be written")
     texts = {403: COLLECTION_OFF, 507: full}
     return {code: error_doc(texts[code]) for code in (403, *codes)}
-
-
-def require(store: ExampleStore | None) -> ExampleStore:
-    if store is None:
-        raise HTTPException(403, COLLECTION_OFF)
-    return store
 
 
 def parse_label(values: list[str], num_classes: int) -> int:

@@ -30,44 +30,57 @@ class SameOrigin:
     """ASGI middleware: 403 for a write sent by another site's page, or any request to a
     loopback server under a name that is not a loopback one."""
 
-    def __init__(self, app):
+    def __init__(self, app, allowed_hosts: tuple[str, ...] = ()):
         self.app = app
+        self.allowed_hosts = tuple(name.lower() for name in allowed_hosts)  # `serve --allow-host`: a proxy's name
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            refusal = refused(scope)
+            refusal = refused(scope, self.allowed_hosts)
             if refusal:
                 return await JSONResponse({"detail": refusal}, 403)(scope, receive, send)
         await self.app(scope, receive, send)
 
 
-def refused(scope) -> str | None:
-    """Why this request is refused, or None."""
+def refused(scope, allowed_hosts: tuple[str, ...] = ()) -> str | None:
+    """Why this request is refused, or None. `allowed_hosts`: names a reverse proxy serves the page as."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     host = headers.get("host", "")
     server = (scope.get("server") or ("", None))[0] or ""
-    if host and is_loopback(server) and not is_own_name(urlsplit(f"//{host}").hostname or ""):
+    name = urlsplit(f"//{host}").hostname or ""
+    if host and is_loopback(server) and not (is_own_name(name) or name in allowed_hosts):
         return (f"host {host!r} refused: this connection came in on {server}, which answers to localhost, "
-                "127.0.0.1, [::1] or this machine's name; open it by one of those")
+                "127.0.0.1, [::1] or this machine's name; open it by one of those (behind a reverse proxy: "
+                "serve --allow-host NAME)")
     origin = headers.get("origin")
     if scope["method"].encode() in SAFE_METHODS or origin is None:
         return None
-    if urlsplit(origin).netloc.lower() != host.lower():
+    page = urlsplit(origin)
+    if page.netloc.lower() != host.lower() and (page.hostname or "") not in allowed_hosts:
         return (f"request from the page at {origin} refused: only the page this server serves may save or "
-                "send drawings from a browser (scripts and curl, which send no Origin, may)")
+                "send drawings from a browser (scripts and curl, which send no Origin, may; behind a reverse "
+                "proxy: serve --allow-host NAME)")
     return None
 
 
 def is_own_name(host: str) -> bool:
     """A loopback name or address, or this machine's own name (Debian maps it to 127.0.1.1): names
     an outside site cannot point at 127.0.0.1 for itself (`.local` is never a public domain)."""
-    return is_loopback(host) or host.lower().rstrip(".") in machine_names()
+    return is_loopback(host) or is_unspecified(host) or host.lower().rstrip(".") in machine_names()
 
 
 @functools.cache
 def machine_names() -> tuple[str, str]:
     machine = socket.gethostname().lower()
     return machine, f"{machine}.local"
+
+
+def is_unspecified(host: str) -> bool:
+    """0.0.0.0 or [::]: what `serve --host 0.0.0.0` prints; browsers connect to this machine for it."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str) -> bool:

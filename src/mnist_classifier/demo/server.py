@@ -21,10 +21,11 @@ from fastapi import FastAPI
 from ..cores import usable_cores
 from ..errors import UserError
 from ..user_examples import ExampleStore
-from .web import create_app, drawable
+from .web import create_app, drawable, not_digits_reason
 
 CHECKPOINT_ENV = "MNIST_CLASSIFIER_SERVE_CHECKPOINT"  # tells spawned workers what to load
 THRESHOLD_ENV = "MNIST_CLASSIFIER_SERVE_REJECT_THRESHOLD"  # and the --reject-threshold they refuse at
+ALLOWED_HOSTS_ENV = "MNIST_CLASSIFIER_SERVE_ALLOWED_HOSTS"  # and the --allow-host names
 USER_DATA_ENV = "MNIST_CLASSIFIER_SERVE_USER_DATA"  # and where labelled drawings go (JSON null: --no-collect)
 BACKENDS = ("auto", "onnx", "torch")
 WORKERS_PER_CORE = 4  # more only queue for the same cores, each holding a copy of the model
@@ -32,12 +33,14 @@ WORKERS_PER_CORE = 4  # more only queue for the same cores, each holding a copy 
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None,
           log=print, reject_threshold: float | None | str = "stored", backend: str = "auto",
-          data_dir: str | Path = "data", user_data: str | Path | None = None) -> None:
+          data_dir: str | Path = "data", user_data: str | Path | None = None,
+          allowed_hosts: tuple[str, ...] = ()) -> None:
     """Load the model, bind, serve until Ctrl+C. Problems are UserErrors, before serving.
 
     The defaults are the fastest configuration measured (docs/benchmarks.md): one worker
     process per core, and a `.pth` served through its ONNX export (see `served_model`).
-    `user_data`: the folder labelled drawings are saved in (`POST /api/examples`); None: none are."""
+    `user_data`: the folder labelled drawings are saved in (`POST /api/examples`); None: none are.
+    `allowed_hosts`: the names a reverse proxy in front serves the page as (guards.py)."""
     from ..reader import load_predictor
 
     cores = usable_cores()
@@ -50,8 +53,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     predictor = thresholded(load_predictor(checkpoint, warn=log), reject_threshold)  # a bad checkpoint stops us here
     labelling_off = "labelling is off (--no-collect): nothing drawn is saved"
     if user_data is not None and not drawable(predictor):
-        labelling_off = (f"labelling is off: {predictor.model_name} reads {predictor.info.get('dataset')}, and "
-                         "`finetune` learns digits from labelled drawings")
+        labelling_off = not_digits_reason(predictor)
         user_data = None
     if user_data is not None:
         ExampleStore(user_data).check_usable()  # refused now, not at the first label
@@ -72,9 +74,10 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         if user_data is not None else labelling_off)
     if workers == 1:
         tune_process()
-        uvicorn_server(create_app(predictor, user_data=user_data)).run(sockets=[sock])
+        uvicorn_server(create_app(predictor, user_data=user_data, allowed_hosts=allowed_hosts)).run(sockets=[sock])
     else:
         os.environ[THRESHOLD_ENV] = json.dumps(reject_threshold)
+        os.environ[ALLOWED_HOSTS_ENV] = json.dumps(list(allowed_hosts))
         # Absolute: the workers must all write to the one folder the log line named.
         os.environ[USER_DATA_ENV] = json.dumps(None if user_data is None else str(Path(user_data).absolute()))
         serve_in_processes(Path(checkpoint), sock, workers)
@@ -134,7 +137,8 @@ def app_from_environment() -> FastAPI:
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
     tune_process()
     return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))),
-                      user_data=json.loads(os.environ.get(USER_DATA_ENV, "null")))
+                      user_data=json.loads(os.environ.get(USER_DATA_ENV, "null")),
+                      allowed_hosts=tuple(json.loads(os.environ.get(ALLOWED_HOSTS_ENV, "[]"))))
 
 
 def thresholded(predictor, reject_threshold: float | None | str):

@@ -38,7 +38,7 @@ from ..errors import ImageError, UserError
 from ..inference import Predictor
 from ..preprocess import CANVAS, MAX_SIDE, load_image, to_mnist
 from ..user_examples import ExampleStore
-from .collect import example_routes, open_store
+from .collect import COLLECTION_OFF, example_routes, open_store
 from .guards import BODY_TIMEOUT, MAX_BODY, BodyLimit, SameOrigin
 
 FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less attack surface
@@ -85,16 +85,19 @@ PREDICT_RESPONSES = {200: {"description": "verdict, digit, best_guess, label, co
                                            (422, "undecodable image or malformed JSON"))}}
 
 
-def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None = None) -> FastAPI:
+def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None = None,
+               allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
     """The FastAPI app around an already loaded model (tests build it directly).
 
-    `user_data`: where labelled drawings are saved (`POST /api/examples`); None: not collected."""
+    `user_data`: where labelled drawings are saved (`POST /api/examples`); None: not collected.
+    `allowed_hosts`: names a reverse proxy serves the page as (guards.SameOrigin)."""
     app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition", version=__version__,
                   description="Draw at `/`; call `POST /api/predict` from code.")
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
-    app.add_middleware(SameOrigin)  # outermost: a refused request's body is never read
+    app.add_middleware(SameOrigin, allowed_hosts=allowed_hosts)  # outermost: a refused request's body is never read
     # finetune teaches digit models: drawings labelled as clothes would be learnt as digits
     store = open_store(user_data, len(predictor.class_names)) if drawable(predictor) else None
+    off_reason = COLLECTION_OFF if user_data is None else not_digits_reason(predictor)
     service = Service(predictor, collecting=store is not None)
 
     @app.exception_handler(Exception)
@@ -131,7 +134,7 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
         app.add_api_route(route, answer, methods=["HEAD"], include_in_schema=False)
 
     body_errors = {code: doc for code, doc in PREDICT_RESPONSES.items() if code != 200}
-    app.include_router(example_routes(store, service, PREDICT_BODY, body_errors))
+    app.include_router(example_routes(store, service, PREDICT_BODY, body_errors, off_reason))
     for route, (name, media_type) in PAGES.items():
         # HEAD too: link checkers and `curl -I` ask before they fetch
         app.add_api_route(route, static_page(name, media_type), methods=["GET", "HEAD"], include_in_schema=False)
@@ -223,6 +226,11 @@ def model_card(predictor: Predictor, collecting: bool = False) -> dict:
             "class_names": list(predictor.class_names), "drawable": drawable(predictor),
             "calibrated": calibration.fitted, "temperature": calibration.temperature,
             "reject_threshold": calibration.reject_threshold}
+
+
+def not_digits_reason(predictor: Predictor) -> str:
+    return (f"labelling is off: {predictor.model_name} reads {predictor.info.get('dataset')}, and `finetune` "
+            "learns digits from labelled drawings")
 
 
 def drawable(predictor: Predictor) -> bool:
