@@ -342,6 +342,17 @@ def test_an_existing_report_folder_keeps_other_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "report.html"]
 
 
+def test_a_folder_where_a_report_file_goes_stops_the_report_before_any_file_is_replaced(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.html").write_text("earlier")
+    (out / "metrics.json").mkdir()  # in the way of the new metrics.json
+    with pytest.raises(UserError, match=f"^cannot write the report to {out}: {out / 'metrics.json'} is a folder"):
+        install_files({"report.html": b"<html>", "metrics.json": b"{}"}, out)
+    assert (out / "report.html").read_text() == "earlier"  # the earlier report is whole, not half replaced
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
 def test_the_measured_sets_are_built_once_per_test_split_and_kept_read_only(mnist_data):
     from mnist_classifier import honesty
     from mnist_classifier.data import Split, load_data

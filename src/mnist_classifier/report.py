@@ -122,6 +122,11 @@ def check_report_dir(out_dir: Path) -> Path:
 def install_files(files: dict[str, bytes], out_dir: Path) -> Path:
     """Stage every file, then move them into out_dir together; on failure leave nothing."""
     out_dir = check_report_dir(out_dir)
+    # An earlier report is replaced file by file: anything that would stop one part-way is refused first.
+    in_the_way = sorted(name for name in files if (out_dir / name).exists() and not (out_dir / name).is_file())
+    if in_the_way:
+        raise UserError(f"cannot write the report to {out_dir}: {out_dir / in_the_way[0]} is a folder, not a file; "
+                        "move it, or choose another --out")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
