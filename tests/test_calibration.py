@@ -128,3 +128,10 @@ def test_calibrate_leaves_read_only_files_and_the_shipped_model_alone(small_chec
         assert main(["calibrate", "--checkpoint", str(path), "--data-dir", str(DATA_DIR)]) == 2
         assert capsys.readouterr().err.startswith(f"error: {says}")
         assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
+
+
+def test_calibrate_bundled_says_it_is_calibrated_already(capsys):
+    assert main(["calibrate", "--checkpoint", "bundled"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: the bundled model is calibrated already, and a package's files are not rewritten: calibrate a "
+        "checkpoint of your own (--checkpoint models/simple_cnn_best.pth)")

@@ -230,3 +230,43 @@ def test_predict_prints_class_names_for_clothing_photos(fashion_run, fashion_raw
     assert main(["predict", first, "--checkpoint", str(result.best_path), "--reject-threshold", "1e9"]) == 0
     said = capsys.readouterr().out
     assert said.startswith(f"{first}: not recognised (best guess {SPEC.class_names[files[first]]}, "), said
+
+
+def test_serve_with_a_clothes_model_saves_no_drawings_and_says_why(fashion_run, tmp_path, monkeypatch):
+    import httpx
+
+    from mnist_classifier.demo import server
+
+    from .test_web_api import running_server
+
+    apps, said = [], []
+
+    class Captured:  # the app serve() builds, run here on a test server instead of its own socket
+        def __init__(self, app):
+            apps.append(app)
+
+        def run(self, sockets):
+            sockets[0].close()
+
+    monkeypatch.setattr(server, "uvicorn_server", Captured)
+    monkeypatch.setattr(server, "tune_process", lambda: None)  # process-wide settings: not in the test run
+    _, result = fashion_run
+    server.serve(result.best_path, port=0, workers=1, backend="torch", log=said.append, user_data=tmp_path / "user")
+    reason = "labelling is off: simple_cnn reads fashion-mnist, and `finetune` learns digits from labelled drawings"
+    assert reason in said
+    with running_server(apps[0]) as url:
+        refused = httpx.post(f"{url}/api/examples?label=7", content=b"\x89PNG\r\n\x1a\n", timeout=30)
+    assert refused.status_code == 403 and refused.json()["detail"] == reason
+    assert not (tmp_path / "user").exists()
+
+
+def test_serve_backend_torch_serves_the_bundled_checkpoint_not_its_onnx(tmp_path, monkeypatch):
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT
+    from mnist_classifier.demo import server
+
+    served = []
+    monkeypatch.setattr(server, "serve", lambda checkpoint, **_options: served.append(checkpoint))
+    monkeypatch.chdir(tmp_path)  # nothing trained here: the bundled model answers
+    assert main(["serve", "--backend", "torch"]) == 0
+    assert main(["serve"]) == 0
+    assert [path.suffix for path in served] == [".pth", ".onnx"] and served[0] == BUNDLED_CHECKPOINT

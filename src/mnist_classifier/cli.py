@@ -104,11 +104,12 @@ def trained_model(named: str | None) -> Path:
     return choice.path
 
 
-def answering_model(named: str | None) -> Path:
-    """The model `predict`, `demo` and `serve` use (bundled.choose_model); said on stderr unless named or usual."""
+def answering_model(named: str | None, prefer_onnx: bool = True) -> Path:
+    """The model `predict`, `demo` and `serve` use (bundled.choose_model); said on stderr unless named or usual.
+    `prefer_onnx` False: the bundled model's .pth (`serve --backend torch`)."""
     from .bundled import choose_model
 
-    choice = choose_model(named)
+    choice = choose_model(named, prefer_onnx=prefer_onnx)
     if choice.worth_saying:
         print(choice.describe(), file=sys.stderr)
     return choice.path
@@ -122,8 +123,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .bundled import BUNDLED_NAME
     from .honesty import calibrate_checkpoint
 
+    if args.checkpoint == BUNDLED_NAME:
+        raise UserError("the bundled model is calibrated already, and a package's files are not rewritten: "
+                        "calibrate a checkpoint of your own (--checkpoint models/simple_cnn_best.pth)")
     calibrate_checkpoint(args.checkpoint, args.data_dir)
     return 0
 
@@ -147,7 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.server import serve
 
-    serve(answering_model(args.checkpoint), host=args.host, port=args.port, workers=args.workers,
+    serve(answering_model(args.checkpoint, prefer_onnx=args.backend != "torch"), host=args.host, port=args.port, workers=args.workers,
           reject_threshold=args.reject_threshold, backend=args.backend, data_dir=args.data_dir,
           user_data=None if args.no_collect else args.user_data, allowed_hosts=tuple(args.allow_host))
     return 0
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=DEVICES, help="default: auto (CUDA, then Apple MPS, then Intel XPU, else CPU)")
     train.add_argument("--precision", choices=PRECISIONS,
                        help="default: auto (bf16 autocast where the hardware computes bf16 natively, else fp32)")
-    train.add_argument("--resume", help="continue from a <model>_last.pth checkpoint")
+    train.add_argument("--resume", help="continue from a <model>_last.pth checkpoint (default: none, a new run)")
     train.add_argument("--save-dir", help="checkpoint folder (default: the recipe's, else models)")
     train.add_argument("--log-dir", help="TensorBoard folder (default: the recipe's, else runs)")
     add_data_flags(train, defaults=False, recipe=True)

@@ -51,11 +51,10 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
                         "out for one per core, the fastest measured")
     checkpoint = served_model(Path(checkpoint), backend, data_dir, log)
     predictor = thresholded(load_predictor(checkpoint, warn=log), reject_threshold)  # a bad checkpoint stops us here
-    labelling_off = "labelling is off (--no-collect): nothing drawn is saved"
-    if user_data is not None and not drawable(predictor):
-        labelling_off = not_digits_reason(predictor)
-        user_data = None
-    if user_data is not None:
+    collecting = user_data is not None and drawable(predictor)  # create_app saves nothing for other models
+    labelling_off = ("labelling is off (--no-collect): nothing drawn is saved" if user_data is None
+                     else not_digits_reason(predictor))
+    if collecting:
         ExampleStore(user_data).check_usable()  # refused now, not at the first label
     sock = bind(host, port)  # and so does a busy port, before any process-wide setting below
     warning = exposure_warning(host)
@@ -71,7 +70,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         log(f"from other machines: {found}" if found else
             "from other machines: this machine's network address (none found here) on that port")
     log(f"drawings you label are saved in {user_data} (for `mnist-classifier finetune`; --no-collect: never)"
-        if user_data is not None else labelling_off)
+        if collecting else labelling_off)
     if workers == 1:
         tune_process()
         uvicorn_server(create_app(predictor, user_data=user_data, allowed_hosts=allowed_hosts)).run(sockets=[sock])
