@@ -39,7 +39,7 @@ class ModelChoice:
     bundled: bool
     tuned: bool = False  # fine-tuned on the user's own drawings, chosen over the original
     named: bool = False  # the user named it (a file, or BUNDLED_NAME)
-    outdated: bool = False  # a fine-tuned model exists, but of an earlier model: this one answers instead
+    outdated: bool = False  # a fine-tuned model exists, but tuned from another model: this one answers instead
 
     @property
     def worth_saying(self) -> bool:
@@ -71,7 +71,7 @@ def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool
     if named is None and tuned and USER_CHECKPOINT.is_file():
         if tuned_from_current_model(USER_CHECKPOINT):
             return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
-        outdated = True  # `train` ran again after `finetune`: the new model answers, not an old one's tuning
+        outdated = True  # trained again since, or tuned from another base: not the tuning of what answers
     if named is None and TRAINED_CHECKPOINT.is_file():
         return ModelChoice(TRAINED_CHECKPOINT, bundled=False, outdated=outdated)
     shipped = BUNDLED_ONNX if prefer_onnx else BUNDLED_CHECKPOINT

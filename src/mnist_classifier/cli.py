@@ -52,7 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, payload = resume_config(args.resume, overrides)
     else:
         config = resolve_config(args.config, overrides)
-        if args.config is None and launched_rank() == 0 and not default_config_path(config.model_name, config.dataset):
+        recipe = default_config_path(config.model_name, config.dataset)
+        if args.config is None and recipe is None and launched_rank() == 0:
             print(f"note: no recipe configs/{config.model_name}.yaml: config.py's defaults and your flags "
                   "(--config FILE names a recipe)")
     try:
@@ -80,7 +81,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.ensemble and args.checkpoint:
         raise UserError("--ensemble names every checkpoint to average: drop --checkpoint, or list it after --ensemble")
-    checkpoints = [ensemble_member(name) for name in args.ensemble] if args.ensemble else trained_model(args.checkpoint)
+    if args.ensemble:
+        checkpoints = [ensemble_member(name) for name in args.ensemble]
+    else:
+        checkpoints = trained_model(args.checkpoint)
     evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta,
                         user_data=args.user_data)
     return 0
@@ -152,7 +156,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .demo.server import serve
 
-    serve(answering_model(args.checkpoint, prefer_onnx=args.backend != "torch"), host=args.host, port=args.port, workers=args.workers,
+    model = answering_model(args.checkpoint, prefer_onnx=args.backend != "torch")
+    serve(model, host=args.host, port=args.port, workers=args.workers,
           reject_threshold=args.reject_threshold, backend=args.backend, data_dir=args.data_dir,
           user_data=None if args.no_collect else args.user_data, allowed_hosts=tuple(args.allow_host))
     return 0

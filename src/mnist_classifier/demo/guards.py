@@ -4,9 +4,10 @@ A page on any other site the user visits can send requests to 127.0.0.1 (a plain
 `fetch(..., {mode: "no-cors"})` needs no permission), and `POST /api/examples` would
 save its drawings under its labels for `finetune` to learn. Browsers name the page that
 sent a request in `Origin`: a write whose Origin is not this server is refused. Scripts and
-curl send none and are not affected. A server on a loopback address also answers only to
-loopback host names, so a site that re-points its own name at 127.0.0.1 (DNS rebinding)
-is not "this server" either.
+curl send none and are not affected. A connection to a loopback address is also answered only
+under this machine's own names (loopback ones, its host name, or the `--allow-host` names a
+reverse proxy serves it as), so a site that re-points its own name at 127.0.0.1 (DNS
+rebinding) is not "this server" either.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 
 
 class SameOrigin:
-    """ASGI middleware: 403 for a write sent by another site's page, or any request to a
-    loopback server under a name that is not a loopback one."""
+    """ASGI middleware: 403 for a write sent by another site's page, or any request that reached a
+    loopback address under a name that is not one of this machine's."""
 
     def __init__(self, app, allowed_hosts: tuple[str, ...] = ()):
         self.app = app
