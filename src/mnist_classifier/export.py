@@ -31,7 +31,7 @@ import torch
 
 from .bundled import BUNDLED_DIR, sha256_of
 from .calibration import Calibration
-from .checkpoint import load_model, stored_normalization
+from .checkpoint import load_model, nearest_existing, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError, to_stderr
 from .files import write_atomically
@@ -88,7 +88,7 @@ def _check_writable(out_path: Path, fix: str = "choose another --out") -> None:
                         "by its suffix (and a .pth there would be replaced)")
     if out_path.is_dir():
         raise UserError(f"--out {out_path} is a folder; name the file, e.g. {out_path / 'model.onnx'}")
-    folder = next((parent for parent in out_path.parents if parent.exists()), Path("."))
+    folder = nearest_existing(out_path.parent)
     try:  # a real try: permission bits do not stop root, a read-only mount or /proc does
         with tempfile.TemporaryFile(dir=folder):
             pass

@@ -58,7 +58,8 @@ def per_class_accuracy_figure(accuracies: Sequence[float], class_names: Sequence
     floor = accuracy_floor(values)
     figure = new_figure(10, 4.8)
     ax = figure.add_subplot()
-    colors = [WORST if v == np.nanmin(values) else BAR for v in values]
+    worst = np.nanmin(values)
+    colors = [WORST if v == worst else BAR for v in values]
     ticks = list(class_names)
     if counts is not None:  # "3\n9 wrong": the bar height in images, not just percent
         ticks = [f"{name}\n{round(n * (1 - v / 100))} wrong" if n else f"{name}\nno images"

@@ -78,19 +78,23 @@ def machine_names() -> tuple[str, str]:
 
 def is_unspecified(host: str) -> bool:
     """0.0.0.0 or [::]: what `serve --host 0.0.0.0` prints; browsers connect to this machine for it."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return False
+    address = ip_address(host)
+    return address is not None and address.is_unspecified
 
 
 def is_loopback(host: str) -> bool:
     if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
         return True  # browsers resolve every *.localhost to loopback themselves
+    address = ip_address(host)
+    return address is not None and address.is_loopback
+
+
+def ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host name spells out ("[::1]" as in a URL), or None for a name."""
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
+        return None
 
 
 class BodyLimit:
