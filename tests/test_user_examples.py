@@ -308,3 +308,36 @@ def test_an_index_saved_by_an_editor_with_a_byte_order_mark_loses_no_line(tmp_pa
     index = tmp_path / INDEX
     index.write_bytes(b"\xef\xbb\xbf" + index.read_bytes().replace(b"\n", b"\r\n"))
     assert [example.id for example in store.examples()] == ids
+
+
+def test_leftovers_of_a_writer_killed_mid_add_are_removed_by_the_next_add(tmp_path, mnist_data):
+    store = ExampleStore(tmp_path, warn=pytest.fail)
+    kept = add(store, mnist_data, 0).example
+    # What kill -9 leaves between write_atomically's temporary and rename, and between the images and the line:
+    temporary = tmp_path / "drawings" / ".20261206-101010-0123abcd.png.x1y2.tmp"
+    orphans = [tmp_path / folder / "20261206-101010-0123abcd.png" for folder in ("drawings", "inputs")]
+    for path in (temporary, *orphans):
+        path.write_bytes(b"half")
+    users_own = tmp_path / "drawings" / "my-notes.png"  # not a name add gives: not ours to remove
+    users_own.write_bytes(b"mine")
+
+    later = ExampleStore(tmp_path, warn=pytest.fail)
+    added = add(later, mnist_data, 1).example
+    assert not temporary.exists() and not any(path.exists() for path in orphans)
+    assert users_own.read_bytes() == b"mine"
+    for example in (kept, added):
+        assert (tmp_path / example.drawing).is_file() and (tmp_path / example.input).is_file()
+
+
+def test_undo_of_a_line_copied_by_hand_keeps_the_images_the_copy_names(tmp_path, mnist_data):
+    store = ExampleStore(tmp_path, warn=pytest.fail)
+    example = add(store, mnist_data, 0).example
+    index = tmp_path / INDEX
+    index.write_bytes(index.read_bytes() * 2)
+    assert store.undo().example == example
+    assert [kept.id for kept in store.examples()] == [example.id]
+    assert (tmp_path / example.drawing).is_file() and (tmp_path / example.input).is_file()
+    images, labels = store.arrays()
+    assert list(labels) == [example.label]
+    assert store.undo().example == example and store.examples() == []
+    assert not (tmp_path / example.drawing).exists() and not (tmp_path / example.input).exists()

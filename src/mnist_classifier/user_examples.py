@@ -11,7 +11,8 @@ On disk: `drawings/<id>.png` (the drawing as it was given to the preprocessing),
 `examples.jsonl`. Several server processes may write at once: every change to the index
 happens under a file lock, images are written to a temporary name and renamed, and a line
 is appended with one write, so a crash leaves at worst one unreadable line, which readers
-skip with a one-line warning naming its problem. Torch-free.
+skip with a one-line warning naming its problem, and images no line names, which the next
+process to add an example removes. Torch-free.
 
 A readable line is a JSON object with exactly the fields of `Example`; its label a bare
 whole number 0..9 (`"3"` and `3.0` are refused, as `add` refuses them, rather than
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -42,6 +44,7 @@ INDEX = "examples.jsonl"
 LOCK = ".examples.lock"
 MAX_EXAMPLES = 20_000
 MAX_BYTES = 200 * 1024 * 1024
+_EXAMPLE_IMAGE = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names `add` gives
 LOCK_TIMEOUT = 10.0  # seconds: another process holding the lock longer than this has hung
 
 
@@ -88,6 +91,7 @@ class ExampleStore:
         self.num_classes, self.max_examples, self.max_bytes = num_classes, max_examples, max_bytes
         self.warn = warn
         self._warned: set[int] = set()  # line numbers already reported: a corrupt line is said once
+        self._swept = False  # leftovers of a killed writer are removed at this store's first add
 
     @property
     def index(self) -> Path:
@@ -254,6 +258,8 @@ class ExampleStore:
             bytes=len(drawing_png) + len(input_png))
         with self._locked():
             existing = self.examples()
+            if not self._swept:
+                self._sweep_leftovers()
             self._check_room(existing, example.bytes)
             try:
                 # Images first: a line never names a file that is not there yet.
@@ -278,12 +284,26 @@ class ExampleStore:
             last = readable[-1]
             # Unreadable lines are kept: a label typo mended by hand must not cost the example.
             # The index is rewritten whole (temporary file + rename), so a crash keeps the old one.
-            write_atomically(self.index, b"".join(line.raw for line in lines if line.number != last.number))
+            kept = b"".join(line.raw for line in lines if line.number != last.number)
+            write_atomically(self.index, kept)
             for name in (last.example.drawing, last.example.input):
-                (self.folder / name).unlink(missing_ok=True)
+                if name.encode("utf-8") not in kept:  # a copied line still names it
+                    (self.folder / name).unlink(missing_ok=True)
             # The lines below it moved up one: those already reported stay reported.
             self._warned = {number - (number > last.number) for number in self._warned if number != last.number}
             return Saved(last.example, _counts([line.example for line in readable[:-1]], self.num_classes))
+
+    def _sweep_leftovers(self) -> None:
+        """Remove what a writer killed mid-`add` left: temporary files, and images no line names.
+        Called under the lock, so no other writer is between writing its images and its line."""
+        named = self._index_bytes()
+        for folder in ("drawings", "inputs"):
+            for path in (self.folder / folder).glob("*"):
+                leftover = path.name.endswith(".tmp") and path.name.startswith(".")
+                orphan = _EXAMPLE_IMAGE.fullmatch(path.name) and f"{folder}/{path.name}".encode() not in named
+                if path.is_file() and (leftover or orphan):
+                    path.unlink(missing_ok=True)
+        self._swept = True
 
     def _check_room(self, existing: list[Example], adding: int) -> None:
         if len(existing) >= self.max_examples:
