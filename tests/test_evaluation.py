@@ -420,3 +420,19 @@ def test_classes_without_images_are_unscored_not_zero(tmp_path):
     figure = per_class_accuracy_figure(accuracy, [str(d) for d in range(10)], evaluation.class_counts, 5 / 6)
     ticks = [label.get_text() for label in figure.axes[0].get_xticklabels()]
     assert ticks[3] == "3\nno images" and ticks[2] == "2\n1 wrong"
+
+
+def test_figures_of_a_local_set_are_titled_with_its_name_not_test(mnist_data):
+    from mnist_classifier.plots import report_figures
+
+    labels = mnist_data.test.labels[:40].numpy()
+    probs = np.full((40, 10), 0.01)
+    probs[np.arange(40), (labels + (np.arange(40) % 8 == 0)) % 10] = 0.91  # 5 of 40 wrong
+    evaluation = evaluate_predictions(labels, probs, [str(d) for d in range(10)])
+    figures = report_figures(evaluation, mnist_data.test.images[:40].numpy(), model_name="m", scored="user-digits")
+    titles = {name: " ".join([figure.get_suptitle()]
+                             + [ax.get_title() for ax in figure.axes]) for name, figure in figures.items()}
+    assert "per-class user-digits accuracy (40 images)" in titles["per_class_accuracy"]
+    assert "confusion matrix, user-digits set (5 of 40 wrong)" in titles["confusion_matrix"]
+    assert "random user-digits images" in titles["sample_predictions"]
+    assert not any(" test " in title for title in titles.values())

@@ -240,23 +240,24 @@ def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
 
 # ---------------------------------------------------------------- collections
 def report_figures(evaluation: Any, images: np.ndarray, history: Mapping | None = None,
-                   model_name: str = "model", note: str | None = None, no_history: str = NO_HISTORY
-                   ) -> dict[str, Figure]:
-    """The five report figures, by file stem, for an `evaluation.Evaluation`."""
+                   model_name: str = "model", note: str | None = None, no_history: str = NO_HISTORY,
+                   scored: str = "test") -> dict[str, Figure]:
+    """The five report figures, by file stem, for an `evaluation.Evaluation` of the `scored` set
+    ("test", or "user-digits": a local set, named as such)."""
     ev, names = evaluation, evaluation.class_names
     accuracy = ev.scalar_metrics().get("accuracy", float(np.mean(ev.preds == ev.labels)))
     wrong = int(np.sum(ev.preds != ev.labels))
     random_part, wrong_part = sample_indices(ev.labels, ev.preds)
     samples = sample_predictions_figure(
         images, ev.labels, ev.probs, [*random_part, *wrong_part], names,
-        f"{model_name}: {len(random_part)} random test images, then {len(wrong_part)} random mistakes "
+        f"{model_name}: {len(random_part)} random {scored} images, then {len(wrong_part)} random mistakes "
         "(green = right, red = wrong; confidence in brackets)")
     return {
         "per_class_accuracy": per_class_accuracy_figure(
             ev.metrics["per_class_accuracy"], names, ev.class_counts, accuracy,
-            f"{model_name}: per-class test accuracy ({len(ev.labels):,} images)"),
+            f"{model_name}: per-class {scored} accuracy ({len(ev.labels):,} images)"),
         "confusion_matrix": confusion_matrix_figure(
-            ev.confusion, names, f"{model_name}: confusion matrix, test set ({wrong} of {len(ev.labels):,} wrong)"),
+            ev.confusion, names, f"{model_name}: confusion matrix, {scored} set ({wrong} of {len(ev.labels):,} wrong)"),
         "error_analysis": mistakes_figure(
             images, ev.labels, ev.probs, ev.confident_mistakes(24), names,
             f"{model_name}: most confident mistakes, {min(wrong, 24)} of {wrong} "

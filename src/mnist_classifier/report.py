@@ -19,7 +19,7 @@ from typing import Any
 
 from .augment import AUGMENTATIONS
 from .checkpoint import check_writable
-from .datasets import DATASETS
+from .datasets import DATASETS, get_local_dataset
 from .errors import UserError
 from .files import shared_mode
 from .evaluation import METRICS, Evaluation
@@ -52,11 +52,12 @@ def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkp
     reliability.png and their tables; `fooled` (honesty.Verdicts.fooled) adds fooled.png."""
     model_name = payload["model_name"]
     honesty = honesty or {}
+    scored = scored_set(payload)
     figures = report_figures(evaluation, images, payload.get("history"), model_name, training_note(payload),
-                             no_history_text(payload))
+                             no_history_text(payload), scored)
     if "calibration" in honesty:
         bins = honesty["calibration"]["reliability"]
-        figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, test set")
+        figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, {scored} set")
     if fooled is not None:
         figures["fooled"] = fooled_figure(fooled, f"{model_name}: held-out non-digits answered as digits")
     pngs = {name: figure_png(figure) for name, figure in figures.items()}
@@ -192,13 +193,26 @@ def _training_facts(summary: dict[str, Any]) -> str:
     return "".join(f"{fact} &middot; " for fact in facts)
 
 
+def scored_set(payload: dict[str, Any]) -> str:
+    """What a report scored: "test" (the dataset's test set), or the local set's name (user-digits)."""
+    dataset = payload.get("dataset", "mnist")
+    return dataset if get_local_dataset(dataset) is not None else "test"
+
+
+def _set_heading(summary: dict[str, Any]) -> str:
+    local = get_local_dataset(summary.get("dataset"))
+    if local is None:
+        return f"the {html.escape(summary['dataset'])} test set"
+    return f"your labelled drawings ({local.name})"
+
+
 def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str, bytes]) -> str:
     """One self-contained page: every number and table, every figure embedded as base64."""
     esc, names, ev = html.escape, evaluation.class_names, evaluation
     out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
            f"<title>{esc(summary['model_name'])} evaluation</title><style>{STYLE}</style></head><body>",
-           f"<h1>{esc(summary['model_name'])} on the {esc(summary['dataset'])} test set</h1>",
-           f"<p class='meta'>{summary['test_size']:,} test images &middot; checkpoint "
+           f"<h1>{esc(summary['model_name'])} on {_set_heading(summary)}</h1>",
+           f"<p class='meta'>{summary['test_size']:,} {esc(scored_set(summary))} images &middot; checkpoint "
            f"<code>{esc(summary['checkpoint'])}</code> &middot; {_training_facts(summary)}"
            f"created {esc(summary['created'])}</p>", "<h2>Summary</h2><table>",
            "<tr><th class='name'>metric</th><th>value</th><th class='name'>meaning</th></tr>"]
