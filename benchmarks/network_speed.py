@@ -24,20 +24,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_classifier.config import resolve_config
 from mnist_classifier.hardware import read_cpu_flags, read_cpu_model
 from mnist_classifier.models import create_model
 
 IMAGES_PER_ROUND = 2_304  # a multiple of every default batch size
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+RECIPE_OPTIONS = resolve_config(None, {}).model_options  # SimpleCNN as `make train` builds it
 
 
 def training_step(batch: int, memory_format: torch.memory_format, compiled: bool, bf16: bool = False,
-                  change=None, fused: bool = False):
-    """A closure doing one optimiser step of SimpleCNN on `batch` fixed images (under bf16
-    autocast, as `train --precision bf16` does, when asked). `change`: edits the model first
-    (a what-if, below); `fused`: AdamW's fused implementation."""
+                  change=None, fused: bool = False, options: dict | None = None):
+    """A closure doing one optimiser step of SimpleCNN (built with the recipe's `model_options`
+    unless `options` are given) on `batch` fixed images (under bf16 autocast, as `train
+    --precision bf16` does, when asked). `change`: edits the model first (a what-if, below);
+    `fused`: AdamW's fused implementation."""
     torch.manual_seed(0)
-    model = create_model("simple_cnn")
+    model = create_model("simple_cnn", options=RECIPE_OPTIONS if options is None else options)
     if change is not None:
         change(model)
     model = model.to(memory_format=memory_format)
@@ -82,6 +85,7 @@ def _torch_dropout(model: nn.Module) -> None:
 # the step as `train` runs it; the ones that remove a layer are bounds, not models we would ship.
 WHAT_IFS = {
     "as train runs it": {},
+    "BatchNorm before the pool (seed's)": {"options": {}},
     "AdamW(fused=True)": {"fused": True},
     "max-pool as maxima of pairs": {"change": lambda model: setattr(model, "pool", MaximaOfPairs())},
     "nn.Dropout, torch's masks": {"change": _torch_dropout},
@@ -134,9 +138,9 @@ def run(batches=(64, 128, 144, 256), rounds: int = 6, compiled: bool = False, bf
 
 
 def table(result: dict) -> str:
-    lines = [result["header"], "", f"{'SimpleCNN training step':<40} {'median images/s':>16} {'range':>16}"]
+    lines = [result["header"], "", f"{'SimpleCNN training step':<48} {'median images/s':>16} {'range':>16}"]
     for name, values in result["rates"].items():
-        lines.append(f"{name:<40} {statistics.median(values):>16,.0f} {min(values):>7,.0f}-{max(values):<8,.0f}")
+        lines.append(f"{name:<48} {statistics.median(values):>16,.0f} {min(values):>7,.0f}-{max(values):<8,.0f}")
     lines += ["", f"{result['rounds']} rounds of {IMAGES_PER_ROUND:,} images per configuration, interleaved; "
                   "forward + backward + AdamW on fixed random images (no data loading, no augmentation); "
                   + ("all under bf16 autocast" if result.get("bf16") else "fp32 unless marked bf16 (autocast)")]

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from mnist_classifier.config import config_from_dict, resolve_config
@@ -102,3 +104,22 @@ def test_checkpoints_from_before_paper_redraw_keep_training_without_it():
     del before["paper_redraw"]
     assert config_from_dict(before).paper_redraw == 0.0  # a resumed old run keeps its batches
     assert config_from_dict({}).paper_redraw == 0.25  # no stored recipe: today's
+
+
+def test_model_options_are_checked_against_the_models_constructor(tmp_path):
+    recipe = tmp_path / "options.yaml"
+    recipe.write_text("model_name: simple_cnn\nmodel_options: {pool_first: false}\n")
+    assert resolve_config(recipe, {}).model_options == {"pool_first": False}
+    for text, problem in (("model_options: {pool_frist: true}", "model 'simple_cnn' has no option 'pool_frist'"),
+                          ("model_options: yes", "model_options must be a mapping (e.g. {pool_first: true}), got True"),
+                          ("model_name: improved_cnn\nmodel_options: {pool_first: true}",
+                           "model 'improved_cnn' has no option 'pool_first' in model_options: it takes none")):
+        recipe.write_text(text + "\n")
+        with pytest.raises(UserError, match=re.escape(problem)):
+            resolve_config(recipe, {})
+
+
+def test_a_run_stored_without_model_options_resumes_as_the_seeds_network():
+    before = resolve_config(None, {}).to_dict()
+    del before["model_options"]
+    assert config_from_dict(before).model_options == {}

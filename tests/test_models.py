@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mnist_classifier.errors import UserError
+from mnist_classifier.checkpoint import model_from_checkpoint
+from mnist_classifier.errors import CheckpointError, UserError
 from mnist_classifier.models import MODEL_REGISTRY, QuarterDropout, count_parameters, create_model, dropout_scales
 
 
@@ -35,6 +36,55 @@ def test_pool_before_relu_computes_the_seed_order():
             seed_order = model.pool(torch.relu(bn(conv(seed_order))))
         seed_logits = model.fc2(torch.relu(model.fc1(torch.flatten(seed_order, 1))))
         assert torch.allclose(model(x), seed_logits, atol=1e-5)
+
+
+def test_pool_first_is_another_network_on_the_same_weights():
+    seed_order = create_model("simple_cnn")
+    pool_first = create_model("simple_cnn", options={"pool_first": True})
+    pool_first.load_state_dict(seed_order.state_dict())
+    x = torch.randn(16, 1, 28, 28)
+    outputs = []
+    for model in (seed_order, pool_first):
+        torch.manual_seed(0)  # the same dropout masks
+        outputs.append(model.train()(x))
+    # BatchNorm's batch statistics come from four times as many values in the seed's order
+    assert not torch.allclose(*outputs, atol=1e-3)
+    with torch.no_grad():  # pool_first: the convolution's output pooled, then normalised
+        torch.manual_seed(0)
+        by_hand = x
+        for conv, bn in ((pool_first.conv1, pool_first.bn1), (pool_first.conv2, pool_first.bn2),
+                         (pool_first.conv3, pool_first.bn3)):
+            by_hand = torch.relu(bn(pool_first.pool(conv(by_hand))))
+        by_hand = pool_first.dropout2(torch.relu(pool_first.fc1(pool_first.dropout1(torch.flatten(by_hand, 1)))))
+        assert torch.allclose(pool_first.fc2(by_hand), outputs[1], atol=1e-5)
+
+
+def test_a_checkpoint_rebuilds_the_network_its_options_name():
+    trained = create_model("simple_cnn", options={"pool_first": True})
+    with torch.no_grad():
+        trained.bn1.weight[::2] *= -1  # negative scales: there the two orders differ even in eval mode
+    payload = {"model_name": "simple_cnn", "model_state_dict": trained.state_dict(),
+               "model_options": {"pool_first": True}}
+    x = torch.randn(4, 1, 28, 28)
+    rebuilt = model_from_checkpoint(payload)
+    assert rebuilt.pool_first and torch.equal(rebuilt(x), trained.eval()(x))
+    older = model_from_checkpoint({key: value for key, value in payload.items() if key != "model_options"})
+    assert not older.pool_first  # a file without options is the seed's network, as it was trained
+    assert not torch.allclose(older(x), rebuilt(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"pool_frist": True}, "model 'simple_cnn' has no option 'pool_frist' in model_options: its options are pool_first"),
+    ({"pool_first": "yes"}, "model_options.pool_first of model 'simple_cnn' must be true or false, got 'yes'"),
+    ("pool_first", "its model_options are str, not a mapping"),
+])
+def test_a_checkpoint_with_options_the_model_cannot_take_is_one_line(options, problem):
+    payload = {"model_name": "simple_cnn", "model_state_dict": create_model("simple_cnn").state_dict(),
+               "model_options": options}
+    with pytest.raises(CheckpointError) as error:
+        model_from_checkpoint(payload, "x.pth")
+    assert str(error.value) == (f"x.pth cannot be rebuilt ({problem}): the file is damaged, or made by a newer "
+                                "mnist-classifier; retrain, restore it or upgrade")
 
 
 def test_unknown_model_lists_the_choices():

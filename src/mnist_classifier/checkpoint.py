@@ -126,7 +126,14 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
             f"{PLUGIN_HINT}"
         )
     num_classes = len(payload.get("class_names") or range(10))
-    model = create_model(name, num_classes=num_classes)
+    options = payload.get("model_options") or {}  # none stored: the network as the seed built it
+    try:
+        if not isinstance(options, dict):
+            raise UserError(f"its model_options are {type(options).__name__}, not a mapping")
+        model = create_model(name, num_classes, options)
+    except UserError as error:
+        raise CheckpointError(f"{source} cannot be rebuilt ({error}): the file is damaged, or made by a newer "
+                              "mnist-classifier; retrain, restore it or upgrade") from None
     try:
         model.load_state_dict(payload["model_state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:

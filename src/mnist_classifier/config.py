@@ -18,8 +18,7 @@ import yaml
 
 from .datasets import get_dataset_spec
 from .errors import UserError
-from .models import MODEL_REGISTRY
-from .plugins import PLUGIN_HINT
+from .models import check_model_options
 from .hardware import DEVICES, PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel; `configs/` in a clone links here
@@ -33,6 +32,7 @@ OUTLIER_TARGETS = ("uniform", "class", "energy")  # exposure.py
 class TrainConfig:
     # model and data
     model_name: str = "simple_cnn"
+    model_options: dict = dataclasses.field(default_factory=dict)  # the model's constructor arguments (models.py)
     dataset: str = "mnist"
     data_dir: str = "data"
     val_size: int = 5000  # last N training images, used for model selection only
@@ -95,7 +95,7 @@ class TrainConfig:
             raise UserError(f"seed must be >= 0, got {self.seed!r}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be at least 0 and below 1, got {self.label_smoothing!r}")
-        _check_model(self.model_name)
+        check_model_options(self.model_name, self.model_options)
         get_dataset_spec(self.dataset)
         _check_choice("outlier_target", self.outlier_target, OUTLIER_TARGETS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -109,8 +109,9 @@ class TrainConfig:
 
 
 # The field types TrainConfig uses, as `from __future__ import annotations` leaves them: strings.
-_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,)}
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
+               "dict": "a mapping (e.g. {pool_first: true})"}
 
 
 def _check_type(key: str, annotation: str, value: Any) -> None:
@@ -124,11 +125,6 @@ def _check_type(key: str, annotation: str, value: Any) -> None:
         raise UserError(f"{key} must be {_TYPE_WORDS[kind]}, got {value!r}{hint}")
     if kind == "float" and not math.isfinite(value):
         raise UserError(f"{key} must be a finite number, got {value!r}")
-
-
-def _check_model(name: str) -> None:
-    if name not in MODEL_REGISTRY:
-        raise UserError(f"unknown model '{name}': choose one of {', '.join(sorted(MODEL_REGISTRY))}; {PLUGIN_HINT}")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -51,6 +51,8 @@ class RunLog:
                test: Split, class_names: Sequence[str], epochs_done: int) -> None:
         """The run's hyper-parameters next to its scores, and the test set's figures."""
         hparams = {key: value for key, value in self.config.items() if isinstance(value, (int, float, str, bool))}
+        hparams.update({f"model_options.{key}": value for key, value in self.config.get("model_options", {}).items()
+                        if isinstance(value, (int, float, str, bool))})
         hparams["precision_used"] = precision_used
         self.writer.add_hparams(hparams, {"hparam/test_accuracy": test_accuracy,
                                           "hparam/best_val_accuracy": best_val_accuracy}, run_name=".")

@@ -106,7 +106,7 @@ class Trainer:
         self.train_split, self.val_split = data.train.to(ctx.device), data.val.to(ctx.device)
         self.test_split = data.test
         torch.manual_seed(config.seed)  # identical initial weights on every rank
-        model = create_model(config.model_name, num_classes=len(self.class_names)).to(ctx.device)
+        model = create_model(config.model_name, len(self.class_names), config.model_options).to(ctx.device)
         self.precision = choose_precision(config.precision, ctx.device)
         self.memory_format = torch.channels_last  # ~10-20% faster convolutions on CPU and GPU
         model = model.to(memory_format=self.memory_format)
@@ -146,6 +146,7 @@ class Trainer:
             "best_accuracy": self.state.best_accuracy,
             "loss": val_loss,
             "model_name": self.config.model_name,
+            "model_options": dict(self.config.model_options),  # what rebuilds this network from the file
             "dataset": self.config.dataset,
             "class_names": self.class_names,
             "config": self.config.to_dict(),
