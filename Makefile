@@ -10,12 +10,9 @@ MODEL ?= simple_cnn
 
 all: train
 
+# torch pinned to the CPU build; two make commands at once install once (scripts/install_venv.py).
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned to the CPU build on disk: an open range would pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	$(PYTHON) scripts/install_venv.py
 
 install: $(STAMP)
 
@@ -63,5 +60,6 @@ bench: install data
 bench-quick: install data
 	$(BIN)/python benchmarks/run_all.py --quick
 
+# What can be rebuilt; models/, runs/ (TensorBoard history) and data/ are the user's and stay.
 clean:
-	rm -rf $(VENV) runs reports dist build .pytest_cache
+	rm -rf $(VENV) .venv.lock reports dist build .pytest_cache

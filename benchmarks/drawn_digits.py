@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300, help="timed releases (default: 300)")
     parser.add_argument("--data-dir", default=str(ROOT / "data"), help="dataset folder (default: data)")
     args = parser.parse_args(argv)
+    if args.count < 1 or args.runs < 1:
+        parser.error("--count and --runs must be at least 1")
     try:
         results = run(args.checkpoint, args.count, args.runs, args.data_dir)
     except UserError as error:  # a missing checkpoint or dataset: one line, not a traceback

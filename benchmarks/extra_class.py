@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {key: value for key in ("epochs", "limit_train", "fragment_share")
                  if (value := getattr(args, key)) is not None}
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.errors import UserError
+
+    try:  # a value train would refuse: said now, before MNIST is read and digits are drawn
+        resolve_config(None, overrides)
+    except UserError as error:
+        parser.error(str(error))
     from mnist_classifier.data import load_data
     from mnist_classifier.preprocess import digits_on_paper
 

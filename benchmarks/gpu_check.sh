@@ -11,17 +11,25 @@
 #    (seed_loop.py) and SimpleCNN's training step in fp32 and bf16 (network_speed.py --bf16),
 #    which is how a CPU with native bf16 gets measured when this project's own machine has none.
 # Needs the repository's dependencies importable (`make install`, or PYTHONPATH=src with them
-# installed) and MNIST in data/MNIST/raw. Each step goes on when another fails.
+# installed), MNIST in data/MNIST/raw, a CUDA GPU and at least 4 CPU cores. Each step goes on
+# when another fails; the exit status is 1 when any did (their output is in $OUT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-reports/gpu_check}
-mkdir -p "$OUT"
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
 PY=${PYTHON:-python3}
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-command -v taskset > /dev/null || taskset() { shift 2; "$@"; }  # no pinning where util-linux is missing
+fail() { echo "error: $*" >&2; exit 2; }
+"$PY" -c "import torch" 2> /dev/null || fail "$PY cannot import torch: run \`make install\` first (or set PYTHON)"
+"$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
+    || fail "no CUDA GPU visible to torch: this check is for a machine with one"
 cores=$(nproc)
+[ "$cores" -ge 4 ] || fail "$cores CPU cores: the check needs 4 (2 for the GPU runs, 2 for the CPU benchmarks)"
+mkdir -p "$OUT"
+command -v taskset > /dev/null || taskset() { shift 2; "$@"; }  # no pinning where util-linux is missing
 gpu_cores="0-$((cores - 3))"
 cpu_cores="$((cores - 2)),$((cores - 1))"
+failed=0
 
 {
     date -u
@@ -34,8 +42,11 @@ cpu_cores="$((cores - 2)),$((cores - 1))"
 # The CPU benchmarks, on two cores of their own, with the GPU hidden so that ours runs on the CPU.
 (
     export CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=2
-    taskset -c "$cpu_cores" "$PY" benchmarks/network_speed.py --batches 128 --bf16 > "$OUT/cpu_network_speed.txt" 2>&1
-    taskset -c "$cpu_cores" "$PY" benchmarks/seed_loop.py > "$OUT/cpu_seed_loop.txt" 2>&1
+    status=0
+    taskset -c "$cpu_cores" "$PY" benchmarks/network_speed.py --batches 128 --bf16 > "$OUT/cpu_network_speed.txt" 2>&1 \
+        || status=1
+    taskset -c "$cpu_cores" "$PY" benchmarks/seed_loop.py > "$OUT/cpu_seed_loop.txt" 2>&1 || status=1
+    exit $status
 ) &
 cpu_benchmarks=$!
 
@@ -45,19 +56,23 @@ seeds() {  # seeds.py with the default recipe; $1 precision, the rest seeds
     taskset -c "$gpu_cores" "$PY" benchmarks/seeds.py --model simple_cnn --precision "$precision" --seeds "$@"
 }
 for precision in fp32 bf16; do
-    seeds "$precision" 1 > "$OUT/gpu_${precision}_seed1.txt" 2>&1
+    seeds "$precision" 1 > "$OUT/gpu_${precision}_seed1.txt" 2>&1 || failed=1
     tail -4 "$OUT/gpu_${precision}_seed1.txt"
 done
+runs=()
 for precision in fp32 bf16; do
     for seed in 2 3; do
         OMP_NUM_THREADS=3 seeds "$precision" "$seed" > "$OUT/gpu_${precision}_seed${seed}.txt" 2>&1 &
+        runs+=($!)
     done
 done
-wait $(jobs -p | grep -v -x "$cpu_benchmarks")
+for run in "${runs[@]}"; do wait "$run" || failed=1; done
 for precision in fp32 bf16; do
-    seeds "$precision" 1 2 3 2>&1 | tee "$OUT/gpu_${precision}_summary.txt"
+    seeds "$precision" 1 2 3 2>&1 | tee "$OUT/gpu_${precision}_summary.txt" || failed=1
 done
 tar czf "$OUT/gpu_checkpoints.tgz" models/seeds/simple_cnn_mnist_*_seed[123]/simple_cnn_best.pth 2>/dev/null
 
-wait "$cpu_benchmarks"
+wait "$cpu_benchmarks" || failed=1
 cat "$OUT/cpu_network_speed.txt" "$OUT/cpu_seed_loop.txt"
+[ "$failed" -eq 0 ] || echo "error: some steps failed: see their files in $OUT" >&2
+exit "$failed"

@@ -43,7 +43,11 @@ def measure(checkpoint: Path) -> dict:
 def run(checkpoints=DEFAULT_CHECKPOINTS) -> list[dict]:
     """Figures for each checkpoint that exists: the defaults are whichever models `make train` made
     (main() refuses a missing checkpoint the user named)."""
-    return [measure(Path(path)) for path in checkpoints if Path(path).is_file()]
+    return [measure(Path(path)) for path in run_checkpoints(checkpoints)]
+
+
+def run_checkpoints(checkpoints=DEFAULT_CHECKPOINTS) -> list[str]:
+    return [path for path in checkpoints if Path(path).is_file()]
 
 
 def missing_checkpoints(paths: list[str]) -> list[str]:
@@ -106,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from mnist_classifier.errors import UserError
 
+    if not args.checkpoint and not run_checkpoints(DEFAULT_CHECKPOINTS):
+        print("error: no trained MNIST checkpoint in models/: run `make train` first, or name one with --checkpoint",
+              file=sys.stderr)
+        return 2
     try:
         print(table(run(args.checkpoint or DEFAULT_CHECKPOINTS)))
     except UserError as error:  # a corrupt or foreign checkpoint: its one line, not a traceback

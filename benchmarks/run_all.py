@@ -40,15 +40,19 @@ PARTIAL = ROOT / "reports" / "benchmarks-partial.md"  # a run with a failed sect
 def machine() -> str:
     import torch
 
-    from mnist_classifier.hardware import read_cpu_model
+    from mnist_classifier.hardware import choose_precision, read_cpu_flags, read_cpu_model
 
     cpu = read_cpu_model()
+    flags = read_cpu_flags()
+    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in network_speed.CPU_FLAGS)
+    precision = choose_precision("auto", torch.device("cpu"))
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) \
         if torch.cuda.is_available() else ""
     accelerator = f"{gpus} present but not used (every figure here is the CPU's)" if gpus else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, {accelerator}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, load average before the run {os.getloadavg()[0]:.2f}")
+    return (f"{cpu}, {os.cpu_count()} cores ({shown}), {memory_gb:.0f} GiB, {accelerator}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, training precision "
+            f"{precision.name} ({precision.reason}); load average before the run {os.getloadavg()[0]:.2f}")
 
 
 def sections(checkpoint: Path, quick: bool) -> list[tuple[str, Callable[[], str]]]:
@@ -114,8 +118,14 @@ def served_models() -> list[tuple[str, int, bool]]:
             (f"ONNX Runtime, --workers {cores}: the default", cores, True)]
 
 
-def write_report(parts: list[tuple[str, str]], command: str, path: Path = REPORT) -> None:
-    lines = ["# Benchmarks", "", f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}.", "",
+def measured_on() -> str:
+    """When and on what, taken before the first section: its load average is the machine's, not ours."""
+    return f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}."
+
+
+def write_report(parts: list[tuple[str, str]], command: str, heading: str, path: Path | None = None) -> None:
+    path = REPORT if path is None else path
+    lines = ["# Benchmarks", "", heading, "",
              f"Command: `{command}` (this file is rewritten by it).", ""]
     for title, table in parts:
         lines += [f"## {title}", "", "```", table, "```", ""]
@@ -135,16 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     if not checkpoint.is_file():
         print(f"error: checkpoint {checkpoint} not found: run `make train` first", file=sys.stderr)
         return 2
+    heading = measured_on()
+    print(heading, flush=True)
     parts, failed = measure_all(sections(checkpoint, args.quick))
     command = shlex.join(["make", "bench-quick" if args.quick else "bench"])
     if failed:  # docs/benchmarks.md is the record: a partial run goes beside it, not over it
         PARTIAL.parent.mkdir(parents=True, exist_ok=True)
-        write_report(parts, command, PARTIAL)
+        write_report(parts, command, heading, PARTIAL)
         print(f"\n{len(failed)} section(s) failed ({'; '.join(failed)}); docs/benchmarks.md left as it was, "
               f"this run's tables are in {PARTIAL.relative_to(ROOT)}", file=sys.stderr)
         return 1
     if not args.quick:  # the quick run is a smoke test; only the full run is the record
-        write_report(parts, command)
+        write_report(parts, command, heading)
         print(f"\nwrote {REPORT.relative_to(ROOT)}")
     return 0
 

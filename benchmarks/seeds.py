@@ -69,7 +69,8 @@ def finished(args: argparse.Namespace, seed: int) -> bool:
     return best.is_file() and "test_accuracy" in load_checkpoint(best)
 
 
-def train_seed(args: argparse.Namespace, seed: int) -> None:
+def train_seed(args: argparse.Namespace, seed: int) -> int:
+    """`train`'s exit status: it has printed its own one-line error when that is not 0."""
     folder = run_folder(args, seed)
     command = [sys.executable, "-m", "mnist_classifier", "train", "--model", args.model, "--dataset", args.dataset,
                "--seed", str(seed), "--precision", args.precision, "--save-dir", str(folder),
@@ -78,8 +79,10 @@ def train_seed(args: argparse.Namespace, seed: int) -> None:
         command += ["--epochs", str(args.epochs)]
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    print(f"seed {seed}: {time.perf_counter() - started:.0f} s wall, start-up and test scoring included", flush=True)
+    status = subprocess.run(command, cwd=ROOT).returncode
+    if status == 0:
+        print(f"seed {seed}: {time.perf_counter() - started:.0f} s wall, start-up and test scoring included", flush=True)
+    return status
 
 
 def summarise(args: argparse.Namespace) -> None:
@@ -102,7 +105,7 @@ def summarise(args: argparse.Namespace) -> None:
                                      for s in args.seeds))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="improved_cnn", help="train --model (default: improved_cnn)")
     parser.add_argument("--dataset", default="mnist", help="train --dataset (default: mnist)")
@@ -121,9 +124,12 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             # reporting the old run would present other settings' result as this one's
             print(f"seed {seed}: the run in {folder} used other settings ({'; '.join(changed)}): training again")
-        train_seed(args, seed)
+        status = train_seed(args, seed)
+        if status != 0:
+            return status
     summarise(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

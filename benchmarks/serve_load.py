@@ -232,8 +232,13 @@ def wait_until_ready(port: int, server: subprocess.Popen, errors_file, timeout: 
 
 
 def command_line(duration: float, clients: int, checkpoint: Path, workers: int, onnx: bool) -> str:
-    return shlex.join([sys.executable, "benchmarks/serve_load.py", "--duration", f"{duration:g}",
-                       "--clients", str(clients), "--checkpoint", str(checkpoint), "--workers", str(workers)]
+    """The command that repeats this run from the project folder, on any clone."""
+    try:
+        shown = Path(checkpoint).resolve().relative_to(ROOT)
+    except ValueError:  # a model outside the project: only its own path names it
+        shown = Path(checkpoint)
+    return shlex.join(["python", "benchmarks/serve_load.py", "--duration", f"{duration:g}",
+                       "--clients", str(clients), "--checkpoint", str(shown), "--workers", str(workers)]
                       + (["--onnx"] if onnx else []))
 
 

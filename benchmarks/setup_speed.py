@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=torch.get_num_threads(),
                         help="worker processes (default: training's threads, as train() uses)")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.workers < 1:
+        parser.error("--rounds and --workers must be at least 1")
     config = resolve_config(None, {})
     data = load_data(config.data_dir, log=lambda _line: None)
     extras = extras_to_prepare(config, data.train, steps_per_epoch(config, len(data.train)) * config.epochs)

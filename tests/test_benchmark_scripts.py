@@ -3,11 +3,13 @@ settings that changed (benchmarks/*.py; nothing here trains or runs a benchmark)
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -91,10 +93,12 @@ def test_honest_answers_table_has_no_note_when_the_clothes_row_is_there():
     assert "clothes (Fashion-MNIST" in text and honest_answers.FASHION_NOTE not in text
 
 
-def test_honest_answers_without_trained_models_still_says_so_and_exits_0(tmp_path, monkeypatch, capsys):
+def test_honest_answers_without_trained_models_is_an_error_saying_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(honest_answers, "DEFAULT_CHECKPOINTS", (tmp_path / "simple_cnn_best.pth",))
-    assert honest_answers.main([]) == 0
-    assert "no trained MNIST checkpoint in models/" in capsys.readouterr().out
+    assert honest_answers.main([]) == 2  # measured nothing: a script or CI must not read it as a pass
+    out, err = capsys.readouterr()
+    assert out == "" and err == ("error: no trained MNIST checkpoint in models/: run `make train` first, "
+                                 "or name one with --checkpoint\n")
 
 
 # ------------------------------------------------------------------ user_writer.py
@@ -148,7 +152,7 @@ def seeds_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(seeds, "ROOT", tmp_path)
     trained: list[int] = []
-    monkeypatch.setattr(seeds, "train_seed", lambda _args, seed: trained.append(seed))
+    monkeypatch.setattr(seeds, "train_seed", lambda _args, seed: trained.append(seed) or 0)
     monkeypatch.setattr(seeds, "summarise", lambda _args: None)
     return seeds, trained
 
@@ -209,6 +213,14 @@ def test_seeds_retrains_an_auto_run_that_used_another_precision(seeds_run, capsy
     assert f"precision used {other!r}" in capsys.readouterr().out
 
 
+def test_seeds_stops_with_trains_status_when_a_seed_fails(seeds_run, monkeypatch):
+    seeds, trained = seeds_run
+    monkeypatch.setattr(seeds, "train_seed", lambda _args, seed: trained.append(seed) or (2 if seed == 1 else 0))
+    monkeypatch.setattr(seeds, "summarise", lambda _args: pytest.fail("nothing to summarise after a failure"))
+    assert seeds.main(["--model", "simple_cnn", "--seeds", "1", "2", "--epochs", "2"]) == 2
+    assert trained == [1]
+
+
 # ------------------------------------------------------------------ serve_load.py
 
 
@@ -219,3 +231,13 @@ def test_serve_load_without_proc_fails_at_once(tmp_path, monkeypatch, capsys):
     assert serve_load.main(["--duration", "1"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "Linux" in lines[0] and "no-proc" in lines[0]
+
+
+# ------------------------------------------------------------------ gpu_check.sh
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would run")
+def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "OUT": str(tmp_path / "out"),
+                                           "PYTHON": sys.executable})
+    assert_one_line_error(done, "no CUDA GPU")
+    assert not (tmp_path / "out").exists()

@@ -353,6 +353,38 @@ def test_reads_palette_png_with_transparency():
     assert correlation(result.image, to_mnist(coverage).image) > 0.99
 
 
+def soft_seven_on_white() -> np.ndarray:
+    """A real MNIST 7 enlarged bilinearly: dark ink whose pale anti-aliased edges outnumber its core."""
+    digit = read_mnist_test_images(1)[0]
+    return np.array(Image.fromarray(255 - digit).resize((280, 280), Image.BILINEAR))
+
+
+def keyed(image: Image.Image, image_format: str, key) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, transparency=key)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("saved_as", ["L PNG", "RGB PNG", "16-bit PNG", "GIF"])
+def test_paper_made_transparent_by_a_colour_key_reads_as_the_paper(saved_as):
+    seven = soft_seven_on_white()
+    as_drawn = to_mnist(seven)
+    image = {"L PNG": lambda: keyed(Image.fromarray(seven), "PNG", 255),
+             "RGB PNG": lambda: keyed(Image.fromarray(seven).convert("RGB"), "PNG", (255, 255, 255)),
+             "16-bit PNG": lambda: keyed(Image.fromarray(seven.astype(np.uint16) * 257), "PNG", 65535),
+             "GIF": lambda: keyed(Image.fromarray(seven).convert("P"), "GIF",
+                                  Image.fromarray(seven).convert("P").getpixel((0, 0)))}[saved_as]()
+    assert max_difference(to_mnist(image), as_drawn) <= 1  # was a hollow outline (read as 8), or "empty"
+
+
+def test_a_key_that_shares_the_inks_colour_is_composited_as_alpha():
+    ink = soft_seven_on_white() < 128
+    image = Image.fromarray(ink.astype(np.uint8), mode="P")
+    image.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)  # black ink drawn on a transparent black
+    result = to_mnist(keyed(image, "GIF", 0))
+    assert correlation(result.image, to_mnist(np.where(ink, 0, 255).astype(np.uint8)).image) > 0.99
+
+
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
 def test_exif_rotation_is_applied_like_a_phone_shows_it(image_format):
     upright = draw_seven()

@@ -39,3 +39,25 @@ def test_a_partial_run_is_written_beside_the_record_not_over_it(tmp_path, monkey
     assert record.read_text() == "# Benchmarks\n\nthe last full run\n"
     written = partial.read_text()
     assert "42 images/s" in written and "failed: ZeroDivisionError" in written and "`make bench`" in written
+
+
+def test_the_machine_and_its_load_are_read_before_the_first_benchmark_and_printed(tmp_path, monkeypatch, capsys):
+    order = []
+    monkeypatch.setattr(run_all, "machine", lambda: order.append("machine") or "the CPU, load 0.10")
+    monkeypatch.setattr(run_all, "REPORT", tmp_path / "benchmarks.md")
+    monkeypatch.setattr(run_all, "ROOT", tmp_path)
+    monkeypatch.setattr(run_all, "sections", lambda _checkpoint, _quick: [
+        ("busy", lambda: order.append("section") or "table")])
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"not read: sections() is replaced above")
+
+    assert run_all.main(["--checkpoint", str(checkpoint)]) == 0
+    assert order == ["machine", "section"]
+    assert capsys.readouterr().out.startswith("Measured ")
+    assert "UTC on: the CPU, load 0.10." in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_the_heading_names_the_cpu_flags_and_the_training_precision():
+    heading = run_all.measured_on()
+    assert "avx512_bf16 " in heading and "amx_bf16 " in heading and "torch " in heading
+    assert "training precision bf16 (auto:" in heading or "training precision fp32 (auto:" in heading

@@ -133,12 +133,32 @@ def _decoding(name: str):
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     _check_size(im.width, im.height, name)
     im = _upright(im)
-    if im.has_transparency_data:  # an alpha band, or a tRNS colour key
+    if _key_is_the_paper(im):
+        im = im.convert("RGB") if im.mode == "P" else im  # the key's own colour: the pixels as drawn
+    elif im.has_transparency_data:  # an alpha band, or a colour key that is also some ink's colour
         if im.mode not in ("LA", "RGBA"):
             im = im.convert("RGBA")
     elif im.mode not in ("1", "L", "I", "F", "RGB") and not im.mode.startswith("I;16"):
         im = im.convert("RGB")  # palette, CMYK, YCbCr...: colours are what we need
     return np.array(im)
+
+
+def _key_is_the_paper(im: Image.Image) -> bool:
+    """A colour key (PNG tRNS, GIF) makes one colour transparent: a drawing's paper, saved with
+    the paper "removed". The key's colour is then the paper's, and compositing the image on a
+    guessed backdrop instead inverts it whenever pale anti-aliased edges outnumber dark ink.
+    Not so when ink has the key's colour too (a palette may hold one colour at two indices)."""
+    key = im.info.get("transparency")
+    if key is None or im.mode in ("LA", "PA", "RGBA", "La", "RGBa"):
+        return False
+    if im.mode != "P":
+        return True  # the key colour is transparent wherever it is: no opaque pixel has it
+    if not isinstance(key, int):
+        return False  # an alpha value per palette entry: real alpha
+    palette = im.getpalette() or []
+    key_colour = palette[3 * key: 3 * key + 3]
+    used = [index for _count, index in im.getcolors(256) or []]
+    return all(palette[3 * index: 3 * index + 3] != key_colour for index in used if index != key)
 
 
 def _upright(im: Image.Image) -> Image.Image:
