@@ -141,6 +141,31 @@ def test_window_pixels_outside_the_canvas_clamp_to_its_edge():
     assert abs(x - SHEET / 2) < 1 and abs(y - SHEET / 2) < 1
 
 
+def mouse(window, event, x, y) -> None:
+    import cv2
+
+    window.on_mouse(getattr(cv2, f"EVENT_{event}"), int(x), int(y), 0, None)
+
+
+def test_a_stroke_leaving_the_canvas_ends_at_the_edge_and_resumes_where_it_comes_back():
+    window = desktop._Window(fake_predictor([0.1] * 10))
+    c = window.layout.canvas
+    middle_y = c.y + c.h // 2
+    mouse(window, "LBUTTONDOWN", c.x + c.w // 2, middle_y)
+    mouse(window, "MOUSEMOVE", c.x + c.w + 100, middle_y)  # out through the right edge
+    mouse(window, "MOUSEMOVE", c.x + c.w + 100, c.y + c.h + 80)  # down, outside: nothing drawn
+    ink = window.state.ink
+    assert ink[140, 150:].min() == 255  # the stroke reached the edge it crossed
+    assert ink[200:, 260:].max() == 0  # and did not slide down along it
+    mouse(window, "MOUSEMOVE", c.x + c.w // 4, c.y + c.h + 40)  # still outside, below
+    mouse(window, "MOUSEMOVE", c.x + c.w // 4, c.y + c.h * 3 // 4)  # back in from below
+    mouse(window, "MOUSEMOVE", c.x + c.w // 4, c.y + c.h // 2 + 20)
+    assert window.state.ink[160:205, 70].min() == 255  # drawing resumed inside
+    assert window.state.ink[270:, 60:80].max() == 0  # nothing along the bottom edge on the way back
+    mouse(window, "LBUTTONUP", c.x + c.w // 4, c.y + c.h // 2)
+    assert window.state.pen is None and window.state.answer is not None  # released: answered
+
+
 # ------------------------------------------------------------------ layout and rendering
 
 

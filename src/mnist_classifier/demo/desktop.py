@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..inference import Predictor
 from ..reader import load_predictor
 from ..user_examples import ExampleStore
-from .panel import compute_layout, hint_line, render, to_sheet
+from .panel import compute_layout, hint_line, render, stroke_end, to_sheet
 from .state import (COLLECTION_OFF, NOTHING_TO_SAVE, DemoState, cleared, idle_line, new_state, pen_down,
                     pen_move, pen_up, removed_line, report, saved_line, with_prediction, with_status)
 
@@ -180,18 +180,32 @@ class _Window:
         self.idle = idle_line(self.model, collecting=store is not None)
         self.hint = hint_line(collecting=store is not None)
         self.state, self.layout, self.size = new_state(), compute_layout(*START_SIZE), START_SIZE
+        self.held = False  # the mouse button, pressed on the canvas; the pen is up while outside it
         self.dirty = True
 
     def on_mouse(self, event: int, x: int, y: int, _flags: int, _param) -> None:
         if event == cv2.EVENT_LBUTTONDOWN and self.layout.canvas.contains(x, y):
+            self.held = True
             self.state = pen_down(self.state, to_sheet(self.layout, x, y))
-        elif event == cv2.EVENT_MOUSEMOVE and self.state.pen is not None:
-            self.state = pen_move(self.state, to_sheet(self.layout, x, y))
-        elif event == cv2.EVENT_LBUTTONUP and self.state.pen is not None:
+        elif event == cv2.EVENT_MOUSEMOVE and self.held:
+            self._drag_to(x, y)
+        elif event == cv2.EVENT_LBUTTONUP and self.held:
+            self.held = False
             self.state = with_prediction(pen_up(self.state), self.predictor)
         else:
             return
         self.dirty = True
+
+    def _drag_to(self, x: int, y: int) -> None:
+        """Draw while on the canvas; leaving it lifts the pen at the edge, coming back puts it down."""
+        if self.state.pen is None:
+            if self.layout.canvas.contains(x, y):
+                self.state = pen_down(self.state, to_sheet(self.layout, x, y))
+            return
+        end, on_sheet = stroke_end(self.layout, self.state.pen, x, y)
+        self.state = pen_move(self.state, end)
+        if not on_sheet:
+            self.state = pen_up(self.state)
 
     def run(self) -> int:
         # GUI_NORMAL: no Qt toolbar (its zoom would shift the mouse coordinates);

@@ -94,10 +94,34 @@ def compute_layout(width: int, height: int) -> Layout:
 
 
 def to_sheet(layout: Layout, x: float, y: float) -> tuple[float, float]:
-    """Window pixel -> sheet coordinates, clamped so a stroke leaving the canvas ends at its edge."""
-    c, top = layout.canvas, SHEET - 1.0
-    sx, sy = ((v - o + 0.5) * SHEET / c.w - 0.5 for v, o in ((x, c.x), (y, c.y)))
+    """Window pixel -> sheet coordinates, clamped to the sheet."""
+    sx, sy = _unclamped(layout, x, y)
+    top = SHEET - 1.0
     return min(max(sx, 0.0), top), min(max(sy, 0.0), top)
+
+
+def stroke_end(layout: Layout, pen: tuple[float, float], x: float, y: float) -> tuple[tuple[float, float], bool]:
+    """Where a stroke from `pen` (on the sheet) towards window pixel (x, y) ends, and whether the
+    pointer is still on the sheet: a stroke leaving the canvas ends where it crosses the edge,
+    rather than sliding along the edge while the pointer wanders outside."""
+    end = _unclamped(layout, x, y)
+    top = SHEET - 1.0
+    if all(0.0 <= v <= top for v in end):
+        return end, True
+    reach = 1.0  # the share of the way to `end` that stays on the sheet
+    for start, stop in zip(pen, end):
+        if stop != start:
+            bound = 0.0 if stop < 0.0 else top
+            if not 0.0 <= stop <= top:
+                reach = min(reach, (bound - start) / (stop - start))
+    reach = max(reach, 0.0)
+    return (pen[0] + reach * (end[0] - pen[0]), pen[1] + reach * (end[1] - pen[1])), False
+
+
+def _unclamped(layout: Layout, x: float, y: float) -> tuple[float, float]:
+    c = layout.canvas
+    sx, sy = ((v - o + 0.5) * SHEET / c.w - 0.5 for v, o in ((x, c.x), (y, c.y)))
+    return sx, sy
 
 
 # ---------------------------------------------------------------------- rendering
