@@ -138,3 +138,12 @@ def test_quarter_dropout_leaves_other_rates_to_torch():
     assert torch.equal(ours, torch.nn.Dropout(0.2)(x))
     with pytest.raises(ValueError, match="0.2"):  # never a 0.5 mask in its place
         dropout_scales(100, 0.2, torch.float32)
+
+
+def test_the_recipes_network_is_recorded_in_its_checkpoint_and_rebuilt_from_it(small_checkpoint):
+    from mnist_classifier.checkpoint import load_checkpoint, load_model
+
+    payload = load_checkpoint(small_checkpoint)
+    assert payload["model_options"] == {"pool_first": True} == payload["config"]["model_options"]
+    model, _ = load_model(small_checkpoint)
+    assert model.pool_first

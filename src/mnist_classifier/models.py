@@ -128,7 +128,7 @@ class SimpleCNN(nn.Module):
 
     `pool_first=True` (the `make train` recipe's) pools before the BatchNorm too. That is
     another function, with the same weights: BatchNorm then normalises a quarter of the
-    values, which makes a CPU training step ~1.4x faster (docs/benchmarks.md, 7 Dec).
+    values, which makes a CPU training step ~1.4x faster (docs/benchmarks.md, 6 Dec).
     """
 
     def __init__(self, num_classes: int = 10, pool_first: bool = False):
