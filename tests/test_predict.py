@@ -112,6 +112,7 @@ def test_each_bad_file_gets_its_own_error_and_the_rest_are_classified(small_chec
     for path, line in zip(bad, errors):
         assert line.startswith(f"{path}: error: ")
     assert "not found" in errors[0] and "not an image" in errors[1] and "truncated" in errors[2]
+    assert all(line.count(path) == 1 for path, line in zip(bad, errors))  # the name once, not twice
     assert errors[3] == (f"{bad[3]}: error: folder with no image files in it "
                          "(png, jpg, jpeg, bmp, gif, webp, tif, tiff); name the images")
 

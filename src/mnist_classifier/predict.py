@@ -80,7 +80,7 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int, refusal: s
     """One human-readable line: `digit.png: 7 (98.5%)  top 3: ...` or `x.png: not a digit (best guess 4, 31.0%)`
     (`refusal`: what a refused image is called; a clothes model says "not recognised")."""
     if result.error is not None:
-        return f"{result.file}: error: {result.error}"
+        return f"{result.file}: error: {_without_the_name(result.error, result.file)}"
     answer = result.answer
     if answer.verdict == EMPTY:
         return f"{result.file}: empty (the image has no visible ink)"
@@ -89,6 +89,15 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int, refusal: s
     said = f"{guess} ({answer.confidence:.1%})" if answer.verdict == DIGIT else \
         f"{refusal} (best guess {guess}, {answer.confidence:.1%})"
     return f"{result.file}: {said}  top {top}: {ranked}"
+
+
+def _without_the_name(error: str, file: str) -> str:
+    """The line starts with the file's name already: "x.png: error: not an image file ...",
+    not "x.png: error: x.png is not an image file ..."."""
+    for prefix in (f"{file}: ", f"{file} is "):
+        if error.startswith(prefix):
+            return error[len(prefix):]
+    return error.replace(f"not found: {file};", "not found;").replace(f"cannot decode {file} (", "cannot decode it (")
 
 
 def answer_dict(result: FileAnswer, class_names: list[str], top: int) -> dict:
