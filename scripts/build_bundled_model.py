@@ -33,8 +33,8 @@ from mnist_classifier.training import train
 
 RECIPE = "mnist-classifier train --model simple_cnn (configs/simple_cnn.yaml)"
 # What a deployed model needs; the optimizer state (2x the weights) only resumes training.
-KEPT_KEYS = ("model_state_dict", "model_name", "config", "normalization", "dataset", "class_names", "epoch",
-             "accuracy", "loss", "test_accuracy", "temperature", "reject_threshold", "precision")
+KEPT_KEYS = ("model_state_dict", "model_name", "model_options", "config", "normalization", "dataset", "class_names",
+             "epoch", "accuracy", "loss", "test_accuracy", "temperature", "reject_threshold", "precision")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,7 @@ def test_a_shipped_recipe_is_named_from_any_folder(tmp_path, monkeypatch):
 def test_a_dataset_with_its_own_recipe_gets_it_and_others_fall_back():
     fashion = resolve_config(None, {"dataset": "fashion-mnist"})
     assert fashion.dataset == "fashion-mnist" and fashion.epochs == 12 and not fashion.augment
-    assert resolve_config(None, {"dataset": "mnist"}).epochs == 3
+    assert resolve_config(None, {"dataset": "mnist"}).epochs == 4
 
 
 def test_a_checkpoint_keeps_the_outlier_target_it_trained_with_and_older_ones_uniform():
@@ -123,3 +123,9 @@ def test_a_run_stored_without_model_options_resumes_as_the_seeds_network():
     before = resolve_config(None, {}).to_dict()
     del before["model_options"]
     assert config_from_dict(before).model_options == {}
+
+
+def test_a_recipe_used_for_another_model_leaves_its_models_options_behind():
+    config = resolve_config("simple_cnn", {"model_name": "improved_cnn"})
+    assert config.model_name == "improved_cnn" and config.model_options == {}
+    assert resolve_config("simple_cnn", {"model_name": "simple_cnn"}).model_options == {"pool_first": True}

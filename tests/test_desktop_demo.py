@@ -166,6 +166,19 @@ def test_a_stroke_leaving_the_canvas_ends_at_the_edge_and_resumes_where_it_comes
     assert window.state.pen is None and window.state.answer is not None  # released: answered
 
 
+def test_a_stroke_along_the_canvas_outermost_pixels_stays_one_line():
+    window = desktop._Window(fake_predictor([0.1] * 10))
+    c = window.layout.canvas
+    for x in (c.x, c.x + c.w - 1):  # the first and the last column of canvas pixels
+        mouse(window, "LBUTTONDOWN", x, c.y + 10)
+        for y in range(c.y + 10, c.y + c.h - 10, 45):
+            mouse(window, "MOUSEMOVE", x, y)
+        mouse(window, "LBUTTONUP", x, c.y + c.h - 10)
+    ink = window.state.ink
+    for column in (ink[20:250, :3].max(axis=1), ink[20:250, -3:].max(axis=1)):
+        assert column.min() == 255  # no gaps: the pen never lifted on the canvas's edge
+
+
 # ------------------------------------------------------------------ layout and rendering
 
 

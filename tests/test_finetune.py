@@ -154,7 +154,7 @@ def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeyp
     assert "on 100 user-digits images" in stdout
     page = (tmp_path / "reports" / "simple_cnn_user_user-digits" / "report.html").read_text()
     assert "on your labelled drawings (user-digits)</h1>" in page and "100 user-digits images &middot;" in page
-    assert "test set</h1>" not in page and "100 test images" not in page
+    assert "test set</h1>" not in page and "100 test images" not in page and "test index" not in page
 
 
 def test_too_few_examples_say_how_many_more(small_checkpoint, tmp_path):

@@ -83,8 +83,9 @@ def test_a_checkpoint_with_options_the_model_cannot_take_is_one_line(options, pr
                "model_options": options}
     with pytest.raises(CheckpointError) as error:
         model_from_checkpoint(payload, "x.pth")
-    assert str(error.value) == (f"x.pth cannot be rebuilt ({problem}): the file is damaged, or made by a newer "
-                                "mnist-classifier; retrain, restore it or upgrade")
+    assert str(error.value) == (f"x.pth: its model_options do not fit model 'simple_cnn' ({problem}): the file is "
+                                "damaged or mislabelled, or made by a newer mnist-classifier; retrain, restore it "
+                                "or upgrade")
 
 
 def test_unknown_model_lists_the_choices():
@@ -147,3 +148,42 @@ def test_the_recipes_network_is_recorded_in_its_checkpoint_and_rebuilt_from_it(s
     assert payload["model_options"] == {"pool_first": True} == payload["config"]["model_options"]
     model, _ = load_model(small_checkpoint)
     assert model.pool_first
+
+
+class _WidthOption(torch.nn.Module):
+    """A model whose option is a whole number, as a plugin's might be."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width),
+                                       torch.nn.Linear(width, num_classes))
+
+
+class _AnyOption(torch.nn.Module):
+    def __init__(self, num_classes: int = 10, **options):
+        super().__init__()
+        self.options = options
+        self.fc = torch.nn.Linear(784, num_classes)
+
+
+@pytest.fixture
+def option_models(monkeypatch):
+    monkeypatch.setitem(MODEL_REGISTRY, "width_option", _WidthOption)
+    monkeypatch.setitem(MODEL_REGISTRY, "any_option", _AnyOption)
+
+
+@pytest.mark.parametrize("width, problem", [
+    ("abc", "model_options.width of model 'width_option' must be a whole number, got 'abc'"),
+    (True, "model_options.width of model 'width_option' must be a whole number, got True"),
+    (16.5, "model_options.width of model 'width_option' must be a whole number, got 16.5"),
+    (-1, "model 'width_option' cannot be built with model_options width=-1: "),
+])
+def test_an_option_value_the_constructor_cannot_take_is_one_line(option_models, width, problem):
+    with pytest.raises(UserError) as error:
+        create_model("width_option", options={"width": width})
+    assert str(error.value).startswith(problem) and "\n" not in str(error.value)
+    assert create_model("width_option", options={"width": 16}).net[1].out_features == 16
+
+
+def test_a_constructor_taking_any_keyword_takes_any_option(option_models):
+    assert create_model("any_option", options={"width": 32}).options == {"width": 32}

@@ -377,6 +377,30 @@ def test_paper_made_transparent_by_a_colour_key_reads_as_the_paper(saved_as):
     assert max_difference(to_mnist(image), as_drawn) <= 1  # was a hollow outline (read as 8), or "empty"
 
 
+@pytest.mark.parametrize("saved_as", ["RGBA PNG", "GIF"])
+def test_a_scan_whose_paper_was_removed_to_transparent_black_reads_as_drawn(saved_as):
+    seven = soft_seven_on_white()
+    rgba = np.zeros((*seven.shape, 4), np.uint8)  # what background removers write: rgba(0, 0, 0, 0)
+    rgba[..., :3] = np.where(seven[..., None] < 255, seven[..., None], 0)
+    rgba[..., 3] = np.where(seven < 255, 255, 0)
+    image = Image.fromarray(rgba)
+    if saved_as == "GIF":  # PIL keeps the transparent pixels' black as the key's palette colour
+        buffer = io.BytesIO()
+        image.save(buffer, format="GIF")
+        data = buffer.getvalue()
+        assert Image.open(io.BytesIO(data)).info.get("transparency") is not None
+    else:
+        data = png_bytes(rgba)
+    # (a GIF's 256 colours move a few levels; an 8, as both were read, correlates far less)
+    assert correlation(to_mnist(data).image, to_mnist(seven).image) > 0.99
+
+
+def test_ink_made_transparent_by_a_key_reads_as_drawn():
+    seven = soft_seven_on_white()
+    seven[seven < 8] = 0  # the core: one colour, the key
+    assert max_difference(to_mnist(keyed(Image.fromarray(seven), "PNG", 0)), to_mnist(seven)) <= 1
+
+
 def test_a_key_that_shares_the_inks_colour_is_composited_as_alpha():
     ink = soft_seven_on_white() < 128
     image = Image.fromarray(ink.astype(np.uint8), mode="P")

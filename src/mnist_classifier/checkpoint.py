@@ -132,8 +132,9 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
             raise UserError(f"its model_options are {type(options).__name__}, not a mapping")
         model = create_model(name, num_classes, options)
     except UserError as error:
-        raise CheckpointError(f"{source} cannot be rebuilt ({error}): the file is damaged, or made by a newer "
-                              "mnist-classifier; retrain, restore it or upgrade") from None
+        raise CheckpointError(f"{source}: its model_options do not fit model '{name}' ({error}): the file is "
+                              "damaged or mislabelled, or made by a newer mnist-classifier; retrain, restore it "
+                              "or upgrade") from None
     try:
         model.load_state_dict(payload["model_state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:

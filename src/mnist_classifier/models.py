@@ -39,31 +39,47 @@ def register_model(name: str):
 def create_model(name: str, num_classes: int = 10, options: Mapping[str, Any] | None = None) -> nn.Module:
     options = dict(options or {})
     check_model_options(name, options)
-    return MODEL_REGISTRY[name](num_classes=num_classes, **options)
+    try:
+        return MODEL_REGISTRY[name](num_classes=num_classes, **options)
+    except (TypeError, ValueError, RuntimeError) as error:  # a value the checks let through, e.g. width -1
+        shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+        raise UserError(f"model '{name}' cannot be built with model_options {shown or '(none)'}: "
+                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+
+# What a default's type says a value must be; bool before int (True is an int to Python).
+_OPTION_TYPES = ((bool, (bool,), "true or false"), (int, (int,), "a whole number"),
+                 (float, (int, float), "a number"), (str, (str,), "text"))
 
 
 def check_model_options(name: str, options: Mapping[str, Any]) -> None:
-    """A one-line UserError for an unknown model, or an option its constructor does not take."""
+    """A one-line UserError for an unknown model, an option its constructor does not take, or a
+    value of another type than the option's default."""
     try:
         factory = MODEL_REGISTRY[name]
     except KeyError:
         choices = ", ".join(sorted(MODEL_REGISTRY))
         raise UserError(f"unknown model '{name}': choose one of {choices}; {PLUGIN_HINT}") from None
-    known = model_option_names(factory)
+    known, open_ended = model_option_names(factory)
     for key, value in options.items():
-        if key not in known:
+        if not isinstance(key, str) or (key not in known and not open_ended):
             takes = f"its options are {', '.join(known)}" if known else "it takes none"
             raise UserError(f"model '{name}' has no option {key!r} in model_options: {takes}")
-        default = known[key]
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise UserError(f"model_options.{key} of model '{name}' must be true or false, got {value!r}")
+        default = known.get(key)
+        for kind, allowed, words in _OPTION_TYPES:
+            if isinstance(default, kind):
+                if not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)):
+                    raise UserError(f"model_options.{key} of model '{name}' must be {words}, got {value!r}")
+                break
 
 
-def model_option_names(factory: Callable[..., nn.Module]) -> dict[str, Any]:
-    """The keyword arguments a model's constructor takes besides num_classes, with their defaults."""
+def model_option_names(factory: Callable[..., nn.Module]) -> tuple[dict[str, Any], bool]:
+    """The keyword arguments a model's constructor takes besides num_classes, with their defaults,
+    and whether it takes any other (a `**kwargs`)."""
     parameters = inspect.signature(factory).parameters.values()
-    return {p.name: p.default for p in parameters
-            if p.name != "num_classes" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    named = {p.name: p.default for p in parameters
+             if p.name != "num_classes" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -134,8 +134,8 @@ def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     _check_size(im.width, im.height, name)
     im = _upright(im)
     if _key_is_the_paper(im):
-        im = im.convert("RGB") if im.mode == "P" else im  # the key's own colour: the pixels as drawn
-    elif im.has_transparency_data:  # an alpha band, or a colour key that is also some ink's colour
+        pass
+    elif im.has_transparency_data:  # an alpha band, or a tRNS / GIF colour key
         if im.mode not in ("LA", "RGBA"):
             im = im.convert("RGBA")
     elif im.mode not in ("1", "L", "I", "F", "RGB") and not im.mode.startswith("I;16"):
@@ -144,21 +144,10 @@ def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
 
 
 def _key_is_the_paper(im: Image.Image) -> bool:
-    """A colour key (PNG tRNS, GIF) makes one colour transparent: a drawing's paper, saved with
-    the paper "removed". The key's colour is then the paper's, and compositing the image on a
-    guessed backdrop instead inverts it whenever pale anti-aliased edges outnumber dark ink.
-    Not so when ink has the key's colour too (a palette may hold one colour at two indices)."""
-    key = im.info.get("transparency")
-    if key is None or im.mode in ("LA", "PA", "RGBA", "La", "RGBa"):
-        return False
-    if im.mode != "P":
-        return True  # the key colour is transparent wherever it is: no opaque pixel has it
-    if not isinstance(key, int):
-        return False  # an alpha value per palette entry: real alpha
-    palette = im.getpalette() or []
-    key_colour = palette[3 * key: 3 * key + 3]
-    used = [index for _count, index in im.getcolors(256) or []]
-    return all(palette[3 * index: 3 * index + 3] != key_colour for index in used if index != key)
+    """A 16-bit image with a colour key (PNG tRNS): read its values as they are, the key's
+    colour being the paper's (no opaque pixel can have it). PIL's RGBA conversion would clip
+    every 16-bit value to 255 and leave nothing visible."""
+    return im.mode.startswith("I") and im.info.get("transparency") is not None
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -231,13 +220,27 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Put transparent pixels on the background the opaque ones imply."""
     if alpha.min() >= 1.0:
         return gray  # opaque RGBA behaves exactly like RGB
+    # A canvas export is strokes on a transparent background; a scan with its paper removed
+    # (or made a colour key) is ink whose soft edges keep some of the paper's colour. The
+    # background must contrast with the ink: dark ink goes on white, light ink on black; then
+    # the usual polarity detection takes over.
+    return alpha * gray + (1 - alpha) * np.float32(1.0 if _ink_is_dark(gray, alpha) else 0.0)
+
+
+def _ink_is_dark(gray: np.ndarray, alpha: np.ndarray) -> bool:
+    """Where the opaque part meets the transparent one, its colour leans to the paper's, so
+    edges paler than the inside mean dark ink on pale paper (and the other way round). The
+    opaque levels' mean cannot tell: pale edges may outnumber a dark core. Strokes of one
+    colour (edges no different) fall back to that mean."""
+    opaque = (alpha >= 0.5).astype(np.uint8)
+    inside = cv2.erode(opaque, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE).astype(bool)
+    edge = opaque.astype(bool) & ~inside
+    if inside.any() and edge.any():
+        difference = float(gray[edge].mean()) - float(gray[inside].mean())
+        if abs(difference) > 0.05:
+            return difference > 0
     weight = float(alpha.sum())
-    # A canvas export is strokes on a transparent background. Whatever colour the
-    # strokes have, the background must contrast with it: dark strokes go on white,
-    # light ones on black. Then the usual polarity detection takes over.
-    ink_level = float((gray * alpha).sum()) / weight if weight > 0 else 0.0
-    backdrop = np.float32(1.0 if ink_level < 0.5 else 0.0)
-    return alpha * gray + (1 - alpha) * backdrop
+    return (float((gray * alpha).sum()) / weight if weight > 0 else 0.0) < 0.5
 
 
 def _ink_map(gray: np.ndarray) -> np.ndarray | None:

@@ -238,8 +238,9 @@ def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str,
             f"<td class='{'diag' if row == col else 'err' if count else ''}'>{count}</td>"
             for col, count in enumerate(ev.confusion[row]))
         out.append(f"<tr><th class='name'>{esc(name)}</th>{cells}</tr>")
-    out.append("</table><h2>Most confident mistakes</h2><table><tr><th>test index</th><th class='name'>true</th>"
-               "<th class='name'>predicted</th><th>confidence</th><th class='name'>top 3</th></tr>")
+    out.append(f"</table><h2>Most confident mistakes</h2><table><tr><th>{esc(scored_set(summary))} index</th>"
+               "<th class='name'>true</th><th class='name'>predicted</th><th>confidence</th>"
+               "<th class='name'>top 3</th></tr>")
     for mistake in summary["most_confident_mistakes"][:12]:
         top3 = ", ".join(f"{esc(t['class'])}: {t['probability']:.1%}" for t in mistake["top3"])
         out.append(f"<tr><td>{mistake['index']}</td><td class='name'>{esc(mistake['true'])}</td>"

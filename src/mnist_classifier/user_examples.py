@@ -45,6 +45,7 @@ LOCK = ".examples.lock"
 MAX_EXAMPLES = 20_000
 MAX_BYTES = 200 * 1024 * 1024
 _EXAMPLE_IMAGE = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names `add` gives
+_NAMED_IMAGE = re.compile(rb"(?:drawings|inputs)/\d{8}-\d{6}-[0-9a-f]{8}\.png")
 LOCK_TIMEOUT = 10.0  # seconds: another process holding the lock longer than this has hung
 
 
@@ -296,7 +297,8 @@ class ExampleStore:
     def _sweep_leftovers(self) -> None:
         """Remove what a writer killed mid-`add` left: temporary files, and images no line names.
         Called under the lock, so no other writer is between writing its images and its line."""
-        named = self._index_bytes()
+        # Every image name the index mentions, read lines or not (a line mended by hand keeps its images)
+        named = set(_NAMED_IMAGE.findall(self._index_bytes()))
         for folder in ("drawings", "inputs"):
             for path in (self.folder / folder).glob("*"):
                 leftover = path.name.endswith(".tmp") and path.name.startswith(".")

@@ -104,10 +104,10 @@ def stroke_end(layout: Layout, pen: tuple[float, float], x: float, y: float) -> 
     """Where a stroke from `pen` (on the sheet) towards window pixel (x, y) ends, and whether the
     pointer is still on the sheet: a stroke leaving the canvas ends where it crosses the edge,
     rather than sliding along the edge while the pointer wanders outside."""
+    if layout.canvas.contains(x, y):  # the test pen-down uses: the canvas's outermost pixels are on it
+        return to_sheet(layout, x, y), True
     end = _unclamped(layout, x, y)
     top = SHEET - 1.0
-    if all(0.0 <= v <= top for v in end):
-        return end, True
     reach = 1.0  # the share of the way to `end` that stays on the sheet
     for start, stop in zip(pen, end):
         if stop != start:
