@@ -197,8 +197,9 @@ def resolve_config(
         config_path = default_config_path(overrides.get("model_name", TrainConfig.model_name),
                                           overrides.get("dataset", TrainConfig.dataset))
     values = read_yaml_config(config_path) if config_path else {}
-    if values.get("model_name", overrides.get("model_name")) != overrides.get("model_name", values.get("model_name")):
-        values.pop("model_options", None)  # --model names another network: the recipe's options are its own's
+    recipe_model = values.get("model_name", TrainConfig.model_name)
+    if overrides.get("model_name", recipe_model) != recipe_model:
+        values.pop("model_options", None)  # --model names another network: the recipe's options are its model's
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)

@@ -133,9 +133,7 @@ def _decoding(name: str):
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     _check_size(im.width, im.height, name)
     im = _upright(im)
-    if _key_is_the_paper(im):
-        pass
-    elif im.has_transparency_data:  # an alpha band, or a tRNS / GIF colour key
+    if im.has_transparency_data and not _keyed_16_bit(im):  # an alpha band, or a tRNS / GIF colour key
         if im.mode not in ("LA", "RGBA"):
             im = im.convert("RGBA")
     elif im.mode not in ("1", "L", "I", "F", "RGB") and not im.mode.startswith("I;16"):
@@ -143,7 +141,7 @@ def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     return np.array(im)
 
 
-def _key_is_the_paper(im: Image.Image) -> bool:
+def _keyed_16_bit(im: Image.Image) -> bool:
     """A 16-bit image with a colour key (PNG tRNS): read its values as they are, the key's
     colour being the paper's (no opaque pixel can have it). PIL's RGBA conversion would clip
     every 16-bit value to 255 and leave nothing visible."""
