@@ -52,8 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, payload = resume_config(args.resume, overrides)
     else:
         config = resolve_config(args.config, overrides)
-        recipe = default_config_path(config.model_name, config.dataset)
-        if args.config is None and recipe is None and launched_rank() == 0:
+        if args.config is None and launched_rank() == 0 and default_config_path(config.model_name,
+                                                                                config.dataset) is None:
             print(f"note: no recipe configs/{config.model_name}.yaml: config.py's defaults and your flags "
                   "(--config FILE names a recipe)")
     try:

@@ -93,11 +93,11 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int, refusal: s
 
 def _without_the_name(error: str, file: str) -> str:
     """The line starts with the file's name already: "x.png: error: not an image file ...",
-    not "x.png: error: x.png is not an image file ..."."""
+    not "x.png: error: x.png is not an image file ..." (ImageError's messages start with the name)."""
     for prefix in (f"{file}: ", f"{file} is "):
         if error.startswith(prefix):
             return error[len(prefix):]
-    return error.replace(f"not found: {file};", "not found;").replace(f"cannot decode {file} (", "cannot decode it (")
+    return error
 
 
 def answer_dict(result: FileAnswer, class_names: list[str], top: int) -> dict:

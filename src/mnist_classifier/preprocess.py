@@ -101,7 +101,7 @@ def load_image(source) -> np.ndarray:
         if os.path.isdir(name):
             raise ImageError(f"{name} is a folder, not an image file; name the images in it")
         if not os.path.isfile(name):
-            raise ImageError(f"image file not found: {name}; check the path")
+            raise ImageError(f"{name}: image file not found; check the path")
     else:
         raise ImageError(f"cannot read an image from {type(source).__name__}; pass a "
                          "file path, encoded bytes, a PIL image or a numpy array")
@@ -126,7 +126,7 @@ def _decoding(name: str):
                          "use a PNG or JPEG") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Truncated or corrupt data surfaces as any of these, depending on the codec.
-        raise ImageError(f"cannot decode {name} ({error}); "
+        raise ImageError(f"{name}: cannot decode it ({error}); "
                          "the file is truncated or corrupt") from None
 
 

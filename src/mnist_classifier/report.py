@@ -199,20 +199,18 @@ def scored_set(payload: dict[str, Any]) -> str:
     return dataset if get_local_dataset(dataset) is not None else "test"
 
 
-def _set_heading(summary: dict[str, Any]) -> str:
-    local = get_local_dataset(summary.get("dataset"))
-    if local is None:
-        return f"the {html.escape(summary['dataset'])} test set"
-    return f"your labelled drawings ({local.name})"
+def _set_heading(scored: str, dataset: str) -> str:
+    return f"the {html.escape(dataset)} test set" if scored == "test" else f"your labelled drawings ({scored})"
 
 
 def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str, bytes]) -> str:
     """One self-contained page: every number and table, every figure embedded as base64."""
     esc, names, ev = html.escape, evaluation.class_names, evaluation
+    scored = scored_set(summary)
     out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
            f"<title>{esc(summary['model_name'])} evaluation</title><style>{STYLE}</style></head><body>",
-           f"<h1>{esc(summary['model_name'])} on {_set_heading(summary)}</h1>",
-           f"<p class='meta'>{summary['test_size']:,} {esc(scored_set(summary))} images &middot; checkpoint "
+           f"<h1>{esc(summary['model_name'])} on {_set_heading(scored, summary['dataset'])}</h1>",
+           f"<p class='meta'>{summary['test_size']:,} {esc(scored)} images &middot; checkpoint "
            f"<code>{esc(summary['checkpoint'])}</code> &middot; {_training_facts(summary)}"
            f"created {esc(summary['created'])}</p>", "<h2>Summary</h2><table>",
            "<tr><th class='name'>metric</th><th>value</th><th class='name'>meaning</th></tr>"]
@@ -238,7 +236,7 @@ def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str,
             f"<td class='{'diag' if row == col else 'err' if count else ''}'>{count}</td>"
             for col, count in enumerate(ev.confusion[row]))
         out.append(f"<tr><th class='name'>{esc(name)}</th>{cells}</tr>")
-    out.append(f"</table><h2>Most confident mistakes</h2><table><tr><th>{esc(scored_set(summary))} index</th>"
+    out.append(f"</table><h2>Most confident mistakes</h2><table><tr><th>{esc(scored)} index</th>"
                "<th class='name'>true</th><th class='name'>predicted</th><th>confidence</th>"
                "<th class='name'>top 3</th></tr>")
     for mistake in summary["most_confident_mistakes"][:12]:
