@@ -20,13 +20,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from mnist_classifier.errors import ImageError
-from mnist_classifier.preprocess import (
-    MAX_SIDE,
-    Preprocessed,
-    load_image,
-    preview,
-    to_mnist,
-)
+from mnist_classifier.images import MAX_SIDE, load_image
+from mnist_classifier.preprocess import Preprocessed, preview, to_mnist
 
 MNIST_TEST_IMAGES = (Path(__file__).resolve().parents[1]
                      / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte")

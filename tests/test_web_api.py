@@ -22,7 +22,8 @@ from mnist_classifier import cli
 from mnist_classifier.demo.server import exposure_warning
 from mnist_classifier.demo.web import MAX_BODY, STATIC, SharedModel, create_app, model_card
 from mnist_classifier.reader import load_predictor
-from mnist_classifier.preprocess import load_image, to_mnist
+from mnist_classifier.images import load_image
+from mnist_classifier.preprocess import to_mnist
 
 
 @contextmanager

@@ -16,7 +16,8 @@ import pytest
 
 from mnist_classifier.demo.collect import storable
 from mnist_classifier.demo.web import create_app, model_card
-from mnist_classifier.preprocess import load_image, to_mnist
+from mnist_classifier.images import load_image
+from mnist_classifier.preprocess import to_mnist
 from mnist_classifier.reader import load_predictor
 from mnist_classifier.user_examples import INDEX, ExampleStore
 

@@ -138,7 +138,7 @@ def _model_path(model: str | Path | None) -> Path | None:
 
 
 def as_image_source(image: Any) -> Any:
-    """What preprocess.load_image reads: file objects are read, torch tensors become numpy arrays."""
+    """What images.load_image reads: file objects are read, torch tensors become numpy arrays."""
     if hasattr(image, "read") and not isinstance(image, (str, bytes, Path)):
         data = image.read()
         if not isinstance(data, (bytes, bytearray)):

@@ -36,7 +36,8 @@ from .. import __version__
 from ..answer import Answer, decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
-from ..preprocess import CANVAS, MAX_SIDE, load_image, to_mnist
+from ..images import MAX_SIDE, load_image
+from ..preprocess import CANVAS, to_mnist
 from ..user_examples import ExampleStore
 from .collect import COLLECTION_OFF, example_routes, open_store
 from .guards import BODY_TIMEOUT, MAX_BODY, BodyLimit, SameOrigin

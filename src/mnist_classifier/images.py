@@ -1,0 +1,182 @@
+"""Any image a user hands over -> its pixels: decoded safely, then grey levels 0..1.
+
+    load_image("digit.png")   # a file path, encoded bytes or a PIL image -> numpy array
+    grayscale(array)          # any numeric (H, W[, C]) array -> float32 (H, W) 0..1, transparency resolved
+
+Owns what a file may do to us (size limits before decoding, PIL's many failure modes as one
+ImageError naming the input, EXIF rotation) and what its pixels mean (any dtype's scale,
+colour by luminance, a transparent background told from the ink). preprocess.py takes the
+grey levels from here and frames the digit as MNIST does.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+MAX_SIDE = 4096  # larger inputs are refused: nothing a digit needs, and bombs stay out
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" mode
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def load_image(source) -> np.ndarray:
+    """File path, encoded bytes or PIL image -> numpy array (modes normalised)."""
+    if isinstance(source, np.ndarray):
+        return source
+    if isinstance(source, Image.Image):
+        with _decoding("the image"):
+            return _pil_to_array(source, "the image")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, file = f"image data ({len(source)} bytes)", io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        name = file = os.fspath(source)
+        if os.path.isdir(name):
+            raise ImageError(f"{name} is a folder, not an image file; name the images in it")
+        if not os.path.isfile(name):
+            raise ImageError(f"{name}: image file not found; check the path")
+    else:
+        raise ImageError(f"cannot read an image from {type(source).__name__}; pass a "
+                         "file path, encoded bytes, a PIL image or a numpy array")
+    # Image.open reads only the header, so the size is known before any pixel is
+    # decoded: PIL's own bomb check raises in open(), ours before load().
+    with _decoding(name), Image.open(file) as im:
+        return _pil_to_array(im, name)
+
+
+@contextmanager
+def _decoding(name: str):
+    """Turn PIL's many failure modes into one ImageError that names the input."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side; "
+                         "resize it first") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image file PIL can read; "
+                         "use a PNG or JPEG") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        # Truncated or corrupt data surfaces as any of these, depending on the codec.
+        raise ImageError(f"{name}: cannot decode it ({error}); "
+                         "the file is truncated or corrupt") from None
+
+
+def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
+    _check_size(im.width, im.height, name)
+    im = _upright(im)
+    if im.has_transparency_data and not _keyed_16_bit(im):  # an alpha band, or a tRNS / GIF colour key
+        if im.mode not in ("LA", "RGBA"):
+            im = im.convert("RGBA")
+    elif im.mode not in ("1", "L", "I", "F", "RGB") and not im.mode.startswith("I;16"):
+        im = im.convert("RGB")  # palette, CMYK, YCbCr...: colours are what we need
+    return np.array(im)
+
+
+def _keyed_16_bit(im: Image.Image) -> bool:
+    """A 16-bit image with a colour key (PNG tRNS): read its values as they are, the key's
+    colour being the paper's (no opaque pixel can have it). PIL's RGBA conversion would clip
+    every 16-bit value to 255 and leave nothing visible."""
+    return im.mode.startswith("I") and im.info.get("transparency") is not None
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF rotation phone photos carry; without one, no copy (~0.2 ms a canvas)."""
+    im.load()  # a PNG may keep its EXIF after the pixels
+    if im.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def _check_size(width: int, height: int, name: str = "the image") -> None:
+    """Refuse what is too big to be a digit (and could exhaust memory) or empty."""
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side "
+                         f"(got {width}x{height}); resize it first")
+    if width < 1 or height < 1:
+        raise ImageError(f"{name} is empty ({width}x{height} pixels)")
+
+
+# ------------------------------------------------------------ pixels -> grey levels
+
+
+def grayscale(array: np.ndarray) -> np.ndarray:
+    """(H,W[,C]) array of any numeric dtype -> float32 (H,W) 0..1, alpha composited."""
+    array = array[:, :, None] if array.ndim == 2 else array
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"image array has shape {array.shape}; "
+                         "expected (H, W) or (H, W, C) with C in 1..4")
+    _check_size(array.shape[1], array.shape[0])
+    unit = _to_unit_float(array)
+    has_alpha = unit.shape[2] in (2, 4)
+    color, alpha = (unit[..., :-1], unit[..., -1]) if has_alpha else (unit, None)
+    gray = color[..., 0] if color.shape[2] == 1 else color @ _LUMA
+    return gray if alpha is None else _composite(gray, alpha)
+
+
+def _to_unit_float(array: np.ndarray) -> np.ndarray:
+    """Scale to float32 0..1 as the values imply: the one place every front end's pixels are scaled.
+
+    Integers are scaled by the smallest full scale that holds them (1, 255, 65535), whatever
+    their container: a 0/1 mask is a mask, 8-bit values in uint16 or int64 are 8-bit. Going by
+    the dtype instead read those as near-black, i.e. "empty": a 0/1 uint8 mask has a contrast
+    of 1/255, and a genuine 16-bit image peaking at <= 255 has under 0.4% of full scale, both
+    far below MIN_CONTRAST. So this rule changes only what would have had no visible ink,
+    and genuine 16-bit images (any pixel above 255, e.g. 8-bit x 257) read as before."""
+    kind = array.dtype.kind
+    if kind == "b":
+        return array.astype(np.float32)
+    if kind not in "iuf":
+        raise ImageError(f"image pixels have type {array.dtype}; use numbers")
+    if kind == "f" and not np.isfinite(array).all():
+        raise ImageError("image contains NaN or infinite values; clean the array first")
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= 0 and hi <= 1:  # floats 0..1, or an integer 0/1 mask
+        return array.astype(np.float32)
+    if lo >= 0 and hi <= 255:  # 8-bit values, in any container
+        return array.astype(np.float32) / np.float32(255)
+    if lo >= 0 and hi <= 65535 and kind in "iu":  # 16-bit: uint16, or PIL's "I" mode for 16-bit PNGs
+        return array.astype(np.float32) / np.float32(65535)
+    # Anything else: no scale is implied, so use the values' own range. Dividing by
+    # the peak first keeps huge magnitudes from overflowing the subtraction.
+    scaled = array.astype(np.float64) / max(abs(lo), abs(hi))
+    lo, hi = scaled.min(), scaled.max()
+    if lo == hi:  # uniform (as far as float64 can tell): no ink, whatever the scale
+        return np.zeros(array.shape, np.float32)
+    return ((scaled - lo) / (hi - lo)).astype(np.float32)
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Put transparent pixels on the background the opaque ones imply."""
+    if alpha.min() >= 1.0:
+        return gray  # opaque RGBA behaves exactly like RGB
+    # A canvas export is strokes on a transparent background; a scan with its paper removed
+    # (or made a colour key) is ink whose soft edges keep some of the paper's colour. The
+    # background must contrast with the ink: dark ink goes on white, light ink on black; then
+    # the usual polarity detection takes over.
+    return alpha * gray + (1 - alpha) * np.float32(1.0 if _ink_is_dark(gray, alpha) else 0.0)
+
+
+def _ink_is_dark(gray: np.ndarray, alpha: np.ndarray) -> bool:
+    """Where the opaque part meets the transparent one, its colour leans to the paper's, so
+    edges paler than the inside mean dark ink on pale paper (and the other way round). The
+    opaque levels' mean cannot tell: pale edges may outnumber a dark core. Strokes of one
+    colour (edges no different) fall back to that mean."""
+    opaque = (alpha >= 0.5).astype(np.uint8)
+    inside = cv2.erode(opaque, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE).astype(bool)
+    edge = opaque.astype(bool) & ~inside
+    if inside.any() and edge.any():
+        difference = float(gray[edge].mean()) - float(gray[inside].mean())
+        if abs(difference) > 0.05:
+            return difference > 0
+    weight = float(alpha.sum())
+    return (float((gray * alpha).sum()) / weight if weight > 0 else 0.0) < 0.5
