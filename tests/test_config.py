@@ -22,7 +22,8 @@ def test_model_flag_picks_that_models_recipe():
                                        ("fragment_share", -0.1), ("seed", -1), ("label_smoothing", 1.5),
                                        ("val_size", 0), ("weight_decay", float("nan")), ("epochs", True),
                                        ("num_threads", -3), ("num_threads", 0), ("save_dir", ""),
-                                       ("log_dir", " "), ("data_dir", "")])
+                                       ("log_dir", " "), ("data_dir", ""), ("weight_average", 1.0),
+                                       ("weight_average", -0.5)])
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})

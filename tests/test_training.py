@@ -68,8 +68,12 @@ def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw
     a = load_checkpoint(straight.last_path)
     b = load_checkpoint(resumed.last_path)
     assert a["epoch"] == b["epoch"] == 2
-    for key, tensor in a["model_state_dict"].items():
-        assert torch.equal(tensor, b["model_state_dict"][key]), key
+    assert a["config"]["weight_average"] > 0  # the recipe's: the average resumes too
+    for weights in ("model_state_dict", "trained_state_dict"):
+        for key, tensor in a[weights].items():
+            assert torch.equal(tensor, b[weights][key]), (weights, key)
+    assert a["weight_average"] == b["weight_average"] == {"updates": 2 * 12}
+    assert not torch.equal(a["model_state_dict"]["fc1.weight"], a["trained_state_dict"]["fc1.weight"])
     assert a["history"]["val_acc"] == b["history"]["val_acc"]
     same, kept = resume_config(partial.last_path, {"save_dir": f"{original}/.", "precision": "fp32"})
     assert (same.save_dir, same.precision) == (f"{original}/.", "fp32")

@@ -7,6 +7,8 @@ A checkpoint is a plain dict of tensors and primitives, so
     accuracy and loss (that epoch's validation scores), best_accuracy, model_name,
     dataset, class_names, config, history, normalization {mean, std}, run_dir,
     world_size, rank_weight_checksums, format_version; test_accuracy once measured.
+    A run that averages its weights (`weight_average`) saves the average as model_state_dict
+    (what every reader loads) and adds trained_state_dict and weight_average (resume only).
 
 Writes are atomic (temporary file in the same folder, fsync, rename), so a crash or
 a kill -9 leaves either the old file or the new one, never half of one.
@@ -193,10 +195,11 @@ def check_writable(directory: str | Path) -> None:
             from None
 
 
-def checkpoint_bytes(model: nn.Module) -> int:
-    """About what one checkpoint of this model takes: weights, two Adam moments, buffers."""
+def checkpoint_bytes(model: nn.Module, weight_copies: int = 1) -> int:
+    """About what one checkpoint of this model takes: the weights (twice where a run also keeps
+    their average), two Adam moments, buffers."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
+    return (2 + weight_copies) * params + weight_copies * sum(b.numel() * b.element_size() for b in model.buffers())
 
 
 def nearest_existing(path: Path) -> Path:

@@ -54,6 +54,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     scheduler: str = "onecycle"
     label_smoothing: float = 0.1
+    weight_average: float = 0.0  # decay of the moving average of the weights that is saved and served; 0: off
     seed: int = 42
     # output
     save_dir: str = "models"
@@ -95,6 +96,9 @@ class TrainConfig:
             raise UserError(f"seed must be >= 0, got {self.seed!r}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be at least 0 and below 1, got {self.label_smoothing!r}")
+        if not 0 <= self.weight_average < 1:
+            raise UserError(f"weight_average must be at least 0 (off) and below 1, e.g. 0.99, "
+                            f"got {self.weight_average!r}")
         check_model_options(self.model_name, self.model_options)
         get_dataset_spec(self.dataset)
         _check_choice("outlier_target", self.outlier_target, OUTLIER_TARGETS)

@@ -66,7 +66,8 @@ REFUSAL_DROP_NOTED = 0.01  # a smaller drop is within what one seed to the next 
 USER_SUFFIX = "_user_best.pth"
 # A fine-tuned model is not a resume point for `train`, and these describe the base's making, not this one's
 # ("provenance": the bundled model's build record, which `export` would copy into the ONNX file).
-NOT_CARRIED = ("optimizer_state_dict", "scheduler_state_dict", "rank_weight_checksums", "best_accuracy", "provenance")
+NOT_CARRIED = ("optimizer_state_dict", "scheduler_state_dict", "rank_weight_checksums", "best_accuracy", "provenance",
+               "trained_state_dict", "weight_average")  # what resumes the base's training, not these weights
 
 
 @dataclass(frozen=True)

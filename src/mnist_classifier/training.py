@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .augment import require_augmentation
+from .averaging import WeightAverage
 from .calibration import calibrate_logits
 from .checkpoint import (check_free_space, check_writable, checkpoint_bytes, load_checkpoint, remove_partial_writes,
                          save_checkpoint)
@@ -41,7 +42,7 @@ from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model being trained)
+EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model that epoch saved)
 
 
 class TrainingInterrupted(Exception):
@@ -114,6 +115,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.net = nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
+        self.average = WeightAverage(model, config.weight_average) if config.weight_average > 0 else None
         self.optimizer = build_optimizer(config, model)
         self.steps = steps_per_epoch(config, len(self.train_split))
         self.scheduler = build_scheduler(config, self.optimizer, self.steps)
@@ -123,9 +125,16 @@ class Trainer:
         self.run_log: RunLog | None = None  # rank 0 only (open_run_log)
         self.saved_an_epoch = False  # by this run: an interrupted run with none has nothing to resume
 
+    @property
+    def kept_model(self) -> nn.Module:
+        """What is validated, saved, calibrated and served: the average of the weights where the run keeps one."""
+        return self.average.model if self.average is not None else self.model
+
     # ----------------------------------------------------------------- state
     def restore(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model_state_dict"])
+        self.model.load_state_dict(payload.get("trained_state_dict", payload["model_state_dict"]))
+        if self.average is not None:
+            self.average.restore(payload["model_state_dict"], payload.get("weight_average"))
         self.optimizer.load_state_dict(payload["optimizer_state_dict"])
         if self.scheduler is not None and payload.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(payload["scheduler_state_dict"])
@@ -137,8 +146,10 @@ class Trainer:
         )
 
     def payload(self, epoch: int, val_accuracy: float, val_loss: float) -> dict[str, Any]:
-        return {
-            "model_state_dict": self.model.state_dict(),
+        averaged = {} if self.average is None else {  # the trained weights too: a resumed run goes on from them
+            "trained_state_dict": self.model.state_dict(), "weight_average": self.average.state()}
+        return averaged | {
+            "model_state_dict": self.kept_model.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
             "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": epoch,
@@ -221,6 +232,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model)
         if self.scheduler is not None and self.config.scheduler != "plateau":
             self.scheduler.step()
         correct = (logits.detach().argmax(1) == labels).sum()
@@ -232,7 +245,7 @@ class Trainer:
             self.run_log.batch(global_step, batch_totals)
 
     def end_epoch(self, epoch: int, train_loss: float, train_acc: float, rate: float, seconds: float) -> None:
-        val = score_split(self.model, self.val_split, self.norm)
+        val = score_split(self.kept_model, self.val_split, self.norm)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.config.scheduler == "plateau":
             self.scheduler.step(val.loss)
@@ -294,7 +307,7 @@ class Trainer:
             train_loss, train_acc, rate, seconds = self.train_one_epoch(epoch)
             self.end_epoch(epoch, train_loss, train_acc, rate, seconds)
             if after_epoch is not None and self.ctx.is_main:
-                after_epoch(epoch + 1, self.model)
+                after_epoch(epoch + 1, self.kept_model)
         return last
 
     def finish(self, epochs_done: int) -> "TrainResult":
@@ -376,7 +389,8 @@ def train(
             trainer.restore(resume_payload)
         # best + last for a new run; a resumed one replaces files that exist (one temporary at a time).
         # Every rank checks, so that all stop together rather than wait for rank 0 forever.
-        check_free_space(config.save_dir, checkpoint_bytes(trainer.model) * (1 if resume_payload else 2))
+        weight_copies = 1 if trainer.average is None else 2
+        check_free_space(config.save_dir, checkpoint_bytes(trainer.model, weight_copies) * (1 if resume_payload else 2))
         try:
             if ctx.is_main:
                 trainer.open_run_log()

@@ -1,0 +1,55 @@
+"""An exponential moving average of the weights: the model a run validates, saves and serves.
+
+Mid-run, the weights a high learning rate leaves are noisy; an average of the last ~100 steps
+(`weight_average: 0.99`) is a better model at every epoch boundary, and at the end of a
+one-cycle schedule, whose rate anneals to ~0, the two meet. Measured 5 Dec (docs/benchmarks.md,
+"an average of the weights"): SimpleCNN's epoch 2 at 99.42% test against 99.23%.
+
+torch's `AveragedModel` does the bookkeeping (parameters and BatchNorm's buffers, each device
+and dtype in one fused call); the blend here adds a warm-up, the decay growing as
+(1 + n) / (10 + n) towards its value, so that a run of a few steps (tests, `--limit-train`)
+is not left near its random initial weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+WARM_UP = 10.0  # the warm-up's decay after n updates: (1 + n) / (WARM_UP + n)
+
+
+class WeightAverage:
+    """The average of `model`'s weights, updated after every optimiser step."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.averaged = AveragedModel(model, multi_avg_fn=self._blend, use_buffers=True)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.averaged.module
+
+    def update(self, model: nn.Module) -> None:
+        self.averaged.update_parameters(model)
+        self.updates += 1
+
+    def _blend(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _count: torch.Tensor) -> None:
+        decay = min(self.decay, (1 + self.updates) / (WARM_UP + self.updates))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        else:  # BatchNorm's count of batches seen: an integer, kept as the model has it
+            for mean, latest in zip(averaged, current):
+                mean.copy_(latest)
+
+    def state(self) -> dict[str, Any]:
+        return {"updates": self.updates}
+
+    def restore(self, weights: dict[str, torch.Tensor], state: dict[str, Any] | None) -> None:
+        """Continue from a checkpoint's averaged weights (`state` None: from the trained weights alone)."""
+        self.model.load_state_dict(weights)
+        self.updates = int(state["updates"]) if state else 0
+        self.averaged.n_averaged.fill_(self.updates)  # 0: the next update copies the model afresh
