@@ -109,7 +109,7 @@ def _require_drawable(predictor: Predictor) -> None:
 
 def _require_display() -> None:
     """Qt aborts the process (no exception, a core dump) when it cannot reach a display: check first."""
-    if not sys.platform.startswith("linux") or os.environ.get("WAYLAND_DISPLAY"):
+    if not sys.platform.startswith("linux") or (os.environ.get("WAYLAND_DISPLAY") and _qt_speaks_wayland()):
         return
     display = os.environ.get("DISPLAY", "")
     problem = "DISPLAY is not set" if not display else f"no X server answers on DISPLAY={display}"
@@ -119,6 +119,14 @@ def _require_display() -> None:
     if not _x_server_lets_us_in(display):  # sudo, a container, `ssh -X` without xauth
         raise UserError(f"the X server on DISPLAY={display} refused this process (no authorisation): run the "
                         "demo as the desktop's own user, or pass its cookie (XAUTHORITY, `xauth`)")
+
+
+def _qt_speaks_wayland() -> bool:
+    """Whether the Qt inside OpenCV may draw on Wayland. opencv-python's wheels ship X11's plugin (xcb)
+    alone, so a Wayland session still needs DISPLAY (XWayland); an OpenCV built against the system's Qt
+    has no such folder, and Qt judges for itself."""
+    plugins = Path(cv2.__file__).parent / "qt" / "plugins" / "platforms"
+    return not plugins.is_dir() or any(plugins.glob("*wayland*"))
 
 
 def _x_server_answers(display: str) -> bool:
@@ -228,7 +236,7 @@ class _Window:
         if self.dirty:
             cv2.imshow(WINDOW, render(self.state, self.layout, self.names, self.idle, self.hint))
             self.dirty = False
-        key = cv2.waitKey(15) & 0xFF
+        key = _read_key()
         if key == 27 or not _window_open():
             return False
         if key in (ord("s"), ord("S")):
@@ -254,6 +262,14 @@ class _Window:
         _x, _y, width, height = cv2.getWindowImageRect(WINDOW)
         if width > 0 and height > 0 and (width, height) != self.size:
             self.size, self.layout, self.dirty = (width, height), compute_layout(width, height), True
+
+
+def _read_key() -> int:
+    """The pressed key's character code, or -1 for none. Keys without a character (Page Up, Insert,
+    arrows, media keys) come as X key codes above 0xFF: `waitKey(...) & 0xFF` folded them onto
+    letters and digits, and Page Up undid a label, Play/Pause saved the drawing as a 1."""
+    key = cv2.waitKeyEx(15)
+    return key if 0 <= key <= 0xFF else -1
 
 
 def _window_open() -> bool:
