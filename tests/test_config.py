@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from mnist_classifier.config import config_from_dict, resolve_config
+from mnist_classifier.config import config_from_dict, read_yaml_config, resolve_config
 from mnist_classifier.errors import UserError
 
 
@@ -27,6 +27,19 @@ def test_model_flag_picks_that_models_recipe():
 def test_impossible_values_are_one_line_errors(key, value):
     with pytest.raises(UserError, match=key):
         resolve_config(None, {key: value})
+
+
+def test_a_key_set_twice_in_the_recipe_is_refused_not_overwritten(tmp_path):
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("model_name: simple_cnn\nweight_average: 0.9\nepochs: 2\nweight_average: 0.5\n")
+    with pytest.raises(UserError) as error:
+        resolve_config(recipe, {})
+    assert str(error.value) == f"config file {recipe}: weight_average is set twice (lines 2 and 4): keep one"
+    recipe.write_text("model_options: {pool_first: true, pool_first: false}\n")  # inside a mapping too
+    with pytest.raises(UserError, match="pool_first is set twice"):
+        resolve_config(recipe, {})
+    recipe.write_text("base: &base {epochs: 2}\nrun:\n  <<: *base\n  epochs: 3\n")  # a merge may be overridden
+    assert read_yaml_config(recipe)["run"] == {"epochs": 3}
 
 
 def test_a_quoted_number_in_the_recipe_says_so(tmp_path):

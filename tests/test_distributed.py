@@ -83,6 +83,16 @@ def test_global_batch_must_split_evenly(tmp_path, mnist_raw_dir):
     assert "must divide evenly over 2 processes" in done.stderr
 
 
+def test_sync_batchnorm_on_cpu_processes_is_one_line_not_a_traceback(tmp_path, mnist_raw_dir):
+    recipe = tmp_path / "sync.yaml"
+    recipe.write_text("model_name: simple_cnn\nsync_batchnorm: true\n")
+    done = torchrun_train(tmp_path, "--config", str(recipe), timeout=120)
+    assert done.returncode != 0
+    assert "error: sync_batchnorm works across GPUs only, and these processes train on the cpu" in done.stderr
+    # torchrun's own summary of the failed ranks has a traceback of its own; the ranks print one line
+    assert "SyncBatchNorm layers only work" not in done.stderr and "training.py" not in done.stderr
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_device_cuda_without_a_gpu_is_one_clear_line(tmp_path, capsys):
     from mnist_classifier.cli import main

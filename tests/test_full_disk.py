@@ -9,7 +9,10 @@ gives a real ENOSPC. Without permission to mount, the tests are skipped.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +61,15 @@ def train_argv(tmp_path: Path, save_dir: Path, *extra: str) -> list[str]:
             "--log-dir", str(tmp_path / "runs"), *extra]
 
 
+def fill_after_first_epoch(mount: Path, first_file: Path, timeout: float = 120.0) -> None:
+    """Once `first_file` is saved, fill the disk up to half a checkpoint's room, as another program might."""
+    deadline = time.monotonic() + timeout
+    while not first_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    room = shutil.disk_usage(mount).free - int(CHECKPOINT_MB * 1e6 / 2)
+    (mount / "filler").write_bytes(b"\0" * max(0, room))
+
+
 def one_error_line(capsys) -> tuple[str, str]:
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -101,25 +113,29 @@ def test_save_dir_without_room_for_a_checkpoint_is_refused_before_training(tmp_p
         assert cli.main(train_argv(tmp_path, mount)) == 2
         line, out = one_error_line(capsys)
         assert list(mount.iterdir()) == []
-    assert f"free in {mount}" in line and "checkpoints need about 9.4 MB" in line
+    assert f"free in {mount}" in line and "checkpoints need about 14.1 MB" in line  # best, its replacement, last
     assert_no_training_started(tmp_path, out)
 
 
 def test_disk_filling_mid_run_is_reported_and_loses_nothing(tmp_path, capsys, one_thread, mnist_raw_dir):
-    # Room for epoch 1's best + last (2 x 4.71 MB), not for epoch 2's next temporary file.
-    size_mb = round(CHECKPOINT_MB * 2.5)
+    # Room for the three checkpoint files a run needs at once, until another writer fills the disk
+    # after epoch 1: then not for epoch 2's next temporary file.
+    size_mb = round(CHECKPOINT_MB * 3.5)
     with tmpfs(tmp_path / "filling", f"{size_mb}m") as mount:
+        filler = threading.Thread(target=fill_after_first_epoch, args=(mount, mount / "simple_cnn_last.pth"))
+        filler.start()
         assert cli.main(train_argv(tmp_path, mount)) == 2
+        filler.join()
         line, out = one_error_line(capsys)
         assert "epoch  1/2" in out and "epoch  2/2" not in out
         assert "could not save checkpoint" in line and "No space left on device" in line
         assert "checkpoints already on disk are intact" in line
         # Nothing half-written, and what epoch 1 saved still loads.
-        assert sorted(p.name for p in mount.iterdir()) == ["simple_cnn_best.pth", "simple_cnn_last.pth"]
+        assert sorted(p.name for p in mount.iterdir()) == ["filler", "simple_cnn_best.pth", "simple_cnn_last.pth"]
         last = load_checkpoint(mount / "simple_cnn_last.pth")
         assert last["epoch"] == 1 and load_checkpoint(mount / "simple_cnn_best.pth")["epoch"] == 1
         # Space freed: the run resumes from epoch 1 and finishes; nothing was lost.
-        subprocess.run(["mount", "-o", f"remount,size={size_mb * 3}m", str(mount)], check=True)
+        (mount / "filler").unlink()
         assert cli.main(["train", "--resume", str(mount / "simple_cnn_last.pth")]) == 0
         out = capsys.readouterr().out
         assert "epoch  2/2" in out and "epoch  1/2" not in out and "test accuracy" in out

@@ -64,7 +64,7 @@ class TrainConfig:
     device: str = "auto"  # hardware.py: CUDA, then MPS, then XPU, else the CPU
     precision: str = "auto"  # hardware.py: bf16 autocast where the hardware computes bf16, else fp32
     num_threads: int | None = None  # None: torch's default, one per physical core (split across torchrun ranks)
-    sync_batchnorm: bool = False  # only under torchrun
+    sync_batchnorm: bool = False  # only under torchrun, on GPUs
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line UserError for any value that cannot work."""
@@ -172,6 +172,8 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         hint = "; a .pth is continued with --resume" if path.suffix == ".pth" else ""
         raise UserError(f"config file {path} is not a YAML text file (not UTF-8){hint}") from None
+    except _DuplicateKey as error:
+        raise UserError(f"config file {path}: {error}: keep one") from None
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML ({error.__class__.__name__}): fix its syntax") from None
     if not isinstance(values, dict):
@@ -179,9 +181,26 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     return values
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, first_line: int, second_line: int):
+        super().__init__(f"{key} is set twice (lines {first_line} and {second_line})")
+
+
 class _Yaml12Numbers(yaml.SafeLoader):
     """PyYAML reads YAML 1.1, where `1e-3` (an exponent without a dot) is text; YAML 1.2, and
-    everyone writing a learning rate, means the number."""
+    everyone writing a learning rate, means the number. A key set twice is refused: PyYAML would
+    keep the last value without a word, and a recipe's first value would be silently ignored."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[str, int] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":  # merges may override
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in first_lines:
+                raise _DuplicateKey(key_node.value, first_lines[key_node.value], line)
+            first_lines[key_node.value] = line
+        return super().construct_mapping(node, deep)
 
 
 _Yaml12Numbers.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),

@@ -373,6 +373,9 @@ def train(
             speak(f"this run already trained all {config.epochs} epochs and was calibrated and tested "
                   f"({finished.test_accuracy:.2%}): nothing to do; start a new run without --resume to train afresh")
             return finished if ctx.is_main else None
+        if config.sync_batchnorm and ctx.distributed and ctx.device.type != "cuda":  # torch's SyncBatchNorm
+            raise UserError(f"sync_batchnorm works across GPUs only, and these processes train on the "
+                            f"{ctx.device.type}: leave it out of the recipe")
         if config.batch_size % ctx.world_size:
             raise UserError(f"batch_size {config.batch_size} is the global batch: it must divide evenly "
                             f"over {ctx.world_size} processes")
@@ -387,10 +390,11 @@ def train(
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)
-        # best + last for a new run; a resumed one replaces files that exist (one temporary at a time).
-        # Every rank checks, so that all stop together rather than wait for rank 0 forever.
+        # A new run keeps best + last and, while it replaces best, that file's temporary copy; a resumed
+        # one replaces files that exist (one temporary at a time). Every rank checks, so that all stop
+        # together rather than wait for rank 0 forever.
         weight_copies = 1 if trainer.average is None else 2
-        check_free_space(config.save_dir, checkpoint_bytes(trainer.model, weight_copies) * (1 if resume_payload else 2))
+        check_free_space(config.save_dir, checkpoint_bytes(trainer.model, weight_copies) * (1 if resume_payload else 3))
         try:
             if ctx.is_main:
                 trainer.open_run_log()
