@@ -89,6 +89,7 @@ def test_a_shipped_recipe_is_named_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ here, as for a pip-installed user
     seed = resolve_config("seed_recipe", {})
     assert (seed.batch_size, seed.optimizer, seed.scheduler) == (64, "adam", "plateau")
+    assert (seed.augment, seed.pen_redraw, seed.paper_redraw, seed.outlier_weight) == (False, 0, 0, 0)  # as the seed ran
     assert resolve_config("seed_recipe.yaml", {}) == seed
     assert resolve_config(None, {}).outlier_target == "class"  # the recipe, not the dataclass default
     with pytest.raises(UserError) as error:
