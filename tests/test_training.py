@@ -18,6 +18,7 @@ from mnist_classifier.config import resolve_config
 from mnist_classifier import training
 from mnist_classifier.errors import UserError
 from mnist_classifier.run_files import new_run_folder, resume_config
+from mnist_classifier.optimization import build_scheduler
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, REPO_ROOT
@@ -271,7 +272,7 @@ def test_the_one_cycle_schedule_runs_for_any_number_of_steps(steps):
     # 25% warm-up of exactly 4 steps is 0 steps, and OneCycleLR divided by it (a tiny --limit-train run)
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9)
-    scheduler = training.build_scheduler(resolve_config(None, {"epochs": 1}), optimizer, steps)
+    scheduler = build_scheduler(resolve_config(None, {"epochs": 1}), optimizer, steps)
     for _ in range(steps):
         optimizer.step()
         scheduler.step()
