@@ -14,6 +14,7 @@ import argparse
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -118,9 +119,25 @@ def served_models() -> list[tuple[str, int, bool]]:
             (f"ONNX Runtime, --workers {cores}: the default", cores, True)]
 
 
-def measured_on() -> str:
-    """When and on what, taken before the first section: its load average is the machine's, not ours."""
-    return f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}."
+def measured_on(quick: bool = False) -> str:
+    """When, on what and of what, taken before the first section: its load average is the machine's, not ours."""
+    kind = "quick runs (`--quick`: smaller than the targets assume)" if quick else "full runs"
+    return (f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}. "
+            f"Trained: {recipe()}; {kind}.")
+
+
+def recipe() -> str:
+    """What `make train` trains, which every training section here runs: its figures hold for this recipe only."""
+    from mnist_classifier.config import resolve_config
+
+    config = resolve_config(None, {})
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        at = commit.stdout.strip() if commit.returncode == 0 else "outside a git checkout"
+    except OSError:  # no git on this machine
+        at = "unknown"
+    return (f"the `make train` recipe at commit {at} ({config.model_name}, model_options "
+            f"{config.model_options or 'none'}, {config.epochs} epochs, weight_average {config.weight_average})")
 
 
 def write_report(parts: list[tuple[str, str]], command: str, heading: str, path: Path | None = None) -> None:
@@ -145,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if not checkpoint.is_file():
         print(f"error: checkpoint {checkpoint} not found: run `make train` first", file=sys.stderr)
         return 2
-    heading = measured_on()
+    heading = measured_on(args.quick)
     print(heading, flush=True)
     parts, failed = measure_all(sections(checkpoint, args.quick))
     command = shlex.join(["make", "bench-quick" if args.quick else "bench"])

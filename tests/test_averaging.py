@@ -8,16 +8,15 @@ from torch import nn
 from mnist_classifier.averaging import WeightAverage
 
 
-def tiny_model(weight: float) -> nn.Module:
-    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
-    with torch.no_grad():
-        model[0].weight.fill_(weight)
-    return model
-
-
 def set_weight(model: nn.Module, weight: float) -> None:
     with torch.no_grad():
         model[0].weight.fill_(weight)
+
+
+def tiny_model(weight: float) -> nn.Module:
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    set_weight(model, weight)
+    return model
 
 
 def test_the_average_warms_up_then_keeps_its_decay():

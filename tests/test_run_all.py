@@ -61,3 +61,6 @@ def test_the_heading_names_the_cpu_flags_and_the_training_precision():
     heading = run_all.measured_on()
     assert "avx512_bf16 " in heading and "amx_bf16 " in heading and "torch " in heading
     assert "training precision bf16 (auto:" in heading or "training precision fp32 (auto:" in heading
+    # which recipe the training figures are of: they changed with it (6 Dec: 3 -> 4 epochs, a weight average)
+    assert "the `make train` recipe at commit " in heading and "4 epochs, weight_average 0.99" in heading
+    assert "full runs" in heading and "quick runs" in run_all.measured_on(quick=True)

@@ -119,6 +119,13 @@ def test_tensorboard_run_has_the_seed_tags(one_epoch):
                 "Val/Loss_epoch", "Val/Acc_epoch", "LR"):
         assert tag in tags, tag
     assert (result.run_dir / "config.yaml").read_text().startswith("model_name: simple_cnn")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["augment"].string_value == "true" and hparams["sync_batchnorm"].string_value == "false"
+    assert hparams["model_options.pool_first"].string_value == "true"  # on/off as words, not 1.0 and 0.0
+    assert hparams["weight_average"].number_value == 0.99 and hparams["epochs"].number_value == 1
 
 
 @pytest.mark.parametrize("flags,message", [

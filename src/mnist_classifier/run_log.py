@@ -50,9 +50,9 @@ class RunLog:
     def result(self, precision_used: str, test_accuracy: float, best_val_accuracy: float, test_logits: torch.Tensor,
                test: Split, class_names: Sequence[str], epochs_done: int) -> None:
         """The run's hyper-parameters next to its scores, and the test set's figures."""
-        hparams = {key: value for key, value in self.config.items() if isinstance(value, (int, float, str, bool))}
-        hparams.update({f"model_options.{key}": value for key, value in self.config.get("model_options", {}).items()
-                        if isinstance(value, (int, float, str, bool))})
+        options = {f"model_options.{key}": value for key, value in self.config.get("model_options", {}).items()}
+        hparams = {key: _hparam(value) for key, value in (self.config | options).items()
+                   if isinstance(value, (int, float, str, bool))}
         hparams["precision_used"] = precision_used
         self.writer.add_hparams(hparams, {"hparam/test_accuracy": test_accuracy,
                                           "hparam/best_val_accuracy": best_val_accuracy}, run_name=".")
@@ -66,3 +66,9 @@ class RunLog:
         scalars) would show a run that never was."""
         self.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _hparam(value: int | float | str | bool) -> int | float | str:
+    """torch's add_hparams tests for numbers before booleans (a bool is an int), so `augment: true`
+    would show as 1.0: on/off settings go in as the words the recipe uses."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
