@@ -27,7 +27,7 @@ def test_the_average_warms_up_then_keeps_its_decay():
     set_weight(model, 3.0)
     average.update(model)  # one update done: decay (1 + 1) / (10 + 1) = 2/11
     assert average.model[0].weight.item() == pytest.approx(1.0 * 2 / 11 + 3.0 * 9 / 11)
-    average.updates = 5_000  # long past the warm-up: the decay itself
+    average.averaged.n_averaged.fill_(5_000)  # long past the warm-up: the decay itself
     before = average.model[0].weight.item()
     average.update(model)
     assert average.model[0].weight.item() == pytest.approx(0.99 * before + 0.01 * 3.0)

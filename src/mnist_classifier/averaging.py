@@ -27,19 +27,23 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
-        self.updates = 0
         self.averaged = AveragedModel(model, multi_avg_fn=self._blend, use_buffers=True)
 
     @property
     def model(self) -> nn.Module:
         return self.averaged.module
 
+    @property
+    def updates(self) -> int:
+        return int(self.averaged.n_averaged)
+
     def update(self, model: nn.Module) -> None:
         self.averaged.update_parameters(model)
-        self.updates += 1
 
-    def _blend(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _count: torch.Tensor) -> None:
-        decay = min(self.decay, (1 + self.updates) / (WARM_UP + self.updates))
+    def _blend(self, averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor) -> None:
+        """`count`: the updates before this one (the first copied the weights; this is never called for it)."""
+        done = float(count)
+        decay = min(self.decay, (1 + done) / (WARM_UP + done))
         if torch.is_floating_point(averaged[0]):
             torch._foreach_lerp_(averaged, current, 1.0 - decay)
         else:  # BatchNorm's count of batches seen: an integer, kept as the model has it
@@ -52,5 +56,4 @@ class WeightAverage:
     def restore(self, weights: dict[str, torch.Tensor], state: dict[str, Any] | None) -> None:
         """Continue from a checkpoint's averaged weights (`state` None: from the trained weights alone)."""
         self.model.load_state_dict(weights)
-        self.updates = int(state["updates"]) if state else 0
-        self.averaged.n_averaged.fill_(self.updates)  # 0: the next update copies the model afresh
+        self.averaged.n_averaged.fill_(int(state["updates"]) if state else 0)  # 0: the next update copies afresh

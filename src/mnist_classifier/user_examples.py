@@ -45,7 +45,7 @@ LOCK = ".examples.lock"
 MAX_EXAMPLES = 20_000
 MAX_BYTES = 200 * 1024 * 1024
 _EXAMPLE_IMAGE = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names `add` gives
-_NAMED_IMAGE = re.compile(rb"(?:drawings|inputs)/\d{8}-\d{6}-[0-9a-f]{8}\.png")
+_NAMED_IMAGE = re.compile(rb"(?:drawings|inputs)/" + _EXAMPLE_IMAGE.pattern.encode())  # in the index's bytes
 LOCK_TIMEOUT = 10.0  # seconds: another process holding the lock longer than this has hung
 
 
