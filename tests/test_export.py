@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -64,6 +65,15 @@ def test_temperature_and_refusal_threshold_survive_export_and_reload(onnx_path, 
     inputs = [Preprocessed(image, True) for image in [*mnist_data.test.images[:200].numpy(), *scribbles]]
     verdicts = [[a.verdict for a in predictor.answers(inputs)] for predictor in (from_torch, from_onnx)]
     assert verdicts[0] == verdicts[1] and "not_a_digit" in verdicts[0] and "digit" in verdicts[0]
+    # the file spells out its rule for readers without this package: onnxruntime alone, the same verdicts
+    meta = {entry.key: entry.value for entry in onnx.load(onnx_path).metadata_props}
+    assert meta["reject_rule"].startswith("not a digit when temperature * logsumexp(logits / temperature) < ")
+    temperature, threshold = float(meta["temperature"]), json.loads(meta["reject_threshold"])
+    batch = np.stack([(item.image / 255 - float(meta["normalization_mean"])) / float(meta["normalization_std"])
+                      for item in inputs]).astype(np.float32)[:, None]
+    logits = ort.InferenceSession(str(onnx_path)).run(None, {"images": batch})[0].astype(np.float64) / temperature
+    scores = temperature * (logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)))
+    assert ["not_a_digit" if score < threshold else "digit" for score in scores] == verdicts[1]
 
 
 def test_onnx_file_describes_itself(onnx_path, small_checkpoint):
@@ -145,6 +155,28 @@ def test_improved_cnn_exports_within_tolerance(tmp_path):
                                   "normalization": {"mean": 0.1307, "std": 0.3081}}, tmp_path / "improved.pth")
     predictor = load_predictor(export_onnx(checkpoint, tmp_path / "improved.onnx", data_dir=DATA_DIR))
     assert predictor.model_name == "improved_cnn" and predictor.info["parameters"] > 1_000_000
+
+
+@pytest.mark.parametrize("shape, elem_type", [(["batch", 784], onnx.TensorProto.FLOAT),
+                                               (["batch", 1, 28, 28], onnx.TensorProto.INT64)])
+def test_an_onnx_file_with_our_metadata_but_another_input_is_one_line_error(onnx_path, tmp_path, shape, elem_type):
+    """Flattened rows, or integers: onnxruntime would fail with a traceback at the first answer."""
+    from onnx import helper
+
+    width = 784 if len(shape) == 2 else 28
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["images"], ["floats"], to=onnx.TensorProto.FLOAT),
+         helper.make_node("MatMul", ["floats", "weights"], ["logits"])], "other",
+        [helper.make_tensor_value_info("images", elem_type, shape)],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.zeros((width, 10), np.float32), "weights")])
+    other = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    other.ir_version = onnx.load(onnx_path).ir_version
+    other.metadata_props.extend(onnx.load(onnx_path).metadata_props)
+    onnx.save(other, tmp_path / "other.onnx")
+    with pytest.raises(CheckpointError, match=r"takes tensor\(.*\) of shape .*, not float32 \(N, 1, 28, 28\)") as caught:
+        load_predictor(tmp_path / "other.onnx")
+    assert "\n" not in str(caught.value)
 
 
 def with_metadata(onnx_path, path, **changes):

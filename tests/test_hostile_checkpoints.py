@@ -82,6 +82,8 @@ def write_broken(path: Path, kind: str, small_checkpoint) -> Path:
             payload["model_name"] = "improved_cnn"
         elif kind == "unknown-architecture":
             payload["model_name"] = "resnet9000"
+        elif kind == "class-names-string":  # each character would have cost a 256-weight row of the last layer
+            payload["class_names"] = "x" * 300_000
         elif kind == "shape-mismatched":
             weights = dict(payload["model_state_dict"])
             weights["fc1.weight"] = torch.zeros(256, 100)
@@ -103,6 +105,7 @@ BROKEN = {
     "wrong-architecture": "do not fit model 'improved_cnn'",
     "unknown-architecture": "unknown model 'resnet9000'",
     "shape-mismatched": "do not fit model 'simple_cnn'",
+    "class-names-string": "its class_names are not a list of at most 1000 names",
 }
 COMMANDS = ("evaluate", "predict", "export", "serve", "demo", "train --resume", "calibrate", "finetune")
 
@@ -185,7 +188,7 @@ def test_hostile_checkpoint_is_refused_and_never_runs(tmp_path, small_checkpoint
     line = refused_with_one_line(capsys, cli.main(argv(command, path)))
     assert str(path) in line
     if kind == "legacy-format":
-        assert "not a PyTorch checkpoint" in line
+        assert "is a pickle, not a zip archive: torch's old checkpoint format, which is not read here" in line
     else:
         assert "refused" in line and "could run code" in line
     assert not marker.exists(), "the payload ran"

@@ -160,6 +160,39 @@ def test_a_stack_of_digits_is_refused_not_read_as_one_colour_image(mnist_data, c
     assert reader.predict(colour).digit == reader.predict(digit).digit == int(mnist_data.test.labels[0])
 
 
+def test_flattened_digits_and_a_dataloader_batch_are_refused_with_the_reshape_that_reads_them(mnist_data):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digits, labels = mnist_data.test.images[:5].numpy(), list(mnist_data.test.labels[:5])
+    rows = digits.reshape(5, 784)  # scikit-learn's MNIST, x.view(N, -1): read as a strip they got a wrong digit
+    cases = {"5 flattened 28x28 digits": [rows, torch.from_numpy(rows).float() / 255],
+             "1 flattened 28x28 digit": [rows[:1], rows[0][:, None]],
+             "a batch of 5 digits": [digits[:, None], torch.from_numpy(digits[:, None])]}  # (N, 1, 28, 28)
+    for says, arrays in cases.items():
+        for array in arrays:
+            with pytest.raises(ImageError, match=re.escape(says) + r".*predict_batch\(list\(x.reshape\(-1, 28, 28\)\)\)"):
+                reader.predict(array)
+    assert [a.best_guess for a in reader.predict_batch(list(rows.reshape(-1, 28, 28)))] == labels
+    assert reader.predict(rows[0].reshape(28, 28)).digit == labels[0]
+    wide = cv2.resize(digits[0], (784, 300))  # a side of 784 px beside a long one: a picture, still read
+    assert reader.predict(wide).verdict in ("digit", "not_a_digit")
+
+
+def test_answers_compare_hash_and_print_by_their_fields(mnist_data):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    first, again, other = (reader.predict(mnist_data.test.images[i].numpy()) for i in (0, 0, 1))
+    assert first == again and hash(first) == hash(again) and first != other and first in [other, again]
+    assert len({first, again, other}) == 2
+    assert first.preview is not None and "preview" not in repr(first) and len(repr(first)) < 600
+
+
+def test_sparse_tensors_are_read_and_a_tensor_without_values_is_a_clear_error(mnist_data):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digit = torch.from_numpy(mnist_data.test.images[0].numpy())
+    assert reader.predict(digit.to_sparse()) == reader.predict(digit)
+    with pytest.raises(ImageError, match=r"^cannot read pixels from this meta tensor .*pass a tensor that holds"):
+        reader.predict(torch.empty(28, 28, device="meta"))
+
+
 def test_load_checks_the_reject_threshold_up_front():
     def threshold(value):
         return mnist_classifier.load(BUNDLED_ONNX, reject_threshold=value).predictor.calibration.reject_threshold
@@ -192,10 +225,14 @@ def test_predict_batch_refuses_one_image_and_names_the_item_it_cannot_read(mnist
     assert [a.best_guess for a in reader.predict_batch(digit for digit in digits)] == labels
 
 
-def test_load_expands_home_and_says_when_the_path_is_empty(tmp_path, monkeypatch):
+def test_load_and_predict_expand_home_and_say_when_the_path_is_empty(mnist_data, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     shutil.copy(BUNDLED_ONNX, tmp_path / "mine.onnx")
     assert mnist_classifier.load("~/mine.onnx").path == tmp_path / "mine.onnx"
+    big_png(mnist_data.test.images[0].numpy(), tmp_path / "digit.png")
+    assert mnist_classifier.load("~/mine.onnx").predict("~/digit.png").digit == int(mnist_data.test.labels[0])
+    with pytest.raises(ImageError, match=r"^~/missing.png: image file not found"):  # named as the user wrote it
+        mnist_classifier.load("~/mine.onnx").predict("~/missing.png")
     with pytest.raises(CheckpointError, match="empty model path"):
         mnist_classifier.load("")
 

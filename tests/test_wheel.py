@@ -57,6 +57,8 @@ def test_wheel_and_sdist_carry_the_model_and_the_page(dist):
     assert all(f"src/{name}" in members for name in SHIPPED)
     # the MIT licence that the metadata declares asks for its notice to travel with every copy
     assert "LICENSE" in members and any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    # setuptools would add tests/test_*.py without conftest.py and the fixtures: a suite that cannot run
+    assert not any(name.startswith("tests/") for name in members)
 
 
 @pytest.mark.slow

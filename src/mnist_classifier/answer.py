@@ -14,7 +14,7 @@ reads the same everywhere. A refusal is an answer, not an error.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import cv2
@@ -30,7 +30,9 @@ class Answer:
     best_guess: int | None  # None only when there is no ink
     confidence: float  # calibrated probability of best_guess; 0 when empty
     probabilities: tuple[float, ...]
-    preview: np.ndarray | None = None  # the (28, 28) uint8 input the model saw; None when empty
+    # the (28, 28) uint8 input the model saw; None when empty. Left out of ==, hash() and repr():
+    # an array compares element by element, and its 784 numbers would bury the answer in a print.
+    preview: np.ndarray | None = field(default=None, compare=False, repr=False)
     digit_score: float | None = None  # calibration.digit_scores; None when empty
 
     @property

@@ -35,6 +35,8 @@ from .plugins import PLUGIN_HINT
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL = b"\x80"  # the opcode a pickle of protocol 2 or later starts with
+MAX_CLASSES = 1000  # a stored class list longer than this is damage (or an attempt to make us allocate)
 SEED_MODEL = "simple_cnn"  # the original project's checkpoints name no model; its default was this one
 
 
@@ -87,11 +89,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: train one with `mnist-classifier train`")
     with open(path, "rb") as file:
-        if file.read(4) != ZIP_MAGIC:
-            raise CheckpointError(
-                f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive): "
-                "pass a .pth file saved by `mnist-classifier train`"
-            )
+        start = file.read(4)
+    if start[:1] == PICKLE_PROTOCOL:  # torch.save before torch 1.6, or pickle itself: not read, even weights-only
+        raise CheckpointError(
+            f"{path} is a pickle, not a zip archive: torch's old checkpoint format, which is not read here; "
+            "re-save it with a current torch (torch.save(torch.load(path, weights_only=True), path)) or retrain"
+        )
+    if start != ZIP_MAGIC:
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive): "
+            "pass a .pth file saved by `mnist-classifier train`"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -119,6 +127,18 @@ def stored_normalization(payload: dict[str, Any]) -> Normalization:
     return Normalization(float(stored.get("mean", spec.mean)), float(stored.get("std", spec.std)))
 
 
+def stored_class_names(payload: dict[str, Any], source: str | Path = "checkpoint") -> list[str]:
+    """The checkpoint's class names (the digits when it stores none), checked before anything is sized by them."""
+    names = payload.get("class_names")
+    if names is None or (isinstance(names, (list, tuple)) and not names):  # files before class names were kept
+        return [str(digit) for digit in range(10)]
+    if not isinstance(names, (list, tuple)) or len(names) > MAX_CLASSES \
+            or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(f"{source}: its class_names are not a list of at most {MAX_CLASSES} names: the file is "
+                              "damaged or was not made by mnist-classifier; retrain or restore it")
+    return list(names)
+
+
 def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
     """Build the architecture the checkpoint names and load its weights (eval mode)."""
     name = payload["model_name"]
@@ -127,7 +147,7 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
             f"{source} was made by unknown model '{name}': known models are {', '.join(sorted(MODEL_REGISTRY))}; "
             f"{PLUGIN_HINT}"
         )
-    num_classes = len(payload.get("class_names") or range(10))
+    num_classes = len(stored_class_names(payload, source))
     options = payload.get("model_options") or {}  # none stored: the network as the seed built it
     try:
         if not isinstance(options, dict):

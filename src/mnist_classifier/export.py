@@ -31,7 +31,7 @@ import torch
 
 from .bundled import BUNDLED_DIR, sha256_of
 from .calibration import Calibration
-from .checkpoint import load_model, nearest_existing, stored_normalization
+from .checkpoint import load_model, nearest_existing, stored_class_names, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError, to_stderr
 from .files import write_atomically
@@ -155,7 +155,7 @@ def _logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
 def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dict[str, Any],
                   opset: int, max_diff: float, checkpoint_path: Path, probe: np.ndarray) -> None:
     """Everything `load_onnx_predictor` needs, as strings (metadata_props holds only strings)."""
-    class_names = list(payload.get("class_names") or [str(d) for d in range(10)])
+    class_names = stored_class_names(payload)
     entries = {
         METADATA_KEY: METADATA_VERSION,
         "model_name": payload["model_name"],
@@ -180,7 +180,11 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
     calibration = Calibration.from_payload(payload)
     if calibration.fitted:  # absent: the Predictor loads it uncalibrated, as it would the checkpoint
         entries.update(temperature=repr(calibration.temperature),
-                       reject_threshold=json.dumps(calibration.reject_threshold))
+                       reject_threshold=json.dumps(calibration.reject_threshold),
+                       # the threshold is no probability: whoever reads this file without us needs the rule
+                       probabilities="softmax(logits / temperature)",
+                       reject_rule="not a digit when temperature * logsumexp(logits / temperature) < reject_threshold "
+                                   "(null: never refused)")
     del proto.metadata_props[:]
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)

@@ -38,10 +38,11 @@ def load_image(source) -> np.ndarray:
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, file = f"image data ({len(source)} bytes)", io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
-        name = file = os.fspath(source)
-        if os.path.isdir(name):
+        name = os.fspath(source)
+        file = os.path.expanduser(name)  # as load() expands a model's path; the message keeps the name given
+        if os.path.isdir(file):
             raise ImageError(f"{name} is a folder, not an image file; name the images in it")
-        if not os.path.isfile(name):
+        if not os.path.isfile(file):
             raise ImageError(f"{name}: image file not found; check the path")
     else:
         raise ImageError(f"cannot read an image from {type(source).__name__}; pass a "

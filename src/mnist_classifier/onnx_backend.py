@@ -86,9 +86,12 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
             f"ONNX model {path} is not readable ({_first_line(error)}): export it again"
         ) from None
     meta = backend.single.get_modelmeta().custom_metadata_map
-    names = [node.name for node in backend.single.get_inputs()]
-    if METADATA_KEY not in meta or names != ["images"]:
+    inputs = backend.single.get_inputs()
+    if METADATA_KEY not in meta or [node.name for node in inputs] != ["images"]:
         raise CheckpointError(f"ONNX model {path} was not exported by mnist-classifier: export it with `mnist-classifier export`")
+    if inputs[0].type != "tensor(float)" or list(inputs[0].shape[1:]) != [1, 28, 28]:
+        raise CheckpointError(f"ONNX model {path} takes {inputs[0].type} of shape {inputs[0].shape}, not float32 "
+                              "(N, 1, 28, 28): it is damaged or edited; export it again with `mnist-classifier export`")
     try:
         predictor = _predictor_from_metadata(backend, meta, path)
         expected = np.array(json.loads(meta[PROBE_KEY]), np.float32) if PROBE_KEY in meta else None

@@ -156,7 +156,14 @@ def as_image_source(image: Any) -> Any:
 
 def _tensor_to_array(tensor: Any) -> np.ndarray:
     """A (28, 28), (1, 28, 28), (1, 1, 28, 28) or (3, H, W) tensor -> an (H, W[, C]) array."""
-    array = tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
+    import torch  # already imported by whoever made the tensor
+
+    try:
+        dense = tensor.to_dense() if tensor.layout != torch.strided else tensor  # sparse: its pixels, zeros filled in
+        array = dense.detach().cpu().float().numpy() if dense.is_floating_point() else dense.detach().cpu().numpy()
+    except (RuntimeError, NotImplementedError, TypeError) as error:  # a meta tensor has no values to read
+        raise ImageError(f"cannot read pixels from this {tensor.device.type} tensor ({_first_line(error)}); "
+                         "pass a tensor that holds its pixel values") from None
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
     _refuse_a_stack_of_digits(array.shape, channels_last="x.permute(1, 2, 0)")
@@ -166,13 +173,32 @@ def _tensor_to_array(tensor: Any) -> np.ndarray:
 
 
 def _refuse_a_stack_of_digits(shape: tuple[int, ...], channels_last: str) -> None:
-    """(N, 28, 28) is N digits far more often than one 28x28 colour image stored channels first:
-    answering it as one image would silently drop N - 1 digits, so it is refused for torch and numpy alike."""
+    """Shapes that hold several digits, or one flattened, are refused rather than read as one odd image.
+
+    (N, 28, 28) is N digits far more often than one 28x28 colour image stored channels first,
+    and (N, 1, 28, 28) is a DataLoader's batch: answering either as one image would silently
+    drop N - 1 digits. (N, 784) and (784, 1) are rows of flattened digits (scikit-learn's
+    MNIST, x.view(N, -1)): read as a 784-px-long strip they get a confident wrong answer."""
+    batch = f"use predict_batch(list(x.reshape(-1, {CANVAS}, {CANVAS})))"
+    if len(shape) == 2 and _flattened_digits(shape):
+        count = shape[0] if shape[1] == CANVAS * CANVAS else shape[1]
+        raise ImageError(f"an image of shape {tuple(shape)} looks like {count} flattened {CANVAS}x{CANVAS} "
+                         f"digit{'s' if count > 1 else ''}: {batch}, or predict(x.reshape({CANVAS}, {CANVAS})) for one")
+    if len(shape) == 4 and shape[0] >= 2 and shape[1] == 1 and shape[2:] == (CANVAS, CANVAS):
+        raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: {batch}")
     if len(shape) != 3 or shape[0] < 2 or shape[1:] != (CANVAS, CANVAS):
         return
     colour = f", or if it is one colour image pass it channels-last ({channels_last})" if shape[0] in (3, 4) else ""
-    raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: "
-                     f"use predict_batch(list(x.reshape(-1, {CANVAS}, {CANVAS}))){colour}")
+    raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: {batch}{colour}")
+
+
+def _flattened_digits(shape: tuple[int, ...]) -> bool:
+    """A side of 784 pixels next to one at most a quarter as long: digits as rows (or a column), not a picture."""
+    return any(side == CANVAS * CANVAS and other <= side // 4 for side, other in (shape, shape[::-1]))
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _refuse_one_image_as_a_batch(images: Any) -> None:

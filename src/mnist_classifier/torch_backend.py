@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .calibration import Calibration
-from .checkpoint import load_model, stored_normalization
+from .checkpoint import load_model, stored_class_names, stored_normalization
 from .inference import Predictor
 from .models import count_parameters
 
@@ -45,7 +45,7 @@ def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path)
         model_name=payload["model_name"],
         mean=norm.mean,
         std=norm.std,
-        class_names=list(payload.get("class_names") or [str(d) for d in range(10)]),
+        class_names=stored_class_names(payload),
         info=checkpoint_info(payload, model, Path(path)),
         calibration=Calibration.from_payload(payload),
     )
