@@ -206,6 +206,31 @@ def test_ctrl_c_exits_130_and_writes_nothing(small_checkpoint, writer_folder, tm
     assert list(tmp_path.iterdir()) == []  # no model, no temporary file
 
 
+def test_tuning_another_base_never_replaces_the_tuned_model_that_answers(tuned, small_checkpoint, writer_folder,
+                                                                        monkeypatch, tmp_path, capsys):
+    import shutil
+
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT, choose_model
+    from mnist_classifier.finetune import keep_the_answering_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    shutil.copy(small_checkpoint, "models/simple_cnn_best.pth")
+    shutil.copy(tuned[3], "models/simple_cnn_user_best.pth")  # tuned from those very bytes: it answers
+    assert choose_model(None).tuned
+    before = sha256(Path("models/simple_cnn_user_best.pth"))
+    status = main(["finetune", "--checkpoint", "bundled", "--user-data", str(writer_folder / "user"),
+                   "--data-dir", str(DATA_DIR)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("error: models/simple_cnn_user_best.pth is the fine-tuned model that "
+                                          "answers now") and "--out models/simple_cnn_user_best.pth" not in err
+    assert "name the new one with --out" in err and sha256(Path("models/simple_cnn_user_best.pth")) == before
+    # tuning the answering model's own base again replaces it, as after a new `train`
+    keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), Path("models/simple_cnn_best.pth"), False)
+    with pytest.raises(UserError, match="the fine-tuned model that answers now"):
+        keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), BUNDLED_CHECKPOINT, True)
+
+
 def test_without_a_trained_model_it_starts_from_the_bundled_one(monkeypatch, tmp_path):
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT
 
@@ -223,6 +248,32 @@ def test_hold_back_is_stratified_seeded_and_keeps_one_to_learn():
     assert sorted(np.concatenate((train, held))) == list(range(len(labels)))
     assert np.array_equal(held, hold_back(labels, seed=0)[1])
     assert not np.array_equal(held, hold_back(labels, seed=1)[1])
+
+
+def test_a_drawing_saved_twice_is_never_both_learnt_and_held_back(mnist_data):
+    digits, labels = mnist_data.test.images[:60].numpy(), mnist_data.test.labels[:60].numpy()
+    images, labels = np.concatenate((digits, digits)), np.concatenate((labels, labels))  # every drawing twice
+    for seed in range(5):
+        train, held = hold_back(labels, seed, images=images)
+        assert len(held) > 0 and sorted(np.concatenate((train, held))) == list(range(len(labels)))
+        learnt = {images[index].tobytes() for index in train}
+        assert not any(images[index].tobytes() in learnt for index in held), seed
+
+
+def test_the_held_back_score_counts_a_refused_drawing_as_not_answered(small_checkpoint, mnist_data):
+    from mnist_classifier.calibration import Calibration
+    from mnist_classifier.checkpoint import load_model, stored_normalization
+    from mnist_classifier.data import Split
+    from mnist_classifier.finetune import measure
+
+    model, payload = load_model(small_checkpoint)
+    held, test = (Split(mnist_data.test.images[:200], mnist_data.test.labels[:200]),
+                  Split(mnist_data.test.images[200:400], mnist_data.test.labels[200:400]))
+    norm, stored = stored_normalization(payload), Calibration.from_payload(payload)
+    answering = measure(model, held, test, norm, test, stored)
+    refusing_all = measure(model, held, test, norm, test,
+                           Calibration(stored.temperature, float("inf"), fitted=True))
+    assert answering.held_back >= 0.9 and refusing_all.held_back == 0.0 and refusing_all.refused == 1.0
 
 
 def test_user_digits_cannot_be_fetched_or_trained_on(tmp_path):

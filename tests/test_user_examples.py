@@ -1,6 +1,7 @@
 """The user's example store: labels and counts, undo, limits, corrupt lines, several writers, kill -9."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 from mnist_classifier.answer import decide
 from mnist_classifier.errors import UserError
 from mnist_classifier.preprocess import to_mnist
+from mnist_classifier import user_examples
 from mnist_classifier.user_examples import INDEX, ExampleStore
 
 
@@ -327,6 +329,35 @@ def test_leftovers_of_a_writer_killed_mid_add_are_removed_by_the_next_add(tmp_pa
     assert users_own.read_bytes() == b"mine"
     for example in (kept, added):
         assert (tmp_path / example.drawing).is_file() and (tmp_path / example.input).is_file()
+
+
+@pytest.mark.parametrize("index_was", ["moved away", "re-saved as UTF-16"])
+def test_drawings_an_unreadable_or_missing_index_does_not_name_are_kept_by_the_next_add(tmp_path, mnist_data,
+                                                                                        index_was):
+    store = ExampleStore(tmp_path, warn=lambda _line: None)
+    earlier = [add(store, mnist_data, index).example for index in range(3)]
+    index = tmp_path / INDEX
+    if index_was == "moved away":
+        index.rename(tmp_path / "examples.jsonl.bak")
+    else:  # what an editor's "save as" may do: no line readable, no image name found in its bytes
+        index.write_bytes(index.read_text().encode("utf-16"))
+    added = add(ExampleStore(tmp_path, warn=lambda _line: None), mnist_data, 3).example
+    for example in (*earlier, added):
+        assert (tmp_path / example.drawing).is_file() and (tmp_path / example.input).is_file(), example.id
+
+
+def test_a_store_it_may_not_write_says_so_rather_than_asking_for_space(tmp_path, mnist_data, monkeypatch):
+    store = ExampleStore(tmp_path, warn=pytest.fail)
+    add(store, mnist_data, 0)
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    # a read-only mount (the tests run as root, whom file modes do not stop): every write refused
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(user_examples, "write_atomically", read_only)
+    for act in (lambda: add(store, mnist_data, 1), store.undo):
+        with pytest.raises(UserError, match=r"\(Read-only file system\): check that you may write to .*--user-data$"):
+            act()
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
 
 
 def test_undo_of_a_line_copied_by_hand_keeps_the_images_the_copy_names(tmp_path, mnist_data):

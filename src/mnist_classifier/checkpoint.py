@@ -73,9 +73,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def remove_partial_writes(directory: str | Path) -> list[Path]:
-    """Delete temporary files left by a process killed mid-save (the real files are intact)."""
-    leftovers = list(Path(directory).glob(".*.pth.*.tmp"))
+def remove_partial_writes(directory: str | Path, name: str = "*.pth") -> list[Path]:
+    """Delete temporary files left by a process killed mid-save of `name` (the real files are intact)."""
+    leftovers = list(Path(directory).glob(f".{name}.*.tmp"))
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return leftovers

@@ -44,7 +44,8 @@ from torch import nn
 from .bundled import (TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of,
                       tuned_from_current_model)
 from .calibration import Calibration, calibrate_logits, digit_scores
-from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, save_checkpoint, stored_normalization
+from .checkpoint import (check_writable, load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint,
+                         stored_normalization)
 from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
 from .data import Normalization, Split, load_data, load_local_split, to_model_input
@@ -72,7 +73,7 @@ NOT_CARRIED = ("optimizer_state_dict", "scheduler_state_dict", "rank_weight_chec
 
 @dataclass(frozen=True)
 class Scores:
-    held_back: float  # accuracy on the user's held-back examples
+    held_back: float  # share of the user's held-back examples answered with their digit (not refused)
     mnist_test: SplitScore
     refused: float | None  # share of held-out generated non-digits refused; None: the model never refuses
 
@@ -116,10 +117,12 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     model = model_from_checkpoint(payload, base)
     check_digit_model(payload, base)
     target = output_path(out, payload, base)
+    if out is None:
+        keep_the_answering_model(target, base, bundled)
     mine = read_examples(user_data)  # before MNIST is loaded: "too few" is said at once
     check_enough(mine.labels, user_data, len(payload.get("class_names") or range(10)))
     config = config_from_dict(payload.get("config") or {})  # no stored recipe: today's defaults
-    train_index, held_index = hold_back(mine.labels.numpy(), seed)
+    train_index, held_index = hold_back(mine.labels.numpy(), seed, images=mine.images.numpy())
     train_set, held = pick(mine, train_index), pick(mine, held_index)
     epochs = epochs or default_epochs(len(train_set))
     log(f"fine-tuning {payload['model_name']} ({describe_base(base, bundled)}) on {len(train_set)} of your "
@@ -138,6 +141,7 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
         after = measure(model, held, data.test, norm, non_digits, calibration)
     result = FinetuneResult(target, base, bundled, len(mine), len(train_set), len(held), before, after,
                             calibration, epochs, steps, time.perf_counter() - started)
+    remove_partial_writes(target.parent, target.name)  # what a finetune killed mid-save left (train removes its own)
     save_checkpoint(tuned_payload(payload, model, calibration, validation, result, user_data, seed), target)
     return result
 
@@ -181,6 +185,22 @@ def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> 
     return target
 
 
+def keep_the_answering_model(target: Path, base: Path, bundled: bool) -> None:
+    """Refuse to replace the fine-tuned model that answers now with one that would not answer
+    (tuned from --checkpoint bundled or another file, while another model is the default)."""
+    if target.resolve() != USER_CHECKPOINT.resolve() or not target.is_file() or not tuned_from_current_model(target):
+        return
+    default = choose_model(None, prefer_onnx=False, tuned=False)
+    if bundled == default.bundled and (bundled or base.resolve() == default.path.resolve()):
+        return  # tuning the default model again: the new one answers in its place
+    other = Path("models") / f"{'bundled' if bundled else base.stem}{USER_SUFFIX}"
+    if other.resolve() == target.resolve():
+        other = other.with_name(f"{base.stem}_2{USER_SUFFIX}")
+    raise UserError(f"{target} is the fine-tuned model that answers now (tuned from {default.path}); tuning "
+                    f"{describe_base(base, bundled)} would replace it with one that does not answer: name the new one "
+                    f"with --out, e.g. --out {other}, or delete {target} first")
+
+
 def read_examples(folder: str | Path) -> Split:
     """The user's examples (the reader `evaluate --dataset user-digits` uses); warnings go to stderr."""
     folder = Path(folder)
@@ -208,17 +228,34 @@ def check_enough(labels: torch.Tensor, folder: str | Path, num_classes: int = 10
     raise UserError(f"{need}: you have {len(labels)} in {folder}; add {more} more{which}")
 
 
-def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-back) indices: per digit a seeded `share`, at least one when it has two or more, never its last."""
+def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE,
+              images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-back) indices: per digit a seeded `share`, at least one when it has two or more, never its last.
+
+    With `images`, identical drawings (the same 28x28 input, saved twice) stay together on
+    one side: a copy held back of a drawing trained on would grade the model on its homework."""
     rng = np.random.default_rng(seed)
+    copies = _copy_groups(images) if images is not None else np.arange(len(labels))
     held = []
     for digit in np.unique(labels):
         members = np.flatnonzero(labels == digit)
         count = min(len(members) - 1, max(1, round(share * len(members))))
-        held.extend(rng.permutation(members)[:count].tolist())
+        groups = [members[copies[members] == group] for group in np.unique(copies[members])]
+        mine: list[int] = []
+        for order in rng.permutation(len(groups))[:-1]:  # one group at least is left to learn
+            if len(mine) >= count:
+                break
+            mine.extend(groups[order].tolist())
+        held.extend(mine)
     chosen = np.zeros(len(labels), bool)
     chosen[held] = True
     return np.flatnonzero(~chosen), np.flatnonzero(chosen)
+
+
+def _copy_groups(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) -> (N,) the same number for identical images."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.unique(flat, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 def pick(split: Split, index: np.ndarray) -> Split:
@@ -313,12 +350,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, digits: torch
 def measure(model: nn.Module, held: Split, test: Split, norm: Normalization, non_digits: Split,
             calibration: Calibration) -> Scores:
     held_logits = compute_logits(model, held, norm)
+    # Right means answered with the right digit: a right best guess under "not a digit?" is not what the user sees
+    right = (held_logits.argmax(1) == held.labels).numpy()
     refused = None
     if calibration.reject_threshold is not None:
+        right &= digit_scores(held_logits.numpy(), calibration.temperature) >= calibration.reject_threshold
         scores = digit_scores(compute_logits(model, non_digits, norm).numpy(), calibration.temperature)
         refused = float((scores < calibration.reject_threshold).mean())
-    return Scores(float((held_logits.argmax(1) == held.labels).double().mean()), score_split(model, test, norm),
-                  refused)
+    return Scores(float(right.mean()), score_split(model, test, norm), refused)
 
 
 def recalibrate(model: nn.Module, val: Split, norm: Normalization) -> tuple[Calibration, SplitScore]:
@@ -364,7 +403,7 @@ def provenance(result: FinetuneResult, user_data: str | Path, seed: int) -> dict
 def summary_text(result: FinetuneResult) -> str:
     """The before/after table `finetune` prints."""
     before, after, calibration = result.before, result.after, result.calibration
-    held = f"your {result.held_back} held-back drawings"
+    held = f"your {result.held_back} held-back drawings, right digit"
     mnist = f"MNIST test ({len(after.mnist_test.logits):,} images)"
     refused = f"generated non-digits refused ({NON_DIGITS_MEASURED:,})"
     width = max(len(held), len(mnist), len(refused))

@@ -12,7 +12,8 @@ On disk: `drawings/<id>.png` (the drawing as it was given to the preprocessing),
 happens under a file lock, images are written to a temporary name and renamed, and a line
 is appended with one write, so a crash leaves at worst one unreadable line, which readers
 skip with a one-line warning naming its problem, and images no line names, which the next
-process to add an example removes. Torch-free.
+process to add an example removes if they are newer than the index (older ones are drawings
+whose index was moved or re-encoded: kept). Torch-free.
 
 A readable line is a JSON object with exactly the fields of `Example`; its label a bare
 whole number 0..9 (`"3"` and `3.0` are refused, as `add` refuses them, rather than
@@ -21,6 +22,7 @@ dropped, by `undo` neither: a user may mend it by hand.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -270,8 +272,7 @@ class ExampleStore:
             except OSError as error:
                 for name in (example.drawing, example.input):
                     (self.folder / name).unlink(missing_ok=True)
-                raise UserError(f"cannot save the example in {self.folder} ({error.strerror}): "
-                                "free some space or pick another --user-data") from None
+                raise self._write_error("save the example in", error) from None
             counts = _counts(existing + [example], self.num_classes)
         return Saved(example, counts)
 
@@ -286,7 +287,10 @@ class ExampleStore:
             # Unreadable lines are kept: a label typo mended by hand must not cost the example.
             # The index is rewritten whole (temporary file + rename), so a crash keeps the old one.
             kept = b"".join(line.raw for line in lines if line.number != last.number)
-            write_atomically(self.index, kept)
+            try:
+                write_atomically(self.index, kept)
+            except OSError as error:
+                raise self._write_error("undo the last example in", error) from None
             for name in (last.example.drawing, last.example.input):
                 if name.encode("utf-8") not in kept:  # a copied line still names it
                     (self.folder / name).unlink(missing_ok=True)
@@ -295,17 +299,31 @@ class ExampleStore:
             return Saved(last.example, _counts([line.example for line in readable[:-1]], self.num_classes))
 
     def _sweep_leftovers(self) -> None:
-        """Remove what a writer killed mid-`add` left: temporary files, and images no line names.
-        Called under the lock, so no other writer is between writing its images and its line."""
+        """Remove what a writer killed mid-`add` left: temporary files, and images no line names
+        that were written after the index last changed (a writer writes its images, then its line).
+        Called under the lock, so no other writer is between writing its images and its line.
+        Older unnamed images are kept: an index moved away, or re-saved by an editor in another
+        encoding, names none of them, and the drawings are the user's work."""
+        try:
+            index_changed = self.index.stat().st_mtime
+        except FileNotFoundError:
+            index_changed = None  # no index to tell a leftover from a drawing: only temporary files go
         # Every image name the index mentions, read lines or not (a line mended by hand keeps its images)
         named = set(_NAMED_IMAGE.findall(self._index_bytes()))
         for folder in ("drawings", "inputs"):
             for path in (self.folder / folder).glob("*"):
                 leftover = path.name.endswith(".tmp") and path.name.startswith(".")
-                orphan = _EXAMPLE_IMAGE.fullmatch(path.name) and f"{folder}/{path.name}".encode() not in named
+                orphan = (index_changed is not None and _EXAMPLE_IMAGE.fullmatch(path.name)
+                          and f"{folder}/{path.name}".encode() not in named and _changed(path) >= index_changed)
                 if path.is_file() and (leftover or orphan):
                     path.unlink(missing_ok=True)
         self._swept = True
+
+    def _write_error(self, doing: str, error: OSError) -> UserError:
+        """The fix the failure calls for: room on the disk, or the right to write there."""
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space" if full else f"check that you may write to {self.folder} and its files"
+        return UserError(f"cannot {doing} {self.folder} ({error.strerror or error}): {fix}, or pick another --user-data")
 
     def _check_room(self, existing: list[Example], adding: int) -> None:
         if len(existing) >= self.max_examples:
@@ -362,6 +380,13 @@ def _png(image: np.ndarray) -> bytes:
     if not ok:
         raise UserError(f"cannot encode a drawing of shape {image.shape} as PNG")
     return encoded.tobytes()
+
+
+def _changed(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # removed meanwhile: nothing to sweep
+        return float("-inf")
 
 
 def _ends_with_newline(path: Path) -> bool:
