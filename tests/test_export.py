@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -177,6 +178,45 @@ def test_an_onnx_file_with_our_metadata_but_another_input_is_one_line_error(onnx
     with pytest.raises(CheckpointError, match=r"takes tensor\(.*\) of shape .*, not float32 \(N, 1, 28, 28\)") as caught:
         load_predictor(tmp_path / "other.onnx")
     assert "\n" not in str(caught.value)
+
+
+def test_a_model_torch_export_cannot_trace_is_a_one_line_error():
+    class BranchesOnValues(torch.nn.Module):  # Python control flow on a tensor's value: not traceable
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            return out * 2 if out.sum().item() > 1e9 else out
+
+    with pytest.raises(UserError, match=r"^cannot export BranchesOnValues to ONNX \(.*--backend torch$") as caught:
+        export_module._to_onnx(BranchesOnValues().eval(), 18)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_replaced_while_it_is_exported_leaves_no_cache_claiming_the_new_bytes(
+        small_checkpoint, tmp_path, monkeypatch):
+    """`train` saving a new best while `serve` exports: the old weights must not be cached under the new hash."""
+    served = tmp_path / "served.pth"
+    shutil.copyfile(small_checkpoint, served)
+    real_load = export_module.load_model
+
+    def load_then_replaced(path):
+        loaded = real_load(path)
+        payload = torch.load(small_checkpoint, weights_only=True)
+        payload["accuracy"] = 0.5  # other bytes, as a new best would be
+        torch.save(payload, tmp_path / "new.pth")
+        os.replace(tmp_path / "new.pth", served)
+        return loaded
+
+    monkeypatch.setattr(export_module, "load_model", load_then_replaced)
+    with pytest.raises(UserError, match="changed while it was being read for export"):
+        export_module.cached_export(served, DATA_DIR)
+    assert not served.with_suffix(".onnx").exists()
+    monkeypatch.setattr(export_module, "load_model", real_load)
+    cached = export_module.cached_export(served, DATA_DIR)  # the next start exports what is there now
+    assert load_onnx_predictor(cached).info["source_sha256"] == sha256_of(served)
 
 
 def with_metadata(onnx_path, path, **changes):

@@ -112,6 +112,26 @@ def test_real_digits_as_dark_on_light_pngs_are_recognised(api, digits, predictor
     assert answer["verdict"] == "digit" and answer["best_guess"] == answer["digit"] == 7
 
 
+def test_a_client_that_sends_its_whole_body_first_still_reads_the_413(api):
+    """Python's urllib writes all 2 MB before it reads: a server that answers from the
+    Content-Length and closes with the body unread resets the connection under it."""
+    import urllib.error
+    import urllib.request
+
+    statuses = []
+    for _ in range(12):
+        request = urllib.request.Request(str(api.base_url).rstrip("/") + "/api/predict", data=b"\0" * (2 * MAX_BODY),
+                                         headers={"Content-Type": "image/png"}, method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            statuses.append(200)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+        except OSError as error:  # ConnectionResetError, BrokenPipeError
+            statuses.append(type(error).__name__)
+    assert statuses == [413] * 12
+
+
 def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits, predictor):
     png = as_paper_png(digits[3])
     upload = api.post("/api/predict", files={"file": ("three.png", png, "image/png")})

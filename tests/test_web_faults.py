@@ -376,6 +376,31 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
 
 
+def test_workers_of_a_server_killed_outright_stop_answering(small_checkpoint, tmp_path):
+    """kill -9 (or the out-of-memory killer) gives the supervisor no chance to stop its workers:
+    they must not go on answering on a port no visible `serve` holds."""
+    with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
+        workers = wait_for_children(running.process.pid, count=2)
+        assert post_digits(running, 2)[0] is not None
+        running.process.kill()
+        running.process.wait()
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived a killed server"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{running.url}/api/health", timeout=5)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_one_worker_server_asked_to_stop_exits_0_as_several_workers_do(small_checkpoint, tmp_path, stop_signal):
+    with serve_command(small_checkpoint, tmp_path, "--workers", "1") as running:
+        assert post_digits(running, 1)[0] is not None
+        running.process.send_signal(stop_signal)
+        assert running.process.wait(timeout=15) == 0
+    assert "error" not in running.log.read_text() and "Traceback" not in running.log.read_text()
+
+
 def test_the_command_line_imports_no_torch_until_a_command_needs_it():
     """`serve`'s workers are spawned, and spawn re-imports the console script (`mnist-classifier`,
     i.e. mnist_classifier.cli) in each: torch there would cost every ONNX worker ~180 MB."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from .data import Normalization
 from .datasets import get_dataset_spec
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, first_line
 from .files import shared_mode
 from .models import MODEL_REGISTRY, create_model
 from .plugins import PLUGIN_HINT
@@ -108,10 +108,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"checkpoint {path} refused: it holds Python objects that could run code "
                 "(only plain tensors and numbers are loaded); use a checkpoint made by this project"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(error)}): retrain or restore it") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({first_line(error)}): retrain or restore it") from None
     except Exception as error:  # torch raises many types for foreign or cut files; all mean the same
         raise CheckpointError(
-            f"checkpoint {path} is not a readable PyTorch file ({_first_line(error)}): "
+            f"checkpoint {path} is not a readable PyTorch file ({first_line(error)}): "
             "it may be truncated; retrain or restore it"
         ) from None
     if not isinstance(payload, dict) or "model_state_dict" not in payload:
@@ -161,7 +161,7 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
         model.load_state_dict(payload["model_state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:
         raise CheckpointError(
-            f"{source}: its weights do not fit model '{name}' ({_first_line(error)}): "
+            f"{source}: its weights do not fit model '{name}' ({first_line(error)}): "
             "the file is damaged or mislabelled; retrain or restore it"
         ) from None
     return model.eval()
@@ -181,17 +181,6 @@ def _os_error_in(error: BaseException | None) -> OSError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    """torch's message, cut to what a user can act on: its first clause (and the one a colon announces)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    if text.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for X:" says nothing yet
-        text = f"{text} {lines[1]}"
-    text = text.split(" (", 1)[0].split(". ", 1)[0].rstrip(":.")  # asides and later sentences: torch's internals
-    text = text if len(text) <= 120 else text[:119].rstrip() + "…"
-    return text if len(text) > 12 else f"{error.__class__.__name__} {text}".strip()
 
 
 # ---------------------------------------------------------------- before a run writes any

@@ -32,3 +32,15 @@ class ImageError(UserError):
 def to_stderr(line: str) -> None:
     """Where a warning goes when stdout carries the command's result."""
     print(line, file=sys.stderr)
+
+
+def first_line(error: BaseException) -> str:
+    """A library's message (torch's, ONNX Runtime's) cut to what a user can act on: its first
+    clause, and the one a colon announces."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for X:" says nothing yet
+        text = f"{text} {lines[1]}"
+    text = text.split(" (", 1)[0].split(". ", 1)[0].rstrip(":.")  # asides and later sentences: torch's internals
+    text = text if len(text) <= 120 else text[:119].rstrip() + "…"
+    return text if len(text) > 12 else f"{error.__class__.__name__} {text}".strip()

@@ -33,7 +33,7 @@ from .bundled import BUNDLED_DIR, sha256_of
 from .calibration import Calibration
 from .checkpoint import load_model, nearest_existing, stored_class_names, stored_normalization
 from .data import Normalization, load_data, to_model_input
-from .errors import UserError, to_stderr
+from .errors import UserError, first_line, to_stderr
 from .files import write_atomically
 from .inference import probe_images
 from .onnx_backend import METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor
@@ -57,7 +57,7 @@ def export_onnx(
     checkpoint_path = Path(checkpoint_path)
     out_path = Path(out_path) if out_path else default_out(checkpoint_path)
     _check_writable(out_path, fix)
-    model, payload = load_model(checkpoint_path)
+    model, payload, source_sha256 = _load_unchanging(checkpoint_path)
     norm = stored_normalization(payload)
     proto = _to_onnx(model, opset)
     images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None,
@@ -70,8 +70,23 @@ def export_onnx(
         )
     info = checkpoint_info(payload, model, checkpoint_path)
     probe = _logits(model, to_model_input(torch.from_numpy(probe_images()), norm).numpy())
-    _set_metadata(proto, payload, norm, info, opset, max_diff, checkpoint_path, probe)
+    _set_metadata(proto, payload, norm, info, opset, max_diff, source_sha256, probe)
     return write_atomically(out_path, proto.SerializeToString())
+
+
+def _load_unchanging(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """The model and the SHA-256 of the very bytes it was loaded from. A checkpoint replaced
+    meanwhile (`train` saving a new best while `serve` exports) would otherwise leave a cache
+    holding the old weights under the new file's hash, served as up to date for good."""
+    try:
+        before = sha256_of(checkpoint_path)
+    except OSError:
+        before = None  # missing or unreadable: load_model says so, in the words every command uses
+    model, payload = load_model(checkpoint_path)
+    if before is None or sha256_of(checkpoint_path) != before:
+        raise UserError(f"{checkpoint_path} changed while it was being read for export (a training run saving "
+                        "it?); no file written: export again once it is saved")
+    return model, payload, before
 
 
 def default_out(checkpoint_path: Path) -> Path:
@@ -135,10 +150,15 @@ def _to_onnx(model: torch.nn.Module, opset: int):
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings(), _quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # exporter deprecation chatter, not our concern
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=["images"], output_names=["logits"], dynamic_shapes=({0: batch},),
-        )
+        try:
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=opset, verbose=False,
+                input_names=["images"], output_names=["logits"], dynamic_shapes=({0: batch},),
+            )
+        except Exception as error:  # torch.export's many errors: a model whose forward it cannot trace
+            raise UserError(f"cannot export {type(model).__name__} to ONNX ({first_line(error)}): its forward "
+                            "does something torch.export cannot trace (Python control flow on values?); "
+                            "use it with --backend torch") from None
     return program.model_proto
 
 
@@ -153,7 +173,7 @@ def _logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
 
 
 def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dict[str, Any],
-                  opset: int, max_diff: float, checkpoint_path: Path, probe: np.ndarray) -> None:
+                  opset: int, max_diff: float, source_sha256: str, probe: np.ndarray) -> None:
     """Everything `load_onnx_predictor` needs, as strings (metadata_props holds only strings)."""
     class_names = stored_class_names(payload)
     entries = {
@@ -170,7 +190,7 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
         "validation_accuracy": json.dumps(info["validation_accuracy"]),
         "test_accuracy": json.dumps(info["test_accuracy"]),
         "source_checkpoint": info["file"],
-        "source_sha256": sha256_of(checkpoint_path),  # lets a cached export tell it is stale
+        "source_sha256": source_sha256,  # lets a cached export tell it is stale
         "opset": str(opset),
         "max_abs_diff_vs_pytorch": f"{max_diff:.3e} on {CHECK_IMAGES} test images",
     }

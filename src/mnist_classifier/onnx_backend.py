@@ -16,7 +16,7 @@ import numpy as np
 
 from .calibration import UNCALIBRATED, Calibration
 from .cores import usable_cores
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, first_line
 from .inference import Predictor
 
 # Big batches run in chunks: ~500 images of activations stay in cache, 10,000 do not.
@@ -83,7 +83,7 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
         raise
     except Exception as error:  # onnxruntime's errors derive from Exception only
         raise CheckpointError(
-            f"ONNX model {path} is not readable ({_first_line(error)}): export it again"
+            f"ONNX model {path} is not readable ({first_line(error)}): export it again"
         ) from None
     meta = backend.single.get_modelmeta().custom_metadata_map
     inputs = backend.single.get_inputs()
@@ -96,7 +96,7 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
         predictor = _predictor_from_metadata(backend, meta, path)
         expected = np.array(json.loads(meta[PROBE_KEY]), np.float32) if PROBE_KEY in meta else None
     except (KeyError, ValueError, TypeError) as error:  # bad JSON, bad numbers, a list where a number was
-        raise CheckpointError(f"ONNX model {path} has damaged metadata ({_first_line(error)}): export it again") from None
+        raise CheckpointError(f"ONNX model {path} has damaged metadata ({first_line(error)}): export it again") from None
     predictor.check_sound(f"ONNX model {path}", expected)
     return predictor
 
@@ -147,8 +147,3 @@ def _onnxruntime():
     except ImportError:
         raise UserError("ONNX Runtime is not installed: `pip install onnxruntime`") from None
     return onnxruntime
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:160] if text else error.__class__.__name__

@@ -22,11 +22,8 @@ under a real name.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import signal
-import sys
 import time
 import zipfile
 from concurrent.futures.process import BrokenProcessPool
@@ -39,13 +36,14 @@ from typing import Callable
 import numpy as np
 from joblib import Parallel, delayed
 
+from .parent import end_with_the_parent
+
 # The modules whose code decides what is prepared: any edit to them prepares afresh.
 MAKERS = ("skeletons", "preprocess", "outliers", "doodles", "exposure")
 LIBRARIES = ("numpy", "cv2", "skimage", "scipy")
 KEEP = 6  # kept files, newest by use first: the full split's three, and room for another run's
 MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk, nor the processes
 IDLE_WORKERS_SECONDS = 10  # then the workers exit: training needs the cores and memory
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 # Each worker holds numpy, OpenCV and scikit-image (no torch: the makers' modules do not import it)
 # and its inputs: up to ~250 MB apiece for MNIST. Four make the set-up in a few seconds; more
 # would cost a laptop's memory for little.
@@ -106,7 +104,7 @@ def make_all(extras: list[Extra], workers: int = 1) -> list[np.ndarray]:
         # fork would inherit OpenCV's and OpenMP's thread pools without their threads (and hang),
         # multiprocessing's spawn would run the caller's script again in each worker.
         parts = Parallel(n_jobs=processes, backend="loky", idle_worker_timeout=IDLE_WORKERS_SECONDS,
-                         initializer=_end_with_the_parent,
+                         initializer=end_with_the_parent,
                          max_nbytes=None)(  # pickled, not memory-mapped: a container's /dev/shm may be small
             delayed(make)(*inputs) for _, make, inputs in tasks)
     except (BrokenProcessPool, OSError):  # a worker was killed (out of memory?) or none could start
@@ -135,13 +133,6 @@ def make_here(extras: list[Extra], threads: int = 1) -> list[np.ndarray]:
     """Each extra made in this process, the threaded ones on `threads` threads."""
     return [extra.make(*extra.inputs, threads=threads) if extra.threaded else extra.make(*extra.inputs)
             for extra in extras]
-
-
-def _end_with_the_parent() -> None:
-    """Linux: a worker ends with the run that started it, even a run killed by SIGKILL (loky's
-    workers would otherwise wait for ever to hand back their chunk)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _path(folder: Path | None, extra: Extra) -> Path | None:

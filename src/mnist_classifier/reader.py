@@ -26,7 +26,7 @@ from .bundled import ModelChoice, choose_model
 from .plugins import import_plugins
 from .calibration import reject_threshold_setting
 from .datasets import get_dataset_spec
-from .errors import CheckpointError, ImageError, UserError, to_stderr
+from .errors import CheckpointError, ImageError, UserError, first_line, to_stderr
 from .inference import Predictor
 from .preprocess import CANVAS, FRAMINGS, Preprocessed, to_mnist
 
@@ -162,7 +162,7 @@ def _tensor_to_array(tensor: Any) -> np.ndarray:
         dense = tensor.to_dense() if tensor.layout != torch.strided else tensor  # sparse: its pixels, zeros filled in
         array = dense.detach().cpu().float().numpy() if dense.is_floating_point() else dense.detach().cpu().numpy()
     except (RuntimeError, NotImplementedError, TypeError) as error:  # a meta tensor has no values to read
-        raise ImageError(f"cannot read pixels from this {tensor.device.type} tensor ({_first_line(error)}); "
+        raise ImageError(f"cannot read pixels from this {tensor.device.type} tensor ({first_line(error)}); "
                          "pass a tensor that holds its pixel values") from None
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
@@ -195,10 +195,6 @@ def _refuse_a_stack_of_digits(shape: tuple[int, ...], channels_last: str) -> Non
 def _flattened_digits(shape: tuple[int, ...]) -> bool:
     """A side of 784 pixels next to one at most a quarter as long: digits as rows (or a column), not a picture."""
     return any(side == CANVAS * CANVAS and other <= side // 4 for side, other in (shape, shape[::-1]))
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _refuse_one_image_as_a_batch(images: Any) -> None:

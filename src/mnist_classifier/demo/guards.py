@@ -24,6 +24,8 @@ MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits eas
 # Seconds for a whole request body (1 MB at 35 kB/s): a client that trickles bytes is cut
 # off with 408 instead of holding its connection forever.
 BODY_TIMEOUT = 30.0
+# A body refused by its Content-Length is still read up to this much, so that the client sees the 413
+DRAINED_AT_MOST = 16 * MAX_BODY
 SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 
 
@@ -114,6 +116,7 @@ class BodyLimit:
         too_large = HTTPException(413, f"request body larger than {self.limit} bytes (1 MB)")
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
+            await _discard_body(receive, min(int(declared), DRAINED_AT_MOST), self.timeout)
             return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
         too_slow = HTTPException(408, f"request body not received within {self.timeout:g} s: send it faster",
                                  headers={"Connection": "close"})  # and drop the slow connection
@@ -133,3 +136,16 @@ class BodyLimit:
             raise too_slow
 
         await self.app(scope, counting_receive, send)
+
+
+async def _discard_body(receive, at_most: int, timeout: float) -> None:
+    """Read and drop a refused body (up to `at_most` bytes, within `timeout`) before answering:
+    a client that sends its whole body before it reads (Python's urllib) would otherwise find
+    the connection reset under it and never see the 413."""
+    discarded = 0
+    with anyio.move_on_after(timeout):
+        while discarded < at_most:
+            message = await receive()
+            discarded += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 
 from ..cores import usable_cores
 from ..errors import UserError
+from ..parent import end_with_the_parent
 from ..user_examples import ExampleStore
 from .web import create_app, drawable, not_digits_reason
 
@@ -73,7 +75,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         if collecting else labelling_off)
     if workers == 1:
         tune_process()
-        uvicorn_server(create_app(predictor, user_data=user_data, allowed_hosts=allowed_hosts)).run(sockets=[sock])
+        run_until_stopped(uvicorn_server(create_app(predictor, user_data=user_data, allowed_hosts=allowed_hosts)), sock)
     else:
         os.environ[THRESHOLD_ENV] = json.dumps(reject_threshold)
         os.environ[ALLOWED_HOSTS_ENV] = json.dumps(list(allowed_hosts))
@@ -132,6 +134,7 @@ def app_from_environment() -> FastAPI:
     from ..plugins import import_plugins
     from ..reader import load_predictor
 
+    end_with_the_parent(signal.SIGTERM)  # a supervisor killed outright must not leave us answering on its port
     import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
     tune_process()
@@ -143,6 +146,19 @@ def app_from_environment() -> FastAPI:
 def thresholded(predictor, reject_threshold: float | None | str):
     """The predictor refusing at --reject-threshold ("stored": the model's own threshold)."""
     return predictor if reject_threshold == "stored" else predictor.with_reject_threshold(reject_threshold)
+
+
+def run_until_stopped(server, sock: socket.socket) -> None:
+    """Serve until Ctrl+C or SIGTERM, then return: a stop asked for is no error, as with several
+    workers. (Once shut down, uvicorn raises the signal again for the handler it found, which
+    would turn Ctrl+C into a KeyboardInterrupt and SIGTERM into death by signal: it finds this one.)"""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    found = {stop: signal.signal(stop, signal.SIG_IGN) for stop in stops}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for stop, handler in found.items():
+            signal.signal(stop, handler)
 
 
 def uvicorn_server(app, **options):
