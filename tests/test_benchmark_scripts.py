@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import honest_answers  # noqa: E402  (benchmarks/ is not a package)
 import library_start  # noqa: E402
+import uneven_light  # noqa: E402
 import user_writer  # noqa: E402
 
 MISSING = "/nonexistent/model.pth"
@@ -241,3 +242,12 @@ def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
                                            "PYTHON": sys.executable})
     assert_one_line_error(done, "no CUDA GPU")
     assert not (tmp_path / "out").exists()
+
+
+def test_uneven_light_reads_real_digits_photographed_in_a_shadow(capsys):
+    assert uneven_light.main(["--digits", "24"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    across = [float(share.rstrip("%")) for share in lines[2].split()[3:]]
+    assert lines[2].startswith("across the page") and len(across) == len(uneven_light.FALLOFFS)
+    assert min(across) >= 95  # every falloff up to 60%, evened out (7-80% before, at 30-50%)
+

@@ -27,6 +27,7 @@ BOX = 20  # MNIST scales the digit's longer side to 20 px
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column)
 NOISE_FLOOR = 0.10  # ink below 10% of the contrast is paper texture or JPEG noise
 MIN_CONTRAST = 0.06  # weaker than ~15/255 between ink and background: no ink at all
+UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: corrected (_evenly_lit)
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
 MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thicken
 POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size first
@@ -86,6 +87,8 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     """Grayscale -> ink 0..1 on background 0, or None when there is no visible ink."""
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     background = _median(border)  # the paper: the border is mostly paper
+    if float(border.max() - border.min()) >= UNEVEN_LIGHT:  # ~3 us: a drawn canvas or scan stops here
+        gray = _evenly_lit(gray, border, background)
     darkest, brightest = float(gray.min()), float(gray.max())
     # Ink is whatever departs furthest from the paper: darker or lighter.
     if background - darkest > brightest - background:
@@ -100,6 +103,38 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     ink *= np.float32(1 / (contrast * (1 - NOISE_FLOOR)))
     ink -= np.float32(NOISE_FLOOR / (1 - NOISE_FLOOR))
     return _drop_specks(np.clip(ink, 0, 1, out=ink))
+
+
+def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarray:
+    """A photo whose light falls off across the page, as if lit evenly at the border's median.
+
+    One paper level for the whole image reads the shadowed side of a photo as ink: with 30%
+    less light at one edge, 63% of MNIST test digits photographed so came out right, with 40%
+    10%. The light is a plane fitted to the border, robustly (ink that reaches the edge is left
+    out); the image is divided by it (the paper reflects a share of the light, the ink less).
+    A plane that barely tilts changes nothing."""
+    height, width = gray.shape
+    if min(height, width) < 8:  # a few pixels: no page to light, and _ink_map's border overlaps itself
+        return gray
+    xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height - 2), np.full(height - 2, width - 1)])
+    ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(1, height - 1), np.arange(1, height - 1)])
+    design = np.stack([np.ones_like(xs), xs / max(width - 1, 1) - 0.5, ys / max(height - 1, 1) - 0.5], axis=1)
+    residuals = border - paper
+    for _ in range(2):  # start from the median's inliers, then refit on the plane's own
+        spread = _median(np.abs(residuals))
+        inliers = np.abs(residuals) <= max(3 * spread, MIN_CONTRAST / 2)
+        if inliers.sum() < 3:
+            return gray
+        coefficients = np.linalg.lstsq(design[inliers], border[inliers], rcond=None)[0]
+        residuals = border - design @ coefficients
+    level, tilt_x, tilt_y = (float(value) for value in coefficients)
+    if abs(tilt_x) + abs(tilt_y) < UNEVEN_LIGHT:
+        return gray
+    light = (level + tilt_y * (np.arange(height, dtype=np.float32)[:, None] / max(height - 1, 1) - 0.5)
+             + tilt_x * (np.arange(width, dtype=np.float32)[None, :] / max(width - 1, 1) - 0.5))
+    if paper >= 0.5:  # dark ink on light paper: reflectance, the light divided out
+        return gray * (paper / np.maximum(light, MIN_CONTRAST))
+    return gray - (light - paper)  # light ink on a dark ground: the glow subtracted
 
 
 def _drop_specks(ink: np.ndarray) -> np.ndarray:
