@@ -258,6 +258,12 @@ def test_a_drawing_saved_twice_is_never_both_learnt_and_held_back(mnist_data):
         assert len(held) > 0 and sorted(np.concatenate((train, held))) == list(range(len(labels)))
         learnt = {images[index].tobytes() for index in train}
         assert not any(images[index].tobytes() in learnt for index in held), seed
+    # a fifth, never more: four drawings and one saved six times hold back two, not the six copies
+    sevens = np.concatenate((digits[:4], np.repeat(digits[4:5], 6, axis=0)))
+    for seed in range(8):
+        assert len(hold_back(np.full(10, 7), seed, images=sevens)[1]) <= 2, seed
+    # each digit drawn once and saved twice: nothing can be held back without its copy being learnt
+    assert len(hold_back(np.arange(20) % 10, 0, images=np.concatenate((digits[:10], digits[:10])))[1]) == 0
 
 
 def test_the_held_back_score_counts_a_refused_drawing_as_not_answered(small_checkpoint, mnist_data):

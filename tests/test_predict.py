@@ -117,7 +117,8 @@ def test_each_bad_file_gets_its_own_error_and_the_rest_are_classified(small_chec
                          "(png, jpg, jpeg, bmp, gif, webp, tif, tiff); name the images")
 
 
-def test_a_folder_stands_for_the_images_in_it_in_name_order(small_checkpoint, sure_digits, tmp_path, capsys):
+def test_a_folder_stands_for_the_images_in_it_in_name_order(small_checkpoint, sure_digits, tmp_path, capsys,
+                                                             monkeypatch):
     files = digit_files(tmp_path, sure_digits)
     (tmp_path / "readme.txt").write_text("not an image, skipped\n")
     (tmp_path / "nested").mkdir()  # not searched
@@ -126,6 +127,10 @@ def test_a_folder_stands_for_the_images_in_it_in_name_order(small_checkpoint, su
     answers = json.loads(capsys.readouterr().out)
     assert [answer["file"] for answer in answers] == sorted(files)
     assert [answer["digit"] for answer in answers] == [files[name] for name in sorted(files)]
+    # a quoted '~/folder' (no shell expanded it) stands for the same images
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    assert main(["predict", f"~/{tmp_path.name}", "--checkpoint", str(small_checkpoint), "--json"]) == 0
+    assert [answer["digit"] for answer in json.loads(capsys.readouterr().out)] == [files[n] for n in sorted(files)]
 
 
 def test_bad_files_are_error_fields_in_json(small_checkpoint, sure_digits, tmp_path, capsys):

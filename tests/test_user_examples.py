@@ -18,7 +18,7 @@ from mnist_classifier.answer import decide
 from mnist_classifier.errors import UserError
 from mnist_classifier.preprocess import to_mnist
 from mnist_classifier import user_examples
-from mnist_classifier.user_examples import INDEX, ExampleStore
+from mnist_classifier.user_examples import INDEX, JOURNAL, ExampleStore
 
 
 def digit_drawing(mnist_data, index: int) -> np.ndarray:
@@ -318,17 +318,32 @@ def test_leftovers_of_a_writer_killed_mid_add_are_removed_by_the_next_add(tmp_pa
     # What kill -9 leaves between write_atomically's temporary and rename, and between the images and the line:
     temporary = tmp_path / "drawings" / ".20261206-101010-0123abcd.png.x1y2.tmp"
     orphans = [tmp_path / folder / "20261206-101010-0123abcd.png" for folder in ("drawings", "inputs")]
+    (tmp_path / JOURNAL).write_text("drawings/20261206-101010-0123abcd.png\ninputs/20261206-101010-0123abcd.png\n")
     for path in (temporary, *orphans):
         path.write_bytes(b"half")
     users_own = tmp_path / "drawings" / "my-notes.png"  # not a name add gives: not ours to remove
     users_own.write_bytes(b"mine")
+    unjournalled = tmp_path / "inputs" / "20261206-101011-4567cdef.png"  # no line, no journal: the user's to mend
+    unjournalled.write_bytes(b"kept")
 
     later = ExampleStore(tmp_path, warn=pytest.fail)
     added = add(later, mnist_data, 1).example
     assert not temporary.exists() and not any(path.exists() for path in orphans)
-    assert users_own.read_bytes() == b"mine"
+    assert not (tmp_path / JOURNAL).exists()
+    assert users_own.read_bytes() == b"mine" and unjournalled.read_bytes() == b"kept"
     for example in (kept, added):
         assert (tmp_path / example.drawing).is_file() and (tmp_path / example.input).is_file()
+
+
+def test_a_killed_writers_leftovers_go_even_when_another_writer_added_since(tmp_path, mnist_data):
+    """Several server processes: the index changes after the dying add; its journal still says what it left."""
+    long_lived = ExampleStore(tmp_path, warn=pytest.fail)
+    add(long_lived, mnist_data, 0)
+    dying = tmp_path / "inputs" / "20261206-101010-0123abcd.png"
+    (tmp_path / JOURNAL).write_text("drawings/20261206-101010-0123abcd.png\ninputs/20261206-101010-0123abcd.png\n")
+    dying.write_bytes(b"half")
+    add(long_lived, mnist_data, 1)  # another worker, which has swept its temporary files already
+    assert not dying.exists() and len(long_lived.examples()) == 2
 
 
 @pytest.mark.parametrize("index_was", ["moved away", "re-saved as UTF-16"])

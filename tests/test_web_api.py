@@ -132,6 +132,25 @@ def test_a_client_that_sends_its_whole_body_first_still_reads_the_413(api):
     assert statuses == [413] * 12
 
 
+def raw_exchange(api, head: bytes, body: bytes = b"") -> tuple[bytes, float]:
+    """(what the server sends first, seconds until it came) for a hand-written request."""
+    url = httpx.URL(str(api.base_url))
+    with socket.create_connection((url.host, url.port), timeout=30) as connection:
+        started = time.monotonic()
+        connection.sendall(head + body)
+        return connection.recv(200), time.monotonic() - started
+
+
+def test_an_oversized_body_is_refused_without_asking_for_it_or_waiting_for_bytes_never_sent(api):
+    start = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+    # curl waits for "100 Continue" before a big body: it gets the 413 instead, and sends nothing
+    answer, _ = raw_exchange(api, start + b"Content-Length: 99999999999\r\nExpect: 100-continue\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    # a Content-Length the body never fills: the answer comes after a short idle wait, not the 30 s timeout
+    answer, seconds = raw_exchange(api, start + b"Content-Length: 99999999999\r\n\r\n", b"abc")
+    assert answer.startswith(b"HTTP/1.1 413") and seconds < 10, (answer, seconds)
+
+
 def test_multipart_upload_gives_the_same_answer_as_a_raw_body(api, digits, predictor):
     png = as_paper_png(digits[3])
     upload = api.post("/api/predict", files={"file": ("three.png", png, "image/png")})

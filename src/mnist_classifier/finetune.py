@@ -73,7 +73,7 @@ NOT_CARRIED = ("optimizer_state_dict", "scheduler_state_dict", "rank_weight_chec
 
 @dataclass(frozen=True)
 class Scores:
-    held_back: float  # share of the user's held-back examples answered with their digit (not refused)
+    held_back: float | None  # share of the user's held-back examples answered with their digit; None: none held
     mnist_test: SplitScore
     refused: float | None  # share of held-out generated non-digits refused; None: the model never refuses
 
@@ -243,9 +243,8 @@ def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE,
         groups = [members[copies[members] == group] for group in np.unique(copies[members])]
         mine: list[int] = []
         for order in rng.permutation(len(groups))[:-1]:  # one group at least is left to learn
-            if len(mine) >= count:
-                break
-            mine.extend(groups[order].tolist())
+            if len(mine) + len(groups[order]) <= count:  # a group too big for what is left is skipped
+                mine.extend(groups[order].tolist())
         held.extend(mine)
     chosen = np.zeros(len(labels), bool)
     chosen[held] = True
@@ -357,7 +356,7 @@ def measure(model: nn.Module, held: Split, test: Split, norm: Normalization, non
         right &= digit_scores(held_logits.numpy(), calibration.temperature) >= calibration.reject_threshold
         scores = digit_scores(compute_logits(model, non_digits, norm).numpy(), calibration.temperature)
         refused = float((scores < calibration.reject_threshold).mean())
-    return Scores(float(right.mean()), score_split(model, test, norm), refused)
+    return Scores(float(right.mean()) if len(right) else None, score_split(model, test, norm), refused)
 
 
 def recalibrate(model: nn.Module, val: Split, norm: Normalization) -> tuple[Calibration, SplitScore]:
@@ -410,11 +409,14 @@ def summary_text(result: FinetuneResult) -> str:
     refusal = (f", 'not a digit' below digit score {calibration.reject_threshold:.2f}"
                if calibration.reject_threshold is not None else "")
     lines = [f"  {'':<{width}}  {'before':>7}  {'after':>7}",
-             f"  {held:<{width}}  {before.held_back:>7.2%}  {after.held_back:>7.2%}",
+             f"  {held:<{width}}  {_share(before.held_back, 2):>7}  {_share(after.held_back, 2):>7}",
              f"  {mnist:<{width}}  {before.mnist_test.accuracy:>7.2%}  {after.mnist_test.accuracy:>7.2%}",
              f"  {refused:<{width}}  {_share(before.refused):>7}  {_share(after.refused):>7}",
              f"recalibrated on the MNIST validation split: temperature {calibration.temperature:.3f}{refusal}",
              f"wrote {result.path} in {result.seconds:.1f} s ({result.steps} steps); {result.base} is unchanged"]
+    if result.held_back == 0:
+        lines.append("note: nothing was held back to measure on: no digit has two different drawings (a drawing "
+                     "saved twice is one); label a few digits again, drawn anew, to see before and after")
     measured = before.refused is not None and after.refused is not None
     if measured and after.refused <= before.refused - REFUSAL_DROP_NOTED:
         points = 100 * (before.refused - after.refused)
@@ -434,5 +436,5 @@ def _who_answers(path: Path) -> str:
             f"it was not tuned from: name it with --checkpoint {path}")
 
 
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+def _share(value: float | None, places: int = 1) -> str:
+    return "-" if value is None else f"{value:.{places}%}"

@@ -63,8 +63,9 @@ def classify_files(paths: list[str], predictor: Predictor) -> list[FileAnswer]:
 def _files_named_by(path: Path) -> list[FileAnswer]:
     """A file stands for itself; a folder for the image files directly in it, in name order
     (hidden files and other suffixes skipped), or for one error when it holds none."""
-    if not path.is_dir():
+    if not path.expanduser().is_dir():  # a quoted '~/digits' too, as a file's '~' is expanded where it is read
         return [FileAnswer(str(path))]
+    path = path.expanduser()
     try:
         images = sorted(child for child in path.iterdir() if child.suffix.lower() in IMAGE_SUFFIXES
                         and not child.name.startswith(".") and child.is_file())

@@ -150,7 +150,7 @@ def as_image_source(image: Any) -> Any:
         # A batch of one, (1, 28, 28) or (1, 1, 28, 28) as a tensor gives it: the one image, as for torch
         while image.ndim > 2 and image.shape[0] == 1:
             image = image[0]
-        _refuse_a_stack_of_digits(image.shape, channels_last="np.moveaxis(x, 0, -1)")
+        _refuse_a_stack_of_digits(image, channels_last="np.moveaxis(x, 0, -1)")
     return image
 
 
@@ -166,25 +166,29 @@ def _tensor_to_array(tensor: Any) -> np.ndarray:
                          "pass a tensor that holds its pixel values") from None
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
-    _refuse_a_stack_of_digits(array.shape, channels_last="x.permute(1, 2, 0)")
+    _refuse_a_stack_of_digits(array, channels_last="x.permute(1, 2, 0)")
     if array.ndim == 3 and array.shape[0] in (3, 4):  # channels first, as torch keeps images
         array = np.moveaxis(array, 0, -1)
     return array
 
 
-def _refuse_a_stack_of_digits(shape: tuple[int, ...], channels_last: str) -> None:
-    """Shapes that hold several digits, or one flattened, are refused rather than read as one odd image.
+def _refuse_a_stack_of_digits(array: np.ndarray, channels_last: str) -> None:
+    """Arrays that hold several digits, or one flattened, are refused rather than read as one odd image.
 
     (N, 28, 28) is N digits far more often than one 28x28 colour image stored channels first,
-    and (N, 1, 28, 28) is a DataLoader's batch: answering either as one image would silently
-    drop N - 1 digits. (N, 784) and (784, 1) are rows of flattened digits (scikit-learn's
-    MNIST, x.view(N, -1)): read as a 784-px-long strip they get a confident wrong answer."""
+    and (N, 1, 28, 28) and (N, 28, 28, 1) are a batch (PyTorch's, Keras's): answering either as
+    one image would silently drop N - 1 digits. (N, 784) and (784, 1) are flattened digits
+    (scikit-learn's MNIST, x.view(N, -1)): read as a strip 784 px long they got a confident
+    wrong answer. A picture 784 px wide is still read: its rows do not frame a digit."""
+    shape, side = array.shape, CANVAS * CANVAS
     batch = f"use predict_batch(list(x.reshape(-1, {CANVAS}, {CANVAS})))"
-    if len(shape) == 2 and _flattened_digits(shape):
-        count = shape[0] if shape[1] == CANVAS * CANVAS else shape[1]
-        raise ImageError(f"an image of shape {tuple(shape)} looks like {count} flattened {CANVAS}x{CANVAS} "
+    if len(shape) == 2 and (shape[1] == side or shape == (side, 1)) and _rows_frame_digits(array.reshape(-1, side)):
+        count = array.size // side
+        raise ImageError(f"an image of shape {tuple(shape)} looks like {count:,} flattened {CANVAS}x{CANVAS} "
                          f"digit{'s' if count > 1 else ''}: {batch}, or predict(x.reshape({CANVAS}, {CANVAS})) for one")
-    if len(shape) == 4 and shape[0] >= 2 and shape[1] == 1 and shape[2:] == (CANVAS, CANVAS):
+    stacked = len(shape) == 4 and shape[0] >= 2 and (CANVAS, CANVAS) in (shape[2:], shape[1:3]) \
+        and 1 in (shape[1], shape[3])
+    if stacked:
         raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: {batch}")
     if len(shape) != 3 or shape[0] < 2 or shape[1:] != (CANVAS, CANVAS):
         return
@@ -192,9 +196,14 @@ def _refuse_a_stack_of_digits(shape: tuple[int, ...], channels_last: str) -> Non
     raise ImageError(f"an image of shape {tuple(shape)} looks like a batch of {shape[0]} digits: {batch}{colour}")
 
 
-def _flattened_digits(shape: tuple[int, ...]) -> bool:
-    """A side of 784 pixels next to one at most a quarter as long: digits as rows (or a column), not a picture."""
-    return any(side == CANVAS * CANVAS and other <= side // 4 for side, other in (shape, shape[::-1]))
+def _rows_frame_digits(rows: np.ndarray) -> bool:
+    """Whether 784-long rows, each folded to 28x28, frame a digit as MNIST does: edges at the
+    background level (its lowest value, whatever the scaling or normalisation), ink inside.
+    A photo's row folded so has paper, ink and shading all over its edges."""
+    folded = rows[:min(len(rows), 100)].reshape(-1, CANVAS, CANVAS)
+    edges = np.concatenate([folded[:, 0], folded[:, -1], folded[:, :, 0], folded[:, :, -1]], axis=1)
+    background = folded.min()
+    return bool(np.mean(edges == background) >= 0.9 and np.any(folded > background))
 
 
 def _refuse_one_image_as_a_batch(images: Any) -> None:

@@ -12,8 +12,8 @@ On disk: `drawings/<id>.png` (the drawing as it was given to the preprocessing),
 happens under a file lock, images are written to a temporary name and renamed, and a line
 is appended with one write, so a crash leaves at worst one unreadable line, which readers
 skip with a one-line warning naming its problem, and images no line names, which the next
-process to add an example removes if they are newer than the index (older ones are drawings
-whose index was moved or re-encoded: kept). Torch-free.
+process to add an example removes (the dying add named them in a journal first; no other
+image is ever removed for want of a line: an index moved away or re-encoded names none). Torch-free.
 
 A readable line is a JSON object with exactly the fields of `Example`; its label a bare
 whole number 0..9 (`"3"` and `3.0` are refused, as `add` refuses them, rather than
@@ -44,6 +44,7 @@ from .files import write_atomically
 DEFAULT_USER_DATA = Path("data") / "user"
 INDEX = "examples.jsonl"
 LOCK = ".examples.lock"
+JOURNAL = ".adding"  # the images an add is writing, until its line is in the index
 MAX_EXAMPLES = 20_000
 MAX_BYTES = 200 * 1024 * 1024
 _EXAMPLE_IMAGE = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names `add` gives
@@ -94,11 +95,15 @@ class ExampleStore:
         self.num_classes, self.max_examples, self.max_bytes = num_classes, max_examples, max_bytes
         self.warn = warn
         self._warned: set[int] = set()  # line numbers already reported: a corrupt line is said once
-        self._swept = False  # leftovers of a killed writer are removed at this store's first add
+        self._swept = False  # temporary files of a killed writer are removed at this store's first add
 
     @property
     def index(self) -> Path:
         return self.folder / INDEX
+
+    @property
+    def journal(self) -> Path:
+        return self.folder / JOURNAL
 
     # ------------------------------------------------------------------ reading
     def examples(self) -> list[Example]:
@@ -261,16 +266,18 @@ class ExampleStore:
             bytes=len(drawing_png) + len(input_png))
         with self._locked():
             existing = self.examples()
-            if not self._swept:
-                self._sweep_leftovers()
+            self._finish_an_interrupted_add()
             self._check_room(existing, example.bytes)
             try:
-                # Images first: a line never names a file that is not there yet.
+                # The journal, then the images, then the line: a line never names a file that is not
+                # there yet, and images a killed add leaves without their line are the journal's to remove.
+                write_atomically(self.journal, f"{example.drawing}\n{example.input}\n".encode())
                 write_atomically(self.folder / example.drawing, drawing_png)
                 write_atomically(self.folder / example.input, input_png)
                 self._append(example)
+                self.journal.unlink()
             except OSError as error:
-                for name in (example.drawing, example.input):
+                for name in (example.drawing, example.input, JOURNAL):
                     (self.folder / name).unlink(missing_ok=True)
                 raise self._write_error("save the example in", error) from None
             counts = _counts(existing + [example], self.num_classes)
@@ -298,26 +305,26 @@ class ExampleStore:
             self._warned = {number - (number > last.number) for number in self._warned if number != last.number}
             return Saved(last.example, _counts([line.example for line in readable[:-1]], self.num_classes))
 
-    def _sweep_leftovers(self) -> None:
-        """Remove what a writer killed mid-`add` left: temporary files, and images no line names
-        that were written after the index last changed (a writer writes its images, then its line).
-        Called under the lock, so no other writer is between writing its images and its line.
-        Older unnamed images are kept: an index moved away, or re-saved by an editor in another
-        encoding, names none of them, and the drawings are the user's work."""
+    def _finish_an_interrupted_add(self) -> None:
+        """Remove what a writer killed mid-`add` left: the images its journal names that no line
+        names (it wrote them, then died before its line), and, once per store, temporary files.
+        Called under the lock, so no other writer is between its journal and its line. Images no
+        journal names are never removed: an index moved away, or re-saved by an editor in another
+        encoding, names none of the drawings, and they are the user's work."""
         try:
-            index_changed = self.index.stat().st_mtime
+            pending = self.journal.read_bytes().split()
         except FileNotFoundError:
-            index_changed = None  # no index to tell a leftover from a drawing: only temporary files go
-        # Every image name the index mentions, read lines or not (a line mended by hand keeps its images)
-        named = set(_NAMED_IMAGE.findall(self._index_bytes()))
-        for folder in ("drawings", "inputs"):
-            for path in (self.folder / folder).glob("*"):
-                leftover = path.name.endswith(".tmp") and path.name.startswith(".")
-                orphan = (index_changed is not None and _EXAMPLE_IMAGE.fullmatch(path.name)
-                          and f"{folder}/{path.name}".encode() not in named and _changed(path) >= index_changed)
-                if path.is_file() and (leftover or orphan):
-                    path.unlink(missing_ok=True)
-        self._swept = True
+            pending = []
+        if pending:
+            named = set(_NAMED_IMAGE.findall(self._index_bytes()))
+            for name in pending:
+                if _NAMED_IMAGE.fullmatch(name) and name not in named:
+                    (self.folder / name.decode()).unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+        if not self._swept:
+            for path in [*(self.folder / "drawings").glob(".*.tmp"), *(self.folder / "inputs").glob(".*.tmp")]:
+                path.unlink(missing_ok=True)
+            self._swept = True
 
     def _write_error(self, doing: str, error: OSError) -> UserError:
         """The fix the failure calls for: room on the disk, or the right to write there."""
@@ -380,13 +387,6 @@ def _png(image: np.ndarray) -> bytes:
     if not ok:
         raise UserError(f"cannot encode a drawing of shape {image.shape} as PNG")
     return encoded.tobytes()
-
-
-def _changed(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:  # removed meanwhile: nothing to sweep
-        return float("-inf")
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -26,6 +26,7 @@ MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits eas
 BODY_TIMEOUT = 30.0
 # A body refused by its Content-Length is still read up to this much, so that the client sees the 413
 DRAINED_AT_MOST = 16 * MAX_BODY
+DRAIN_IDLE = 2.0  # seconds without a byte of it: the client is not sending the rest
 SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 
 
@@ -114,9 +115,13 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         too_large = HTTPException(413, f"request body larger than {self.limit} bytes (1 MB)")
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
-            await _discard_body(receive, min(int(declared), DRAINED_AT_MOST), self.timeout)
+            # A client that waits for "100 Continue" (curl, for big bodies) sends nothing unless we read:
+            # it gets the 413 at once. One that sends first is let finish, so that it reads the answer.
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await _discard_body(receive, min(int(declared), DRAINED_AT_MOST), self.timeout)
             return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
         too_slow = HTTPException(408, f"request body not received within {self.timeout:g} s: send it faster",
                                  headers={"Connection": "close"})  # and drop the slow connection
@@ -145,7 +150,10 @@ async def _discard_body(receive, at_most: int, timeout: float) -> None:
     discarded = 0
     with anyio.move_on_after(timeout):
         while discarded < at_most:
-            message = await receive()
+            with anyio.move_on_after(DRAIN_IDLE) as idle:
+                message = await receive()
+            if idle.cancel_called:  # a Content-Length the body never fills: answer now, not in `timeout` s
+                return
             discarded += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return
