@@ -144,3 +144,30 @@ def test_a_recipe_used_for_another_model_leaves_its_models_options_behind():
     config = resolve_config("simple_cnn", {"model_name": "improved_cnn"})
     assert config.model_name == "improved_cnn" and config.model_options == {}
     assert resolve_config("simple_cnn", {"model_name": "simple_cnn"}).model_options == {"pool_first": True}
+
+
+def test_a_partial_config_file_says_which_recipe_settings_fall_back_to_defaults(tmp_path, monkeypatch, capsys):
+    from mnist_classifier import training
+    from mnist_classifier.cli import main
+    from mnist_classifier.config import left_to_defaults
+
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("epochs: 1\nlimit_train: 500\n")
+    config = resolve_config(partial, {})
+    left = left_to_defaults(partial, config)
+    assert left["weight_average"] == (0.0, 0.99) and left["model_options"] == ({}, {"pool_first": True})
+    assert "epochs" not in left and left_to_defaults("simple_cnn", resolve_config("simple_cnn", {})) == {}
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_args, **_kwargs):
+        raise Stop
+
+    monkeypatch.setattr(training, "train", stop)
+    with pytest.raises(Stop):
+        main(["train", "--config", str(partial)])
+    note = capsys.readouterr().out
+    assert f"note: {partial} does not set what simple_cnn's recipe sets, so config.py's defaults apply: " in note
+    assert "weight_average 0.0 (recipe: 0.99)" in note and "copy configs/simple_cnn.yaml" in note
+

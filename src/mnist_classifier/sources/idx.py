@@ -175,7 +175,7 @@ def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
         raw_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{f.name}.", suffix=".part")
     except OSError as error:
-        raise _unwritable(raw_dir / f.name, error) from None
+        raise unwritable(raw_dir / f.name, error) from None
     try:
         with os.fdopen(fd, "wb") as out:
             digest = fill(out)
@@ -187,12 +187,12 @@ def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
         try:
             os.replace(tmp, raw_dir / f.name)
         except OSError as error:  # e.g. a folder of that name in the way
-            raise _unwritable(raw_dir / f.name, error) from None
+            raise unwritable(raw_dir / f.name, error) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _unwritable(target: Path, error: OSError) -> UserError:
+def unwritable(target: Path, error: OSError) -> UserError:
     """Not a source's fault, so no other source is tried: every one would meet the same place."""
     return UserError(f"cannot write {target} ({error.strerror}): make {target.parent} a folder you may write to "
                      "with nothing else under that name, or choose another --data-dir")
