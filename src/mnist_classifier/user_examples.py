@@ -28,6 +28,7 @@ import os
 import re
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -275,11 +276,12 @@ class ExampleStore:
                 write_atomically(self.folder / example.drawing, drawing_png)
                 write_atomically(self.folder / example.input, input_png)
                 self._append(example)
-                self.journal.unlink()
             except OSError as error:
                 for name in (example.drawing, example.input, JOURNAL):
                     (self.folder / name).unlink(missing_ok=True)
                 raise self._write_error("save the example in", error) from None
+            with suppress(OSError):  # the line is in: a journal left behind only names images it names
+                self.journal.unlink()
             counts = _counts(existing + [example], self.num_classes)
         return Saved(example, counts)
 
