@@ -247,7 +247,8 @@ def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
 def test_uneven_light_reads_real_digits_photographed_in_a_shadow(capsys):
     assert uneven_light.main(["--digits", "24"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    across = [float(share.rstrip("%")) for share in lines[2].split()[3:]]
-    assert lines[2].startswith("across the page") and len(across) == len(uneven_light.FALLOFFS)
-    assert min(across) >= 95  # every falloff up to 60%, evened out (7-80% before, at 30-50%)
+    for line, name in zip(lines[2:4], ("across the page", "to the corners")):
+        shares = [float(share.rstrip("%")) for share in line[len(name):].split()]
+        assert line.startswith(name) and len(shares) == len(uneven_light.FALLOFFS)
+        assert min(shares) >= 95, line  # every falloff up to 60% evened out (3-80% before across, at 30-60%)
 

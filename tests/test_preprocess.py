@@ -544,16 +544,18 @@ def test_real_digits_drawn_big_and_off_centre_come_back_like_mnist(mnist_digits)
     assert np.percentile(scores, 5) > 0.75
 
 
-@pytest.mark.parametrize("falloff", [0.3, 0.5])
-def test_a_photo_darker_on_one_side_reads_like_one_lit_evenly(mnist_digits, falloff):
-    """Photographed on paper with the light falling off across the page (grey ink on white, as a
-    pencil in a phone photo): one paper level read the shadowed side as ink. 300 real digits,
-    the light from eight directions."""
+@pytest.mark.parametrize("falloff, shape", [(0.3, "across"), (0.5, "across"), (0.6, "to the corners")])
+def test_a_photo_darker_on_one_side_or_in_its_corners_reads_like_one_lit_evenly(mnist_digits, falloff, shape):
+    """Photographed on paper with the light falling off across the page, or to the corners as a
+    lens darkens them (grey ink on white, as a pencil in a phone photo): one paper level read
+    the dark side as ink. 300 real digits, the light from eight directions."""
     y, x = np.mgrid[0:280, 0:280] / 279 - 0.5
     scores = []
     for index, digit in enumerate(mnist_digits):
         angle = index % 8 * np.pi / 4
         light = 1 - falloff * (0.5 + np.cos(angle) * x + np.sin(angle) * y)
+        if shape == "to the corners":
+            light = 1 - falloff * 2 * (x * x + y * y)
         paper = 235 - cv2.resize(digit, (280, 280)).astype(np.float32) * (195 / 255)
         evenly = to_mnist(np.clip(paper, 0, 255).astype(np.uint8)).image
         shaded = to_mnist(np.clip(paper * light, 0, 255).astype(np.uint8)).image
