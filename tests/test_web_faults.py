@@ -382,12 +382,17 @@ def test_workers_of_a_server_killed_outright_stop_answering(small_checkpoint, tm
     with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
         workers = wait_for_children(running.process.pid, count=2)
         assert post_digits(running, 2)[0] is not None
+        environment = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+        snapshot = next(Path(entry.split(b"=", 1)[1].decode()) for entry in environment
+                        if entry.startswith(b"MNIST_CLASSIFIER_SERVE_CHECKPOINT="))
+        assert snapshot.is_file() and snapshot.parent.name.startswith("mnist-classifier-serve-")
         running.process.kill()
         running.process.wait()
         deadline = time.monotonic() + 15
         while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived a killed server"
+        assert not snapshot.parent.exists(), "the model's snapshot folder outlived a killed server"
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{running.url}/api/health", timeout=5)
 

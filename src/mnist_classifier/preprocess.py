@@ -28,6 +28,7 @@ CENTRE = 14.0  # where MNIST puts the centre of mass (row and column)
 NOISE_FLOOR = 0.10  # ink below 10% of the contrast is paper texture or JPEG noise
 MIN_CONTRAST = 0.06  # weaker than ~15/255 between ink and background: no ink at all
 UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: corrected (_evenly_lit)
+MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
 MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thicken
 POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size first
@@ -116,7 +117,7 @@ def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarra
     corners); the image is divided by it (paper reflects a share of the light, ink less). Light
     that barely varies changes nothing."""
     height, width = gray.shape
-    if min(height, width) < 8:  # a few pixels: no page to light, and _ink_map's border overlaps itself
+    if min(height, width) < MIN_LIT_SIDE:  # a border of a few pixels next to the ink cannot tell the light
         return gray
     across, down = _unit_span(width), _unit_span(height)  # pixel centres from -0.5 to 0.5
     xs = np.concatenate([across, across, np.full(height - 2, -0.5), np.full(height - 2, 0.5)])

@@ -134,13 +134,29 @@ def app_from_environment() -> FastAPI:
     from ..plugins import import_plugins
     from ..reader import load_predictor
 
-    end_with_the_parent(signal.SIGTERM)  # a supervisor killed outright must not leave us answering on its port
+    _end_with_the_supervisor(Path(os.environ[CHECKPOINT_ENV]).parent)
     import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
     predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
     tune_process()
     return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))),
                       user_data=json.loads(os.environ.get(USER_DATA_ENV, "null")),
                       allowed_hosts=tuple(json.loads(os.environ.get(ALLOWED_HOSTS_ENV, "[]"))))
+
+
+def _end_with_the_supervisor(snapshot_folder: Path) -> None:
+    """A supervisor killed outright (kill -9, the out-of-memory killer) must not leave its workers
+    answering on its port, nor the model's snapshot folder in the temporary directory: the kernel
+    tells each worker (SIGUSR1), which removes the folder (the first one does) and stops as on SIGTERM."""
+    orphaned = getattr(signal, "SIGUSR1", None)
+    if orphaned is None:  # Windows: no such signal, and no PR_SET_PDEATHSIG either
+        return
+
+    def stop(_signum, _frame) -> None:
+        shutil.rmtree(snapshot_folder, ignore_errors=True)
+        signal.raise_signal(signal.SIGTERM)  # uvicorn's own graceful stop
+
+    signal.signal(orphaned, stop)
+    end_with_the_parent(orphaned)
 
 
 def thresholded(predictor, reject_threshold: float | None | str):
