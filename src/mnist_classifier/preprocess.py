@@ -30,6 +30,7 @@ MIN_CONTRAST = 0.06  # weaker than ~15/255 between ink and background: no ink at
 UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: corrected (_evenly_lit)
 MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
+EDGE_LINING = 0.5  # a blob along half an edge or more is the photo's surroundings (_drop_specks)
 MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thicken
 POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size first
 
@@ -147,15 +148,30 @@ def _unit_span(count: int) -> np.ndarray:
 
 
 def _drop_specks(ink: np.ndarray) -> np.ndarray:
-    """Remove dust: connected blobs much smaller than the main stroke."""
+    """Remove what is not the drawing: blobs along half an edge of the picture or more (a table
+    beside the page, a dark frame: a drawing crosses an edge, it does not line it), then dust,
+    blobs much smaller than the main stroke."""
     count, labels = cv2.connectedComponents((ink > 0).view(np.uint8), connectivity=8)
     if count <= 2:
         return ink  # one blob (label 0 is the background): nothing to drop
+    keep = np.ones(count, bool)
+    keep[0] = False
+    lining = _lining_an_edge(labels, count)
+    if (keep & ~lining).any():  # never all of it: a drawing made of edge-lining strokes stays
+        keep &= ~lining
     # bincount on the labels is ~4x faster than connectedComponentsWithStats here.
     areas = np.bincount(labels.ravel(), minlength=count)
-    keep = areas >= SPECK_FRACTION * areas[1:].max()
-    keep[0] = False
+    keep &= areas >= SPECK_FRACTION * areas[keep].max()
     return ink if keep[1:].all() else ink * keep[labels]
+
+
+def _lining_an_edge(labels: np.ndarray, count: int) -> np.ndarray:
+    """bool per blob label: whether it covers EDGE_LINING or more of one of the picture's four edges."""
+    lining = np.zeros(count, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        lining |= np.bincount(edge, minlength=count) >= EDGE_LINING * len(edge)
+    lining[0] = False
+    return lining
 
 
 def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
