@@ -21,6 +21,7 @@ from PIL import Image
 
 from mnist_classifier.errors import ImageError
 from mnist_classifier.images import MAX_SIDE, load_image
+from mnist_classifier import preprocess
 from mnist_classifier.preprocess import Preprocessed, preview, to_mnist
 
 MNIST_TEST_IMAGES = (Path(__file__).resolve().parents[1]
@@ -575,6 +576,28 @@ def test_a_dark_table_beside_the_page_is_not_read_as_ink(mnist_digits):
         photo[strip] = 25
         scores.append(correlation(to_mnist(photo.astype(np.uint8)).image, evenly))
     assert np.median(scores) > 0.97 and np.mean(np.array(scores) > 0.9) > 0.8
+
+
+@pytest.mark.parametrize("page_side", [240, 380])
+def test_a_page_photographed_on_a_dark_table_is_read_from_the_page(mnist_digits, page_side):
+    """The table all round the page is the photo's border: the page itself read as ink (0% right
+    before). A page that covers most of the picture, straight-sided, with a little dark inside, is
+    taken for what it is."""
+    scores = []
+    for digit in mnist_digits[:100]:
+        page = 235 - cv2.resize(digit, (page_side, page_side)).astype(np.float32) * (195 / 255)
+        photo = np.full((400, 400), 25, np.float32)
+        top = (400 - page_side) // 2
+        photo[top:top + page_side, top:top + page_side] = page
+        scores.append(correlation(to_mnist(photo.astype(np.uint8)).image, to_mnist(page.astype(np.uint8)).image))
+    assert np.median(scores) > 0.97 and np.mean(np.array(scores) > 0.9) > 0.9
+
+
+def test_thick_marker_strokes_on_a_canvas_are_not_taken_for_a_page(mnist_digits):
+    for digit in mnist_digits[:100]:  # light on black, the demos' canvas, strokes 25 px wide
+        canvas = cv2.dilate(cv2.resize(digit, (280, 280)), np.ones((25, 25), np.uint8))
+        ink = preprocess._ink_map(canvas.astype(np.float32) / 255)
+        assert ink is None or preprocess._page_inside(ink) is None
 
 
 def test_real_digits_are_nearly_fixed_points(mnist_digits):

@@ -31,6 +31,10 @@ UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: correc
 MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
 EDGE_LINING = 0.5  # a blob along half an edge or more is the photo's surroundings (_drop_specks)
+# "Ink" over 30% of the picture, its box dark in at most 15% (the digit) and a few px at least: a page on a table
+PAGE_OF_PICTURE, PAGE_DARK, PAGE_MIN_DIGIT = 0.3, 0.15, 10
+PAGE_EDGE = 0.95  # and each side of the box, a margin in, bright along 95% of it: a page's straight edge
+PAGE_INSET = 0.03  # the page's box is cut this share in from each side: its edge is no paper
 MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thicken
 POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size first
 
@@ -47,9 +51,15 @@ NO_INK = Preprocessed(image=None, has_ink=False)
 def to_mnist(image) -> Preprocessed:
     """Array, PIL image, path or encoded bytes -> MNIST-like 28x28 (or NO_INK)."""
     array = image if isinstance(image, np.ndarray) else load_image(image)
-    ink = _ink_map(grayscale(array))
+    gray = grayscale(array)
+    ink = _ink_map(gray)
     if ink is None:
         return NO_INK
+    page = _page_inside(ink)
+    if page is not None:  # a page photographed on a dark table: its own border is the paper
+        ink = _ink_map(gray[page])
+        if ink is None:
+            return NO_INK
     digit = _fit_box(_crop_to_ink(ink))
     return Preprocessed(image=_place_on_canvas(digit), has_ink=True)
 
@@ -145,6 +155,24 @@ def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarra
 
 def _unit_span(count: int) -> np.ndarray:
     return np.linspace(-0.5, 0.5, count)
+
+
+def _page_inside(ink: np.ndarray) -> tuple[slice, slice] | None:
+    """Where a page lies when "ink" covers most of the picture: the border was a table round the
+    page, so the bright page read as ink. The page's box, a margin in from its edges; else None."""
+    if ink.shape[0] < MIN_LIT_SIDE or ink.shape[1] < MIN_LIT_SIDE or np.mean(ink > 0) < PAGE_OF_PICTURE:
+        return None
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    inset_rows, inset_cols = (max(1, round(PAGE_INSET * len(found))) for found in (rows, cols))
+    box = (slice(rows[0] + inset_rows, rows[-1] + 1 - inset_rows), slice(cols[0] + inset_cols, cols[-1] + 1 - inset_cols))
+    inside = ink[box]
+    dark = inside.size - np.count_nonzero(inside)
+    if min(inside.shape) < MIN_LIT_SIDE or dark > PAGE_DARK * inside.size or dark < PAGE_MIN_DIGIT:
+        return None  # a drawing: a thick stroke leaves much of its box dark, or fills all of it
+    edges = (inside[0], inside[-1], inside[:, 0], inside[:, -1])
+    if min(np.mean(edge > 0) for edge in edges) < PAGE_EDGE:
+        return None  # a round or slanting shape (a thick 0), not a page's straight sides
+    return box
 
 
 def _drop_specks(ink: np.ndarray) -> np.ndarray:
