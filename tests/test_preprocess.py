@@ -578,6 +578,18 @@ def test_a_dark_table_beside_the_page_is_not_read_as_ink(mnist_digits):
     assert np.median(scores) > 0.97 and np.mean(np.array(scores) > 0.9) > 0.8
 
 
+def test_a_drawing_along_an_edge_beside_a_stray_dot_is_kept_whatever_the_polarity():
+    """A 7 whose bar runs along the top of the canvas, and a dot elsewhere: the 7 is the drawing
+    (helper-40: the dot alone was read when edge-lining blobs were dropped on any picture)."""
+    canvas = np.zeros((280, 280), np.uint8)
+    cv2.polylines(canvas, [np.array([[20, 0], [260, 0], [120, 270]], np.int32)], False, 255, 14, cv2.LINE_AA)
+    cv2.circle(canvas, (70, 200), 7, 255, -1, cv2.LINE_AA)
+    alone = canvas.copy()
+    alone[185:216, 55:86] = 0  # the 7 without the dot
+    for picture, reference in ((canvas, alone), (255 - canvas, 255 - alone)):
+        assert correlation(to_mnist(picture).image, to_mnist(reference).image) > 0.9
+
+
 @pytest.mark.parametrize("page_side", [240, 380])
 def test_a_page_photographed_on_a_dark_table_is_read_from_the_page(mnist_digits, page_side):
     """The table all round the page is the photo's border: the page itself read as ink (0% right

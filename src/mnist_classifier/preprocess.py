@@ -103,7 +103,8 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
         gray = _evenly_lit(gray, border, background)
     darkest, brightest = float(gray.min()), float(gray.max())
     # Ink is whatever departs furthest from the paper: darker or lighter.
-    if background - darkest > brightest - background:
+    dark_ink = background - darkest > brightest - background
+    if dark_ink:
         ink, contrast = background - gray, background - darkest
     else:
         ink, contrast = gray - background, brightest - background
@@ -114,7 +115,8 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     # (In place: fresh 300 kB temporaries cost more than the arithmetic.)
     ink *= np.float32(1 / (contrast * (1 - NOISE_FLOOR)))
     ink -= np.float32(NOISE_FLOOR / (1 - NOISE_FLOOR))
-    return _drop_specks(np.clip(ink, 0, 1, out=ink))
+    # A table beside the page is dark beside light paper; on a dark canvas an edge-lining blob is a stroke.
+    return _drop_specks(np.clip(ink, 0, 1, out=ink), surroundings_possible=dark_ink and background >= 0.5)
 
 
 def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarray:
@@ -175,20 +177,23 @@ def _page_inside(ink: np.ndarray) -> tuple[slice, slice] | None:
     return box
 
 
-def _drop_specks(ink: np.ndarray) -> np.ndarray:
-    """Remove what is not the drawing: blobs along half an edge of the picture or more (a table
-    beside the page, a dark frame: a drawing crosses an edge, it does not line it), then dust,
-    blobs much smaller than the main stroke."""
+def _drop_specks(ink: np.ndarray, surroundings_possible: bool = False) -> np.ndarray:
+    """Remove what is not the drawing: dust, blobs much smaller than the main stroke; and, on a
+    photo of dark ink on light paper (`surroundings_possible`), a dark blob along half an edge
+    of the picture or more, the table beside the page, when a drawing of some size is elsewhere.
+    (A stroke on a dark canvas may run along an edge; a 7's bar may sit on it: never dropped.)"""
     count, labels = cv2.connectedComponents((ink > 0).view(np.uint8), connectivity=8)
     if count <= 2:
         return ink  # one blob (label 0 is the background): nothing to drop
-    keep = np.ones(count, bool)
-    keep[0] = False
-    lining = _lining_an_edge(labels, count)
-    if (keep & ~lining).any():  # never all of it: a drawing made of edge-lining strokes stays
-        keep &= ~lining
     # bincount on the labels is ~4x faster than connectedComponentsWithStats here.
     areas = np.bincount(labels.ravel(), minlength=count)
+    keep = np.ones(count, bool)
+    keep[0] = False
+    if surroundings_possible:
+        lining = _lining_an_edge(labels, count)
+        rest = keep & ~lining
+        if rest.any() and areas[rest].max() >= SPECK_FRACTION * areas[lining].max(initial=0):
+            keep = rest  # never for a stray dot: a drawing lining an edge beside a speck stays
     keep &= areas >= SPECK_FRACTION * areas[keep].max()
     return ink if keep[1:].all() else ink * keep[labels]
 
