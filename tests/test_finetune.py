@@ -152,6 +152,11 @@ def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeyp
     assert metrics["dataset"] == "user-digits" and metrics["test_size"] == 100
     assert metrics["metrics"]["accuracy"] >= 0.9  # 80 of them learnt, 20 held back
     assert "on 100 user-digits images" in stdout
+    # what the demos would show: the right digit answered, a right guess under "not a digit?" not counted
+    answered = metrics["answered"]
+    assert answered["images"] == 100 and 0 < answered["right_digit_answered"] <= metrics["metrics"]["accuracy"]
+    assert answered["right_digit_answered"] + answered["refused"] >= metrics["metrics"]["accuracy"] - 1e-9
+    assert f"answered with the right digit: {answered['right_digit_answered']:.2%} of 100" in stdout
     page = (tmp_path / "reports" / "simple_cnn_user_user-digits" / "report.html").read_text()
     assert "on your labelled drawings (user-digits)</h1>" in page and "100 user-digits images &middot;" in page
     assert "test set</h1>" not in page and "100 test images" not in page and "test index" not in page

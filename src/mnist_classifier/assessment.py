@@ -32,7 +32,8 @@ from .data import Split, load_data, load_local_split
 from .datasets import DatasetSpec, get_dataset_spec, get_local_dataset
 from .errors import UserError, to_stderr
 from .evaluation import METRICS, Evaluation, evaluate_predictions
-from .honesty import calibration_report, calibration_text, verdict_report, verdict_text
+from .honesty import (answered_report, answered_text, calibration_report, calibration_text, verdict_report,
+                      verdict_text)
 from .report import check_report_dir, default_report_dir, write_report
 from .torch_backend import torch_predictor
 from .run_files import checkpoint_stem
@@ -98,6 +99,8 @@ def evaluate_checkpoint(
         honesty["verdicts"], fooled = verdicts.table, verdicts.fooled
     else:
         fooled = None
+    if local is not None and len(members) == 1 and not tta:  # accuracy counts a right guess under "not a digit?"
+        honesty["answered"] = answered_report(torch_predictor(*loaded[0], Path(checkpoints[0])), test)
     written = write_report(evaluation, test.images.numpy(), payload, Path(checkpoints[0]), target, honesty, fooled)
     images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"
     log(summary_text(evaluation, payload["model_name"], written, images_scored))
@@ -109,6 +112,8 @@ def evaluate_checkpoint(
             + "; ".join(f"mnist-classifier calibrate --checkpoint {path}" for path in uncalibrated))
     if "verdicts" in honesty:
         log(verdict_text(honesty["verdicts"]))
+    if "answered" in honesty:
+        log(answered_text(honesty["answered"]))
     return evaluation, written
 
 

@@ -285,3 +285,20 @@ def calibration_text(report: dict[str, Any]) -> str:
     label = temperature_words(report["temperature"])
     return (f"calibration ({label}): ECE {before['ece']:.2%} -> {after['ece']:.2%}, "
             f"NLL {before['nll']:.4f} -> {after['nll']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}")
+
+
+def answered_report(predictor: Predictor, split: Split) -> dict[str, Any]:
+    """On the user's own labelled drawings: the share answered with their digit (not refused),
+    and the share refused as "not a digit", at the predictor's threshold: what the demos show."""
+    probs, scores = predictor.assess(split.images.numpy())
+    threshold = predictor.calibration.reject_threshold
+    refused = scores < threshold if threshold is not None else np.zeros(len(scores), bool)
+    right = (probs.argmax(1) == split.labels.numpy()) & ~refused
+    return {"images": len(scores), "right_digit_answered": float(right.mean()), "refused": float(refused.mean()),
+            "reject_threshold": threshold}
+
+
+def answered_text(report: dict[str, Any]) -> str:
+    return (f"answered with the right digit: {report['right_digit_answered']:.2%} of {report['images']:,} "
+            f"({report['refused']:.2%} refused as not a digit)")
+
