@@ -166,8 +166,12 @@ def test_a_partial_config_file_says_which_recipe_settings_fall_back_to_defaults(
 
     monkeypatch.setattr(training, "train", stop)
     with pytest.raises(Stop):
-        main(["train", "--config", str(partial)])
+        main(["train", "--config", str(partial), "--save-dir", str(tmp_path / "models")])
     note = capsys.readouterr().out
     assert f"note: {partial} does not set what simple_cnn's recipe sets, so config.py's defaults apply: " in note
-    assert "weight_average 0.0 (recipe: 0.99)" in note and "copy configs/simple_cnn.yaml" in note
+    assert "weight_average 0.0 (recipe: 0.99)" in note and "configs/simple_cnn.yaml and edit it" in note
+    assert "save_dir" not in note  # a flag set it, not config.py
+    with pytest.raises(Stop):  # a shipped recipe that differs on purpose says nothing
+        main(["train", "--config", "seed_recipe"])
+    assert "note:" not in capsys.readouterr().out
 

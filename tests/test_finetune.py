@@ -267,6 +267,10 @@ def test_a_drawing_saved_twice_is_never_both_learnt_and_held_back(mnist_data):
     sevens = np.concatenate((digits[:4], np.repeat(digits[4:5], 6, axis=0)))
     for seed in range(8):
         assert len(hold_back(np.full(10, 7), seed, images=sevens)[1]) <= 2, seed
+    # a 5 saved twice and drawn once more: the other drawing is held back, whatever the seed
+    fives = np.concatenate((np.repeat(digits[:1], 2, axis=0), digits[1:2]))
+    for seed in range(8):
+        assert hold_back(np.full(3, 5), seed, images=fives)[1].tolist() == [2], seed
     # each digit drawn once and saved twice: nothing can be held back without its copy being learnt
     assert len(hold_back(np.arange(20) % 10, 0, images=np.concatenate((digits[:10], digits[:10])))[1]) == 0
 

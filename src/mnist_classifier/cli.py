@@ -57,10 +57,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"note: no recipe configs/{config.model_name}.yaml: config.py's defaults and your flags "
                   "(--config FILE names a recipe)")
         defaults = left_to_defaults(args.config, config) if args.config and launched_rank() == 0 else {}
+        defaults = {key: values for key, values in defaults.items() if overrides.get(key) is None}  # flags are not defaults
         if defaults:
             shown = ", ".join(f"{key} {used!r} (recipe: {wanted!r})" for key, (used, wanted) in defaults.items())
             print(f"note: {args.config} does not set what {config.model_name}'s recipe sets, so config.py's defaults "
-                  f"apply: {shown}; copy configs/{config.model_name}.yaml and edit it to start from the recipe")
+                  f"apply: {shown}; copy {default_config_path(config.model_name, config.dataset)} and edit it to "
+                  "start from the recipe")
     try:
         result = train(config, resume_payload=payload)
     except (TrainingInterrupted, KeyboardInterrupt) as interrupt:  # the latter: during the set-up

@@ -234,9 +234,9 @@ def resolve_config(
 def left_to_defaults(config_path: str | Path, config: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """{key: (the default used, the model's recipe's value)} for what a --config file does not set
     and the recipe sets otherwise: a file holding `epochs: 1` replaces the recipe, it does not amend it."""
-    recipe = default_config_path(config.model_name, config.dataset)
-    if recipe is None or Path(recipe_path(config_path)).resolve() == recipe.resolve():
-        return {}
+    recipe, named = default_config_path(config.model_name, config.dataset), Path(recipe_path(config_path)).resolve()
+    if recipe is None or named == recipe.resolve() or named.parent == CONFIG_DIR.resolve():
+        return {}  # the model's recipe itself, or another shipped one (seed_recipe differs on purpose)
     given = read_yaml_config(config_path)
     return {key: (getattr(config, key), value) for key, value in read_yaml_config(recipe).items()
             if key not in given and key != "model_name" and getattr(config, key) != value}

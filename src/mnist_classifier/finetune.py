@@ -241,10 +241,13 @@ def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE,
         members = np.flatnonzero(labels == digit)
         count = min(len(members) - 1, max(1, round(share * len(members))))
         groups = [members[copies[members] == group] for group in np.unique(copies[members])]
+        # In a seeded order, smallest first (a stable sort keeps the order among equals); the
+        # largest is always learnt, and a group too big for what is left of the share is skipped.
+        ordered = sorted((groups[order] for order in rng.permutation(len(groups))), key=len)[:-1]
         mine: list[int] = []
-        for order in rng.permutation(len(groups))[:-1]:  # one group at least is left to learn
-            if len(mine) + len(groups[order]) <= count:  # a group too big for what is left is skipped
-                mine.extend(groups[order].tolist())
+        for group in ordered:
+            if len(mine) + len(group) <= count:
+                mine.extend(group.tolist())
         held.extend(mine)
     chosen = np.zeros(len(labels), bool)
     chosen[held] = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 import warnings
@@ -94,6 +95,8 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
     `allowed_hosts`: names a reverse proxy serves the page as (guards.SameOrigin)."""
     app = FastAPI(title="mnist-classifier", summary="Handwritten-digit recognition", version=__version__,
                   description="Draw at `/`; call `POST /api/predict` from code.")
+    # A malformed form is the client's 400, said to the client: not the parser's lines on our stderr
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
     app.add_middleware(SameOrigin, allowed_hosts=allowed_hosts)  # outermost: a refused request's body is never read
     # finetune teaches digit models: drawings labelled as clothes would be learnt as digits
