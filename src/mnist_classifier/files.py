@@ -60,3 +60,24 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (where it would be made)."""
+    return next((folder for folder in (path, *path.parents) if folder.exists()), Path("."))
+
+
+def write_probe(directory: Path) -> tuple[Path, OSError | None]:
+    """(the folder `directory` is or would be made in, why no new file can be written there or
+    None). A real try, not permission bits: they stop neither root nor a read-only mount or /proc.
+    Creates nothing that stays, and no folder: a command refused later leaves none behind."""
+    existing = nearest_existing(Path(directory))
+    try:
+        # A probe of its own per process: torchrun ranks check the same folder at the same moment.
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-") as probe:
+            probe.write(b"ok")
+            probe.flush()
+    except OSError as error:
+        return existing, error
+    return existing, None
+

@@ -45,7 +45,7 @@ from .bundled import (TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose
                       tuned_from_current_model)
 from .calibration import Calibration, calibrate_logits, digit_scores
 from .checkpoint import (check_writable, load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint,
-                         stored_normalization)
+                         stored_class_names, stored_normalization)
 from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
 from .data import Normalization, Split, load_data, load_local_split, to_model_input
@@ -120,7 +120,7 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     if out is None:
         keep_the_answering_model(target, base, bundled)
     mine = read_examples(user_data)  # before MNIST is loaded: "too few" is said at once
-    check_enough(mine.labels, user_data, len(payload.get("class_names") or range(10)))
+    check_enough(mine.labels, user_data, len(stored_class_names(payload, base)))
     config = config_from_dict(payload.get("config") or {})  # no stored recipe: today's defaults
     train_index, held_index = hold_back(mine.labels.numpy(), seed, images=mine.images.numpy())
     train_set, held = pick(mine, train_index), pick(mine, held_index)

@@ -132,7 +132,7 @@ def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarra
     height, width = gray.shape
     if min(height, width) < MIN_LIT_SIDE:  # a border of a few pixels next to the ink cannot tell the light
         return gray
-    across, down = _unit_span(width), _unit_span(height)  # pixel centres from -0.5 to 0.5
+    across, down = np.linspace(-0.5, 0.5, width), np.linspace(-0.5, 0.5, height)  # pixel centres
     xs = np.concatenate([across, across, np.full(height - 2, -0.5), np.full(height - 2, 0.5)])
     ys = np.concatenate([np.full(width, -0.5), np.full(width, 0.5), down[1:-1], down[1:-1]])
     design = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys], axis=1)
@@ -153,10 +153,6 @@ def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarra
     if paper >= 0.5:  # dark ink on light paper: reflectance, the light divided out
         return gray * (paper / np.maximum(light, MIN_CONTRAST))
     return gray - (light - paper)  # light ink on a dark ground: the glow subtracted
-
-
-def _unit_span(count: int) -> np.ndarray:
-    return np.linspace(-0.5, 0.5, count)
 
 
 def _page_inside(ink: np.ndarray) -> tuple[slice, slice] | None:

@@ -15,11 +15,11 @@ One module per source: mirror.py, pypi.py, debian.py; idx.py reads, hashes and w
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 from ..datasets import SOURCE_NAMES, DatasetSpec, get_dataset_spec
 from ..errors import DataError, NotFetchedYet, UserError
+from ..files import write_probe
 from .debian import fetch_debian
 from .idx import FIX, unwritable, describe, find_idx_file, load_arrays, read_idx, verify_dataset
 from .mirror import CONNECT_TIMEOUT_S, MIRRORS_ENV, fetch_mirror
@@ -84,9 +84,6 @@ def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path) -> s
 
 def _check_writable(raw_dir: Path) -> None:
     """Before any download: the folder the files go to takes new files (else one line, and no source is tried)."""
-    existing = next((folder for folder in (raw_dir, *raw_dir.parents) if folder.exists()), Path("."))
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
+    _, error = write_probe(raw_dir)
+    if error is not None:
         raise unwritable(raw_dir, error) from None
