@@ -24,7 +24,8 @@ import torch
 from mnist_classifier.checkpoint import load_checkpoint
 from mnist_classifier.cli import main
 from mnist_classifier.errors import UserError
-from mnist_classifier.finetune import base_checkpoint, hold_back, output_path
+from mnist_classifier.finetune import base_checkpoint, output_path
+from mnist_classifier.user_split import hold_back
 from mnist_classifier.user_examples import INDEX, ExampleStore
 
 from .conftest import DATA_DIR, REPO_ROOT

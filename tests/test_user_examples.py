@@ -203,7 +203,7 @@ def test_invalid_json_and_a_missing_or_wrong_sized_image_say_so(tmp_path, mnist_
 
 def test_an_index_with_no_readable_line_is_an_error_saying_so(tmp_path, mnist_data):
     from mnist_classifier.assessment import scored_split
-    from mnist_classifier.finetune import read_examples
+    from mnist_classifier.user_split import read_examples
 
     said = []
     store = ExampleStore(tmp_path, warn=said.append)
@@ -223,7 +223,7 @@ def test_an_index_with_no_readable_line_is_an_error_saying_so(tmp_path, mnist_da
 
 
 def test_naming_the_index_file_instead_of_its_folder_names_the_folder(tmp_path, mnist_data):
-    from mnist_classifier.finetune import read_examples
+    from mnist_classifier.user_split import read_examples
 
     add(ExampleStore(tmp_path / "user", warn=pytest.fail), mnist_data, 0)
     index = tmp_path / "user" / INDEX

@@ -5,9 +5,9 @@
 
 Owns the arrow "labelled drawings -> finetune -> models/<model>_user_best.pth" of DESIGN.md:
 
-1. Hold back a seeded fifth of each digit's examples (at least one of any digit drawn
-   twice, never its last) to measure on; fewer than 20 examples, or a digit with none,
-   is refused, saying how many more are needed.
+1. Hold back a seeded fifth of each digit's examples to measure on, a drawing saved twice
+   on one side only; fewer than 20 examples, or a digit with none, is refused, saying how
+   many more are needed (user_split.py).
 2. Train the whole network for ~100 short steps. Each batch holds up to 32 of the user's
    other examples and as many MNIST training images (replay: on the benchmark writer, 100
    steps without it cost 0.75 point of MNIST test accuracy, with it 0.02), both through
@@ -37,7 +37,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -48,15 +47,14 @@ from .checkpoint import (check_writable, load_checkpoint, model_from_checkpoint,
                          stored_class_names, stored_normalization)
 from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
-from .data import Normalization, Split, load_data, load_local_split, to_model_input
+from .data import Normalization, Split, load_data, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
+from .user_split import check_enough, hold_back, pick, read_examples
 from .errors import UserError, to_stderr
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
 from .honesty import held_out_mix
 
-HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
-MIN_EXAMPLES = 20
 USER_BATCH = 32  # of the user's examples per step; as many MNIST images join them
 TARGET_STEPS = 100  # the default epochs give about this many steps (~5 s of SimpleCNN on 2 quiet cores)
 MIN_EPOCHS = 3  # a large set still gets seen a few times
@@ -199,70 +197,6 @@ def keep_the_answering_model(target: Path, base: Path, bundled: bool) -> None:
     raise UserError(f"{target} is the fine-tuned model that answers now (tuned from {default.path}); tuning "
                     f"{describe_base(base, bundled)} would replace it with one that does not answer: name the new one "
                     f"with --out, e.g. --out {other}, or delete {target} first")
-
-
-def read_examples(folder: str | Path) -> Split:
-    """The user's examples (the reader `evaluate --dataset user-digits` uses); warnings go to stderr."""
-    folder = Path(folder)
-    if not folder.exists():  # a file named instead of its folder: the store says so
-        raise UserError(f"no labelled drawings: {folder} does not exist; label digits in `mnist-classifier demo` or "
-                        "`serve` (press the right digit after a prediction), or point --user-data at their folder")
-    return load_local_split(USER_DIGITS, folder, warn=to_stderr)
-
-
-def check_enough(labels: torch.Tensor, folder: str | Path, num_classes: int = 10) -> None:
-    """Refuse a set too small to learn from and measure on, saying exactly what to add."""
-    counts = torch.bincount(labels, minlength=num_classes).tolist()
-    missing = [str(digit) for digit, count in enumerate(counts) if count == 0]
-    more = max(MIN_EXAMPLES - len(labels), len(missing))
-    if more == 0:
-        return
-    need = f"need at least {MIN_EXAMPLES} labelled drawings with every digit 0-{num_classes - 1} among them"
-    if len(labels) == 0:
-        raise UserError(f"{need}: {folder} has none yet; label digits in `mnist-classifier demo` or `serve` "
-                        "(press the right digit after a prediction)")
-    which = ""
-    if missing:
-        which = f": {', '.join(missing)}" if more == len(missing) else f", including {', '.join(missing)}"
-        which += " (none yet)"
-    raise UserError(f"{need}: you have {len(labels)} in {folder}; add {more} more{which}")
-
-
-def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE,
-              images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-back) indices: per digit a seeded `share`, at least one when it has two or more, never its last.
-
-    With `images`, identical drawings (the same 28x28 input, saved twice) stay together on
-    one side: a copy held back of a drawing trained on would grade the model on its homework."""
-    rng = np.random.default_rng(seed)
-    copies = _copy_groups(images) if images is not None else np.arange(len(labels))
-    held = []
-    for digit in np.unique(labels):
-        members = np.flatnonzero(labels == digit)
-        count = min(len(members) - 1, max(1, round(share * len(members))))
-        groups = [members[copies[members] == group] for group in np.unique(copies[members])]
-        # In a seeded order, smallest first (a stable sort keeps the order among equals); the
-        # largest is always learnt, and a group too big for what is left of the share is skipped.
-        ordered = sorted((groups[order] for order in rng.permutation(len(groups))), key=len)[:-1]
-        mine: list[int] = []
-        for group in ordered:
-            if len(mine) + len(group) <= count:
-                mine.extend(group.tolist())
-        held.extend(mine)
-    chosen = np.zeros(len(labels), bool)
-    chosen[held] = True
-    return np.flatnonzero(~chosen), np.flatnonzero(chosen)
-
-
-def _copy_groups(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) -> (N,) the same number for identical images."""
-    flat = np.ascontiguousarray(images).reshape(len(images), -1)
-    return np.unique(flat, axis=0, return_inverse=True)[1].reshape(-1)
-
-
-def pick(split: Split, index: np.ndarray) -> Split:
-    index = torch.from_numpy(index)
-    return Split(split.images[index], split.labels[index])
 
 
 def default_epochs(train_size: int) -> int:
