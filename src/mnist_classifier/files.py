@@ -72,12 +72,16 @@ def write_probe(directory: Path) -> tuple[Path, OSError | None]:
     None). A real try, not permission bits: they stop neither root nor a read-only mount or /proc.
     Creates nothing that stays, and no folder: a command refused later leaves none behind."""
     existing = nearest_existing(Path(directory))
-    try:
-        # A probe of its own per process: torchrun ranks check the same folder at the same moment.
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-") as probe:
-            probe.write(b"ok")
-            probe.flush()
+    try:  # a probe of its own per process: torchrun ranks check the same folder at the same moment
+        handle, name = tempfile.mkstemp(dir=existing, prefix=".write-test-")
     except OSError as error:
         return existing, error
+    try:  # plain descriptors: a file object refused its bytes would try to close, and unlink, again when collected
+        os.write(handle, b"ok")  # a full disk takes the name but not the bytes
+    except OSError as error:
+        return existing, error
+    finally:
+        os.close(handle)
+        os.unlink(name)
     return existing, None
 
