@@ -605,6 +605,17 @@ def test_a_page_photographed_on_a_dark_table_is_read_from_the_page(mnist_digits,
     assert np.median(scores) > 0.97 and np.mean(np.array(scores) > 0.9) > 0.9
 
 
+@pytest.mark.parametrize("page_side", [240, 380])
+def test_an_empty_page_on_a_dark_table_is_empty(page_side):
+    """Nothing drawn on the page: no ink, as for the same page without the table (it was the
+    page itself read as ink, answered "not a digit")."""
+    photo = np.full((400, 400), 25, np.uint8)
+    top = (400 - page_side) // 2
+    photo[top:top + page_side, top:top + page_side] = 235
+    assert not to_mnist(photo).has_ink
+    assert not to_mnist(cv2.GaussianBlur(photo, (9, 9), 0)).has_ink  # the page's edge out of focus
+
+
 def test_thick_marker_strokes_on_a_canvas_are_not_taken_for_a_page(mnist_digits):
     for digit in mnist_digits[:100]:  # light on black, the demos' canvas, strokes 25 px wide
         canvas = cv2.dilate(cv2.resize(digit, (280, 280)), np.ones((25, 25), np.uint8))

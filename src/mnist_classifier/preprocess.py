@@ -31,8 +31,8 @@ UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: correc
 MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
 EDGE_LINING = 0.5  # a blob along half an edge or more is the photo's surroundings (_drop_specks)
-# "Ink" over 30% of the picture, its box dark in at most 15% (the digit) and a few px at least: a page on a table
-PAGE_OF_PICTURE, PAGE_DARK, PAGE_MIN_DIGIT = 0.3, 0.15, 10
+# "Ink" over 30% of the picture, its box dark in at most 15% (the digit, if any): a page on a table
+PAGE_OF_PICTURE, PAGE_DARK = 0.3, 0.15
 PAGE_EDGE = 0.95  # and each side of the box, a margin in, bright along 95% of it: a page's straight edge
 PAGE_INSET = 0.03  # the page's box is cut this share in from each side: its edge is no paper
 MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thicken
@@ -165,8 +165,8 @@ def _page_inside(ink: np.ndarray) -> tuple[slice, slice] | None:
     box = (slice(rows[0] + inset_rows, rows[-1] + 1 - inset_rows), slice(cols[0] + inset_cols, cols[-1] + 1 - inset_cols))
     inside = ink[box]
     dark = inside.size - np.count_nonzero(inside)
-    if min(inside.shape) < MIN_LIT_SIDE or dark > PAGE_DARK * inside.size or dark < PAGE_MIN_DIGIT:
-        return None  # a drawing: a thick stroke leaves much of its box dark, or fills all of it
+    if min(inside.shape) < MIN_LIT_SIDE or dark > PAGE_DARK * inside.size:
+        return None  # a drawing: a thick stroke leaves much of its box dark
     edges = (inside[0], inside[-1], inside[:, 0], inside[:, -1])
     if min(np.mean(edge > 0) for edge in edges) < PAGE_EDGE:
         return None  # a round or slanting shape (a thick 0), not a page's straight sides
