@@ -340,7 +340,7 @@ class ExampleStore:
                             "fine-tune on them, then move them elsewhere to collect more")
         used = sum(example.bytes for example in existing)
         if used + adding > self.max_bytes:
-            raise UserError(f"{self.folder} would pass its {self.max_bytes // (1024 * 1024):,} MB limit "
+            raise UserError(f"{self.folder} would pass its {self.max_bytes / (1024 * 1024):,.1f} MB limit "
                             f"({used / (1024 * 1024):,.1f} MB used): move some examples elsewhere")
 
     def _append(self, example: Example) -> None:
