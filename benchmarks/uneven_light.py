@@ -6,8 +6,11 @@ falling off across the page, read by a model through the preprocessing every fro
 
 Each digit is enlarged to 280 px, drawn grey (40/255) on paper (235/255), and multiplied by a
 light that falls off linearly by `falloff` from one side to the other, the side turning with
-the digit's index (8 directions); a vignette (dark corners) for comparison. The table gives
-the share answered with the right digit (verdict `digit` and correct) per falloff.
+the digit's index (8 directions); a vignette (dark corners); and a hard-edged shadow (a hand or
+a phone) darkening the 30% of the page nearest one edge (4 directions). The table gives
+the share answered with the right digit (verdict `digit` and correct) per falloff; a second
+table the same for photos showing what lies beside the page: a strip of table along one side
+(turning with the index), or the page lying on a dark table.
 """
 from __future__ import annotations
 
@@ -21,21 +24,53 @@ from mnist_classifier.data import load_data
 from mnist_classifier.hardware import read_cpu_model
 
 FALLOFFS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
+SHADOW_EDGE = -0.2  # of the page's width from its centre: a shadow over the 30% nearest one edge
 
 
-def photographed(digit: np.ndarray, falloff: float, direction: int, vignette: bool = False) -> np.ndarray:
+def photographed(digit: np.ndarray, falloff: float, direction: int, kind: str = "across") -> np.ndarray:
     y, x = np.mgrid[0:280, 0:280] / 279 - 0.5
-    if vignette:
+    if kind == "corners":
         light = 1 - falloff * 2 * (x ** 2 + y ** 2)
+    elif kind == "shadow":  # a hard-edged shadow over the side of the page nearest one edge (30% of it)
+        along = [x, -x, y, -y][direction % 4]
+        light = np.where(along < SHADOW_EDGE, 1 - falloff, 1.0)
     else:
         angle = direction % 8 * np.pi / 4
         light = 1 - falloff * (0.5 + np.cos(angle) * x + np.sin(angle) * y)
-    paper = 235 - cv2.resize(digit, (280, 280)).astype(np.float32) * (195 / 255)
-    return np.clip(paper * light, 0, 255).astype(np.uint8)
+    return np.clip(on_paper(digit) * light, 0, 255).astype(np.uint8)
 
 
-def right_share(reader, digits: np.ndarray, labels: np.ndarray, falloff: float, vignette: bool) -> float:
-    answers = reader.predict_batch([photographed(d, falloff, i, vignette) for i, d in enumerate(digits)])
+def on_paper(digit: np.ndarray, side: int = 280) -> np.ndarray:
+    """The digit enlarged to `side` px, grey ink (40) on white paper (235), float32."""
+    return 235 - cv2.resize(digit, (side, side)).astype(np.float32) * (195 / 255)
+
+
+def with_table_strip(digit: np.ndarray, width: float, grey: int, direction: int) -> np.ndarray:
+    """The page with a strip of table `width` of it wide along one side (which may cover the digit's edge)."""
+    page, strip = on_paper(digit), int(width * 280)
+    page[[np.s_[:, :strip], np.s_[:strip, :], np.s_[:, -strip:], np.s_[-strip:, :]][direction % 4]] = grey
+    return page.astype(np.uint8)
+
+
+def page_on_table(digit: np.ndarray, page_side: int, photo_side: int = 400) -> np.ndarray:
+    photo = np.full((photo_side, photo_side), 25, np.float32)
+    top = (photo_side - page_side) // 2
+    photo[top:top + page_side, top:top + page_side] = on_paper(digit, page_side)
+    return photo.astype(np.uint8)
+
+
+SURROUNDINGS = {
+    "table strip, 10% of the width, grey 25": lambda d, i: with_table_strip(d, 0.1, 25, i),
+    "table strip, 20%, grey 25": lambda d, i: with_table_strip(d, 0.2, 25, i),
+    "table strip, 20%, grey 120": lambda d, i: with_table_strip(d, 0.2, 120, i),
+    "page covering 36% of a dark table": lambda d, i: page_on_table(d, 240),
+    "page covering 64%": lambda d, i: page_on_table(d, 320),
+    "page covering 90%": lambda d, i: page_on_table(d, 380),
+}
+
+
+def right_share(reader, photos: list[np.ndarray], labels: np.ndarray) -> float:
+    answers = reader.predict_batch(photos)
     return float(np.mean([answer.digit == label for answer, label in zip(answers, labels)]))
 
 
@@ -49,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     reader = mnist_classifier.load(args.checkpoint)
     print(f"{read_cpu_model()}; {reader!r}; {args.digits} MNIST test digits per case, answered the right digit")
     print(f"{'light falls off by':<20}" + "".join(f"{falloff:>8.0%}" for falloff in FALLOFFS))
-    for name, vignette in (("across the page", False), ("to the corners", True)):
-        shares = [right_share(reader, digits, labels, falloff, vignette) for falloff in FALLOFFS]
+    for name, kind in (("across the page", "across"), ("to the corners", "corners"), ("hard shadow, 30%", "shadow")):
+        shares = [right_share(reader, [photographed(d, falloff, i, kind) for i, d in enumerate(digits)], labels)
+                  for falloff in FALLOFFS]
         print(f"{name:<20}" + "".join(f"{share:>8.1%}" for share in shares))
+    print(f"\n{'what else the photo shows':<40}{'right':>8}")
+    for name, photograph in SURROUNDINGS.items():
+        share = right_share(reader, [photograph(d, i) for i, d in enumerate(digits)], labels)
+        print(f"{name:<40}{share:>8.1%}")
     return 0
 
 
