@@ -130,6 +130,13 @@ def test_calibrate_leaves_read_only_files_and_the_shipped_model_alone(small_chec
         assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
 
 
+def test_calibrate_of_the_shipped_onnx_suggests_copying_the_checkpoint(capsys):
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT, BUNDLED_ONNX
+
+    assert main(["calibrate", "--checkpoint", str(BUNDLED_ONNX)]) == 2
+    assert f"(cp {BUNDLED_CHECKPOINT} models/mine.pth)" in capsys.readouterr().err  # a copied .onnx is no checkpoint
+
+
 def test_calibrate_bundled_says_it_is_calibrated_already(capsys):
     assert main(["calibrate", "--checkpoint", "bundled"]) == 2
     assert capsys.readouterr().err.strip() == (

@@ -9,10 +9,11 @@ import torch
 
 from mnist_classifier.checkpoint import load_checkpoint, load_model, save_checkpoint, stored_normalization
 from mnist_classifier.cli import main
-from mnist_classifier.combine import averaged_probabilities, shift_images, tta_views
+from mnist_classifier.combine import averaged_probabilities, check_members_agree, shift_images, tta_views
 from mnist_classifier.config import resolve_config
 from mnist_classifier.data import to_model_input
 from mnist_classifier.datasets import get_dataset_spec
+from mnist_classifier.errors import UserError
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, NEAR_TIES
@@ -134,6 +135,17 @@ def test_ensemble_members_from_different_datasets_are_refused(small_checkpoint, 
     error = capsys.readouterr().err
     assert "fashion-mnist" in error and "same dataset" in error
     assert not (tmp_path / "r").exists()
+
+
+def test_a_member_saved_before_class_names_were_kept_counts_as_digits(small_checkpoint, tmp_path):
+    """Every loader reads a missing class_names as the ten digits; the ensemble check compared the raw
+    value and refused such a digit model beside one that stores them (helper-43)."""
+    payload = load_checkpoint(small_checkpoint)
+    older = {key: value for key, value in payload.items() if key != "class_names"}
+    check_members_agree([payload, older], [small_checkpoint, tmp_path / "older.pth"])
+    renamed = payload | {"class_names": [f"class {index}" for index in range(10)]}
+    with pytest.raises(UserError, match="same dataset"):
+        check_members_agree([older, renamed], [tmp_path / "older.pth", tmp_path / "renamed.pth"])
 
 
 def test_checkpoint_and_ensemble_together_are_refused(small_checkpoint, tmp_path, capsys):

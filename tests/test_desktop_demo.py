@@ -412,6 +412,32 @@ def test_an_x_server_that_refuses_this_process_is_one_line_not_a_qt_abort(small_
         assert desktop._x_server_lets_us_in(display)  # the control: with the cookie the same server lets us in
 
 
+def test_a_qt_platform_opencv_lacks_falls_back_to_x11_instead_of_aborting(x_tools):
+    """Wayland desktops set QT_QPA_PLATFORM=wayland; OpenCV's Qt has xcb alone, and aborted (exit 134)
+    with an X server right there (helper-42). Now a note, and the window opens on X11."""
+    opens_a_window = ("from mnist_classifier.demo import desktop; desktop._require_display(); import cv2; "
+                      "cv2.namedWindow('probe'); cv2.waitKey(50); cv2.destroyAllWindows()")
+    with xvfb_on_free_display() as display:
+        for asked, note in (("wayland", True), ("wayland;xcb", False), ("eglfs:size=640x480", True)):
+            env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": asked}
+            env.pop("WAYLAND_DISPLAY", None)
+            run = subprocess.run([sys.executable, "-c", opens_a_window], env=env, capture_output=True, text=True,
+                                 timeout=120)
+            assert run.returncode == 0, (asked, run.returncode, run.stderr[-800:])
+            assert (f"note: QT_QPA_PLATFORM={asked} names no platform OpenCV's Qt has; using X11's (xcb)"
+                    in run.stderr) == note, run.stderr
+
+
+def test_the_readme_pictures_script_renders_both_frames_with_their_answers(tmp_path):
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "demo_figures.py"),
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert "desktop_demo.png: digit, best guess 2" in done.stdout and "saved as 7: 3 examples, 3 of 7" in done.stdout
+    assert "desktop_not_a_digit.png: not_a_digit" in done.stdout
+    for name in ("desktop_demo.png", "desktop_not_a_digit.png"):
+        assert cv2.imread(str(tmp_path / name)).shape == (600, 960, 3)
+
+
 def x_cookie_entry(cookie: bytes) -> bytes:
     """One .Xauthority entry, for any host and display (family FamilyWild): what `xauth add` writes."""
     def counted(data: bytes) -> bytes:

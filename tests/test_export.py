@@ -321,6 +321,21 @@ def test_serve_falls_back_to_pytorch_when_no_export_can_be_made(small_checkpoint
         served_model(tmp_path / "none.pth", "auto", DATA_DIR, said.append)
 
 
+def test_the_bundled_fallback_names_another_model_trained_in_models(tmp_path, monkeypatch, small_checkpoint):
+    """Only an ImprovedCNN trained: the bundled SimpleCNN answered, and the notice said to train (helper-42)."""
+    import shutil
+
+    from mnist_classifier.bundled import choose_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    shutil.copy(small_checkpoint, tmp_path / "models" / "improved_cnn_best.pth")
+    choice = choose_model(None)
+    assert choice.bundled
+    assert choice.describe().endswith("no models/simple_cnn_best.pth: --checkpoint models/improved_cnn_best.pth "
+                                      "answers with yours")
+
+
 def test_on_a_fresh_clone_export_and_evaluate_fall_back_to_the_bundled_model(tmp_path, monkeypatch, capsys,
                                                                              mnist_raw_dir):
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT, TRAIN_COMMAND

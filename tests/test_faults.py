@@ -94,6 +94,24 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, refer
     assert_same_weights(reference, tmp_path / "models" / "simple_cnn_last.pth")
 
 
+def test_a_run_killed_between_its_best_and_last_saves_is_not_passed_off_as_the_finished_one(tmp_path, reference):
+    """A new run in a folder holding a finished run replaces _best.pth first; killed before _last.pth,
+    resuming the old _last.pth calibrated, tested and reported the new run's epoch-1 model (helper-44)."""
+    shutil.copytree(reference.parent, tmp_path / "models")
+    injector = str(REPO_ROOT / "tests" / "fault_injection")
+    started = cli_train(tmp_path, env_extra={"PYTHONPATH": injector, "MNIST_FAULT_KILL_ON_SAVE": "1",
+                                             "MNIST_FAULT_KILL_SAVES_OF": "_last.pth"})
+    started.communicate(timeout=300)
+    assert started.returncode == -signal.SIGKILL
+    best, last = (load_checkpoint(tmp_path / "models" / f"simple_cnn_{name}.pth") for name in ("best", "last"))
+    assert (best["epoch"], last["epoch"]) == (1, 3) and best["run_id"] != last["run_id"]
+    resumed = cli_train(tmp_path, *resume_flags(tmp_path))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 2
+    assert "come from two different runs" in err and "start a new run without --resume" in err
+    assert load_checkpoint(tmp_path / "models" / "simple_cnn_best.pth")["epoch"] == 1  # nothing rewritten
+
+
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, mnist_raw_dir):
     process = cli_train(tmp_path)
     last = tmp_path / "models" / "simple_cnn_last.pth"
@@ -121,6 +139,22 @@ def test_ctrl_c_while_preparing_the_set_up_is_one_line(tmp_path, mnist_raw_dir):
     assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupted before the first epoch finished: nothing to resume, start again"
     assert not list((tmp_path / "models").glob("*.pth"))
+
+
+def test_ctrl_c_while_a_resumed_run_sets_up_points_back_at_its_resume_point(small_checkpoint, monkeypatch, capsys):
+    """It said "nothing to resume, start again" of a run whose resume point was right there (helper-44)."""
+    from mnist_classifier import training
+    from mnist_classifier.cli import main
+
+    last = small_checkpoint.parent / "simple_cnn_last.pth"
+
+    def interrupted_while_preparing(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted_while_preparing)
+    assert main(["train", "--resume", str(last)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: the last finished epoch is saved; resume with `mnist-classifier train --resume {last}`")
 
 
 def test_ctrl_c_in_a_new_runs_first_epoch_points_at_no_earlier_run(tmp_path, mnist_raw_dir, small_checkpoint):

@@ -196,6 +196,34 @@ def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):
     assert stat.S_IMODE(save_checkpoint({"epoch": 2}, checkpoint).stat().st_mode) == 0o640
 
 
+def test_a_checkpoint_saved_through_a_symlink_replaces_its_target(tmp_path):
+    """calibrate through a link replaced the link with a file and left the real checkpoint as it was (helper-43)."""
+    target = save_checkpoint({"epoch": 1}, tmp_path / "real" / "a.pth")
+    link = tmp_path / "link.pth"
+    link.symlink_to(target)
+    assert save_checkpoint({"epoch": 2}, link) == link
+    assert link.is_symlink() and torch.load(target, weights_only=True)["epoch"] == 2
+    assert not list(tmp_path.glob(".*.tmp")) and not list(target.parent.glob(".*.tmp"))
+
+
+def test_cleaning_up_leaves_a_running_writers_temporary_file_alone(tmp_path):
+    """Every `train` removes what killed saves left in its folder; a run saving there at that
+    moment lost its temporary file and crashed (helper-44)."""
+    import subprocess
+    import sys
+
+    from mnist_classifier.checkpoint import remove_partial_writes
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".improved_cnn_best.pth.{int(gone.stdout)}.k9x2ab.tmp"  # its writer has exited
+    running = tmp_path / f".improved_cnn_best.pth.{os.getpid()}.r4n5cd.tmp"
+    older = tmp_path / ".simple_cnn_last.pth.q8w7e6r5.tmp"  # named before the writer's pid was
+    for path in (killed, running, older):
+        path.write_bytes(b"partial")
+    assert sorted(remove_partial_writes(tmp_path)) == sorted([killed, older])
+    assert running.exists() and not killed.exists() and not older.exists()
+
+
 def test_processes_checking_one_folder_at_once_do_not_trip_each_other(tmp_path):
     # torchrun starts every rank at the same moment, and each checks the shared save dir.
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -240,11 +268,59 @@ def test_ctrl_c_in_the_closing_test_names_the_resume_that_finishes_it(one_epoch,
                           f"--resume {last}`"
 
 
+def test_ctrl_c_after_the_test_leaves_its_figures_in_tensorboard(tmp_path, monkeypatch, mnist_raw_dir):
+    """Stopped once the best checkpoint held its test result, a resume had nothing to do and the test
+    figures were never written (helper-44): they are now on disk before that file says the run is done."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    real_save = training.save_checkpoint
+
+    def stopped_at_the_closing_save(payload, path):
+        if "test_accuracy" in payload:
+            raise KeyboardInterrupt
+        return real_save(payload, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", stopped_at_the_closing_save)
+    flags = ["--limit-train", "300", "--epochs", "1", "--batch-size", "100", "--data-dir", str(DATA_DIR),
+             "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")]
+    assert main(["train", *flags]) == 130
+    [run_dir] = (tmp_path / "runs").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert {"Test/confusion_matrix", "Test/misclassified"} <= set(events.Tags()["images"])
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    assert main(["train", "--resume", str(tmp_path / "models" / "simple_cnn_last.pth")]) == 0
+    assert isinstance(load_checkpoint(tmp_path / "models" / "simple_cnn_best.pth")["test_accuracy"], float)
+
+
 def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):
     _, result = one_epoch
     status = main(["train", "--resume", str(result.last_path), "--model", "improved_cnn"])
     assert status == 2
     assert "model_name is 'simple_cnn'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["no history", "no optimizer state", "a word for an epoch", "no config"])
+def test_a_damaged_resume_point_is_one_line_not_a_traceback(one_epoch, tmp_path, capsys, damage):
+    _, result = one_epoch
+    payload = load_checkpoint(result.last_path)
+    changes = {"no history": {"history": None}, "no optimizer state": {"optimizer_state_dict": "lost"},
+               "a word for an epoch": {"epoch": "one"}, "no config": {"config": None}}[damage]
+    damaged = tmp_path / "models" / result.last_path.name
+    save_checkpoint({key: value for key, value in {**payload, **changes}.items() if value is not None}, damaged)
+    shutil.copy(result.best_path, damaged.parent)
+    assert main(["train", "--resume", str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    expected = ("stores no config (made by the original project?)" if damage == "no config" else
+                f"is no usable resume point (its {next(iter(changes))} missing or damaged)")
+    assert expected in err
+
+
+def test_snapshots_of_epochs_ending_in_the_same_second_are_all_kept(tmp_path, mnist_raw_dir):
+    result = train(small_config(tmp_path, limit_train=300, epochs=3, save_interval=1), log=quiet)
+    snapshots = sorted(set(result.last_path.parent.glob("simple_cnn_2*.pth")))
+    assert sorted(load_checkpoint(path)["epoch"] for path in snapshots) == [1, 2, 3]
 
 
 def test_resume_from_another_folder_keeps_the_projects_data_and_runs(one_epoch, tmp_path, monkeypatch):

@@ -57,8 +57,13 @@ class ModelChoice:
         if not self.bundled:
             return f"model: {self.path}"
         facts = provenance()
-        return (f"model: the bundled SimpleCNN ({facts['test_accuracy']:.2%} on MNIST test, built "
-                f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}: {TRAIN_COMMAND} makes your own")
+        said = (f"model: the bundled SimpleCNN ({facts['test_accuracy']:.2%} on MNIST test, built "
+                f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}")
+        # e.g. an ImprovedCNN trained instead
+        others = sorted(set(TRAINED_CHECKPOINT.parent.glob("*_best.pth")) - {USER_CHECKPOINT})
+        if others:
+            return f"{said}: --checkpoint {others[0]} answers with yours"
+        return f"{said}: {TRAIN_COMMAND} makes your own"
 
 
 def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool = True) -> ModelChoice:

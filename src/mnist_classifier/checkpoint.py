@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,11 +42,14 @@ SEED_MODEL = "simple_cnn"  # the original project's checkpoints name no model; i
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
+    named = path = Path(path)
+    if path.is_symlink():  # replace what the link points at: the link stays a link
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**payload, "format_version": FORMAT_VERSION}
     try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # The writer's pid in the name: another run's cleanup leaves a live write alone (remove_partial_writes)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise CheckpointError(f"cannot write checkpoint {path} ({error.strerror}): fix the folder's permissions") from None
     try:
@@ -70,15 +74,30 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    return path
+    return named
 
 
 def remove_partial_writes(directory: str | Path, name: str = "*.pth") -> list[Path]:
-    """Delete temporary files left by a process killed mid-save of `name` (the real files are intact)."""
-    leftovers = list(Path(directory).glob(f".{name}.*.tmp"))
+    """Delete temporary files left by a process killed mid-save of `name` (the real files are
+    intact); not those of a writer still running, such as another run saving into the same folder."""
+    leftovers = [path for path in Path(directory).glob(f".{name}.*.tmp") if not _writer_running(path)]
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return leftovers
+
+
+def _writer_running(temporary: Path) -> bool:
+    """Whether the process named in a temporary file's name (save_checkpoint) is alive; older names have none."""
+    found = re.search(r"\.(\d+)\.[^.]*\.tmp$", temporary.name)
+    if found is None:
+        return False
+    try:
+        os.kill(int(found[1]), 0)
+    except (ProcessLookupError, OverflowError):  # gone; a number no pid can be
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

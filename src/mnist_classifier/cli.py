@@ -69,9 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = isinstance(interrupt, TrainingInterrupted) and Path(str(interrupt)).is_file()
         if launched_rank() != 0:  # under torchrun every rank is interrupted; one says so
             return 130
-        if saved:
+        if saved or (args.resume and not isinstance(interrupt, TrainingInterrupted)):  # a resume's set-up
             print(f"\ninterrupted: the last finished epoch is saved; resume with "
-                  f"`mnist-classifier train --resume {interrupt}`", file=sys.stderr)
+                  f"`mnist-classifier train --resume {interrupt if saved else args.resume}`", file=sys.stderr)
         else:
             print("\ninterrupted before the first epoch finished: nothing to resume, start again", file=sys.stderr)
         return 130

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AUGMENTATIONS, require_augmentation
+from .checkpoint import stored_class_names
 from .data import Normalization, Split
 from .datasets import DatasetSpec
 from .errors import UserError
@@ -93,12 +94,16 @@ def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequenc
     twice = next((path for index, path in enumerate(checkpoints) if named[index] in named[:index]), None)
     if twice is not None:
         raise UserError(f"{twice} is named twice: an ensemble averages different checkpoints")
-    first = payloads[0]
+    def question(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:  # files without them: digits
+        return {"dataset": payload.get("dataset", "mnist"), "class_names": stored_class_names(payload, path)}
+
+    first = question(payloads[0], checkpoints[0])
     for payload, path in zip(payloads[1:], checkpoints[1:]):
-        for key, default in (("dataset", "mnist"), ("class_names", None)):
-            if payload.get(key, default) != first.get(key, default):
-                raise UserError(f"{path} has {key} {payload.get(key, default)!r} but {checkpoints[0]} has "
-                                f"{first.get(key, default)!r}: ensemble checkpoints trained on the same dataset")
+        asked = question(payload, path)
+        for key in first:
+            if asked[key] != first[key]:
+                raise UserError(f"{path} has {key} {asked[key]!r} but {checkpoints[0]} has "
+                                f"{first[key]!r}: ensemble checkpoints trained on the same dataset")
 
 
 def combined_name(payloads: Sequence[dict[str, Any]], tta: bool) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .bundled import BUNDLED_DIR
+from .bundled import BUNDLED_CHECKPOINT, BUNDLED_DIR
 from .calibration import calibrate_logits, calibration_scores, reliability_bins, softmax
 from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
@@ -60,7 +60,7 @@ def check_rewritable(path: Path) -> None:
     and the package's own model, whose recorded hashes and ONNX twin must stay its match."""
     if path.is_file() and path.resolve().parent == BUNDLED_DIR:
         raise UserError(f"{path} is the model shipped in the package: calibrate a copy "
-                        f"(cp {path} models/mine.pth) or one you trained")
+                        f"(cp {BUNDLED_CHECKPOINT} models/mine.pth) or one you trained")
     if path.is_file() and not path.stat().st_mode & 0o222:
         raise UserError(f"{path} is read-only: calibrate a copy, or make it writable (chmod u+w) if it may change")
 

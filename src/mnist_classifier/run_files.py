@@ -71,8 +71,12 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
     path = Path(path)
     payload = load_checkpoint(path)
     model_from_checkpoint(payload, path)  # wrong architecture or shapes: one line now, not after loading data
-    if "optimizer_state_dict" not in payload or not isinstance(payload.get("config"), dict):
+    if "optimizer_state_dict" not in payload:
         raise CheckpointError(f"{path} holds weights only, not a resume point: resume from a <model>_last.pth file")
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path} stores no config (made by the original project?), so what it trained is "
+                              "unknown: start a new run without --resume")
+    _check_resume_state(payload, path)
     config = config_from_dict(payload["config"])
     if config.model_name != payload["model_name"]:
         raise CheckpointError(f"{path} is inconsistent: its weights are a {payload['model_name']} but its config "
@@ -103,6 +107,20 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
     return config, payload
+
+
+def _check_resume_state(payload: dict[str, Any], path: Path) -> None:
+    """What a resumed run reads besides the weights, checked before any of it is used."""
+    optimizer = payload.get("optimizer_state_dict")
+    wrong = [key for key, fine in (
+        ("epoch", isinstance(payload.get("epoch"), int) and not isinstance(payload.get("epoch"), bool)
+         and payload["epoch"] >= 0),
+        ("optimizer_state_dict", isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)),
+        ("history", isinstance(payload.get("history"), dict)),
+    ) if not fine]
+    if wrong:
+        raise CheckpointError(f"{path} is no usable resume point (its {', '.join(wrong)} missing or damaged): "
+                              "resume from another copy, or start a new run without --resume")
 
 
 def _started_in(stored_save_dir: str, run_folder: Path) -> Path | None:

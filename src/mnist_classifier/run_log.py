@@ -57,6 +57,7 @@ class RunLog:
         self.writer.add_hparams(hparams, {"hparam/test_accuracy": test_accuracy,
                                           "hparam/best_val_accuracy": best_val_accuracy}, run_name=".")
         log_test_figures(self.writer, test_logits, test, class_names, epochs_done)
+        self.writer.flush()  # on disk before the checkpoint says the run is done (Trainer.test_best)
 
     def close(self) -> None:
         self.writer.close()

@@ -15,6 +15,7 @@ calibrated on the validation split (calibration.py) and scored once on the test 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +70,7 @@ class RunState:
     best_accuracy: float = -1.0
     history: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
     run_dir: Path | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # tells this run's files from another's
 
 
 def steps_per_epoch(config: TrainConfig, train_size: int) -> int:
@@ -116,12 +118,23 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer_state_dict"])
         if self.scheduler is not None and payload.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(payload["scheduler_state_dict"])
+        self.note_changes_since(payload)
         self.state = RunState(
             start_epoch=int(payload["epoch"]),
             best_accuracy=float(payload.get("best_accuracy", payload.get("accuracy", -1.0))),
             history={key: list(payload["history"].get(key, [])) for key in HISTORY_KEYS},
             run_dir=Path(payload["run_dir"]) if payload.get("run_dir") else None,
+            run_id=str(payload.get("run_id") or ""),  # none in files saved before run ids: not checked
         )
+
+    def note_changes_since(self, payload: dict[str, Any]) -> None:
+        """A resume on other hardware goes on, but its weights will not be an uninterrupted run's to the bit."""
+        stored = {"processes": payload.get("world_size"), "precision": (payload.get("precision") or {}).get("name")}
+        now = {"processes": self.ctx.world_size, "precision": self.precision.name}
+        changed = [f"{key} {stored[key]} -> {now[key]}" for key in now if stored[key] not in (None, now[key])]
+        if changed:
+            self.log(f"note: this resume runs with {', '.join(changed)}, so its weights will differ slightly "
+                     "from those of a run never interrupted")
 
     def payload(self, epoch: int, val_accuracy: float, val_loss: float) -> dict[str, Any]:
         averaged = {} if self.average is None else {  # the trained weights too: a resumed run goes on from them
@@ -143,6 +156,7 @@ class Trainer:
             "normalization": self.norm.to_dict(),
             "precision": self.precision.to_dict(),  # what was used and why (the config says what was asked)
             "run_dir": str(self.state.run_dir),
+            "run_id": self.state.run_id,
             "world_size": self.ctx.world_size,
             "rank_weight_checksums": self.rank_checksums(),
         }
@@ -249,7 +263,10 @@ class Trainer:
         self.saved_an_epoch = True
         if epochs_done % self.config.save_interval == 0:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            save_checkpoint(payload, Path(self.config.save_dir) / f"{self.stem}_{stamp}.pth")
+            snapshot = Path(self.config.save_dir) / f"{self.stem}_{stamp}.pth"
+            if snapshot.exists():  # short epochs: two end in the same second
+                snapshot = snapshot.with_name(f"{self.stem}_{stamp}_epoch{epochs_done}.pth")
+            save_checkpoint(payload, snapshot)
 
     def open_run_log(self) -> None:
         """TensorBoard (run_log.py): a new folder for a new run, the same one for a resumed run."""
@@ -299,17 +316,20 @@ class Trainer:
 
     def test_best(self) -> tuple[float, float]:
         """Calibrate the best checkpoint on validation, score it once on the test set, record both in that file."""
-        best_path, _ = checkpoint_paths(self.config)
+        best_path, last_path = checkpoint_paths(self.config)
         payload = load_checkpoint(best_path)
+        check_same_run(payload, self.state.run_id, best_path, last_path)
         self.model.load_state_dict(payload["model_state_dict"])
         payload.update(self.calibrate())
         test = score_split(self.model, self.test_split.to(self.ctx.device), self.norm)
         payload["test_accuracy"] = test.accuracy
         payload["test_loss"] = test.loss
-        save_checkpoint(payload, best_path)
+        # TensorBoard's test figures first: a file holding the test result marks the run done, and a
+        # resume then writes nothing more (stopped between the two, a resume redraws the figures)
         if self.run_log is not None:
             self.run_log.result(self.precision.name, test.accuracy, payload["accuracy"], test.logits,
                                 self.test_split, self.class_names, payload["epoch"])
+        save_checkpoint(payload, best_path)
         return payload["accuracy"], test.accuracy
 
 
@@ -325,6 +345,16 @@ def stored_result(config: TrainConfig, payload: dict[str, Any]) -> TrainResult |
     run_dir = Path(payload["run_dir"]) if payload.get("run_dir") else None
     return TrainResult(best, last, run_dir, stored["accuracy"], stored["test_accuracy"], config.epochs,
                        dict(payload.get("history") or {}))
+
+
+def check_same_run(best: dict[str, Any] | None, run_id: str, best_path: Path, last_path: Path) -> None:
+    """A run started in a folder that holds another's files replaces its best checkpoint first; stopped
+    before its last one, the two files are two runs': refuse to test or report one as the other."""
+    if best is None and best_path.is_file():
+        best = load_checkpoint(best_path)
+    if best is not None and run_id and best.get("run_id") and best["run_id"] != run_id:
+        raise UserError(f"{best_path} and {last_path} come from two different runs (one was stopped between "
+                        "its two saves): start a new run without --resume, or --save-dir elsewhere")
 
 
 def train(
@@ -346,6 +376,9 @@ def train(
         remove_partial_writes(config.save_dir)
     speak = log if ctx.is_main else (lambda _line: None)
     try:
+        if resume_payload is not None:  # every rank: all stop together
+            best_path, last_path = checkpoint_paths(config)
+            check_same_run(None, str(resume_payload.get("run_id") or ""), best_path, last_path)
         finished = stored_result(config, resume_payload) if resume_payload is not None else None
         if finished is not None:  # before the data and the set-up: nothing will use them
             speak(f"this run already trained all {config.epochs} epochs and was calibrated and tested "

@@ -109,7 +109,10 @@ def _require_drawable(predictor: Predictor) -> None:
 
 def _require_display() -> None:
     """Qt aborts the process (no exception, a core dump) when it cannot reach a display: check first."""
-    if not sys.platform.startswith("linux") or (os.environ.get("WAYLAND_DISPLAY") and _qt_speaks_wayland()):
+    if not sys.platform.startswith("linux"):
+        return
+    _fall_back_to_a_platform_qt_has()
+    if os.environ.get("WAYLAND_DISPLAY") and _qt_speaks_wayland():
         return
     display = os.environ.get("DISPLAY", "")
     problem = "DISPLAY is not set" if not display else f"no X server answers on DISPLAY={display}"
@@ -121,12 +124,35 @@ def _require_display() -> None:
                         "demo as the desktop's own user, or pass its cookie (XAUTHORITY, `xauth`)")
 
 
-def _qt_speaks_wayland() -> bool:
-    """Whether the Qt inside OpenCV may draw on Wayland. opencv-python's wheels ship X11's plugin (xcb)
-    alone, so a Wayland session still needs DISPLAY (XWayland); an OpenCV built against the system's Qt
-    has no such folder, and Qt judges for itself."""
+def _fall_back_to_a_platform_qt_has() -> None:
+    """Qt aborts when QT_QPA_PLATFORM names only platforms it lacks, and Wayland desktops set it to
+    "wayland" for their own Qt: then use X11's (xcb), which opencv-python's wheels ship, and say so."""
+    asked = os.environ.get("QT_QPA_PLATFORM", "")
+    wanted = [name.split(":")[0].strip() for name in asked.split(";") if name.strip()]
+    available = _qt_platforms()
+    if not wanted or available is None or any(name in available for name in wanted):
+        return
+    if "xcb" not in available:
+        raise UserError(f"QT_QPA_PLATFORM={asked} names no platform OpenCV's Qt has "
+                        f"({', '.join(sorted(available)) or 'none'}): unset it")
+    print(f"note: QT_QPA_PLATFORM={asked} names no platform OpenCV's Qt has; using X11's (xcb)", file=sys.stderr)
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+
+
+def _qt_platforms() -> set[str] | None:
+    """The platform plugins of the Qt inside OpenCV ({"xcb"} for opencv-python's wheels); None for
+    an OpenCV built against the system's Qt, which has no such folder and judges for itself."""
     plugins = Path(cv2.__file__).parent / "qt" / "plugins" / "platforms"
-    return not plugins.is_dir() or any(plugins.glob("*wayland*"))
+    if not plugins.is_dir():
+        return None
+    return {path.name.removeprefix("libq").split(".")[0] for path in plugins.glob("libq*.so*")}
+
+
+def _qt_speaks_wayland() -> bool:
+    """Whether the Qt inside OpenCV may draw on Wayland: opencv-python's wheels have X11's plugin
+    alone, so a Wayland session still needs DISPLAY (XWayland)."""
+    available = _qt_platforms()
+    return available is None or any(name.startswith("wayland") for name in available)
 
 
 def _x_server_answers(display: str) -> bool:

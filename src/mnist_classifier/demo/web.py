@@ -4,10 +4,10 @@
     curl -H 'Content-Type: image/png' --data-binary @digit.png http://127.0.0.1:8000/api/predict
 
 Every input (PNG/JPEG body, multipart upload, JSON pixels) goes through the one
-preprocessing (`preprocess.to_mnist`), so the page, the API, `predict` and the desktop
-demo agree on the same drawing. The API is described at /openapi.json (and /docs,
-whose viewer needs internet access). The routes that save labelled drawings
-(`/api/examples`) are in collect.py; they read bodies with the functions here.
+preprocessing of the model's dataset (`reader.framing_of`: `preprocess.to_mnist` for digits),
+so the page, the API, `predict` and the desktop demo agree on the same drawing. The API is
+described at /openapi.json (and /docs, whose viewer needs internet access). The routes that
+save labelled drawings (`/api/examples`) are in collect.py; they read bodies with the functions here.
 
 Speed (`python benchmarks/serve_load.py --workers 2`, 16 clients posting canvas PNGs on
 loopback, 2-core VM): per request ~0.5 ms of PNG decode, ~0.5 ms of preprocessing,
@@ -38,7 +38,8 @@ from ..answer import Answer, decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
 from ..images import MAX_SIDE, load_image
-from ..preprocess import CANVAS, to_mnist
+from ..preprocess import CANVAS
+from ..reader import framing_of
 from ..user_examples import ExampleStore
 from .collect import COLLECTION_OFF, example_routes, open_store
 from .guards import BODY_TIMEOUT, MAX_BODY, BodyLimit, SameOrigin
@@ -153,6 +154,7 @@ class Service:
         self.class_names, self.model_name = predictor.class_names, predictor.model_name
         self.model_file = predictor.info.get("file") or predictor.model_name
         self.model = SharedModel(predictor)
+        self.frame = framing_of(predictor)  # a Fashion-MNIST model's items fill the frame, as `predict` has them
         self.limiter = anyio.CapacityLimiter(WORKERS)
         self.model_card = model_card(predictor, collecting)
 
@@ -170,7 +172,7 @@ class Service:
         """-> (the decoded drawing, the Answer about it); bad bodies are HTTPExceptions."""
         drawing = pixels_from_json(body) if kind == "json" else image_from_bytes(body)
         try:
-            pre = to_mnist(drawing)
+            pre = self.frame(drawing)
         except ImageError as error:
             raise HTTPException(422, str(error)) from None
         if not pre.has_ink:
