@@ -30,8 +30,9 @@ NOISE_FLOOR = 0.10  # ink below 10% of the contrast is paper texture or JPEG noi
 MIN_CONTRAST = 0.06  # weaker than ~15/255 between ink and background: no ink at all
 UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: corrected (_evenly_lit)
 MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
-# More than a tenth of the border 8% off the paper's level: a shadow or the table (_shadows_lifted)
-SHADOW_STEP, SHADOW_BORDER = 0.08, 0.1
+# More than a tenth of the border 8% off the paper's level: a shadow or the table (_shadows_lifted),
+# and lifted only when under 0.5% of it is left off the paper's level
+SHADOW_STEP, SHADOW_BORDER, SHADOW_LEFT = 0.08, 0.1, 0.005
 SHADOW_KERNEL = 0.25  # the closing's side, of the picture's shorter side: wider than a digit's strokes
 SHADOW_SIDE = 320  # px; larger photos find their paper level at about this size
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
@@ -297,30 +298,62 @@ def _place_on_canvas(digit: np.ndarray) -> np.ndarray:
 
 
 def _shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
-    """A photo with a shadow or a strip of table reaching into the page from its border, the
-    paper's own level divided out everywhere.
+    """A photo of dark ink with a shadow or a strip of table reaching into the page from its
+    border, the paper's own level divided out everywhere.
 
     A plane and a bowl cannot follow a hard edge: with a shadow 30% deep over 30% of the page,
     17% of MNIST test digits photographed so came out right (benchmarks/uneven_light.py). Where
     more than a tenth of the border departs from the paper's level, the paper is found pixel by
     pixel as a morphological closing wider than any stroke: strokes vanish from it, while a
-    shadow that comes in from the border keeps its edge (the picture's edge does not count)."""
+    shadow that comes in from the border keeps its edge (the picture's edge does not count).
+    Dark areas of it that do not reach the border are drawn things, not shadows, and stay. When
+    the border does not come out even (a slanting shadow's tip, narrower than the closing), the
+    picture is left as it was."""
     height, width = gray.shape
-    if min(height, width) < MIN_LIT_SIDE:
+    if min(height, width) < MIN_LIT_SIDE or _off_paper(_border(gray), paper) < SHADOW_BORDER:
         return gray
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    if np.count_nonzero(np.abs(border - paper) > SHADOW_STEP * paper) < SHADOW_BORDER * len(border):
+    if paper - float(gray.min()) <= float(gray.max()) - paper:  # light ink (a board): a closing keeps it
         return gray
     scale = min(1.0, SHADOW_SIDE / max(height, width))
     small = gray if scale == 1 else cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
                                                interpolation=cv2.INTER_AREA)
+    small = cv2.medianBlur(small, 5)  # sensor noise: a closing would follow its peaks, not the paper
     side = max(3, round(min(small.shape) * SHADOW_KERNEL)) | 1
     level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    level = np.maximum(_reaching_the_border(level, paper), MIN_CONTRAST)
+    evened = _border(small) / _border(level)
+    evened *= paper / _median(evened)  # the paper back at its level
+    if _off_paper(evened, paper) >= SHADOW_LEFT:
+        return gray
     if scale < 1:  # enlarged, a hard edge blurs: the darker side of it wins (paper there merely looks paper)
         spread = math.ceil(2 / scale) | 1
         level = cv2.erode(cv2.resize(level, (width, height), interpolation=cv2.INTER_LINEAR),
                           cv2.getStructuringElement(cv2.MORPH_RECT, (spread, spread)))
-    return gray * (paper / np.maximum(level, MIN_CONTRAST))
+    lifted = gray / level
+    lifted *= np.float32(paper / _median(_border(lifted)))  # the paper back at its level
+    np.minimum(lifted, np.float32(paper), out=lifted)  # dark ink: nothing is brighter than the paper
+    return lifted
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+
+
+def _off_paper(border: np.ndarray, paper: float) -> float:
+    """The share of the border more than SHADOW_STEP off the paper's level."""
+    return np.count_nonzero(np.abs(border - paper) > SHADOW_STEP * paper) / len(border)
+
+
+def _reaching_the_border(level: np.ndarray, paper: float) -> np.ndarray:
+    """The closing's dark areas that touch the border (shadows, table); the others set to paper."""
+    dark = (level < (1 - SHADOW_STEP) * paper).view(np.uint8)
+    count, labels = cv2.connectedComponents(dark, connectivity=8)
+    if count <= 1:
+        return level
+    touching = np.zeros(count, bool)
+    touching[np.unique(_border(labels))] = True
+    touching[0] = True  # not dark
+    return np.where(touching[labels], level, np.float32(paper))
 
 
 # numpy's own median and pad spend ~15 us each on checks and dispatch, more than the work on
