@@ -10,7 +10,7 @@ the digit's index (8 directions); a vignette (dark corners); and a hard-edged sh
 a phone) darkening the 30% of the page nearest one edge (4 directions). The table gives
 the share answered with the right digit (verdict `digit` and correct) per falloff; a second
 table the same for photos showing what lies beside the page: a strip of table along one side
-(turning with the index), or the page lying on a dark table.
+(turning with the index), the page lying on a dark table, or ruled and squared paper.
 """
 from __future__ import annotations
 
@@ -59,6 +59,17 @@ def page_on_table(digit: np.ndarray, page_side: int, photo_side: int = 400) -> n
     return photo.astype(np.uint8)
 
 
+def on_lined_paper(digit: np.ndarray, spacing: int, grey: int, direction: int, squared: bool) -> np.ndarray:
+    """The digit written over printed lines (every `spacing` px, 2 px wide), their phase turning with the index."""
+    page = on_paper(digit)
+    lines = np.full((280, 280), 235, np.float32)
+    for start in range(direction % spacing, 280, spacing):
+        lines[start:start + 2] = grey
+        if squared:
+            lines[:, start:start + 2] = grey
+    return np.minimum(page, lines).astype(np.uint8)
+
+
 SURROUNDINGS = {
     "table strip, 10% of the width, grey 25": lambda d, i: with_table_strip(d, 0.1, 25, i),
     "table strip, 20%, grey 25": lambda d, i: with_table_strip(d, 0.2, 25, i),
@@ -66,6 +77,8 @@ SURROUNDINGS = {
     "page covering 36% of a dark table": lambda d, i: page_on_table(d, 240),
     "page covering 64%": lambda d, i: page_on_table(d, 320),
     "page covering 90%": lambda d, i: page_on_table(d, 380),
+    "ruled paper, lines every 30 px, grey 170": lambda d, i: on_lined_paper(d, 30, 170, i, squared=False),
+    "squared paper, every 20 px, grey 190": lambda d, i: on_lined_paper(d, 20, 190, i, squared=True),
 }
 
 

@@ -325,10 +325,14 @@ def test_the_bundled_fallback_names_another_model_trained_in_models(tmp_path, mo
     """Only an ImprovedCNN trained: the bundled SimpleCNN answered, and the notice said to train (helper-42)."""
     import shutil
 
-    from mnist_classifier.bundled import choose_model
+    from mnist_classifier.bundled import TRAIN_COMMAND, choose_model
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
+    for name in ("simple_cnn_fashion-mnist_best.pth", "improved_cnn_user_best.pth"):  # not digit models to offer
+        shutil.copy(small_checkpoint, tmp_path / "models" / name)
+    (tmp_path / "models" / "simple_cnn_best.pth").symlink_to(tmp_path / "gone.pth")  # dangling: no model
+    assert choose_model(None).describe().endswith(f"{TRAIN_COMMAND} makes your own")
     shutil.copy(small_checkpoint, tmp_path / "models" / "improved_cnn_best.pth")
     choice = choose_model(None)
     assert choice.bundled

@@ -110,6 +110,10 @@ def test_a_run_killed_between_its_best_and_last_saves_is_not_passed_off_as_the_f
     assert resumed.returncode == 2
     assert "come from two different runs" in err and "start a new run without --resume" in err
     assert load_checkpoint(tmp_path / "models" / "simple_cnn_best.pth")["epoch"] == 1  # nothing rewritten
+    elsewhere = cli_train(tmp_path, *resume_flags(tmp_path), "--save-dir", str(tmp_path / "elsewhere"))
+    _, err = elsewhere.communicate(timeout=300)
+    assert elsewhere.returncode == 2 and "come from two different runs" in err
+    assert not (tmp_path / "elsewhere").exists()  # refused before the pair was copied there
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, mnist_raw_dir):
@@ -141,7 +145,8 @@ def test_ctrl_c_while_preparing_the_set_up_is_one_line(tmp_path, mnist_raw_dir):
     assert not list((tmp_path / "models").glob("*.pth"))
 
 
-def test_ctrl_c_while_a_resumed_run_sets_up_points_back_at_its_resume_point(small_checkpoint, monkeypatch, capsys):
+def test_ctrl_c_while_a_resumed_run_sets_up_points_back_at_its_resume_point(small_checkpoint, monkeypatch, capsys,
+                                                                           tmp_path):
     """It said "nothing to resume, start again" of a run whose resume point was right there (helper-44)."""
     from mnist_classifier import training
     from mnist_classifier.cli import main
@@ -155,6 +160,11 @@ def test_ctrl_c_while_a_resumed_run_sets_up_points_back_at_its_resume_point(smal
     assert main(["train", "--resume", str(last)]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"interrupted: the last finished epoch is saved; resume with `mnist-classifier train --resume {last}`")
+    moved = tmp_path / "moved"  # --save-dir copied the run there before its set-up: that copy goes on
+    assert main(["train", "--resume", str(last), "--save-dir", str(moved)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: the last finished epoch is saved; resume with `mnist-classifier train --resume "
+        f"{moved / last.name}`")
 
 
 def test_ctrl_c_in_a_new_runs_first_epoch_points_at_no_earlier_run(tmp_path, mnist_raw_dir, small_checkpoint):

@@ -196,32 +196,38 @@ def test_saved_files_get_the_usual_permissions_not_owner_only(tmp_path):
     assert stat.S_IMODE(save_checkpoint({"epoch": 2}, checkpoint).stat().st_mode) == 0o640
 
 
-def test_a_checkpoint_saved_through_a_symlink_replaces_its_target(tmp_path):
-    """calibrate through a link replaced the link with a file and left the real checkpoint as it was (helper-43)."""
+def test_a_symlinked_checkpoint_is_replaced_by_train_and_rewritten_through_by_calibrate(tmp_path):
+    """calibrate through a link replaced the link with a file and left the real checkpoint as it
+    was (helper-43); train must still never write through one (into the package, a read-only file)."""
     target = save_checkpoint({"epoch": 1}, tmp_path / "real" / "a.pth")
     link = tmp_path / "link.pth"
     link.symlink_to(target)
-    assert save_checkpoint({"epoch": 2}, link) == link
+    assert save_checkpoint({"epoch": 2}, link, through_link=True) == link
     assert link.is_symlink() and torch.load(target, weights_only=True)["epoch"] == 2
+    save_checkpoint({"epoch": 3}, link)  # train's saves: the link goes, the file it named stays
+    assert not link.is_symlink() and torch.load(target, weights_only=True)["epoch"] == 2
     assert not list(tmp_path.glob(".*.tmp")) and not list(target.parent.glob(".*.tmp"))
 
 
-def test_cleaning_up_leaves_a_running_writers_temporary_file_alone(tmp_path):
-    """Every `train` removes what killed saves left in its folder; a run saving there at that
-    moment lost its temporary file and crashed (helper-44)."""
-    import subprocess
-    import sys
-
+def test_cleaning_up_leaves_a_write_in_progress_alone(tmp_path):
+    """Every `train` removes what killed saves left in its folder; a run saving there at that moment
+    lost its temporary file and crashed (helper-44). A write holds a lock on its file until the rename."""
     from mnist_classifier.checkpoint import remove_partial_writes
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    killed = tmp_path / f".improved_cnn_best.pth.{int(gone.stdout)}.k9x2ab.tmp"  # its writer has exited
-    running = tmp_path / f".improved_cnn_best.pth.{os.getpid()}.r4n5cd.tmp"
-    older = tmp_path / ".simple_cnn_last.pth.q8w7e6r5.tmp"  # named before the writer's pid was
-    for path in (killed, running, older):
+    running, killed = tmp_path / ".improved_cnn_best.pth.r4n5cd.tmp", tmp_path / ".simple_cnn_last.pth.q8w7e6.tmp"
+    for path in (running, killed):
         path.write_bytes(b"partial")
-    assert sorted(remove_partial_writes(tmp_path)) == sorted([killed, older])
-    assert running.exists() and not killed.exists() and not older.exists()
+    writer = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(running)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        assert remove_partial_writes(tmp_path) == [killed]
+        assert running.exists() and not killed.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert remove_partial_writes(tmp_path) == [running]  # its writer gone, the lock went with it
 
 
 def test_processes_checking_one_folder_at_once_do_not_trip_each_other(tmp_path):
@@ -300,12 +306,15 @@ def test_resume_refuses_a_contradicting_flag(one_epoch, capsys):
     assert "model_name is 'simple_cnn'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["no history", "no optimizer state", "a word for an epoch", "no config"])
+@pytest.mark.parametrize("damage", ["no history", "no optimizer state", "a word for an epoch", "no config",
+                                    "a word for a precision", "a word for an accuracy", "a number for a history"])
 def test_a_damaged_resume_point_is_one_line_not_a_traceback(one_epoch, tmp_path, capsys, damage):
     _, result = one_epoch
     payload = load_checkpoint(result.last_path)
     changes = {"no history": {"history": None}, "no optimizer state": {"optimizer_state_dict": "lost"},
-               "a word for an epoch": {"epoch": "one"}, "no config": {"config": None}}[damage]
+               "a word for an epoch": {"epoch": "one"}, "no config": {"config": None},
+               "a word for a precision": {"precision": "bf16"}, "a word for an accuracy": {"best_accuracy": "n/a"},
+               "a number for a history": {"history": {"train_loss": 0.5}}}[damage]
     damaged = tmp_path / "models" / result.last_path.name
     save_checkpoint({key: value for key, value in {**payload, **changes}.items() if value is not None}, damaged)
     shutil.copy(result.best_path, damaged.parent)

@@ -59,11 +59,20 @@ class ModelChoice:
         facts = provenance()
         said = (f"model: the bundled SimpleCNN ({facts['test_accuracy']:.2%} on MNIST test, built "
                 f"{facts['date']}); no checkpoint named and no {TRAINED_CHECKPOINT}")
-        # e.g. an ImprovedCNN trained instead
-        others = sorted(set(TRAINED_CHECKPOINT.parent.glob("*_best.pth")) - {USER_CHECKPOINT})
+        others = other_digit_models()
         if others:
             return f"{said}: --checkpoint {others[0]} answers with yours"
         return f"{said}: {TRAIN_COMMAND} makes your own"
+
+
+def other_digit_models() -> list[Path]:
+    """Digit models trained in models/ under another name (an ImprovedCNN, say): not the
+    fine-tuned ones, not those of another dataset (`<model>_<dataset>_best.pth`)."""
+    from .datasets import DATASETS
+
+    suffixes = tuple(f"_{name}_best.pth" for name in DATASETS if name != "mnist") + ("_user_best.pth",)
+    return sorted(path for path in TRAINED_CHECKPOINT.parent.glob("*_best.pth")
+                  if path.is_file() and not path.name.endswith(suffixes))
 
 
 def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool = True) -> ModelChoice:

@@ -18,11 +18,15 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl  # POSIX: a write in progress is locked
+except ImportError:  # Windows
+    fcntl = None
 
 import torch
 from torch import nn
@@ -41,19 +45,21 @@ MAX_CLASSES = 1000  # a stored class list longer than this is damage (or an atte
 SEED_MODEL = "simple_cnn"  # the original project's checkpoints name no model; its default was this one
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+def save_checkpoint(payload: dict[str, Any], path: str | Path, through_link: bool = False) -> Path:
+    """Write atomically (temporary file + rename). A symlink at `path` is replaced by the file,
+    unless `through_link` (calibrate, which has checked the file the link points at)."""
     named = path = Path(path)
-    if path.is_symlink():  # replace what the link points at: the link stays a link
+    if through_link and path.is_symlink():  # the link stays a link; what it points at changes
         path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**payload, "format_version": FORMAT_VERSION}
     try:
-        # The writer's pid in the name: another run's cleanup leaves a live write alone (remove_partial_writes)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise CheckpointError(f"cannot write checkpoint {path} ({error.strerror}): fix the folder's permissions") from None
     try:
-        with os.fdopen(handle, "wb") as file:
+        _hold(handle)  # until the rename: another process's cleanup leaves a write in progress alone
+        with os.fdopen(handle, "wb", closefd=False) as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
@@ -74,30 +80,46 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(handle)
     return named
 
 
 def remove_partial_writes(directory: str | Path, name: str = "*.pth") -> list[Path]:
     """Delete temporary files left by a process killed mid-save of `name` (the real files are
-    intact); not those of a writer still running, such as another run saving into the same folder."""
-    leftovers = [path for path in Path(directory).glob(f".{name}.*.tmp") if not _writer_running(path)]
-    for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
-    return leftovers
+    intact); not those of a write still going on, such as another run's saving into the same folder."""
+    removed = []
+    for leftover in Path(directory).glob(f".{name}.*.tmp"):
+        try:
+            handle = os.open(leftover, os.O_RDONLY)
+        except OSError:  # gone already, or not ours to open
+            continue
+        try:
+            if _held_elsewhere(handle):
+                continue
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+        finally:
+            os.close(handle)
+    return removed
 
 
-def _writer_running(temporary: Path) -> bool:
-    """Whether the process named in a temporary file's name (save_checkpoint) is alive; older names have none."""
-    found = re.search(r"\.(\d+)\.[^.]*\.tmp$", temporary.name)
-    if found is None:
+def _hold(handle: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+
+
+def _held_elsewhere(handle: int) -> bool:
+    """Whether a writer still holds this file (save_checkpoint's lock): a dead one's lock is gone."""
+    if fcntl is None:
         return False
     try:
-        os.kill(int(found[1]), 0)
-    except (ProcessLookupError, OverflowError):  # gone; a number no pid can be
-        return False
-    except PermissionError:  # alive, under another user
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except OSError:  # a filesystem without locks: as before, the leftover goes
+        return False
+    return False
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

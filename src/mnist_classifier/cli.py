@@ -70,8 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if launched_rank() != 0:  # under torchrun every rank is interrupted; one says so
             return 130
         if saved or (args.resume and not isinstance(interrupt, TrainingInterrupted)):  # a resume's set-up
+            point = interrupt if saved else resume_point(config, args.resume)
             print(f"\ninterrupted: the last finished epoch is saved; resume with "
-                  f"`mnist-classifier train --resume {interrupt if saved else args.resume}`", file=sys.stderr)
+                  f"`mnist-classifier train --resume {point}`", file=sys.stderr)
         else:
             print("\ninterrupted before the first epoch finished: nothing to resume, start again", file=sys.stderr)
         return 130
@@ -81,6 +82,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         board = f"; TensorBoard: tensorboard --logdir {result.run_dir.parent}" if result.run_dir else ""
         print(f"checkpoints: {result.best_path} (best), {result.last_path} (resume point){board}")
     return 0
+
+
+def resume_point(config, named: str) -> Path:
+    """Where a resumed run's last epoch is now: moved by --save-dir, the copy there."""
+    from .run_files import checkpoint_paths
+
+    moved = checkpoint_paths(config)[1]
+    return moved if moved.is_file() else Path(named)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

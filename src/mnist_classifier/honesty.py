@@ -79,7 +79,7 @@ def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
     redrawn = torch.from_numpy(predictor.logits(random_pen_images(val.images).numpy())) if spec.drawable else None
     calibration = calibrate_logits(torch.from_numpy(logits), val.labels, refuse=spec.drawable, redrawn_logits=redrawn)
     payload.update(calibration.to_payload())
-    save_checkpoint(payload, path)
+    save_checkpoint(payload, path, through_link=True)  # a linked checkpoint stays linked
     labels = val.labels.numpy()
     ece_before, ece_after = (calibration_scores(softmax(logits, t), labels)["ece"] for t in (1.0, calibration.temperature))
     refusal = (f", 'not a digit' below digit score {calibration.reject_threshold:.2f}"

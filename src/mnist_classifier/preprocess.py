@@ -7,7 +7,8 @@ its centre of mass sits at the centre. Output is light ink on black, uint8 0..25
 
     to_mnist("digit.png").image   # (28, 28) uint8, or None when the image is blank
 
-Reading the file and resolving its colours and transparency into grey levels is images.py's.
+Reading the file and resolving its colours and transparency into grey levels is images.py's;
+evening out a photo's page (falling light, shadows, a table at the border, ruled lines), paper.py's.
 
 Speed: 0.4 ms for a 280x280 grayscale canvas, 0.7 ms for RGBA (median of 1000 runs
 on one core of the 2-core development machine; `make bench` measures it end to end).
@@ -15,26 +16,20 @@ on one core of the 2-core development machine; `make bench` measures it end to e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from .images import grayscale, load_image
+from .paper import MIN_LIT_SIDE, UNEVEN_LIGHT, evenly_lit, lines_removed, shadows_lifted
+from .paper import median as _median
 
 CANVAS = 28  # MNIST image side
 BOX = 20  # MNIST scales the digit's longer side to 20 px
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column)
 NOISE_FLOOR = 0.10  # ink below 10% of the contrast is paper texture or JPEG noise
 MIN_CONTRAST = 0.06  # weaker than ~15/255 between ink and background: no ink at all
-UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: corrected (_evenly_lit)
-MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
-# More than a tenth of the border 8% off the paper's level: a shadow or the table (_shadows_lifted),
-# and lifted only when under 0.5% of it is left off the paper's level
-SHADOW_STEP, SHADOW_BORDER, SHADOW_LEFT = 0.08, 0.1, 0.005
-SHADOW_KERNEL = 0.25  # the closing's side, of the picture's shorter side: wider than a digit's strokes
-SHADOW_SIDE = 320  # px; larger photos find their paper level at about this size
 SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digit
 EDGE_LINING = 0.5  # a blob along half an edge or more is the photo's surroundings (_drop_specks)
 # "Ink" over 30% of the picture, its box dark in at most 15% (the digit, if any): a page on a table
@@ -106,9 +101,9 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     background = _median(border)  # the paper: the border is mostly paper
     if float(border.max() - border.min()) >= UNEVEN_LIGHT:  # ~3 us: a drawn canvas or scan stops here
-        gray = _evenly_lit(gray, border, background)
+        gray = evenly_lit(gray, border, background)
         if background >= 0.5:  # paper, not a dark canvas or board
-            gray = _shadows_lifted(gray, background)
+            gray = lines_removed(shadows_lifted(gray, background), background)
     darkest, brightest = float(gray.min()), float(gray.max())
     # Ink is whatever departs furthest from the paper: darker or lighter.
     dark_ink = background - darkest > brightest - background
@@ -125,42 +120,6 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     ink -= np.float32(NOISE_FLOOR / (1 - NOISE_FLOOR))
     # A table beside the page is dark beside light paper; on a dark canvas an edge-lining blob is a stroke.
     return _drop_specks(np.clip(ink, 0, 1, out=ink), surroundings_possible=dark_ink and background >= 0.5)
-
-
-def _evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarray:
-    """A photo whose light falls off across the page or to its corners, as if lit evenly at the
-    border's median.
-
-    One paper level for the whole image reads the shadowed side of a photo as ink: with 30%
-    less light at one edge, 79.5% of MNIST test digits photographed so came out right, with 40%
-    24.5% (benchmarks/uneven_light.py). The light is fitted to the border, robustly (ink that
-    reaches the edge is left out), as a plane plus a bowl in each direction (a lens darkens the
-    corners); the image is divided by it (paper reflects a share of the light, ink less). Light
-    that barely varies changes nothing."""
-    height, width = gray.shape
-    if min(height, width) < MIN_LIT_SIDE:  # a border of a few pixels next to the ink cannot tell the light
-        return gray
-    across, down = np.linspace(-0.5, 0.5, width), np.linspace(-0.5, 0.5, height)  # pixel centres
-    xs = np.concatenate([across, across, np.full(height - 2, -0.5), np.full(height - 2, 0.5)])
-    ys = np.concatenate([np.full(width, -0.5), np.full(width, 0.5), down[1:-1], down[1:-1]])
-    design = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys], axis=1)
-    residuals = border - paper
-    for _ in range(2):  # start from the median's inliers, then refit on the fit's own
-        spread = _median(np.abs(residuals))
-        inliers = np.abs(residuals) <= max(3 * spread, MIN_CONTRAST / 2)
-        if inliers.sum() < 2 * design.shape[1]:
-            return gray
-        coefficients = np.linalg.lstsq(design[inliers], border[inliers], rcond=None)[0]
-        residuals = border - design @ coefficients
-    level, tilt_x, tilt_y, bowl_x, bowl_y = (float(value) for value in coefficients)
-    along_x = (tilt_x * across + bowl_x * across * across).astype(np.float32)
-    along_y = (tilt_y * down + bowl_y * down * down).astype(np.float32)
-    if np.ptp(along_x) + np.ptp(along_y) < UNEVEN_LIGHT:
-        return gray
-    light = level + along_y[:, None] + along_x[None, :]
-    if paper >= 0.5:  # dark ink on light paper: reflectance, the light divided out
-        return gray * (paper / np.maximum(light, MIN_CONTRAST))
-    return gray - (light - paper)  # light ink on a dark ground: the glow subtracted
 
 
 def _page_inside(ink: np.ndarray) -> tuple[slice, slice] | None:
@@ -295,77 +254,6 @@ def _place_on_canvas(digit: np.ndarray) -> np.ndarray:
     canvas[top:top + height, left:left + width] = np.clip(
         digit * 255 + 0.5, 0, 255).astype(np.uint8)
     return canvas
-
-
-def _shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
-    """A photo of dark ink with a shadow or a strip of table reaching into the page from its
-    border, the paper's own level divided out everywhere.
-
-    A plane and a bowl cannot follow a hard edge: with a shadow 30% deep over 30% of the page,
-    17% of MNIST test digits photographed so came out right (benchmarks/uneven_light.py). Where
-    more than a tenth of the border departs from the paper's level, the paper is found pixel by
-    pixel as a morphological closing wider than any stroke: strokes vanish from it, while a
-    shadow that comes in from the border keeps its edge (the picture's edge does not count).
-    Dark areas of it that do not reach the border are drawn things, not shadows, and stay. When
-    the border does not come out even (a slanting shadow's tip, narrower than the closing), the
-    picture is left as it was."""
-    height, width = gray.shape
-    if min(height, width) < MIN_LIT_SIDE or _off_paper(_border(gray), paper) < SHADOW_BORDER:
-        return gray
-    if paper - float(gray.min()) <= float(gray.max()) - paper:  # light ink (a board): a closing keeps it
-        return gray
-    scale = min(1.0, SHADOW_SIDE / max(height, width))
-    small = gray if scale == 1 else cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
-                                               interpolation=cv2.INTER_AREA)
-    small = cv2.medianBlur(small, 5)  # sensor noise: a closing would follow its peaks, not the paper
-    side = max(3, round(min(small.shape) * SHADOW_KERNEL)) | 1
-    level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
-    level = np.maximum(_reaching_the_border(level, paper), MIN_CONTRAST)
-    evened = _border(small) / _border(level)
-    evened *= paper / _median(evened)  # the paper back at its level
-    if _off_paper(evened, paper) >= SHADOW_LEFT:
-        return gray
-    if scale < 1:  # enlarged, a hard edge blurs: the darker side of it wins (paper there merely looks paper)
-        spread = math.ceil(2 / scale) | 1
-        level = cv2.erode(cv2.resize(level, (width, height), interpolation=cv2.INTER_LINEAR),
-                          cv2.getStructuringElement(cv2.MORPH_RECT, (spread, spread)))
-    lifted = gray / level
-    lifted *= np.float32(paper / _median(_border(lifted)))  # the paper back at its level
-    np.minimum(lifted, np.float32(paper), out=lifted)  # dark ink: nothing is brighter than the paper
-    return lifted
-
-
-def _border(gray: np.ndarray) -> np.ndarray:
-    return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-
-
-def _off_paper(border: np.ndarray, paper: float) -> float:
-    """The share of the border more than SHADOW_STEP off the paper's level."""
-    return np.count_nonzero(np.abs(border - paper) > SHADOW_STEP * paper) / len(border)
-
-
-def _reaching_the_border(level: np.ndarray, paper: float) -> np.ndarray:
-    """The closing's dark areas that touch the border (shadows, table); the others set to paper."""
-    dark = (level < (1 - SHADOW_STEP) * paper).view(np.uint8)
-    count, labels = cv2.connectedComponents(dark, connectivity=8)
-    if count <= 1:
-        return level
-    touching = np.zeros(count, bool)
-    touching[np.unique(_border(labels))] = True
-    touching[0] = True  # not dark
-    return np.where(touching[labels], level, np.float32(paper))
-
-
-# numpy's own median and pad spend ~15 us each on checks and dispatch, more than the work on
-# a 56x56 digit; to_mnist runs for every request and 55,000 times per training set-up.
-def _median(values: np.ndarray) -> float:
-    """np.median of a 1-D array of finite floats (the sum of two ints could overflow here),
-    the same value, in ~2 us instead of ~15."""
-    middle = len(values) // 2
-    if len(values) % 2:
-        return float(np.partition(values, middle)[middle])
-    below, above = np.partition(values, (middle - 1, middle))[middle - 1:middle + 1]
-    return float((below + above) / 2)
 
 
 def _framed(image: np.ndarray, margin: int) -> np.ndarray:

@@ -97,6 +97,7 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
     if not best.is_file():
         raise UserError(f"{best} is missing: --resume needs the run's best checkpoint beside the one it resumes "
                         "from; copy it there")
+    check_same_run(None, str(payload.get("run_id") or ""), best, path)  # before any file is copied
     for key in FOLDERS + HARDWARE:
         if overrides.get(key) is not None:
             setattr(config, key, overrides[key])
@@ -110,17 +111,34 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
 
 
 def _check_resume_state(payload: dict[str, Any], path: Path) -> None:
-    """What a resumed run reads besides the weights, checked before any of it is used."""
-    optimizer = payload.get("optimizer_state_dict")
+    """What a resumed run reads besides the weights (Trainer.restore), checked before any of it is used."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    optimizer, history = payload.get("optimizer_state_dict"), payload.get("history")
     wrong = [key for key, fine in (
-        ("epoch", isinstance(payload.get("epoch"), int) and not isinstance(payload.get("epoch"), bool)
-         and payload["epoch"] >= 0),
+        ("epoch", isinstance(payload.get("epoch"), int) and number(payload["epoch"]) and payload["epoch"] >= 0),
         ("optimizer_state_dict", isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)),
-        ("history", isinstance(payload.get("history"), dict)),
+        ("history", isinstance(history, dict) and all(
+            isinstance(values, list) and all(map(number, values)) for values in history.values())),
+        ("best_accuracy", number(payload.get("best_accuracy", payload.get("accuracy", -1.0)))),
+        ("precision", isinstance(payload.get("precision", {}), dict)),
+        ("run_dir", isinstance(payload.get("run_dir"), (str, type(None)))),
+        ("run_id", isinstance(payload.get("run_id"), (str, type(None)))),
     ) if not fine]
     if wrong:
         raise CheckpointError(f"{path} is no usable resume point (its {', '.join(wrong)} missing or damaged): "
                               "resume from another copy, or start a new run without --resume")
+
+
+def check_same_run(best: dict[str, Any] | None, run_id: str, best_path: Path, last_path: Path) -> None:
+    """A run started in a folder that holds another's files replaces its best checkpoint first; stopped
+    before its last one, the two files are two runs': refuse to test or report one as the other."""
+    if best is None and best_path.is_file():
+        best = load_checkpoint(best_path)
+    if best is not None and run_id and best.get("run_id") and best["run_id"] != run_id:
+        raise UserError(f"{best_path} and {last_path} come from two different runs (one was stopped between "
+                        "its two saves): neither can be resumed; start a new run without --resume")
 
 
 def _started_in(stored_save_dir: str, run_folder: Path) -> Path | None:

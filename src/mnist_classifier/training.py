@@ -39,7 +39,7 @@ from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
 from .optimization import build_optimizer, build_scheduler
-from .run_files import checkpoint_paths, checkpoint_stem, earlier_best_note, new_run_folder
+from .run_files import check_same_run, checkpoint_paths, checkpoint_stem, earlier_best_note, new_run_folder
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -345,16 +345,6 @@ def stored_result(config: TrainConfig, payload: dict[str, Any]) -> TrainResult |
     run_dir = Path(payload["run_dir"]) if payload.get("run_dir") else None
     return TrainResult(best, last, run_dir, stored["accuracy"], stored["test_accuracy"], config.epochs,
                        dict(payload.get("history") or {}))
-
-
-def check_same_run(best: dict[str, Any] | None, run_id: str, best_path: Path, last_path: Path) -> None:
-    """A run started in a folder that holds another's files replaces its best checkpoint first; stopped
-    before its last one, the two files are two runs': refuse to test or report one as the other."""
-    if best is None and best_path.is_file():
-        best = load_checkpoint(best_path)
-    if best is not None and run_id and best.get("run_id") and best["run_id"] != run_id:
-        raise UserError(f"{best_path} and {last_path} come from two different runs (one was stopped between "
-                        "its two saves): start a new run without --resume, or --save-dir elsewhere")
 
 
 def train(

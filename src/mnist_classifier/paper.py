@@ -1,0 +1,185 @@
+"""The page a photo shows, evened out before preprocess.py looks for the ink: light that falls
+off across it or to its corners (`evenly_lit`), a shadow or a strip of table coming in from its
+border (`shadows_lifted`), and the printed lines of ruled or squared paper (`lines_removed`).
+
+Each one changes a picture only when its border says it is such a photo (a drawn canvas, a
+scan and the training set-up's paper digits stop at a ~3 us check in preprocess._ink_map), and
+each returns the grey levels (float32, 0..1) with the paper at the border's median level.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: corrected (evenly_lit)
+MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
+DARKEST_LIGHT = 0.06  # what the light is divided by never goes below this (preprocess.MIN_CONTRAST's level)
+
+# More than a tenth of the border 8% off the paper's level: a shadow or the table (_shadows_lifted),
+# and lifted only when under 0.5% of it is left off the paper's level
+SHADOW_STEP, SHADOW_BORDER, SHADOW_LEFT = 0.08, 0.1, 0.005
+SHADOW_KERNEL = 0.25  # the closing's side, of the picture's shorter side: wider than a digit's strokes
+SHADOW_SIDE = 320  # px; larger photos find their paper level at about this size
+
+
+def evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarray:
+    """A photo whose light falls off across the page or to its corners, as if lit evenly at the
+    border's median.
+
+    One paper level for the whole image reads the shadowed side of a photo as ink: with 30%
+    less light at one edge, 79.5% of MNIST test digits photographed so came out right, with 40%
+    24.5% (benchmarks/uneven_light.py). The light is fitted to the border, robustly (ink that
+    reaches the edge is left out), as a plane plus a bowl in each direction (a lens darkens the
+    corners); the image is divided by it (paper reflects a share of the light, ink less). Light
+    that barely varies changes nothing."""
+    height, width = gray.shape
+    if min(height, width) < MIN_LIT_SIDE:  # a border of a few pixels next to the ink cannot tell the light
+        return gray
+    across, down = np.linspace(-0.5, 0.5, width), np.linspace(-0.5, 0.5, height)  # pixel centres
+    xs = np.concatenate([across, across, np.full(height - 2, -0.5), np.full(height - 2, 0.5)])
+    ys = np.concatenate([np.full(width, -0.5), np.full(width, 0.5), down[1:-1], down[1:-1]])
+    design = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys], axis=1)
+    residuals = border - paper
+    for _ in range(2):  # start from the median's inliers, then refit on the fit's own
+        spread = median(np.abs(residuals))
+        inliers = np.abs(residuals) <= max(3 * spread, DARKEST_LIGHT / 2)
+        if inliers.sum() < 2 * design.shape[1]:
+            return gray
+        coefficients = np.linalg.lstsq(design[inliers], border[inliers], rcond=None)[0]
+        residuals = border - design @ coefficients
+    level, tilt_x, tilt_y, bowl_x, bowl_y = (float(value) for value in coefficients)
+    along_x = (tilt_x * across + bowl_x * across * across).astype(np.float32)
+    along_y = (tilt_y * down + bowl_y * down * down).astype(np.float32)
+    if np.ptp(along_x) + np.ptp(along_y) < UNEVEN_LIGHT:
+        return gray
+    light = level + along_y[:, None] + along_x[None, :]
+    if paper >= 0.5:  # dark ink on light paper: reflectance, the light divided out
+        return gray * (paper / np.maximum(light, DARKEST_LIGHT))
+    return gray - (light - paper)  # light ink on a dark ground: the glow subtracted
+
+
+def shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
+    """A photo of dark ink with a shadow or a strip of table reaching into the page from its
+    border, the paper's own level divided out everywhere.
+
+    A plane and a bowl cannot follow a hard edge: with a shadow 30% deep over 30% of the page,
+    17% of MNIST test digits photographed so came out right (benchmarks/uneven_light.py). Where
+    more than a tenth of the border departs from the paper's level, the paper is found pixel by
+    pixel as a morphological closing wider than any stroke: strokes vanish from it, while a
+    shadow that comes in from the border keeps its edge (the picture's edge does not count).
+    Dark areas of it that do not reach the border are drawn things, not shadows, and stay. When
+    the border does not come out even (a slanting shadow's tip, narrower than the closing), the
+    picture is left as it was."""
+    height, width = gray.shape
+    if min(height, width) < MIN_LIT_SIDE or _off_paper(_border(gray), paper) < SHADOW_BORDER:
+        return gray
+    if paper - float(gray.min()) <= float(gray.max()) - paper:  # light ink (a board): a closing keeps it
+        return gray
+    scale = min(1.0, SHADOW_SIDE / max(height, width))
+    small = gray if scale == 1 else cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
+                                               interpolation=cv2.INTER_AREA)
+    small = cv2.medianBlur(small, 5)  # sensor noise: a closing would follow its peaks, not the paper
+    side = max(3, round(min(small.shape) * SHADOW_KERNEL)) | 1
+    level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    level = np.maximum(_reaching_the_border(level, paper), DARKEST_LIGHT)
+    evened = _border(small) / _border(level)
+    evened *= paper / median(evened)  # the paper back at its level
+    if _off_paper(evened, paper) >= SHADOW_LEFT:
+        return gray
+    if scale < 1:  # enlarged, a hard edge blurs: the darker side of it wins (paper there merely looks paper)
+        level = cv2.resize(cv2.erode(level, np.ones((3, 3), np.uint8)), (width, height), interpolation=cv2.INTER_LINEAR)
+    lifted = gray / level
+    lifted *= np.float32(paper / median(_border(lifted)))  # the paper back at its level
+    np.minimum(lifted, np.float32(paper), out=lifted)  # dark ink: nothing is brighter than the paper
+    return lifted
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+
+
+def _off_paper(border: np.ndarray, paper: float) -> float:
+    """The share of the border more than SHADOW_STEP off the paper's level."""
+    return np.count_nonzero(np.abs(border - paper) > SHADOW_STEP * paper) / len(border)
+
+
+def _reaching_the_border(level: np.ndarray, paper: float) -> np.ndarray:
+    """The closing's dark areas that touch the border (shadows, table); the others set to paper."""
+    dark = (level < (1 - SHADOW_STEP) * paper).view(np.uint8)
+    count, labels = cv2.connectedComponents(dark, connectivity=8)
+    if count <= 1:
+        return level
+    touching = np.zeros(count, bool)
+    touching[np.unique(_border(labels))] = True
+    touching[0] = True  # not dark
+    return np.where(touching[labels], level, np.float32(paper))
+
+
+# numpy's own median and pad spend ~15 us each on checks and dispatch, more than the work on
+# a 56x56 digit; to_mnist runs for every request and 55,000 times per training set-up.
+def median(values: np.ndarray) -> float:
+    """np.median of a 1-D array of finite floats (the sum of two ints could overflow here),
+    the same value, in ~2 us instead of ~15."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    below, above = np.partition(values, (middle - 1, middle))[middle - 1:middle + 1]
+    return float((below + above) / 2)
+
+
+# ------------------------------------------------------------ ruled and squared paper
+
+LINES_MIN = 3  # printed lines meeting an edge of the picture, evenly spaced: ruled paper
+LINE_SPACING_SPREAD = 0.2  # their spacing varies by at most this share of its mean
+LINE_LENGTH = 0.6  # of the picture's width (height): what crosses less of it is no printed line
+LINE_WIDTH = 1 / 40  # of the shorter side, at most: thicker is a stroke
+LINES_MAX_SIDE = 1024  # px; larger photos keep their lines (the openings would cost seconds)
+LINE_DARKNESS_MARGIN = 1.5  # what is given back goes at most this far past the lines' own darkness
+
+
+def lines_removed(gray: np.ndarray, paper: float) -> np.ndarray:
+    """Ruled or squared paper's printed lines lightened away, the ink that crosses them kept.
+
+    Every line that runs across most of the picture, thin, meets its edges: where three or more
+    thin dark runs, evenly spaced, meet an edge, a morphological opening along that direction
+    finds what is that long, and the thin part of it is given back to the paper. A digit's own
+    strokes make no such comb (a 1 down the page is one run, a 7's bar another). Before this, a
+    digit on ruled paper read as the lines: 0% right (docs/benchmarks.md, 7 Dec)."""
+    height, width = gray.shape
+    if min(height, width) < MIN_LIT_SIDE or max(height, width) > LINES_MAX_SIDE:
+        return gray
+    thickness = max(3, round(min(height, width) * LINE_WIDTH))
+    for across in (False, True):  # across: vertical lines (squared paper's columns)
+        edges = (gray[0], gray[-1]) if across else (gray[:, 0], gray[:, -1])
+        printed = max(_printed_lines(edge, paper, thickness) for edge in edges)
+        if printed == 0:
+            continue
+        length = max(3, round(LINE_LENGTH * (height if across else width)))
+        darkness = np.maximum(np.float32(paper) - gray, 0)
+        long = cv2.morphologyEx(darkness, cv2.MORPH_OPEN,
+                                cv2.getStructuringElement(cv2.MORPH_RECT, (1, length) if across else (length, 1)))
+        thick = cv2.morphologyEx(long, cv2.MORPH_OPEN, cv2.getStructuringElement(
+            cv2.MORPH_RECT, (thickness, 1) if across else (1, thickness)))
+        # Given back: the thin long lines' darkness, up to the printed lines' own (a 1 in ink down the
+        # page is darker than the lines it lies along, and stays)
+        gray = gray + np.minimum(long - thick, np.float32(LINE_DARKNESS_MARGIN * printed))
+    return gray
+
+
+def _printed_lines(edge: np.ndarray, paper: float, thickness: int) -> float:
+    """How dark the printed lines are that an edge of the picture crosses: thin dark runs, at least
+    LINES_MIN, evenly spaced (their median darkness); 0 when the edge shows no such comb."""
+    darkness = paper - edge
+    dark = darkness > 0.1 * paper
+    starts = np.flatnonzero(dark[1:] & ~dark[:-1]) + 1
+    ends = np.flatnonzero(dark[:-1] & ~dark[1:]) + 1
+    if dark[0]:
+        starts = np.r_[0, starts]
+    if dark[-1]:
+        ends = np.r_[ends, len(dark)]
+    if len(starts) < LINES_MIN or np.any(ends - starts > thickness):
+        return 0.0
+    gaps = np.diff(starts)
+    if gaps.std() > LINE_SPACING_SPREAD * gaps.mean():
+        return 0.0
+    return median(np.array([darkness[start:end].max() for start, end in zip(starts, ends)]))
