@@ -105,8 +105,12 @@ def remove_partial_writes(directory: str | Path, name: str = "*.pth") -> list[Pa
 
 
 def _hold(handle: int) -> None:
-    if fcntl is not None:
+    if fcntl is None:
+        return
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError:  # a filesystem without locks (some network mounts): the write goes on unlocked
+        pass
 
 
 def _held_elsewhere(handle: int) -> bool:
