@@ -591,34 +591,6 @@ def test_a_hard_shadow_over_one_side_of_the_page_is_lifted(mnist_digits):
     assert np.median(scores) > 0.97 and np.mean(np.array(scores) > 0.8) > 0.95
 
 
-@pytest.mark.parametrize("squared", [False, True])
-def test_digits_on_ruled_or_squared_paper_read_as_on_plain_paper(mnist_digits, squared):
-    """The printed lines were ink, and the crop took them all in (0% right on ruled paper)."""
-    scores = []
-    for index, digit in enumerate(mnist_digits[:100]):
-        page = 235 - cv2.resize(digit, (280, 280)).astype(np.float32) * (195 / 255)
-        lines = np.full((280, 280), 235, np.float32)
-        for start in range(index % 24, 280, 24):
-            lines[start:start + 2] = 175
-            if squared:
-                lines[:, start:start + 2] = 175
-        ruled = np.minimum(page, lines).astype(np.uint8)
-        scores.append(correlation(to_mnist(ruled).image, to_mnist(page.astype(np.uint8)).image))
-    assert np.median(scores) > 0.9 and np.mean(np.array(scores) > 0.8) > 0.9, np.percentile(scores, [5, 50])
-
-
-def test_a_tall_thin_one_in_ink_on_squared_paper_stays():
-    """It runs down the page like the printed lines, but is darker than they are."""
-    lines = np.full((280, 280), 235, np.uint8)
-    for start in range(10, 280, 20):
-        lines[start:start + 2] = lines[:, start:start + 2] = 190
-    one = lines.copy()
-    one[20:260, 139:143] = 40  # a ballpoint 1, as thin as the lines, most of the page tall
-    read = to_mnist(one)
-    assert read.has_ink
-    assert correlation(read.image, to_mnist(np.where(one == 40, 40, 235).astype(np.uint8)).image) > 0.9
-
-
 def test_a_drawing_along_an_edge_beside_a_stray_dot_is_kept_whatever_the_polarity():
     """A 7 whose bar runs along the top of the canvas, and a dot elsewhere: the 7 is the drawing
     (helper-40: the dot alone was read when edge-lining blobs were dropped on any picture)."""

@@ -1,6 +1,6 @@
 """The page a photo shows, evened out before preprocess.py looks for the ink: light that falls
 off across it or to its corners (`evenly_lit`), a shadow or a strip of table coming in from its
-border (`shadows_lifted`), and the printed lines of ruled or squared paper (`lines_removed`).
+border (`shadows_lifted`).
 
 Each one changes a picture only when its border says it is such a photo (a drawn canvas, a
 scan and the training set-up's paper digits stop at a ~3 us check in preprocess._ink_map), and
@@ -125,61 +125,3 @@ def median(values: np.ndarray) -> float:
         return float(np.partition(values, middle)[middle])
     below, above = np.partition(values, (middle - 1, middle))[middle - 1:middle + 1]
     return float((below + above) / 2)
-
-
-# ------------------------------------------------------------ ruled and squared paper
-
-LINES_MIN = 3  # printed lines meeting an edge of the picture, evenly spaced: ruled paper
-LINE_SPACING_SPREAD = 0.2  # their spacing varies by at most this share of its mean
-LINE_LENGTH = 0.6  # of the picture's width (height): what crosses less of it is no printed line
-LINE_WIDTH = 1 / 40  # of the shorter side, at most: thicker is a stroke
-LINES_MAX_SIDE = 1024  # px; larger photos keep their lines (the openings would cost seconds)
-LINE_DARKNESS_MARGIN = 1.5  # what is given back goes at most this far past the lines' own darkness
-
-
-def lines_removed(gray: np.ndarray, paper: float) -> np.ndarray:
-    """Ruled or squared paper's printed lines lightened away, the ink that crosses them kept.
-
-    Every line that runs across most of the picture, thin, meets its edges: where three or more
-    thin dark runs, evenly spaced, meet an edge, a morphological opening along that direction
-    finds what is that long, and the thin part of it is given back to the paper. A digit's own
-    strokes make no such comb (a 1 down the page is one run, a 7's bar another). Before this, a
-    digit on ruled paper read as the lines: 0% right (docs/benchmarks.md, 7 Dec)."""
-    height, width = gray.shape
-    if min(height, width) < MIN_LIT_SIDE or max(height, width) > LINES_MAX_SIDE:
-        return gray
-    thickness = max(3, round(min(height, width) * LINE_WIDTH))
-    for across in (False, True):  # across: vertical lines (squared paper's columns)
-        edges = (gray[0], gray[-1]) if across else (gray[:, 0], gray[:, -1])
-        printed = max(_printed_lines(edge, paper, thickness) for edge in edges)
-        if printed == 0:
-            continue
-        length = max(3, round(LINE_LENGTH * (height if across else width)))
-        darkness = np.maximum(np.float32(paper) - gray, 0)
-        long = cv2.morphologyEx(darkness, cv2.MORPH_OPEN,
-                                cv2.getStructuringElement(cv2.MORPH_RECT, (1, length) if across else (length, 1)))
-        thick = cv2.morphologyEx(long, cv2.MORPH_OPEN, cv2.getStructuringElement(
-            cv2.MORPH_RECT, (thickness, 1) if across else (1, thickness)))
-        # Given back: the thin long lines' darkness, up to the printed lines' own (a 1 in ink down the
-        # page is darker than the lines it lies along, and stays)
-        gray = gray + np.minimum(long - thick, np.float32(LINE_DARKNESS_MARGIN * printed))
-    return gray
-
-
-def _printed_lines(edge: np.ndarray, paper: float, thickness: int) -> float:
-    """How dark the printed lines are that an edge of the picture crosses: thin dark runs, at least
-    LINES_MIN, evenly spaced (their median darkness); 0 when the edge shows no such comb."""
-    darkness = paper - edge
-    dark = darkness > 0.1 * paper
-    starts = np.flatnonzero(dark[1:] & ~dark[:-1]) + 1
-    ends = np.flatnonzero(dark[:-1] & ~dark[1:]) + 1
-    if dark[0]:
-        starts = np.r_[0, starts]
-    if dark[-1]:
-        ends = np.r_[ends, len(dark)]
-    if len(starts) < LINES_MIN or np.any(ends - starts > thickness):
-        return 0.0
-    gaps = np.diff(starts)
-    if gaps.std() > LINE_SPACING_SPREAD * gaps.mean():
-        return 0.0
-    return median(np.array([darkness[start:end].max() for start, end in zip(starts, ends)]))

@@ -8,7 +8,7 @@ its centre of mass sits at the centre. Output is light ink on black, uint8 0..25
     to_mnist("digit.png").image   # (28, 28) uint8, or None when the image is blank
 
 Reading the file and resolving its colours and transparency into grey levels is images.py's;
-evening out a photo's page (falling light, shadows, a table at the border, ruled lines), paper.py's.
+evening out a photo's page (falling light, shadows, a table at the border), paper.py's.
 
 Speed: 0.4 ms for a 280x280 grayscale canvas, 0.7 ms for RGBA (median of 1000 runs
 on one core of the 2-core development machine; `make bench` measures it end to end).
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .images import grayscale, load_image
-from .paper import MIN_LIT_SIDE, UNEVEN_LIGHT, evenly_lit, lines_removed, shadows_lifted
+from .paper import MIN_LIT_SIDE, UNEVEN_LIGHT, evenly_lit, shadows_lifted
 from .paper import median as _median
 
 CANVAS = 28  # MNIST image side
@@ -103,7 +103,7 @@ def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     if float(border.max() - border.min()) >= UNEVEN_LIGHT:  # ~3 us: a drawn canvas or scan stops here
         gray = evenly_lit(gray, border, background)
         if background >= 0.5:  # paper, not a dark canvas or board
-            gray = lines_removed(shadows_lifted(gray, background), background)
+            gray = shadows_lifted(gray, background)
     darkest, brightest = float(gray.min()), float(gray.max())
     # Ink is whatever departs furthest from the paper: darker or lighter.
     dark_ink = background - darkest > brightest - background
