@@ -15,7 +15,7 @@ UNEVEN_LIGHT = 0.04  # paper ~10/255 brighter at one edge than the other: correc
 MIN_LIT_SIDE = 20  # px; smaller photos are read as they are (at 12 px the fit lost as many digits as it won)
 DARKEST_LIGHT = 0.06  # what the light is divided by never goes below this (preprocess.MIN_CONTRAST's level)
 
-# More than a tenth of the border 8% off the paper's level: a shadow or the table (_shadows_lifted),
+# More than a tenth of the border 8% off the paper's level: a shadow or the table (shadows_lifted),
 # and lifted only when under 0.5% of it is left off the paper's level
 SHADOW_STEP, SHADOW_BORDER, SHADOW_LEFT = 0.08, 0.1, 0.005
 SHADOW_KERNEL = 0.25  # the closing's side, of the picture's shorter side: wider than a digit's strokes
@@ -115,8 +115,8 @@ def _reaching_the_border(level: np.ndarray, paper: float) -> np.ndarray:
     return np.where(touching[labels], level, np.float32(paper))
 
 
-# numpy's own median and pad spend ~15 us each on checks and dispatch, more than the work on
-# a 56x56 digit; to_mnist runs for every request and 55,000 times per training set-up.
+# numpy's own median spends ~15 us on checks and dispatch, more than the work on a 56x56
+# digit; to_mnist runs for every request and 55,000 times per training set-up.
 def median(values: np.ndarray) -> float:
     """np.median of a 1-D array of finite floats (the sum of two ints could overflow here),
     the same value, in ~2 us instead of ~15."""
