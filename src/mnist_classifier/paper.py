@@ -71,7 +71,7 @@ def shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
     the border does not come out even (a slanting shadow's tip, narrower than the closing), the
     picture is left as it was."""
     height, width = gray.shape
-    if min(height, width) < MIN_LIT_SIDE or _off_paper(_border(gray), paper) < SHADOW_BORDER:
+    if min(height, width) < MIN_LIT_SIDE or _off_paper(border_of(gray), paper) < SHADOW_BORDER:
         return gray
     if paper - float(gray.min()) <= float(gray.max()) - paper:  # light ink (a board): a closing keeps it
         return gray
@@ -82,19 +82,20 @@ def shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
     side = max(3, round(min(small.shape) * SHADOW_KERNEL)) | 1
     level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     level = np.maximum(_reaching_the_border(level, paper), DARKEST_LIGHT)
-    evened = _border(small) / _border(level)
+    evened = border_of(small) / border_of(level)
     evened *= paper / median(evened)  # the paper back at its level
     if _off_paper(evened, paper) >= SHADOW_LEFT:
         return gray
     if scale < 1:  # enlarged, a hard edge blurs: the darker side of it wins (paper there merely looks paper)
         level = cv2.resize(cv2.erode(level, np.ones((3, 3), np.uint8)), (width, height), interpolation=cv2.INTER_LINEAR)
     lifted = gray / level
-    lifted *= np.float32(paper / median(_border(lifted)))  # the paper back at its level
+    lifted *= np.float32(paper / median(border_of(lifted)))  # the paper back at its level
     np.minimum(lifted, np.float32(paper), out=lifted)  # dark ink: nothing is brighter than the paper
     return lifted
 
 
-def _border(gray: np.ndarray) -> np.ndarray:
+def border_of(gray: np.ndarray) -> np.ndarray:
+    """The picture's outermost pixels, each once (top, bottom, then the sides between)."""
     return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
 
 
@@ -110,7 +111,7 @@ def _reaching_the_border(level: np.ndarray, paper: float) -> np.ndarray:
     if count <= 1:
         return level
     touching = np.zeros(count, bool)
-    touching[np.unique(_border(labels))] = True
+    touching[np.unique(border_of(labels))] = True
     touching[0] = True  # not dark
     return np.where(touching[labels], level, np.float32(paper))
 

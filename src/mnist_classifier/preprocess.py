@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .images import grayscale, load_image
-from .paper import MIN_LIT_SIDE, UNEVEN_LIGHT, evenly_lit, shadows_lifted
+from .paper import MIN_LIT_SIDE, UNEVEN_LIGHT, border_of, evenly_lit, shadows_lifted
 from .paper import median as _median
 
 CANVAS = 28  # MNIST image side
@@ -98,7 +98,7 @@ def preview(pre: Preprocessed, size: int) -> np.ndarray:
 
 def _ink_map(gray: np.ndarray) -> np.ndarray | None:
     """Grayscale -> ink 0..1 on background 0, or None when there is no visible ink."""
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    border = border_of(gray)
     background = _median(border)  # the paper: the border is mostly paper
     if float(border.max() - border.min()) >= UNEVEN_LIGHT:  # ~3 us: a drawn canvas or scan stops here
         gray = evenly_lit(gray, border, background)
@@ -276,7 +276,7 @@ def fill_frame(image) -> Preprocessed:
     A 28x28 Fashion-MNIST image comes back (nearly) unchanged."""
     array = image if isinstance(image, np.ndarray) else load_image(image)
     gray = grayscale(array)
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    border = border_of(gray)
     background = _median(border)
     if background >= 0.5:  # a photo on white: negate, as Zalando did
         item = (background - gray) / background

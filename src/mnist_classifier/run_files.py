@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ FOLDERS = ("save_dir", "log_dir", "data_dir")  # where the run's files are: a fl
 HARDWARE = ("device", "precision")  # what it runs on: a resumed run may go to another machine
 
 
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    run_dir: Path | None  # None: a finished run resumed from a copy, which logged nothing
+    best_val_accuracy: float
+    test_accuracy: float
+    epochs_done: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
 def checkpoint_stem(model_name: str, dataset: str) -> str:
     """`simple_cnn` for MNIST, `simple_cnn_fashion-mnist` for others: training on a second
     dataset must not overwrite the MNIST model (same pattern as configs/)."""
@@ -36,6 +48,14 @@ def checkpoint_stem(model_name: str, dataset: str) -> str:
 def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
     save_dir, stem = Path(config.save_dir), checkpoint_stem(config.model_name, config.dataset)
     return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
+
+
+def snapshot_path(config: TrainConfig, epochs_done: int) -> Path:
+    """`<stem>_<YYYYmmdd_HHMMSS>.pth`, the epoch added when another epoch ended in the same second."""
+    stem = checkpoint_stem(config.model_name, config.dataset)
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    snapshot = Path(config.save_dir) / f"{stem}_{stamp}.pth"
+    return snapshot.with_name(f"{stem}_{stamp}_epoch{epochs_done}.pth") if snapshot.exists() else snapshot
 
 
 def earlier_best_note(config: TrainConfig) -> str | None:
@@ -108,6 +128,28 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
     return config, payload
+
+
+def stored_result(config: TrainConfig, payload: dict[str, Any]) -> TrainResult | None:
+    """What a resumed run stored when it finished all its epochs and its closing calibration and
+    test; None while anything is left to do."""
+    best, last = checkpoint_paths(config)
+    if int(payload["epoch"]) < config.epochs or not best.is_file():
+        return None
+    stored = load_checkpoint(best)
+    if "temperature" not in stored or not isinstance(stored.get("test_accuracy"), float):
+        return None  # the closing step was interrupted: it runs again
+    run_dir = Path(payload["run_dir"]) if payload.get("run_dir") else None
+    return TrainResult(best, last, run_dir, stored["accuracy"], stored["test_accuracy"], config.epochs,
+                       dict(payload.get("history") or {}))
+
+
+def resume_changes(payload: dict[str, Any], processes: int, precision: str) -> str:
+    """What a resume runs on that the stored run did not ("processes 1 -> 2"), "" when the same:
+    the run goes on, but its weights will not be an uninterrupted run's to the bit."""
+    stored = {"processes": payload.get("world_size"), "precision": (payload.get("precision") or {}).get("name")}
+    now = {"processes": processes, "precision": precision}
+    return ", ".join(f"{key} {stored[key]} -> {now[key]}" for key in now if stored[key] not in (None, now[key]))
 
 
 def _check_resume_state(payload: dict[str, Any], path: Path) -> None:

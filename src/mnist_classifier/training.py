@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +38,8 @@ from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
 from .optimization import build_optimizer, build_scheduler
-from .run_files import check_same_run, checkpoint_paths, checkpoint_stem, earlier_best_note, new_run_folder
+from .run_files import (TrainResult, check_same_run, checkpoint_paths, checkpoint_stem, earlier_best_note,
+                        new_run_folder, resume_changes, snapshot_path, stored_result)
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -49,17 +49,6 @@ EpochHook = Callable[[int, nn.Module], None]  # (epochs done, the model that epo
 
 class TrainingInterrupted(Exception):
     """Ctrl-C: the last completed epoch is saved; the CLI exits with status 130."""
-
-
-@dataclass
-class TrainResult:
-    best_path: Path
-    last_path: Path
-    run_dir: Path | None  # None: a finished run resumed from a copy, which logged nothing
-    best_val_accuracy: float
-    test_accuracy: float
-    epochs_done: int
-    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,7 +107,10 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer_state_dict"])
         if self.scheduler is not None and payload.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(payload["scheduler_state_dict"])
-        self.note_changes_since(payload)
+        changed = resume_changes(payload, self.ctx.world_size, self.precision.name)
+        if changed:
+            self.log(f"note: this resume runs with {changed}, so its weights will differ slightly "
+                     "from those of a run never interrupted")
         self.state = RunState(
             start_epoch=int(payload["epoch"]),
             best_accuracy=float(payload.get("best_accuracy", payload.get("accuracy", -1.0))),
@@ -126,15 +118,6 @@ class Trainer:
             run_dir=Path(payload["run_dir"]) if payload.get("run_dir") else None,
             run_id=str(payload.get("run_id") or ""),  # none in files saved before run ids: not checked
         )
-
-    def note_changes_since(self, payload: dict[str, Any]) -> None:
-        """A resume on other hardware goes on, but its weights will not be an uninterrupted run's to the bit."""
-        stored = {"processes": payload.get("world_size"), "precision": (payload.get("precision") or {}).get("name")}
-        now = {"processes": self.ctx.world_size, "precision": self.precision.name}
-        changed = [f"{key} {stored[key]} -> {now[key]}" for key in now if stored[key] not in (None, now[key])]
-        if changed:
-            self.log(f"note: this resume runs with {', '.join(changed)}, so its weights will differ slightly "
-                     "from those of a run never interrupted")
 
     def payload(self, epoch: int, val_accuracy: float, val_loss: float) -> dict[str, Any]:
         averaged = {} if self.average is None else {  # the trained weights too: a resumed run goes on from them
@@ -262,11 +245,7 @@ class Trainer:
         save_checkpoint(payload, last_path)  # written last: the resume point always exists
         self.saved_an_epoch = True
         if epochs_done % self.config.save_interval == 0:
-            stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-            snapshot = Path(self.config.save_dir) / f"{self.stem}_{stamp}.pth"
-            if snapshot.exists():  # short epochs: two end in the same second
-                snapshot = snapshot.with_name(f"{self.stem}_{stamp}_epoch{epochs_done}.pth")
-            save_checkpoint(payload, snapshot)
+            save_checkpoint(payload, snapshot_path(self.config, epochs_done))
 
     def open_run_log(self) -> None:
         """TensorBoard (run_log.py): a new folder for a new run, the same one for a resumed run."""
@@ -331,20 +310,6 @@ class Trainer:
                                 self.test_split, self.class_names, payload["epoch"])
         save_checkpoint(payload, best_path)
         return payload["accuracy"], test.accuracy
-
-
-def stored_result(config: TrainConfig, payload: dict[str, Any]) -> TrainResult | None:
-    """What a resumed run stored when it finished all its epochs and its closing calibration and
-    test; None while anything is left to do."""
-    best, last = checkpoint_paths(config)
-    if int(payload["epoch"]) < config.epochs or not best.is_file():
-        return None
-    stored = load_checkpoint(best)
-    if "temperature" not in stored or not isinstance(stored.get("test_accuracy"), float):
-        return None  # the closing step was interrupted: it runs again
-    run_dir = Path(payload["run_dir"]) if payload.get("run_dir") else None
-    return TrainResult(best, last, run_dir, stored["accuracy"], stored["test_accuracy"], config.epochs,
-                       dict(payload.get("history") or {}))
 
 
 def train(
