@@ -19,7 +19,7 @@ from mnist_classifier.cli import main
 from mnist_classifier.data import Normalization, to_model_input
 from mnist_classifier.errors import CheckpointError, UserError
 from mnist_classifier.export import export_onnx
-from mnist_classifier.onnx_backend import load_onnx_predictor
+from mnist_classifier.onnx_backend import DIGEST_KEY, load_onnx_predictor, model_digest
 from mnist_classifier.reader import load_predictor
 
 from .conftest import DATA_DIR
@@ -240,27 +240,55 @@ def test_damaged_metadata_is_checkpoint_error(onnx_path, tmp_path, changes, said
         load_predictor(with_metadata(onnx_path, tmp_path / "damaged.onnx", **changes))
 
 
-def with_weights(onnx_path, path, change):
-    """The export with its largest weight tensor changed, metadata untouched (a flipped disk block)."""
+def with_weights(onnx_path, path, change, older_export=False):
+    """The export with its largest weight tensor changed, metadata untouched (a flipped disk block);
+    `older_export`: as exported before the checksum, which only the probe guarded."""
     model = onnx.load(onnx_path)
     largest = max(model.graph.initializer, key=lambda tensor: len(onnx.numpy_helper.to_array(tensor).ravel()))
     largest.CopyFrom(onnx.numpy_helper.from_array(change(onnx.numpy_helper.to_array(largest).copy()), largest.name))
+    if older_export:
+        kept = [entry for entry in model.metadata_props if entry.key != DIGEST_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
     onnx.save(model, path)
     return path
 
 
-def test_damaged_weights_are_refused_not_answered(onnx_path, tmp_path):
-    def a_nan(weights):
-        weights.flat[7] = np.nan
-        return weights
+def a_nan(weights):
+    weights.flat[7] = np.nan
+    return weights
 
-    with pytest.raises(CheckpointError, match="answers with NaN or infinity"):
-        load_predictor(with_weights(onnx_path, tmp_path / "nan.onnx", a_nan))
-    with pytest.raises(CheckpointError, match="no longer give the answers stored when it was exported"):
-        load_predictor(with_weights(onnx_path, tmp_path / "scaled.onnx", lambda weights: weights * 1.5))
+
+def nudged(weights):
+    weights.flat[-1] += 1e-4  # below the probe's tolerance, and maybe on a unit noise never reaches
+    return weights
+
+
+def test_damaged_weights_are_refused_not_answered(onnx_path, tmp_path):
+    for index, change in enumerate((a_nan, nudged, lambda weights: weights * 1.5)):
+        with pytest.raises(CheckpointError, match="its weights or graph changed since it was exported"):
+            load_predictor(with_weights(onnx_path, tmp_path / f"changed{index}.onnx", change))
     upper = tmp_path / "COPY.ONNX"  # the suffix in capitals is still an ONNX model
     shutil.copy(onnx_path, upper)
     assert load_predictor(upper).info["backend"] == "onnxruntime"
+
+
+def test_an_export_from_before_the_checksum_still_has_its_weights_probed(onnx_path, tmp_path):
+    with pytest.raises(CheckpointError, match="answers with NaN or infinity"):
+        load_predictor(with_weights(onnx_path, tmp_path / "nan.onnx", a_nan, older_export=True))
+    with pytest.raises(CheckpointError, match="no longer give the answers stored when it was exported"):
+        load_predictor(with_weights(onnx_path, tmp_path / "scaled.onnx", lambda weights: weights * 1.5, older_export=True))
+    unchanged = with_weights(onnx_path, tmp_path / "older.onnx", lambda weights: weights, older_export=True)
+    assert not load_predictor(unchanged).info["checksummed"]
+
+
+def test_the_checksum_leaves_out_only_the_metadata(onnx_path):
+    model = Path(onnx_path).read_bytes()
+    proto = onnx.load_from_string(model)
+    stored = {entry.key: entry.value for entry in proto.metadata_props}[DIGEST_KEY]
+    del proto.metadata_props[:]
+    assert model_digest(proto.SerializeToString()) == stored == model_digest(model)
+    assert model_digest(b"\x0f" + model) is None  # wire type 7: no protobuf message
 
 
 def test_export_refuses_a_target_it_would_spoil_before_any_work(small_checkpoint, tmp_path, capsys):
@@ -305,6 +333,36 @@ def test_serve_caches_the_export_beside_the_checkpoint_and_renews_a_stale_one(sm
     assert served_model(checkpoint, "auto", DATA_DIR, said.append) == served
     assert served.stat().st_mtime_ns != renewed and not said  # exported again, silently
     load_predictor(served)  # and sound
+
+
+def test_serve_names_its_cache_and_backend_in_the_words_serve_knows(small_checkpoint, tmp_path):
+    from mnist_classifier.demo.server import served_model
+
+    checkpoint = tmp_path / "simple_cnn_best.pth"
+    shutil.copy(small_checkpoint, checkpoint)
+    (tmp_path / "simple_cnn_best.onnx").mkdir()  # where the cache goes: `serve` has no --out to blame
+    said = []
+    assert served_model(checkpoint, "auto", DATA_DIR, said.append) == checkpoint
+    assert "the ONNX cache" in said[0] and "--out" not in said[0], said
+    with pytest.raises(UserError, match=r"^--backend torch needs a \.pth checkpoint; .* is an ONNX export"):
+        served_model(tmp_path / "x.onnx", "torch", DATA_DIR, said.append)
+
+
+def test_an_export_older_than_its_checkpoint_says_so(small_checkpoint, tmp_path):
+    from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = tmp_path / "mine.pth"
+    shutil.copy(small_checkpoint, checkpoint)
+    exported = export_onnx(checkpoint, data_dir=DATA_DIR)
+    said = []
+    load_predictor(exported, warn=said.append)
+    assert said == []
+    payload = load_checkpoint(checkpoint)
+    payload["epoch"] += 1  # trained on, calibrated again: other bytes
+    save_checkpoint(payload, checkpoint)
+    load_predictor(exported, warn=said.append)
+    assert len(said) == 1 and said[0].startswith(f"note: {exported} was exported from an earlier mine.pth"), said
+    assert f"mnist-classifier export --checkpoint {checkpoint}" in said[0]
 
 
 def test_serve_falls_back_to_pytorch_when_no_export_can_be_made(small_checkpoint, tmp_path):

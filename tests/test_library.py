@@ -203,6 +203,7 @@ def test_load_checks_the_reject_threshold_up_front():
         return mnist_classifier.load(BUNDLED_ONNX, reject_threshold=value).predictor.calibration.reject_threshold
 
     assert threshold("none") is None and threshold(None) is None  # "none": the CLI's spelling
+    assert threshold("None") is None and threshold(" NONE ") is None
     assert threshold(1.5) == threshold(np.float32(1.5)) == threshold("1.5") == 1.5 and threshold(-2) == -2.0
     for bad in ["never", float("nan"), float("inf"), True, [1]]:
         with pytest.raises(UserError, match=r"^reject_threshold: expected a (finite )?number \(a digit score\)"):
@@ -228,6 +229,33 @@ def test_predict_batch_refuses_one_image_and_names_the_item_it_cannot_read(mnist
         reader.predict(with_nan)
     assert reader.predict_batch([]) == []
     assert [a.best_guess for a in reader.predict_batch(digit for digit in digits)] == labels
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")  # users still make them
+def test_odd_containers_of_pixels_read_as_their_values_and_a_closed_file_is_named(mnist_data, tmp_path):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digit = mnist_data.test.images[0].numpy()
+    expected = reader.predict(digit)
+    # np.matrix stays 2-D when indexed: numpy aborted the process on what came after
+    assert reader.predict(np.asmatrix(digit)) == expected
+    assert reader.predict(np.ma.masked_array(digit, mask=digit > 100)) == expected  # a mask is no picture's
+    closed = open(big_png(digit, tmp_path / "digit.png"), "rb")
+    closed.close()
+    with pytest.raises(ImageError, match=r"^item 1: cannot read the file object \(read of closed file\)"):
+        reader.predict_batch([digit, closed])
+
+
+def test_the_model_itself_refuses_images_it_would_misread(mnist_data):
+    """reader.predictor.predict takes MNIST-like uint8 28x28 images: 0..1 floats all read as black
+    (every digit a 1 at 100%), and another shape failed deep inside ONNX Runtime."""
+    predictor = mnist_classifier.load(BUNDLED_ONNX).predictor
+    digits = mnist_data.test.images[:5].numpy()
+    assert predictor.predict(digits).shape == (5, 10) and predictor.predict(digits[0]).shape == (1, 10)
+    with pytest.raises(ImageError, match=r"^the model takes uint8 images .* got float64; 0..1 floats: "):
+        predictor.predict(digits / 255.0)
+    for shape in [(5, 1, 28, 28), (28, 28, 3), (32, 32), ()]:
+        with pytest.raises(ImageError, match=r"^the model takes \(N, 28, 28\) or \(28, 28\) images, got shape"):
+            predictor.predict(np.zeros(shape, np.uint8))
 
 
 def test_load_and_predict_expand_home_and_say_when_the_path_is_empty(mnist_data, tmp_path, monkeypatch):

@@ -252,6 +252,20 @@ def test_an_x_is_not_a_digit_with_its_best_guess_and_exit_0(honest_checkpoint, s
     assert forced["confidence"] == answer["confidence"]  # the threshold never changes the probabilities
 
 
+def test_a_negative_threshold_in_any_spelling_is_read_as_a_number(honest_checkpoint, tmp_path, capsys):
+    """argparse takes "-1.5" after an option as its value but "-1e3" for an option of its own."""
+    cross = draw_cross(tmp_path / "cross.png")
+    assert main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["verdict"] == "not_a_digit"  # the stored threshold
+    for spelled in (["--reject-threshold", "-1e3"], ["--reject-threshold=-1e3"], ["--reject-threshold", "-1000"]):
+        assert main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--json", *spelled]) == 0
+        [answer] = json.loads(capsys.readouterr().out)
+        assert answer["verdict"] == "digit", spelled  # every score is above -1000: nothing is refused
+    with pytest.raises(SystemExit):
+        main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--reject-threshold", "-inf"])
+    assert "--reject-threshold: expected a finite number" in capsys.readouterr().err
+
+
 def test_reject_threshold_that_is_no_number_is_a_usage_error(small_checkpoint, tmp_path, capsys):
     cross = draw_cross(tmp_path / "cross.png")
     for bad in ("high", "nan"):

@@ -119,7 +119,7 @@ def test_an_empty_drawing_is_422_and_saves_nothing(collecting):
 
 
 # Not the chunked upload: its body is a generator that the predict test may have used up.
-SAME_AS_PREDICT = ["body over 1 MB", "multipart over 1 MB", "image over 4096x4096", "text sent as PNG",
+SAME_AS_PREDICT = ["body over the limit", "multipart over the limit", "image over 4096x4096", "text sent as PNG",
                    "GIF (PNG/JPEG only)", "truncated PNG", "empty body", "multipart without a file field",
                    "invalid JSON", "above 255"]
 

@@ -95,8 +95,8 @@ def reject_threshold_setting(value: Any, name: str = "") -> float | str | None:
     up front: a string or NaN that got through would fail (or refuse nothing) at every answer."""
     prefix = f"{name}: " if name else ""
     if isinstance(value, str):
-        if value in ("stored", "none"):
-            return None if value == "none" else value
+        if value.strip().lower() in ("stored", "none"):  # "None", as Python spells it, too
+            return None if value.strip().lower() == "none" else "stored"
         try:
             number = float(value)
         except ValueError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -158,7 +159,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path = export_onnx(trained_model(args.checkpoint), args.out, data_dir=args.data_dir)
     print(f"wrote {path} (ONNX, checked against PyTorch on 1,000 test images); "
-          f"use it with `mnist-classifier predict IMAGE --checkpoint {path}`")
+          f"use it with `mnist-classifier predict IMAGE --checkpoint {shlex.quote(str(path))}`")
     return 0
 
 
@@ -343,7 +344,7 @@ def source_orders() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_values_joined(sys.argv[1:] if argv is None else argv))
     try:
         import_plugins()  # models and metrics registered outside the package
         return args.run(args)
@@ -361,6 +362,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # commands with work worth keeping (train, finetune) say more themselves
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED_EXIT
+
+
+def _negative_values_joined(argv: list[str]) -> list[str]:
+    """`--reject-threshold -1e3` as `--reject-threshold=-1e3`: argparse reads "-1.5" after an option
+    as its value, but "-1e3" or "-inf" as an unknown option, and then says the value is missing."""
+    joined = list(argv)
+    for index in range(len(joined) - 2, -1, -1):
+        if joined[index] == "--reject-threshold" and joined[index + 1].startswith("-"):
+            try:
+                float(joined[index + 1])
+            except ValueError:
+                continue
+            joined[index:index + 2] = [f"--reject-threshold={joined[index + 1]}"]
+    return joined
 
 
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process that SIGPIPE ended

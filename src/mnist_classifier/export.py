@@ -35,7 +35,7 @@ from .data import Normalization, load_data, to_model_input
 from .errors import UserError, first_line, to_stderr
 from .files import write_atomically, write_probe
 from .inference import probe_images
-from .onnx_backend import METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor
+from .onnx_backend import DIGEST_KEY, METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor, model_digest
 from .torch_backend import checkpoint_info
 
 DEFAULT_OPSET = 18  # read by every ONNX Runtime since 1.14 and by most other runtimes
@@ -51,11 +51,12 @@ def export_onnx(
     data_dir: str | Path = "data",
     data_source: str = "auto",
     fix: str = "choose another --out",
+    called: str = "--out",
 ) -> Path:
     """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
     checkpoint_path = Path(checkpoint_path)
     out_path = Path(out_path) if out_path else default_out(checkpoint_path)
-    _check_writable(out_path, fix)
+    _check_writable(out_path, fix, called)
     model, payload, source_sha256 = _load_unchanging(checkpoint_path)
     norm = stored_normalization(payload)
     proto = _to_onnx(model, opset)
@@ -70,6 +71,8 @@ def export_onnx(
     info = checkpoint_info(payload, model, checkpoint_path)
     probe = _logits(model, to_model_input(torch.from_numpy(probe_images()), norm).numpy())
     _set_metadata(proto, payload, norm, info, opset, max_diff, source_sha256, probe)
+    # metadata_props is left out of the digest, so writing the digest there does not change it
+    proto.metadata_props.add(key=DIGEST_KEY, value=model_digest(proto.SerializeToString()))
     return write_atomically(out_path, proto.SerializeToString())
 
 
@@ -95,13 +98,15 @@ def default_out(checkpoint_path: Path) -> Path:
     return checkpoint_path.with_suffix(".onnx")
 
 
-def _check_writable(out_path: Path, fix: str = "choose another --out") -> None:
-    """Before the export's seconds of work: a name `predict` reads as ONNX, in a folder we may write."""
-    if out_path.suffix.lower() != ".onnx":
-        raise UserError(f"--out {out_path} must end in .onnx: predict, serve and load() tell an ONNX model "
-                        "by its suffix (and a .pth there would be replaced)")
+def _check_writable(out_path: Path, fix: str = "choose another --out", called: str = "--out") -> None:
+    """Before the export's seconds of work: a name `predict` reads as ONNX, in a folder we may write.
+    `called`: what the user knows the path as (`export --out`, or `serve`'s cache)."""
     if out_path.is_dir():
-        raise UserError(f"--out {out_path} is a folder; name the file, e.g. {out_path / 'model.onnx'}")
+        raise UserError(f"{called} {out_path} is a folder; " + (
+            f"name the file, e.g. {out_path / 'model.onnx'}" if called == "--out" else f"move it away, or {fix}"))
+    if out_path.suffix.lower() != ".onnx":
+        raise UserError(f"{called} {out_path} must end in .onnx: predict, serve and load() tell an ONNX model "
+                        "by its suffix (and a .pth there would be replaced)")
     folder, error = write_probe(out_path.parent)
     if error is not None:
         raise UserError(f"cannot write {out_path}: {folder} is not a folder this user may write to "
@@ -110,11 +115,11 @@ def _check_writable(out_path: Path, fix: str = "choose another --out") -> None:
 
 def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
     """The checkpoint's ONNX export beside it (`x.pth` -> `x.onnx`), made or remade when it is
-    missing, damaged, from a version that stored no probe, or exported from other bytes than
-    the checkpoint's today."""
+    missing, damaged, from a version that stored no probe or checksum, or exported from other
+    bytes than the checkpoint's today."""
     checkpoint_path = Path(checkpoint_path)
     cached = checkpoint_path.with_suffix(".onnx")
-    older = False  # an export of these bytes from before the probe: renewed, or served if it cannot be
+    older = False  # an export of these bytes from before the checks: renewed, or served if it cannot be
     if cached.is_file():
         try:
             info = load_onnx_predictor(cached).info
@@ -122,12 +127,13 @@ def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") ->
         except UserError:
             info, source = {}, None  # damaged or foreign: export again
         if source == sha256_of(checkpoint_path):
-            if info.get("probed"):
+            if info.get("probed") and info.get("checksummed"):
                 return cached
             older = True
     try:  # only test images already on disk check it: serving should not start with a download
         return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local",
-                           fix="copy the checkpoint to a folder you may write to, or serve with --backend torch")
+                           fix="copy the checkpoint to a folder you may write to, or serve with --backend torch",
+                           called="the ONNX cache")
     except (UserError, OSError):
         if older:
             return cached

@@ -20,7 +20,7 @@ import numpy as np
 
 from .answer import Answer, decide, empty_answer
 from .calibration import Calibration, digit_scores, softmax
-from .errors import CheckpointError
+from .errors import CheckpointError, ImageError
 from .preprocess import Preprocessed
 
 def probe_images() -> np.ndarray:
@@ -29,6 +29,21 @@ def probe_images() -> np.ndarray:
     integer arithmetic, not a random generator, whose stream numpy does not promise to keep."""
     index = np.arange(2 * 28 * 28, dtype=np.uint64)
     return ((index * np.uint64(2654435761)) % np.uint64(4093) % np.uint64(256)).astype(np.uint8).reshape(2, 28, 28)
+
+
+def _model_sized(images: Any) -> np.ndarray:
+    """(N, 28, 28) uint8, or one (28, 28) as a batch of one; anything else is an ImageError: 0..1
+    floats would all read as black, and another shape fails deep inside the backend."""
+    array = np.asarray(images)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (28, 28):
+        raise ImageError(f"the model takes (N, 28, 28) or (28, 28) images, got shape {array.shape}; "
+                         "for any other picture use reader.predict(picture), which prepares it")
+    if array.dtype != np.uint8:
+        raise ImageError(f"the model takes uint8 images (0..255, white ink on black, as preprocess.to_mnist "
+                         f"makes them), got {array.dtype}; 0..1 floats: (x * 255).round().astype(np.uint8)")
+    return array
 
 
 class Backend(Protocol):
@@ -48,9 +63,7 @@ class Predictor:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) or (28, 28) uint8 -> (N, C) float32 raw logits (before the temperature)."""
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 2:
-            images = images[None]
+        images = _model_sized(images).astype(np.float32)
         batch = ((images / 255.0 - self.mean) / self.std)[:, None].astype(np.float32)
         return self.backend(batch)
 
@@ -92,5 +105,5 @@ class Predictor:
                                   "when it was exported; export it again")
 
     def with_reject_threshold(self, threshold: float | None) -> "Predictor":
-        """The same model refusing below another confidence (None: never refuse)."""
+        """The same model refusing below another digit score (None: never refuse)."""
         return replace(self, calibration=self.calibration.with_threshold(threshold))

@@ -9,6 +9,7 @@ takes ~1.7 s on 2 cores).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,6 +28,10 @@ CHUNK = 512
 SMALL_BATCH = 8
 METADATA_KEY = "mnist_classifier.metadata_version"
 PROBE_KEY = "probe_logits"  # the model's logits for inference.probe_images(), stored by export.py
+# SHA-256 of the model proper (graph, weights, opsets): the probe misses weights that noise never
+# reaches (811 of SimpleCNN's 1,152 fc1 inputs stay 0 for it); a checksum misses none
+DIGEST_KEY = "model_sha256"
+METADATA_FIELD = 14  # ModelProto.metadata_props: where the digest itself is written
 
 
 class OnnxBackend:
@@ -77,8 +82,9 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ONNX model {path} not found: make one with `mnist-classifier export`")
+    model = path.read_bytes()
     try:
-        backend = OnnxBackend(path.read_bytes(), threads, single_image_threads)
+        backend = OnnxBackend(model, threads, single_image_threads)
     except UserError:  # onnxruntime missing: its own message says what to do
         raise
     except Exception as error:  # onnxruntime's errors derive from Exception only
@@ -97,8 +103,49 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
         expected = np.array(json.loads(meta[PROBE_KEY]), np.float32) if PROBE_KEY in meta else None
     except (KeyError, ValueError, TypeError) as error:  # bad JSON, bad numbers, a list where a number was
         raise CheckpointError(f"ONNX model {path} has damaged metadata ({first_line(error)}): export it again") from None
+    if DIGEST_KEY in meta and model_digest(model) != meta[DIGEST_KEY]:
+        raise CheckpointError(f"ONNX model {path} is damaged: its weights or graph changed since it was exported; "
+                              "export it again with `mnist-classifier export`")
     predictor.check_sound(f"ONNX model {path}", expected)
     return predictor
+
+
+def model_digest(model: bytes) -> str | None:
+    """SHA-256 over an ONNX file's top-level protobuf fields but its metadata_props, in file order;
+    None when the bytes are no protobuf message. (The onnx package would parse the whole model:
+    importing it takes ~1 s, five times the bundled model's load.)"""
+    digest, view, at = hashlib.sha256(), memoryview(model), 0
+    while at < len(view):
+        start = at
+        key, at = _varint(view, at)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, at = _varint(view, at)
+        elif wire_type in (1, 5):
+            at += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            length, at = _varint(view, at)
+            at += length
+        else:
+            return None
+        if at > len(view):
+            return None
+        if key >> 3 != METADATA_FIELD:
+            digest.update(view[start:at])
+    return digest.hexdigest()
+
+
+def _varint(view: memoryview, at: int) -> tuple[int, int]:
+    """Protobuf's base-128 integer starting at `at` -> (value, where the next field starts)."""
+    value = shift = 0
+    while at < len(view):
+        byte = view[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    return value, len(view) + 1  # ran off the end: the caller sees it past the end
 
 
 def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: Path) -> Predictor:
@@ -116,6 +163,7 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "test_accuracy": json.loads(meta["test_accuracy"]),
             "source_sha256": meta.get("source_sha256"),
             "probed": PROBE_KEY in meta,  # older exports stored no probe: checked for NaN only
+            "checksummed": DIGEST_KEY in meta,  # nor, until 7 Dec, a checksum
         },
         calibration=_calibration_from_metadata(meta),
     )

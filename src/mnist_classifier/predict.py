@@ -129,7 +129,7 @@ def run_predict(paths: list[str], checkpoint: str | Path, as_json: bool = False,
     """The whole command: 0 when every file was read, 1 when any was not ("not a digit" is
     an answer, not a failure).
 
-    `reject_threshold`: "stored" (the checkpoint's), a confidence, or None (never refuse).
+    `reject_threshold`: "stored" (the checkpoint's), a digit score, or None (never refuse).
     A bad checkpoint or --top raises UserError (exit 2) before any file is read."""
     out, err = out or sys.stdout, err or sys.stderr
     predictor = load_predictor(checkpoint, warn=lambda line: print(line, file=err))

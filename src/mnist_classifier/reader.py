@@ -15,6 +15,8 @@ model's default) PyTorch is never imported.
 from __future__ import annotations
 
 import os
+import shlex
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .answer import Answer
-from .bundled import ModelChoice, choose_model
+from .bundled import ModelChoice, choose_model, sha256_of
 from .plugins import import_plugins
 from .calibration import reject_threshold_setting
 from .datasets import get_dataset_spec
@@ -41,6 +43,7 @@ def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) 
         from .onnx_backend import load_onnx_predictor
 
         predictor = load_onnx_predictor(path)
+        _note_a_newer_checkpoint(path, predictor, warn or to_stderr)
     else:
         from .torch_backend import load_torch_predictor  # imports torch (~1.7 s): only when asked for
 
@@ -52,6 +55,16 @@ def load_predictor(path: str | Path, warn: Callable[[str], None] | None = None) 
         (warn or to_stderr)(f"note: {path} has no stored calibration: confidences are the raw softmax and nothing "
                              f"is refused as 'not a digit'; fix: {fix}")
     return predictor
+
+
+def _note_a_newer_checkpoint(path: Path, predictor: Predictor, warn: Callable[[str], None]) -> None:
+    """An export answers for the checkpoint it came from; the .pth beside it may have been trained
+    or calibrated again since (each export records its source's SHA-256)."""
+    source, checkpoint = predictor.info.get("source_sha256"), path.with_suffix(".pth")
+    with suppress(OSError):  # no such checkpoint, or not ours to read: nothing to compare
+        if source and checkpoint.is_file() and sha256_of(checkpoint) != source:
+            warn(f"note: {path} was exported from an earlier {checkpoint.name}, which has changed since; "
+                 f"`mnist-classifier export --checkpoint {shlex.quote(str(checkpoint))}` brings it up to date")
 
 
 def framing_of(predictor: Predictor) -> Callable[[Any], Preprocessed]:
@@ -140,13 +153,20 @@ def _model_path(model: str | Path | None) -> Path | None:
 def as_image_source(image: Any) -> Any:
     """What images.load_image reads: file objects are read, torch tensors become numpy arrays."""
     if hasattr(image, "read") and not isinstance(image, (str, bytes, Path)):
-        data = image.read()
+        try:
+            data = image.read()
+        except (ValueError, OSError) as error:  # a closed file, a socket gone
+            raise ImageError(f"cannot read the file object ({first_line(error)}); pass it open, "
+                             "in binary mode ('rb')") from None
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"the file object gave {type(data).__name__}, not bytes; open it in binary mode ('rb')")
         return bytes(data)
     if _is_torch(image):
         return _tensor_to_array(image)
     if isinstance(image, np.ndarray):
+        # np.matrix stays 2-D under indexing (numpy aborts on what images.py then does to it); a
+        # masked array's mask means nothing to a picture: the plain array of its values
+        image = np.asarray(image)
         # A batch of one, (1, 28, 28) or (1, 1, 28, 28) as a tensor gives it: the one image, as for torch
         while image.ndim > 2 and image.shape[0] == 1:
             image = image[0]

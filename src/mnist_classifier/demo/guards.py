@@ -20,12 +20,14 @@ import anyio
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
-MAX_BODY = 1 << 20  # 1 MB: a drawn canvas is ~2 kB, a phone photo JPEG fits easily
-# Seconds for a whole request body (1 MB at 35 kB/s): a client that trickles bytes is cut
+# 8 MB: a drawn canvas is ~2 kB; a 12-megapixel phone photo (4000x3000, under images.MAX_SIDE)
+# is 2-5 MB as a JPEG, which the 1 MB of before refused
+MAX_BODY = 8 << 20
+# Seconds for a whole request body (8 MB at 280 kB/s): a client that trickles bytes is cut
 # off with 408 instead of holding its connection forever.
 BODY_TIMEOUT = 30.0
 # A body refused by its Content-Length is still read up to this much, so that the client sees the 413
-DRAINED_AT_MOST = 16 * MAX_BODY
+DRAINED_AT_MOST = 2 * MAX_BODY
 DRAIN_IDLE = 2.0  # seconds without a byte of it: the client is not sending the rest
 SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 
@@ -114,7 +116,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = HTTPException(413, f"request body larger than {self.limit} bytes (1 MB)")
+        too_large = HTTPException(413, f"request body larger than {self.limit} bytes ({self.limit / (1 << 20):g} MB)")
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:

@@ -91,6 +91,9 @@ def served_model(model: Path, backend: str, data_dir: str | Path, log) -> Path:
     PyTorch, saying why, when the export cannot be made (e.g. no test images to check it on)."""
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch" and model.suffix.lower() == ".onnx":
+        raise UserError(f"--backend torch needs a .pth checkpoint; {model} is an ONNX export, which ONNX Runtime "
+                        "serves: drop --backend, or name the .pth it was exported from")
     if backend == "torch" or model.suffix.lower() == ".onnx":
         return model
     from ..errors import CheckpointError

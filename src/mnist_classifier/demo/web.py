@@ -83,8 +83,11 @@ PREDICT_BODY = {"required": True, "content": {  # for /docs and /openapi.json
 PREDICT_RESPONSES = {200: {"description": "verdict, digit, best_guess, label, confidence, probabilities, "
                                           "preview_png, model, latency_ms"},
                      **{code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
-                        for code, text in ((408, f"body not received within {BODY_TIMEOUT:g} s"),
-                                           (413, "body over 1 MB or image over 4096x4096"), (415, "not a PNG or JPEG"),
+                        for code, text in ((400, "malformed multipart form"),
+                                           (403, "cross-origin request, or a Host this server does not serve"),
+                                           (408, f"body not received within {BODY_TIMEOUT:g} s"),
+                                           (413, f"body over {MAX_BODY >> 20} MB or image over 4096x4096"),
+                                           (415, "not a PNG or JPEG"),
                                            (422, "undecodable image or malformed JSON"))}}
 
 
