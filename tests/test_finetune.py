@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.checkpoint import load_checkpoint, weights_sha256
 from mnist_classifier.cli import main
 from mnist_classifier.errors import UserError
-from mnist_classifier.finetune import base_checkpoint, output_path
+from mnist_classifier.finetune import LEARNING_RATE, base_checkpoint, learning_rate_schedule, output_path
 from mnist_classifier.user_split import hold_back
 from mnist_classifier.user_examples import INDEX, ExampleStore
 
@@ -85,6 +85,23 @@ def test_finetune_learns_the_writer_and_leaves_the_original_alone(tuned, small_c
     assert record["base_checkpoint"] == str(small_checkpoint) and record["base_sha256"] == base_sha
     assert sha256(small_checkpoint) == base_sha  # the original, byte for byte
     assert f"{record['held_back_accuracy_after']:.2%}" in stdout and "MNIST test (10,000 images)" in stdout
+    assert record["base_weights_sha256"] == weights_sha256(load_checkpoint(small_checkpoint))
+    # written elsewhere than models/simple_cnn_user_best.pth: nothing picks it up by itself
+    assert stdout.rstrip().endswith(f"answer with it when named: --checkpoint {out}")
+
+
+@pytest.mark.parametrize("total", [1, 3, 4, 10, 11, 20, 102])
+def test_every_number_of_steps_has_a_schedule_that_learns(total):
+    """10 steps made OneCycleLR divide by a warm-up of zero steps; 1 step ran at 1/25 of the rate."""
+    weights = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([weights], lr=LEARNING_RATE)
+    schedule = learning_rate_schedule(optimizer, total)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert max(rates) == pytest.approx(LEARNING_RATE, rel=1e-3) and len(rates) == total
 
 
 def test_the_tuned_checkpoint_is_calibrated_and_not_a_resume_point(tuned, tmp_path):
@@ -161,6 +178,9 @@ def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeyp
     page = (tmp_path / "reports" / "simple_cnn_user_user-digits" / "report.html").read_text()
     assert "on your labelled drawings (user-digits)</h1>" in page and "100 user-digits images &middot;" in page
     assert "test set</h1>" not in page and "100 test images" not in page and "test index" not in page
+    # a fine-tuned model's report says so: its epochs and curves are the base's training
+    assert metrics["fine_tuned"]["trained_on"] == 80 and metrics["fine_tuned"]["base_checkpoint"]
+    assert "fine-tuned from " in page and "on 80 of your drawings" in page and "of the base's training" in page
 
 
 def test_too_few_examples_say_how_many_more(small_checkpoint, tmp_path):

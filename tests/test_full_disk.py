@@ -140,3 +140,33 @@ def test_disk_filling_mid_run_is_reported_and_loses_nothing(tmp_path, capsys, on
         out = capsys.readouterr().out
         assert "epoch  2/2" in out and "epoch  1/2" not in out and "test accuracy" in out
         assert load_checkpoint(mount / "simple_cnn_last.pth")["epoch"] == 2
+
+
+def test_a_report_folder_that_is_a_mount_point_takes_the_report(tmp_path):
+    """A Docker volume or a mounted disk as `evaluate --out`: staged beside it, the files could not
+    be renamed into it (EXDEV), so every report there failed."""
+    from mnist_classifier.report import install_files
+
+    with tmpfs(tmp_path / "volume", "1m") as mount:
+        install_files({"metrics.json": b"{}", "report.html": b"<html>"}, mount)
+        assert sorted(path.name for path in mount.iterdir()) == ["metrics.json", "report.html"]
+
+
+def test_a_read_only_report_folder_is_refused_before_any_work(tmp_path):
+    from mnist_classifier.errors import UserError
+    from mnist_classifier.report import check_report_dir
+
+    with tmpfs(tmp_path / "reports", "1m", read_only=True) as mount:
+        with pytest.raises(UserError, match=f"^cannot write the report to {mount}: {mount} is not writable"):
+            check_report_dir(mount)  # evaluate calls it first: it ran its minute of work, then failed
+
+
+def test_calibrate_in_a_read_only_folder_is_refused_before_the_fit(small_checkpoint, tmp_path):
+    from mnist_classifier.errors import UserError
+    from mnist_classifier.honesty import calibrate_checkpoint
+
+    with tmpfs(tmp_path / "models", "8m") as mount:
+        shutil.copy(small_checkpoint, mount / "mine.pth")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(UserError, match=r"^cannot calibrate .*mine\.pth: its folder .* takes no new file"):
+            calibrate_checkpoint(mount / "mine.pth", DATA_DIR, log=lambda _line: None)

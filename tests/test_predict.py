@@ -292,6 +292,27 @@ def test_a_fine_tuned_model_answers_first_and_the_way_back_names_a_model_that_ex
     assert said.format("models/simple_cnn_best.pth") in capsys.readouterr().err
 
 
+def test_calibrating_the_base_again_keeps_its_fine_tune_answering(small_checkpoint, tmp_path, monkeypatch):
+    """`calibrate` rewrites the base's file but not its weights: the fine-tune still belongs to it.
+    (It answered only when named, told it was tuned from another model.)"""
+    from mnist_classifier import load
+    from mnist_classifier.bundled import sha256_of
+    from mnist_classifier.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+
+    monkeypatch.chdir(tmp_path)
+    base = load_checkpoint(small_checkpoint)
+    trained = save_checkpoint(base, "models/simple_cnn_best.pth")
+    record = {"base_checkpoint": str(trained), "base_sha256": sha256_of(trained), "bundled_base": False,
+              "base_weights_sha256": weights_sha256(base)}
+    save_checkpoint({**base, "finetune": record}, "models/simple_cnn_user_best.pth")
+    save_checkpoint({**base, "temperature": 0.5, "reject_threshold": 1.0}, trained)  # calibrated again
+    assert sha256_of(trained) != record["base_sha256"] and load().tuned
+    retrained = {name: weights * 0.5 if weights.is_floating_point() else weights
+                 for name, weights in base["model_state_dict"].items()}
+    save_checkpoint({**base, "model_state_dict": retrained}, trained)  # trained again: other weights
+    assert not load().tuned
+
+
 def test_a_model_trained_after_the_fine_tune_answers_and_says_the_tuned_one_is_outdated(
         small_checkpoint, sure_digits, tmp_path, monkeypatch, capsys):
     from mnist_classifier import load

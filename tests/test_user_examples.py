@@ -79,7 +79,14 @@ def test_bad_label_and_empty_drawing_are_refused(tmp_path, mnist_data):
             store.add(drawing, to_mnist(drawing).image, label, "m")
     with pytest.raises(UserError, match="no ink"):
         store.add(np.zeros((280, 280), np.uint8), None, 3, "m")
+    with pytest.raises(UserError, match="no ink"):  # the API checked for ink; the Python call did not
+        store.add(np.zeros((280, 280), np.uint8), np.zeros((28, 28), np.uint8), 3, "m")
+    as_floats = to_mnist(drawing).image / 255.0  # stored as 0/1 bytes: a black image labelled 7
+    with pytest.raises(UserError, match=r"^model_input must be the \(28, 28\) uint8 image .* got float64"):
+        store.add(drawing, as_floats, 3, "m")
     assert not (tmp_path / INDEX).exists()
+    saved = store.add(drawing, to_mnist(drawing).image, np.int64(7), "m")  # a label picked from an array
+    assert saved.example.label == 7 and type(store.examples()[0].label) is int
 
 
 def test_limits_on_count_and_bytes_name_themselves(tmp_path, mnist_data):

@@ -97,9 +97,10 @@ def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool
 
 def tuned_from_current_model(tuned: Path) -> bool:
     """Whether `finetune` made `tuned` from the model that would answer without it: the trained
-    checkpoint it recorded (by SHA-256), or the bundled one when models/ has none. A file
-    without that record (made otherwise) is taken as it is."""
-    from .checkpoint import load_checkpoint  # imports torch; a .pth is about to be loaded anyway
+    checkpoint it recorded (by SHA-256 of the file, or of its weights: `calibrate` rewrites the
+    file), or the bundled one when models/ has none. A file without that record (made
+    otherwise) is taken as it is."""
+    from .checkpoint import load_checkpoint, weights_sha256  # imports torch; a .pth is about to be loaded anyway
     from .errors import UserError
 
     try:
@@ -108,9 +109,16 @@ def tuned_from_current_model(tuned: Path) -> bool:
         return True  # damaged: loading it says so, in the words every command uses
     if not isinstance(record, dict) or "base_sha256" not in record:
         return True
-    if TRAINED_CHECKPOINT.is_file():
-        return not record.get("bundled_base") and record["base_sha256"] == sha256_of(TRAINED_CHECKPOINT)
-    return bool(record.get("bundled_base"))
+    if not TRAINED_CHECKPOINT.is_file():
+        return bool(record.get("bundled_base"))
+    if record.get("bundled_base"):
+        return False
+    if record["base_sha256"] == sha256_of(TRAINED_CHECKPOINT):
+        return True
+    try:
+        return record.get("base_weights_sha256") == weights_sha256(load_checkpoint(TRAINED_CHECKPOINT))
+    except UserError:
+        return False  # a damaged trained model: loading it says so
 
 
 def provenance() -> dict[str, Any]:

@@ -16,6 +16,7 @@ a kill -9 leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import pickle
 import shutil
@@ -163,6 +164,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} is not an mnist-classifier checkpoint (needs model_state_dict)")
     payload.setdefault("model_name", SEED_MODEL)
     return payload
+
+
+def weights_sha256(payload: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's weights alone (names, shapes, types, values): the same after
+    `calibrate` or a re-save, which change the file's bytes but not the model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(payload["model_state_dict"].items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())  # as bytes: numpy has no bfloat16
+    return digest.hexdigest()
 
 
 def stored_normalization(payload: dict[str, Any]) -> Normalization:

@@ -44,7 +44,7 @@ from .bundled import (TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose
                       tuned_from_current_model)
 from .calibration import Calibration, calibrate_logits, digit_scores
 from .checkpoint import (check_writable, load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint,
-                         stored_class_names, stored_normalization)
+                         stored_class_names, stored_normalization, weights_sha256)
 from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
 from .data import Normalization, Split, load_data, to_model_input
@@ -220,6 +220,16 @@ def all_cores() -> Iterator[None]:
 # ------------------------------------------------------------------ training
 
 
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, total: int):
+    """One cycle warming up over a tenth of the steps, at least two of them: OneCycleLR divides by
+    the warm-up's length less one step (10 steps at 10% crashed it). Under 4 steps there is no
+    cycle to make: the learning rate stays whole (one cycle of 1 step ran it at 1/25)."""
+    if total < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=total,
+                                               pct_start=max(0.1, 2 / total))
+
+
 def tune(model: nn.Module, mine: Split, replay: Split, norm: Normalization, config: TrainConfig,
          epochs: int, seed: int) -> int:
     """Train `model` in place on the user's examples mixed with MNIST replay; returns the steps taken."""
@@ -229,7 +239,7 @@ def tune(model: nn.Module, mine: Split, replay: Split, norm: Normalization, conf
     batch = min(USER_BATCH, len(mine))
     total = epochs * math.ceil(len(mine) / batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=total, pct_start=0.1)
+    schedule = learning_rate_schedule(optimizer, total)
     model.to(memory_format=torch.channels_last).train()
     freeze_batchnorm(model)
     for _ in range(epochs):
@@ -317,14 +327,15 @@ def tuned_payload(base: dict[str, Any], model: nn.Module, calibration: Calibrati
     payload.update(calibration.to_payload())
     payload.update(model_state_dict=model.state_dict(), accuracy=validation.accuracy, loss=validation.loss,
                    test_accuracy=result.after.mnist_test.accuracy, test_loss=result.after.mnist_test.loss,
-                   finetune=provenance(result, user_data, seed))
+                   finetune=provenance(result, base, user_data, seed))
     return payload
 
 
-def provenance(result: FinetuneResult, user_data: str | Path, seed: int) -> dict[str, Any]:
+def provenance(result: FinetuneResult, base: dict[str, Any], user_data: str | Path, seed: int) -> dict[str, Any]:
     """Plain numbers and strings (weights_only loading reads them)."""
     return {
         "base_checkpoint": str(result.base), "base_sha256": sha256_of(result.base), "bundled_base": result.bundled_base,
+        "base_weights_sha256": weights_sha256(base),  # calibrating the base again keeps its weights
         "user_data": str(user_data), "user_examples": result.examples, "trained_on": result.trained_on,
         "held_back": result.held_back, "held_back_accuracy_before": result.before.held_back,
         "held_back_accuracy_after": result.after.held_back,
@@ -361,6 +372,8 @@ def summary_text(result: FinetuneResult) -> str:
                      "from: expect \"not a digit\" less often")
     if result.path.resolve() == USER_CHECKPOINT.resolve():
         lines.append(_who_answers(result.path))
+    else:  # only the default SimpleCNN's fine-tune is picked up by itself
+        lines.append(f"predict, demo, serve and load() answer with it when named: --checkpoint {result.path}")
     return "\n".join(lines)
 
 

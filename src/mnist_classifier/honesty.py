@@ -39,6 +39,7 @@ from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
 from .errors import UserError, to_stderr
+from .files import write_probe
 from .inference import Predictor
 from .strokes import random_pen_images
 from .torch_backend import torch_predictor
@@ -63,6 +64,11 @@ def check_rewritable(path: Path) -> None:
                         f"(cp {BUNDLED_CHECKPOINT} models/mine.pth) or one you trained")
     if path.is_file() and not path.stat().st_mode & 0o222:
         raise UserError(f"{path} is read-only: calibrate a copy, or make it writable (chmod u+w) if it may change")
+    if path.is_file():  # the new file is written beside it: a folder that takes none fails after the fit
+        folder, error = write_probe(path.resolve().parent)
+        if error is not None:
+            raise UserError(f"cannot calibrate {path}: its folder {folder} takes no new file ({error.strerror}); "
+                            "calibrate a copy in a folder you may write to")
 
 
 def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",

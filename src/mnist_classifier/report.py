@@ -79,7 +79,18 @@ def report_metadata(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]
         "ensemble_members": len(payload.get("members") or [checkpoint]),
         "tta_views": payload.get("tta_views", 1),
         "tta_mirrored": payload.get("tta_mirrored", False),
+        "fine_tuned": _fine_tuning(payload),
     }
+
+
+def _fine_tuning(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """What `finetune` recorded: the base it started from and the drawings it learnt (None: not tuned)."""
+    record = payload.get("finetune")
+    if not isinstance(record, dict):
+        return None
+    kept = ("base_checkpoint", "user_examples", "trained_on", "held_back", "held_back_accuracy_before",
+            "held_back_accuracy_after", "steps", "date")
+    return {key: record[key] for key in kept if key in record}
 
 
 def training_note(payload: dict[str, Any]) -> str | None:
@@ -91,9 +102,11 @@ def training_note(payload: dict[str, Any]) -> str | None:
         parts.append(f"on augmented batches ({AUGMENTATIONS[policy].note})")
     if config.get("label_smoothing"):
         parts.append(f"with label smoothing {config['label_smoothing']:g}")
+    tuned = " These curves are the base model's training, before it was fine-tuned on your drawings." \
+        if isinstance(payload.get("finetune"), dict) else ""
     if not parts:
-        return None
-    return f"Train loss and accuracy are measured {' '.join(parts)}; validation on the plain held-out images."
+        return tuned.strip() or None
+    return f"Train loss and accuracy are measured {' '.join(parts)}; validation on the plain held-out images.{tuned}"
 
 
 def no_history_text(payload: dict[str, Any]) -> str:
@@ -112,12 +125,19 @@ def check_report_dir(out_dir: Path) -> Path:
     in_the_way = next((folder for folder in out_dir.parents if folder.exists() and not folder.is_dir()), None)
     if in_the_way is not None:
         raise UserError(f"report folder {out_dir} cannot be made: {in_the_way} is a file; choose another --out")
+    written_in = _folder_written_in(out_dir)
     try:
-        check_writable(out_dir.parent)
+        check_writable(written_in)
     except UserError:
-        raise UserError(f"cannot write the report to {out_dir}: {out_dir.parent} is not writable; "
+        raise UserError(f"cannot write the report to {out_dir}: {written_in} is not writable; "
                         "choose another --out") from None
     return out_dir
+
+
+def _folder_written_in(out_dir: Path) -> Path:
+    """A report folder that exists has its files staged inside it (it may be a mount point, which
+    no rename from its parent can reach); a new one is staged whole beside it, then renamed."""
+    return out_dir if out_dir.is_dir() else out_dir.parent
 
 
 def install_files(files: dict[str, bytes], out_dir: Path) -> Path:
@@ -130,7 +150,7 @@ def install_files(files: dict[str, bytes], out_dir: Path) -> Path:
                         "move it, or choose another --out")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=_folder_written_in(out_dir)))
     except OSError as error:
         raise UserError(f"cannot write the report to {out_dir} ({error.strerror}): choose another --out") from None
     try:
@@ -186,9 +206,13 @@ def _training_facts(summary: dict[str, Any]) -> str:
     if summary.get("tta_views", 1) > 1:
         kinds = "1-pixel shifts, each also mirrored" if summary.get("tta_mirrored") else "1-pixel shifts"
         facts.append(f"test-time augmentation: {summary['tta_views']} views per image ({kinds})")
+    tuned = summary.get("fine_tuned")
+    if tuned:
+        facts.append(f"fine-tuned from {html.escape(str(tuned.get('base_checkpoint')))} on "
+                     f"{tuned.get('trained_on')} of your drawings ({tuned.get('steps')} steps)")
     if summary.get("epochs_trained") is not None:
         epochs = summary["epochs_trained"]
-        facts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
+        facts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}" + (" of the base's training" if tuned else ""))
     if summary.get("validation_accuracy") is not None:
         facts.append(f"validation accuracy {summary['validation_accuracy']:.2%}")
     return "".join(f"{fact} &middot; " for fact in facts)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import json
+import numbers
 import os
 import re
 import time
@@ -252,10 +253,14 @@ class ExampleStore:
     def add(self, drawing: np.ndarray, model_input: np.ndarray, label: int, model: str,
             answer: Answer | None = None) -> Saved:
         """Store one labelled drawing. `drawing`: uint8 grayscale or BGR; `model_input`: (28, 28) uint8."""
-        if type(label) is not int or not 0 <= label < self.num_classes:
+        if not isinstance(label, numbers.Integral) or isinstance(label, bool) or not 0 <= label < self.num_classes:
             raise UserError(f"label must be a whole number 0..{self.num_classes - 1}, got {label!r}")
-        if model_input is None or model_input.shape != (28, 28):
+        label = int(label)  # numpy's integers too: the line is JSON
+        if model_input is None or not np.asarray(model_input).any():
             raise UserError("nothing to save: the drawing has no ink")
+        if model_input.shape != (28, 28) or model_input.dtype != np.uint8:
+            raise UserError(f"model_input must be the (28, 28) uint8 image to_mnist makes, got {model_input.dtype} "
+                            f"of shape {model_input.shape}: 0..1 floats would be stored as black")
         drawing_png, input_png = _png(drawing), _png(model_input)
         example_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         example = Example(
