@@ -10,7 +10,8 @@ the digit's index (8 directions); a vignette (dark corners); and a hard-edged sh
 a phone) darkening the 30% of the page nearest one edge (4 directions). The table gives
 the share answered with the right digit (verdict `digit` and correct) per falloff; a second
 table the same for photos showing what lies beside the page: a strip of table along one side
-(turning with the index), the page lying on a dark table, or ruled and squared paper.
+(turning with the index), the page lying on a dark table (square on, turned, in perspective),
+a shadow with camera noise or with the light falling off as well, or ruled and squared paper.
 """
 from __future__ import annotations
 
@@ -59,6 +60,26 @@ def page_on_table(digit: np.ndarray, page_side: int, photo_side: int = 400) -> n
     return photo.astype(np.uint8)
 
 
+def page_at_an_angle(digit: np.ndarray, direction: int, perspective: float = 0.0) -> np.ndarray:
+    """A 240x300 page on a dark table, turned 5-25 degrees either way (with the index), and with
+    `perspective` its corners moved up to that share of its side, as a phone held at a slant sees it."""
+    page = np.full((300, 240), 235, np.float32)
+    page[90:210, 60:180] = on_paper(digit, 120)
+    rng = np.random.default_rng(direction)
+    square_on = np.float32([[0, 0], [240, 0], [240, 300], [0, 300]])
+    corners = square_on + rng.uniform(-perspective, perspective, (4, 2)).astype(np.float32) * [240, 300]
+    turn = cv2.getRotationMatrix2D((120, 150), (-1) ** direction * (5 + direction % 5 * 5), 1.0)
+    corners = corners @ turn[:, :2].T + turn[:, 2] + np.float32([80, 50])
+    warp = cv2.getPerspectiveTransform(square_on, corners.astype(np.float32))
+    return cv2.warpPerspective(page, warp, (400, 400), flags=cv2.INTER_LINEAR, borderValue=25).astype(np.uint8)
+
+
+def with_noise(photo: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """Camera noise: Gaussian, `sigma` grey levels, the same for every run."""
+    noisy = photo + np.random.default_rng(seed).normal(0, sigma, photo.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
 def on_lined_paper(digit: np.ndarray, spacing: int, grey: int, direction: int, squared: bool) -> np.ndarray:
     """The digit written over printed lines (every `spacing` px, 2 px wide), their phase turning with the index."""
     page = on_paper(digit)
@@ -77,6 +98,12 @@ SURROUNDINGS = {
     "page covering 36% of a dark table": lambda d, i: page_on_table(d, 240),
     "page covering 64%": lambda d, i: page_on_table(d, 320),
     "page covering 90%": lambda d, i: page_on_table(d, 380),
+    "page turned 5-25 degrees on the table": lambda d, i: page_at_an_angle(d, i),
+    "page turned, and in perspective (8%)": lambda d, i: page_at_an_angle(d, i, perspective=0.08),
+    "hard shadow 20% deep + camera noise 8": lambda d, i: with_noise(photographed(d, 0.2, i, "shadow"), 8, i),
+    "hard shadow 30% + light falling off 30%": lambda d, i: (photographed(d, 0.3, i, "shadow").astype(np.float32)
+                                                             * photographed(np.zeros_like(d), 0.3, i + 3) / 235
+                                                             ).astype(np.uint8),
     "ruled paper, lines every 30 px, grey 170": lambda d, i: on_lined_paper(d, 30, 170, i, squared=False),
     "squared paper, every 20 px, grey 190": lambda d, i: on_lined_paper(d, 20, 190, i, squared=True),
 }

@@ -1,6 +1,6 @@
 """The page a photo shows, evened out before preprocess.py looks for the ink: light that falls
 off across it or to its corners (`evenly_lit`), a shadow or a strip of table coming in from its
-border (`shadows_lifted`).
+border (`shadows_lifted`), and a page lying on a darker table, at any angle (`page_flattened`).
 
 Each one changes a picture only when its border says it is such a photo (a drawn canvas, a
 scan and the training set-up's paper digits stop at a ~3 us check in preprocess._ink_map), and
@@ -20,6 +20,14 @@ DARKEST_LIGHT = 0.06  # what the light is divided by never goes below this (prep
 SHADOW_STEP, SHADOW_BORDER, SHADOW_LEFT = 0.08, 0.1, 0.005
 SHADOW_KERNEL = 0.25  # the closing's side, of the picture's shorter side: wider than a digit's strokes
 SHADOW_SIDE = 320  # px; larger photos find their paper level at about this size
+
+# A page on a darker table: the lighter area covers 30% of the picture or more, and the drawing
+# on it leaves at most 15% of it dark
+PAGE_OF_PICTURE, PAGE_DARK = 0.3, 0.15
+PAGE_CORNER_TOLERANCE = 0.02  # of the outline's length: a page's outline simplified so has 4 corners
+PAGE_SOLID = 0.95  # and fills 95% of the four-cornered shape: a sheet, not a thick 0 or a blob
+PAGE_INSET = 0.03  # the flattened page is cut this share in from each side: its edge is no paper
+PAGE_MIN_SIDE = 64  # px; smaller pictures are drawings (a 28x28 bag is no photo of a page)
 
 
 def evenly_lit(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarray:
@@ -71,7 +79,7 @@ def shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
     the border does not come out even (a slanting shadow's tip, narrower than the closing), the
     picture is left as it was."""
     height, width = gray.shape
-    if min(height, width) < MIN_LIT_SIDE or _off_paper(border_of(gray), paper) < SHADOW_BORDER:
+    if border_off_paper(gray, paper) < SHADOW_BORDER:
         return gray
     if paper - float(gray.min()) <= float(gray.max()) - paper:  # light ink (a board): a closing keeps it
         return gray
@@ -92,6 +100,64 @@ def shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
     lifted *= np.float32(paper / median(border_of(lifted)))  # the paper back at its level
     np.minimum(lifted, np.float32(paper), out=lifted)  # dark ink: nothing is brighter than the paper
     return lifted
+
+
+def page_flattened(gray: np.ndarray, lighter: np.ndarray) -> np.ndarray | None:
+    """The page seen square on, a margin in from its edges, when a photo shows a page lying on a
+    darker table (its border then is the table, and the page itself looks like ink); else None.
+
+    `lighter`: uint8, 1 where the picture departs from its border's level (the ink map's mask),
+    which must be lighter than the border: a page is, a shadow is not. The page is its largest
+    area, when that has four corners at any tilt or in perspective (OpenCV's convex hull and
+    Douglas-Peucker simplification find them); it is warped to a rectangle, the way up that
+    turns it the least. A page turned 5-25 degrees was 0% right before (the box round it, whose
+    sides had to be the page's, found only a page square to the photo), 99.5% after; turned and
+    in perspective 0% -> 99% (benchmarks/uneven_light.py, 7 Dec)."""
+    if min(gray.shape) < PAGE_MIN_SIDE or np.count_nonzero(lighter) < PAGE_OF_PICTURE * lighter.size:
+        return None
+    if float(np.mean(gray[lighter.view(bool)])) <= median(border_of(gray)):
+        return None  # darker than the border: a shadow over the page, not a page on a table
+    corners = _page_corners(lighter)
+    if corners is None:
+        return None
+    top_left, top_right, bottom_right, bottom_left = corners
+    width = round(max(np.linalg.norm(top_right - top_left), np.linalg.norm(bottom_right - bottom_left)))
+    height = round(max(np.linalg.norm(bottom_left - top_left), np.linalg.norm(bottom_right - top_right)))
+    square_on = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]])
+    flat = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(corners, square_on), (width, height),
+                               flags=cv2.INTER_LINEAR)
+    inset_rows, inset_cols = max(1, round(PAGE_INSET * height)), max(1, round(PAGE_INSET * width))
+    flat = flat[inset_rows:height - inset_rows, inset_cols:width - inset_cols]
+    return np.ascontiguousarray(flat) if min(flat.shape) >= MIN_LIT_SIDE else None
+
+
+def _page_corners(lighter: np.ndarray) -> np.ndarray | None:
+    """(4, 2) float32 corners of the page, clockwise from the top left; None when the largest
+    lighter area is no four-cornered sheet with a little dark inside."""
+    outlines, _ = cv2.findContours(lighter, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    outline = max(outlines, key=cv2.contourArea)
+    hull = cv2.convexHull(outline)
+    corners = cv2.approxPolyDP(hull, PAGE_CORNER_TOLERANCE * cv2.arcLength(hull, True), True)
+    if len(corners) != 4:
+        return None
+    area = cv2.contourArea(corners)
+    if area < PAGE_OF_PICTURE * lighter.size or cv2.contourArea(outline) < PAGE_SOLID * area:
+        return None
+    inside = np.zeros_like(lighter)
+    cv2.fillConvexPoly(inside, corners, 1)
+    if np.count_nonzero(inside > lighter) > PAGE_DARK * area:
+        return None  # a drawing: a thick stroke leaves much of its outline dark
+    points = corners.reshape(4, 2).astype(np.float32)
+    # Image rows grow downwards: the top left has the smallest x + y, the top right the smallest y - x
+    order = [int(np.argmin(points.sum(1))), int(np.argmin(points[:, 1] - points[:, 0])),
+             int(np.argmax(points.sum(1))), int(np.argmax(points[:, 1] - points[:, 0]))]
+    return points[order] if len(set(order)) == 4 else None  # a page turned 45 degrees has no way up
+
+
+def border_off_paper(gray: np.ndarray, paper: float) -> float:
+    """The share of the picture's border more than SHADOW_STEP off the paper's level (0 for a
+    picture too small to tell): from a tenth, shadows_lifted lifts; under SHADOW_LEFT, it is even."""
+    return _off_paper(border_of(gray), paper) if min(gray.shape) >= MIN_LIT_SIDE else 0.0
 
 
 def border_of(gray: np.ndarray) -> np.ndarray:
