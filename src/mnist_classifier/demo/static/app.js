@@ -134,7 +134,8 @@ function canvasPng() {
 
 // ------------------------------------------------------------------ labelling
 
-const teach = { buttons: [], names: [], busy: false }; // busy: one save or undo at a time
+// busy: one save or undo at a time; total: drawings stored, as the server last said
+const teach = { buttons: [], names: [], busy: false, total: null };
 
 function buildLabelButtons(names) {
   teach.names = names;
@@ -171,6 +172,7 @@ async function saveExample(label) {
     });
     const result = await response.json();
     if (!response.ok) return showSaved(`not saved: ${result.detail}`);
+    teach.total = result.total;
     // Ready for the next one, unless the user went on drawing while it was saved.
     if (before.generation === state.generation && before.strokes === state.strokes) clearPad();
     showSaved(`saved as ${teach.names[label]}: ${countsText(result, label)}`);
@@ -180,10 +182,13 @@ async function saveExample(label) {
 async function undoExample() {
   if (view.teach.hidden || teach.busy) return;
   await talkToStore(async () => {
+    // Asked first when none is known to be stored: a 404 would be logged in the browser's console
+    if (!teach.total && (await storedTotal()) === 0) return showSaved("nothing to undo");
     const response = await fetch("api/examples/last", { method: "DELETE" });
     const result = await response.json();
-    if (response.status === 404) return showSaved("nothing to undo");
+    if (response.status === 404) return showSaved("nothing to undo"); // another page undid it first
     if (!response.ok) return showSaved(`not undone: ${result.detail}`);
+    teach.total = result.total;
     const name = teach.names[result.label] ?? result.label;
     showSaved(`removed the ${name} saved last: ${countsText(result, result.label)}`);
   });
@@ -206,6 +211,12 @@ function showSaved(text) {
   view.saved.textContent = text;
 }
 
+async function storedTotal() {
+  const response = await fetch("api/examples/stats");
+  teach.total = response.ok ? (await response.json()).total : null;
+  return teach.total;
+}
+
 async function showCollecting(collecting) {
   view.teach.hidden = !collecting; // `serve --no-collect`: nothing can be saved, so no row
   if (!collecting) return;
@@ -213,6 +224,7 @@ async function showCollecting(collecting) {
     const response = await fetch("api/examples/stats");
     const stats = await response.json();
     if (!response.ok) return showSaved(`cannot read the saved drawings: ${stats.detail}`);
+    teach.total = stats.total;
     const drawings = stats.total === 1 ? "drawing" : "drawings";
     showSaved(stats.total ? `${stats.total} labelled ${drawings} saved so far` : "nothing saved yet");
   });
