@@ -219,8 +219,13 @@ def test_a_checkpoint_replaced_while_it_is_exported_leaves_no_cache_claiming_the
     assert load_onnx_predictor(cached).info["source_sha256"] == sha256_of(served)
 
 
-def with_metadata(onnx_path, path, **changes):
+def with_metadata(onnx_path, path, checksum=False, **changes):
+    """The export with metadata entries changed; without its checksum unless `checksum` (as an export
+    from before it, whose metadata the load reads and checks on its own terms)."""
     model = onnx.load(onnx_path)
+    kept = [entry for entry in model.metadata_props if checksum or entry.key != DIGEST_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
     for entry in model.metadata_props:
         entry.value = changes.get(entry.key, entry.value)
     onnx.save(model, path)
@@ -238,6 +243,10 @@ def with_metadata(onnx_path, path, **changes):
 def test_damaged_metadata_is_checkpoint_error(onnx_path, tmp_path, changes, said):
     with pytest.raises(CheckpointError, match=said):
         load_predictor(with_metadata(onnx_path, tmp_path / "damaged.onnx", **changes))
+    if said in ("the model gives 10 outputs for 2 class names", "no longer give the answers stored"):
+        # metadata that reads well but is not what was exported: the checksum says so first
+        with pytest.raises(CheckpointError, match="changed since it was exported"):
+            load_predictor(with_metadata(onnx_path, tmp_path / "checked.onnx", checksum=True, **changes))
 
 
 def with_weights(onnx_path, path, change, older_export=False):
@@ -266,7 +275,7 @@ def nudged(weights):
 
 def test_damaged_weights_are_refused_not_answered(onnx_path, tmp_path):
     for index, change in enumerate((a_nan, nudged, lambda weights: weights * 1.5)):
-        with pytest.raises(CheckpointError, match="its weights or graph changed since it was exported"):
+        with pytest.raises(CheckpointError, match="its weights, graph or metadata changed since it was exported"):
             load_predictor(with_weights(onnx_path, tmp_path / f"changed{index}.onnx", change))
     upper = tmp_path / "COPY.ONNX"  # the suffix in capitals is still an ONNX model
     shutil.copy(onnx_path, upper)
@@ -282,13 +291,21 @@ def test_an_export_from_before_the_checksum_still_has_its_weights_probed(onnx_pa
     assert not load_predictor(unchanged).info["checksummed"]
 
 
-def test_the_checksum_leaves_out_only_the_metadata(onnx_path):
+def test_the_checksum_covers_everything_but_its_own_entry(onnx_path, tmp_path):
     model = Path(onnx_path).read_bytes()
     proto = onnx.load_from_string(model)
     stored = {entry.key: entry.value for entry in proto.metadata_props}[DIGEST_KEY]
+    without = [entry for entry in proto.metadata_props if entry.key != DIGEST_KEY]
     del proto.metadata_props[:]
+    proto.metadata_props.extend(without)
     assert model_digest(proto.SerializeToString()) == stored == model_digest(model)
     assert model_digest(b"\x0f" + model) is None  # wire type 7: no protobuf message
+    # one bit of the class names ("3" -> "7"): every 3 would have been answered 7 (helper-53)
+    flipped = bytearray(model)
+    flipped[model.find(b'"3", "4"') + 1] ^= 0x04
+    (tmp_path / "flipped.onnx").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="changed since it was exported"):
+        load_predictor(tmp_path / "flipped.onnx")
 
 
 def test_export_refuses_a_target_it_would_spoil_before_any_work(small_checkpoint, tmp_path, capsys):
@@ -363,6 +380,12 @@ def test_an_export_older_than_its_checkpoint_says_so(small_checkpoint, tmp_path)
     load_predictor(exported, warn=said.append)
     assert len(said) == 1 and said[0].startswith(f"note: {exported} was exported from an earlier mine.pth"), said
     assert f"mnist-classifier export --checkpoint {checkpoint}" in said[0]
+    # exported under another name, beside a .pth it was not made from: nothing to compare (helper-53)
+    elsewhere = export_onnx(checkpoint, tmp_path / "other.onnx", data_dir=DATA_DIR)
+    shutil.copy(small_checkpoint, tmp_path / "other.pth")
+    said.clear()
+    load_predictor(elsewhere, warn=said.append)
+    assert said == []
 
 
 def test_serve_falls_back_to_pytorch_when_no_export_can_be_made(small_checkpoint, tmp_path):

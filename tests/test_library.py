@@ -253,6 +253,9 @@ def test_the_model_itself_refuses_images_it_would_misread(mnist_data):
     assert predictor.predict(digits).shape == (5, 10) and predictor.predict(digits[0]).shape == (1, 10)
     with pytest.raises(ImageError, match=r"^the model takes uint8 images .* got float64; 0..1 floats: "):
         predictor.predict(digits / 255.0)
+    np.testing.assert_array_equal(predictor.predict(digits.astype(np.int64)), predictor.predict(digits))
+    with pytest.raises(ImageError, match=r"^the model takes uint8 images .* got int64"):
+        predictor.predict(digits.astype(np.int64) * 2)  # up to 510: not pixels
     for shape in [(5, 1, 28, 28), (28, 28, 3), (32, 32), ()]:
         with pytest.raises(ImageError, match=r"^the model takes \(N, 28, 28\) or \(28, 28\) images, got shape"):
             predictor.predict(np.zeros(shape, np.uint8))

@@ -257,10 +257,14 @@ def test_a_negative_threshold_in_any_spelling_is_read_as_a_number(honest_checkpo
     cross = draw_cross(tmp_path / "cross.png")
     assert main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["verdict"] == "not_a_digit"  # the stored threshold
-    for spelled in (["--reject-threshold", "-1e3"], ["--reject-threshold=-1e3"], ["--reject-threshold", "-1000"]):
+    for spelled in (["--reject-threshold", "-1e3"], ["--reject-threshold=-1e3"], ["--reject-threshold", "-1000"],
+                    ["--reject-t", "-1e3"]):  # argparse takes a name's unambiguous start too
         assert main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--json", *spelled]) == 0
         [answer] = json.loads(capsys.readouterr().out)
         assert answer["verdict"] == "digit", spelled  # every score is above -1000: nothing is refused
+    # after "--" every word is a file name, however it looks (helper-53: two were joined into one)
+    assert main(["predict", "--checkpoint", str(honest_checkpoint), "--", "--reject-threshold", "-1e3"]) == 1
+    assert "--reject-threshold: error: image file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", cross, "--checkpoint", str(honest_checkpoint), "--reject-threshold", "-inf"])
     assert "--reject-threshold: expected a finite number" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict
 
 import numpy as np
+import torch
 import pytest
 
 from mnist_classifier.answer import decide
@@ -82,10 +83,17 @@ def test_bad_label_and_empty_drawing_are_refused(tmp_path, mnist_data):
     with pytest.raises(UserError, match="no ink"):  # the API checked for ink; the Python call did not
         store.add(np.zeros((280, 280), np.uint8), np.zeros((28, 28), np.uint8), 3, "m")
     as_floats = to_mnist(drawing).image / 255.0  # stored as 0/1 bytes: a black image labelled 7
-    with pytest.raises(UserError, match=r"^model_input must be the \(28, 28\) uint8 image .* got float64"):
+    with pytest.raises(UserError, match=r"^model_input must hold uint8 pixels \(0..255\), got float64"):
         store.add(drawing, as_floats, 3, "m")
+    with pytest.raises(UserError, match=r"^drawing must hold uint8 pixels \(0..255\), got float64"):
+        store.add(drawing / 255.0, to_mnist(drawing).image, 3, "m")
+    with pytest.raises(UserError, match=r"^model_input must be the \(28, 28\) image to_mnist makes, got shape"):
+        store.add(drawing, to_mnist(drawing).image[None], 3, "m")
     assert not (tmp_path / INDEX).exists()
-    saved = store.add(drawing, to_mnist(drawing).image, np.int64(7), "m")  # a label picked from an array
+    as_list = to_mnist(drawing).image.tolist()  # a list or a tensor of the right pixels is read as an array
+    with pytest.raises(UserError, match="must hold uint8 pixels .* got int64"):
+        store.add(drawing, as_list, 7, "m")
+    saved = store.add(drawing, torch.from_numpy(to_mnist(drawing).image), np.int64(7), "m")  # a label from an array
     assert saved.example.label == 7 and type(store.examples()[0].label) is int
 
 

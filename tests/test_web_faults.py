@@ -218,7 +218,7 @@ def test_a_body_that_never_finishes_is_cut_off(small_checkpoint, monkeypatch):
     from mnist_classifier.demo import web
     from mnist_classifier.reader import load_predictor
 
-    monkeypatch.setattr(web, "BODY_TIMEOUT", 1.0)  # the real one is 30 s
+    monkeypatch.setattr(web, "BODY_TIMEOUT", 1.0)  # the real one is 120 s
     with running_server(web.create_app(load_predictor(small_checkpoint))) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:

@@ -368,13 +368,15 @@ def _negative_values_joined(argv: list[str]) -> list[str]:
     """`--reject-threshold -1e3` as `--reject-threshold=-1e3`: argparse reads "-1.5" after an option
     as its value, but "-1e3" or "-inf" as an unknown option, and then says the value is missing."""
     joined = list(argv)
-    for index in range(len(joined) - 2, -1, -1):
-        if joined[index] == "--reject-threshold" and joined[index + 1].startswith("-"):
+    end = joined.index("--") if "--" in joined else len(joined)  # after it, only file names
+    for index in range(end - 2, -1, -1):
+        flag = joined[index]  # argparse takes any unambiguous start of the name too
+        if len(flag) > 4 and "--reject-threshold".startswith(flag) and joined[index + 1].startswith("-"):
             try:
                 float(joined[index + 1])
             except ValueError:
                 continue
-            joined[index:index + 2] = [f"--reject-threshold={joined[index + 1]}"]
+            joined[index:index + 2] = [f"{flag}={joined[index + 1]}"]
     return joined
 
 

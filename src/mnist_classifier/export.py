@@ -71,7 +71,7 @@ def export_onnx(
     info = checkpoint_info(payload, model, checkpoint_path)
     probe = _logits(model, to_model_input(torch.from_numpy(probe_images()), norm).numpy())
     _set_metadata(proto, payload, norm, info, opset, max_diff, source_sha256, probe)
-    # metadata_props is left out of the digest, so writing the digest there does not change it
+    # the digest leaves out its own entry, so writing it there does not change it
     proto.metadata_props.add(key=DIGEST_KEY, value=model_digest(proto.SerializeToString()))
     return write_atomically(out_path, proto.SerializeToString())
 

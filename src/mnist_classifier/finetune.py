@@ -222,10 +222,11 @@ def all_cores() -> Iterator[None]:
 
 def learning_rate_schedule(optimizer: torch.optim.Optimizer, total: int):
     """One cycle warming up over a tenth of the steps, at least two of them: OneCycleLR divides by
-    the warm-up's length less one step (10 steps at 10% crashed it). Under 4 steps there is no
-    cycle to make: the learning rate stays whole (one cycle of 1 step ran it at 1/25)."""
-    if total < 4:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    the warm-up's length less one step (10 steps at 10% crashed it). A cycle averages about half
+    its peak rate, so under 8 steps the rate stays at half the peak: more epochs never teach less
+    (one cycle of 1 step ran at 1/25 of it, of 4 steps a total of 1.5 steps' worth)."""
+    if total < 8:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 0.5)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=total,
                                                pct_start=max(0.1, 2 / total))
 

@@ -32,18 +32,20 @@ def probe_images() -> np.ndarray:
 
 
 def _model_sized(images: Any) -> np.ndarray:
-    """(N, 28, 28) uint8, or one (28, 28) as a batch of one; anything else is an ImageError: 0..1
-    floats would all read as black, and another shape fails deep inside the backend."""
+    """(N, 28, 28) uint8 (or integers within 0..255), or one (28, 28) as a batch of one; anything
+    else is an ImageError: 0..1 floats would all read as black, and another shape fails deep
+    inside the backend."""
     array = np.asarray(images)
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[1:] != (28, 28):
         raise ImageError(f"the model takes (N, 28, 28) or (28, 28) images, got shape {array.shape}; "
                          "for any other picture use reader.predict(picture), which prepares it")
-    if array.dtype != np.uint8:
+    whole_bytes = np.issubdtype(array.dtype, np.integer) and (array.size == 0 or 0 <= array.min() <= array.max() <= 255)
+    if array.dtype != np.uint8 and not whole_bytes:
         raise ImageError(f"the model takes uint8 images (0..255, white ink on black, as preprocess.to_mnist "
                          f"makes them), got {array.dtype}; 0..1 floats: (x * 255).round().astype(np.uint8)")
-    return array
+    return array.astype(np.uint8, copy=False)
 
 
 class Backend(Protocol):

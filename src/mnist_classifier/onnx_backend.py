@@ -28,10 +28,11 @@ CHUNK = 512
 SMALL_BATCH = 8
 METADATA_KEY = "mnist_classifier.metadata_version"
 PROBE_KEY = "probe_logits"  # the model's logits for inference.probe_images(), stored by export.py
-# SHA-256 of the model proper (graph, weights, opsets): the probe misses weights that noise never
-# reaches (811 of SimpleCNN's 1,152 fc1 inputs stay 0 for it); a checksum misses none
-DIGEST_KEY = "model_sha256"
-METADATA_FIELD = 14  # ModelProto.metadata_props: where the digest itself is written
+# SHA-256 of the whole file but this one metadata entry (graph, weights, class names, calibration):
+# the probe misses weights that noise never reaches (811 of SimpleCNN's 1,152 fc1 inputs stay 0 for
+# it), and metadata it never reads. ("model_sha256", from the morning of 7 Dec, left metadata out.)
+DIGEST_KEY = "checksum_sha256"
+METADATA_FIELD = 14  # ModelProto.metadata_props: one StringStringEntryProto (key = 1, value = 2) each
 
 
 class OnnxBackend:
@@ -104,35 +105,53 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
     except (KeyError, ValueError, TypeError) as error:  # bad JSON, bad numbers, a list where a number was
         raise CheckpointError(f"ONNX model {path} has damaged metadata ({first_line(error)}): export it again") from None
     if DIGEST_KEY in meta and model_digest(model) != meta[DIGEST_KEY]:
-        raise CheckpointError(f"ONNX model {path} is damaged: its weights or graph changed since it was exported; "
+        raise CheckpointError(f"ONNX model {path} is damaged: its weights, graph or metadata changed since it was exported; "
                               "export it again with `mnist-classifier export`")
     predictor.check_sound(f"ONNX model {path}", expected)
     return predictor
 
 
 def model_digest(model: bytes) -> str | None:
-    """SHA-256 over an ONNX file's top-level protobuf fields but its metadata_props, in file order;
-    None when the bytes are no protobuf message. (The onnx package would parse the whole model:
-    importing it takes ~1 s, five times the bundled model's load.)"""
-    digest, view, at = hashlib.sha256(), memoryview(model), 0
+    """SHA-256 over an ONNX file's top-level protobuf fields in file order, all but the metadata
+    entry that holds it; None when the bytes are no protobuf message. (The onnx package would
+    parse the whole model: importing it takes ~1 s, five times the bundled model's load.)"""
+    digest = hashlib.sha256()
+    fields = _fields(memoryview(model))
+    if fields is None:
+        return None
+    for number, whole, payload in fields:
+        if number != METADATA_FIELD or _entry_key(payload) != DIGEST_KEY.encode():
+            digest.update(whole)
+    return digest.hexdigest()
+
+
+def _entry_key(entry: memoryview) -> bytes | None:
+    """The key of a metadata entry (a StringStringEntryProto's field 1)."""
+    fields = _fields(entry) or []
+    return next((bytes(payload) for number, _, payload in fields if number == 1), None)
+
+
+def _fields(view: memoryview) -> list[tuple[int, memoryview, memoryview]] | None:
+    """A protobuf message's fields, in order: (number, the field's bytes, its value's bytes); None
+    when the bytes are not one."""
+    fields, at = [], 0
     while at < len(view):
         start = at
         key, at = _varint(view, at)
-        wire_type = key & 7
+        wire_type, value_at = key & 7, at
         if wire_type == 0:
             _, at = _varint(view, at)
         elif wire_type in (1, 5):
             at += 8 if wire_type == 1 else 4
         elif wire_type == 2:
-            length, at = _varint(view, at)
-            at += length
+            length, value_at = _varint(view, at)
+            at = value_at + length
         else:
             return None
         if at > len(view):
             return None
-        if key >> 3 != METADATA_FIELD:
-            digest.update(view[start:at])
-    return digest.hexdigest()
+        fields.append((key >> 3, view[start:at], view[value_at:at]))
+    return fields
 
 
 def _varint(view: memoryview, at: int) -> tuple[int, int]:
@@ -162,6 +181,7 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "validation_accuracy": json.loads(meta["validation_accuracy"]),
             "test_accuracy": json.loads(meta["test_accuracy"]),
             "source_sha256": meta.get("source_sha256"),
+            "source_checkpoint": meta.get("source_checkpoint"),  # its file name
             "probed": PROBE_KEY in meta,  # older exports stored no probe: checked for NaN only
             "checksummed": DIGEST_KEY in meta,  # nor, until 7 Dec, a checksum
         },

@@ -10,6 +10,8 @@ caller (evaluation, training, the notebook) can draw them.
 """
 from __future__ import annotations
 
+import textwrap
+
 import io
 import math
 from pathlib import Path
@@ -234,7 +236,7 @@ def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
     loss_ax.legend(fontsize=9)
     acc_ax.legend(fontsize=9, loc="lower right")
     if note:
-        figure.supxlabel(note, fontsize=9, color="0.35")
+        figure.supxlabel(textwrap.fill(note, 150), fontsize=9, color="0.35")  # a fine-tune's note is two lines
     return figure
 
 

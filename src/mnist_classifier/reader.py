@@ -61,6 +61,8 @@ def _note_a_newer_checkpoint(path: Path, predictor: Predictor, warn: Callable[[s
     """An export answers for the checkpoint it came from; the .pth beside it may have been trained
     or calibrated again since (each export records its source's SHA-256)."""
     source, checkpoint = predictor.info.get("source_sha256"), path.with_suffix(".pth")
+    if predictor.info.get("source_checkpoint") != checkpoint.name:
+        return  # exported from another file (export --out): the .pth beside it is not its source
     with suppress(OSError):  # no such checkpoint, or not ours to read: nothing to compare
         if source and checkpoint.is_file() and sha256_of(checkpoint) != source:
             warn(f"note: {path} was exported from an earlier {checkpoint.name}, which has changed since; "

@@ -258,9 +258,9 @@ class ExampleStore:
         label = int(label)  # numpy's integers too: the line is JSON
         if model_input is None or not np.asarray(model_input).any():
             raise UserError("nothing to save: the drawing has no ink")
-        if model_input.shape != (28, 28) or model_input.dtype != np.uint8:
-            raise UserError(f"model_input must be the (28, 28) uint8 image to_mnist makes, got {model_input.dtype} "
-                            f"of shape {model_input.shape}: 0..1 floats would be stored as black")
+        model_input, drawing = _pixels(model_input, "model_input"), _pixels(drawing, "drawing")
+        if model_input.shape != (28, 28):
+            raise UserError(f"model_input must be the (28, 28) image to_mnist makes, got shape {model_input.shape}")
         drawing_png, input_png = _png(drawing), _png(model_input)
         example_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         example = Example(
@@ -384,6 +384,16 @@ def _counts(examples: list[Example], num_classes: int) -> list[int]:
     for example in examples:
         counts[example.label] += 1
     return counts
+
+
+def _pixels(image, name: str) -> np.ndarray:
+    """uint8 pixels as an array (a torch tensor or a list too); 0..1 floats or bools would be stored
+    as black, so they are refused."""
+    array = np.asarray(image) if image is not None else None
+    if array is None or array.dtype != np.uint8:
+        raise UserError(f"{name} must hold uint8 pixels (0..255), got "
+                        f"{'None' if array is None else array.dtype}: scale 0..1 floats by 255 first")
+    return array
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -23,9 +23,10 @@ from fastapi.responses import JSONResponse
 # 8 MB: a drawn canvas is ~2 kB; a 12-megapixel phone photo (4000x3000, under images.MAX_SIDE)
 # is 2-5 MB as a JPEG, which the 1 MB of before refused
 MAX_BODY = 8 << 20
-# Seconds for a whole request body (8 MB at 280 kB/s): a client that trickles bytes is cut
-# off with 408 instead of holding its connection forever.
-BODY_TIMEOUT = 30.0
+# Seconds for a whole request body (8 MB at 70 kB/s, a slow phone uplink; 30 s refused a 4 MB
+# photo at 1 Mbit/s): a client that trickles bytes is cut off with 408 instead of holding its
+# connection forever.
+BODY_TIMEOUT = 120.0
 # A body refused by its Content-Length is still read up to this much, so that the client sees the 413
 DRAINED_AT_MOST = 2 * MAX_BODY
 DRAIN_IDLE = 2.0  # seconds without a byte of it: the client is not sending the rest
