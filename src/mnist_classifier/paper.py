@@ -1,6 +1,6 @@
 """The page a photo shows, evened out before preprocess.py looks for the ink: light that falls
 off across it or to its corners (`evenly_lit`), a shadow or a strip of table coming in from its
-border (`shadows_lifted`), and a page lying on a darker table, at any angle (`page_flattened`).
+border (`shadows_lifted`), and a page lying on a table, at any angle (`page_flattened`).
 
 Each one changes a picture only when its border says it is such a photo (a drawn canvas, a
 scan and the training set-up's paper digits stop at a ~3 us check in preprocess._ink_map), and
@@ -21,8 +21,8 @@ SHADOW_STEP, SHADOW_BORDER, SHADOW_LEFT = 0.08, 0.1, 0.005
 SHADOW_KERNEL = 0.25  # the closing's side, of the picture's shorter side: wider than a digit's strokes
 SHADOW_SIDE = 320  # px; larger photos find their paper level at about this size
 
-# A page on a darker table: the lighter area covers 30% of the picture or more, and the drawing
-# on it leaves at most 15% of it dark
+# A page on a table: the area apart from the border's level covers 30% of the picture or more,
+# and the drawing on it leaves at most 15% of it dark
 PAGE_OF_PICTURE, PAGE_DARK = 0.3, 0.15
 PAGE_CORNER_TOLERANCE = 0.02  # of the outline's length: a page's outline simplified so has 4 corners
 PAGE_SOLID = 0.95  # and fills 95% of the four-cornered shape: a sheet, not a thick 0 or a blob
@@ -102,22 +102,23 @@ def shadows_lifted(gray: np.ndarray, paper: float) -> np.ndarray:
     return lifted
 
 
-def page_flattened(gray: np.ndarray, lighter: np.ndarray) -> np.ndarray | None:
+def page_flattened(gray: np.ndarray, apart: np.ndarray) -> np.ndarray | None:
     """The page seen square on, a margin in from its edges, when a photo shows a page lying on a
-    darker table (its border then is the table, and the page itself looks like ink); else None.
+    table (its border then is the table, and the page itself looks like ink); else None.
 
-    `lighter`: uint8, 1 where the picture departs from its border's level (the ink map's mask),
-    which must be lighter than the border: a page is, a shadow is not. The page is its largest
-    area, when that has four corners at any tilt or in perspective (OpenCV's convex hull and
-    Douglas-Peucker simplification find them); it is warped to a rectangle, the way up that
-    turns it the least. A page turned 5-25 degrees was 0% right before (the box round it, whose
-    sides had to be the page's, found only a page square to the photo), 99.5% after; turned and
-    in perspective 0% -> 99% (benchmarks/uneven_light.py, 7 Dec)."""
-    if min(gray.shape) < PAGE_MIN_SIDE or np.count_nonzero(lighter) < PAGE_OF_PICTURE * lighter.size:
+    `apart`: uint8, 1 where the picture departs from its border's level (the ink map's mask).
+    The page is its largest area, when that has four corners at any tilt or in perspective
+    (OpenCV's convex hull and Douglas-Peucker simplification find them); it is warped to a
+    rectangle, the way up that turns it the least (so a page turned past 45 degrees is read
+    sideways). A page darker than the table (grey paper on a white desk, a slate) must lie
+    inside the picture: a shadow is darker too, and comes in from its edge. A page turned 5-25
+    degrees was 0% right before (the box round it, whose sides had to be the page's, found only a
+    page square to the photo), 99.5% after; turned and in perspective 0% -> 99%
+    (benchmarks/uneven_light.py, 7 Dec)."""
+    if min(gray.shape) < PAGE_MIN_SIDE or np.count_nonzero(apart) < PAGE_OF_PICTURE * apart.size:
         return None
-    if float(np.mean(gray[lighter.view(bool)])) <= median(border_of(gray)):
-        return None  # darker than the border: a shadow over the page, not a page on a table
-    corners = _page_corners(lighter)
+    darker = float(np.mean(gray[apart.view(bool)])) <= median(border_of(gray))
+    corners = _page_corners(apart, inside_only=darker)
     if corners is None:
         return None
     top_left, top_right, bottom_right, bottom_left = corners
@@ -131,21 +132,25 @@ def page_flattened(gray: np.ndarray, lighter: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(flat) if min(flat.shape) >= MIN_LIT_SIDE else None
 
 
-def _page_corners(lighter: np.ndarray) -> np.ndarray | None:
+def _page_corners(apart: np.ndarray, inside_only: bool = False) -> np.ndarray | None:
     """(4, 2) float32 corners of the page, clockwise from the top left; None when the largest
-    lighter area is no four-cornered sheet with a little dark inside."""
-    outlines, _ = cv2.findContours(lighter, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    area apart from the border's level is no four-cornered sheet with a little dark inside (or,
+    `inside_only`, when it reaches the picture's edge)."""
+    outlines, _ = cv2.findContours(apart, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outline = max(outlines, key=cv2.contourArea)
+    height, width = apart.shape
+    if inside_only and (outline.min() == 0 or outline[..., 0].max() == width - 1 or outline[..., 1].max() == height - 1):
+        return None
     hull = cv2.convexHull(outline)
     corners = cv2.approxPolyDP(hull, PAGE_CORNER_TOLERANCE * cv2.arcLength(hull, True), True)
     if len(corners) != 4:
         return None
     area = cv2.contourArea(corners)
-    if area < PAGE_OF_PICTURE * lighter.size or cv2.contourArea(outline) < PAGE_SOLID * area:
+    if area < PAGE_OF_PICTURE * apart.size or cv2.contourArea(outline) < PAGE_SOLID * area:
         return None
-    inside = np.zeros_like(lighter)
+    inside = np.zeros_like(apart)
     cv2.fillConvexPoly(inside, corners, 1)
-    if np.count_nonzero(inside > lighter) > PAGE_DARK * area:
+    if np.count_nonzero(inside > apart) > PAGE_DARK * area:
         return None  # a drawing: a thick stroke leaves much of its outline dark
     points = corners.reshape(4, 2).astype(np.float32)
     # Image rows grow downwards: the top left has the smallest x + y, the top right the smallest y - x

@@ -57,11 +57,12 @@ def to_mnist(image) -> Preprocessed:
     ink = _ink_map(gray)
     if ink is None:
         return NO_INK
-    page = page_flattened(gray, (ink > 0).view(np.uint8))
-    if page is not None:  # a page photographed on a dark table: its own border is the paper
+    apart = (ink > 0).view(np.uint8)
+    page = page_flattened(gray, apart)
+    if page is not None:  # a page photographed on a table: its own border is the paper
         ink = _ink_map(page, on_a_page=True)
-        if ink is None:
-            return NO_INK
+    if ink is None:
+        return NO_INK
     digit = _fit_box(_crop_to_ink(ink))
     return Preprocessed(image=_place_on_canvas(digit), has_ink=True)
 
