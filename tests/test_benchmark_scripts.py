@@ -251,4 +251,9 @@ def test_uneven_light_reads_real_digits_photographed_in_a_shadow(capsys):
         shares = [float(share.rstrip("%")) for share in line[len(name):].split()]
         assert line.startswith(name) and len(shares) == len(uneven_light.FALLOFFS)
         assert min(shares) >= 95, line  # every falloff up to 60% evened out (3-80% before across, at 30-60%)
+    surroundings = {line[:40].strip(): float(line[40:].strip().rstrip("%")) for line in lines[7:]}
+    assert set(surroundings) == set(uneven_light.SURROUNDINGS)
+    for name in ("page turned 5-25 degrees on the table", "page turned, and in perspective (8%)",
+                 "hard shadow 20% deep + camera noise 8", "hard shadow 30% + light falling off 30%"):
+        assert surroundings[name] >= 90, (name, surroundings[name])  # 0-72% before 7 Dec
 
