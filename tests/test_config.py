@@ -76,6 +76,10 @@ def test_unknown_yaml_key_is_an_error_not_a_silent_default(tmp_path):
     recipe.write_text("model_name: simple_cnn\nlearnig_rate: 0.1\n")
     with pytest.raises(UserError, match="learnig_rate"):
         resolve_config(recipe, {})
+    # keys YAML reads as a bool, a number or null (`yes:`, `1:`, `~:`): one line, not a TypeError
+    recipe.write_text("model_name: simple_cnn\nyes: 2\n~: 4\n2: 3\n")
+    with pytest.raises(UserError, match=r"^unknown config key\(s\) 2, None, True: valid keys are"):
+        resolve_config(recipe, {})
 
 
 def test_missing_config_file_names_it(tmp_path):

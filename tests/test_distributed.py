@@ -101,5 +101,6 @@ def test_device_cuda_without_a_gpu_is_one_clear_line(tmp_path, capsys):
     status = main(["train", "--device", "cuda", "--save-dir", str(tmp_path / "m"), "--log-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert status == 2
-    assert err.startswith("error: --device cuda asked for, but this machine has no CUDA GPU")
-    assert err.endswith("use --device cpu or auto") and "\n" not in err
+    assert err.startswith("error: device cuda asked for (--device, or device in the config), but this machine "
+                          "has no CUDA GPU")
+    assert err.endswith("use cpu or auto") and "\n" not in err

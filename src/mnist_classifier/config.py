@@ -225,7 +225,7 @@ def resolve_config(
         values.pop("model_options", None)  # --model names another network: the recipe's options are its model's
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(map(str, set(values) - known))  # YAML reads `yes:` or `1:` as a bool or a number
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}: valid keys are {', '.join(sorted(known))}")
     return TrainConfig(**values).validate()

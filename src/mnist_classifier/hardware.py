@@ -37,8 +37,8 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
         if count:
             return torch.device(kind, local_rank % count) if kind != "mps" else torch.device("mps")
         if choice != "auto":
-            raise UserError(f"--device {kind} asked for, but this machine has no {_DEVICE_NAMES[kind]} that "
-                            f"torch {torch.__version__} can use: use --device cpu or auto")
+            raise UserError(f"device {kind} asked for (--device, or device in the config), but this machine has no "
+                            f"{_DEVICE_NAMES[kind]} that torch {torch.__version__} can use: use cpu or auto")
     return torch.device("cpu")
 
 

