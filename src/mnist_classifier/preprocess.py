@@ -104,7 +104,9 @@ def _ink_map(gray: np.ndarray, on_a_page: bool = False) -> np.ndarray | None:
     border = border_of(gray)
     background = _median(border)  # the paper: the border is mostly paper
     if float(border.max() - border.min()) >= UNEVEN_LIGHT:  # ~3 us: a drawn canvas or scan stops here
-        gray = _evened(gray, border, background)
+        evened = _evened(gray, border, background)
+        if evened is not gray:  # its paper's noise is then measured on the evened border
+            gray, border = evened, border_of(evened)
     darkest, brightest = float(gray.min()), float(gray.max())
     # Ink is whatever departs furthest from the paper: darker or lighter.
     dark_ink = background - darkest > brightest - background
@@ -112,7 +114,7 @@ def _ink_map(gray: np.ndarray, on_a_page: bool = False) -> np.ndarray | None:
         ink, contrast = background - gray, background - darkest
     else:
         ink, contrast = gray - background, brightest - background
-    if contrast < max(MIN_CONTRAST, NOISE_MARGIN * _noise_of(border_of(gray))):
+    if contrast < max(MIN_CONTRAST, NOISE_MARGIN * _noise_of(border)):
         return None
     # Stretch to 0..1 and ramp the noise floor down to 0: paper texture and JPEG
     # ringing then neither show up in the output nor widen the bounding box.
@@ -122,7 +124,7 @@ def _ink_map(gray: np.ndarray, on_a_page: bool = False) -> np.ndarray | None:
     # A table beside the page is dark beside light paper; on a dark canvas an edge-lining blob is a stroke.
     ink = _drop_specks(np.clip(ink, 0, 1, out=ink), surroundings_possible=dark_ink and background >= 0.5,
                        surroundings_certain=on_a_page)
-    return ink if ink.any() else None  # all of it shadow on a page
+    return None if on_a_page and not ink.any() else ink  # on a page, all of it may have been shadow
 
 
 def _evened(gray: np.ndarray, border: np.ndarray, paper: float) -> np.ndarray:

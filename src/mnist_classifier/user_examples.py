@@ -397,9 +397,7 @@ def _pixels(image, name: str) -> np.ndarray:
 
 
 def _png(image: np.ndarray) -> bytes:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+    """uint8 pixels (add checked them: _pixels) as PNG bytes."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise UserError(f"cannot encode a drawing of shape {image.shape} as PNG")

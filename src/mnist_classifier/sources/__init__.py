@@ -91,12 +91,11 @@ def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path, fetc
 
 def _check_writable(raw_dir: Path) -> None:
     """Before any download: the folder the files go to takes new files (else one line, and no source is tried)."""
-    tried, error = write_probe(raw_dir)
-    if error is not None:  # named as it stands: the folder that refused, or the file in the way
-        blocked = next((folder for folder in reversed(raw_dir.parents) if folder.is_file()), None)
-        raise UserError(f"cannot write {raw_dir}: " + (f"{blocked} is a file, not a folder" if blocked else
-                        f"{tried} takes no new file ({error.strerror})") + "; choose another --data-dir, or "
-                        f"make {blocked or tried} a folder you may write to") from None
+    tried, error = write_probe(raw_dir)  # `tried`: the nearest path that exists, a file in the way included
+    if error is not None:
+        problem = f"{tried} is a file, not a folder" if tried.is_file() else f"{tried} takes no new file ({error.strerror})"
+        raise UserError(f"cannot write {raw_dir}: {problem}; choose another --data-dir, or make {tried} a folder "
+                        "you may write to") from None
 
 
 def remove_leftover_parts(raw_dir: Path) -> None:
