@@ -167,6 +167,26 @@ def test_a_stroke_leaving_the_canvas_ends_at_the_edge_and_resumes_where_it_comes
     assert window.state.pen is None and window.state.answer is not None  # released: answered
 
 
+def test_a_digit_key_after_a_stroke_left_the_canvas_labels_that_drawing(tmp_path):
+    """helper-55: the button still held outside, a key saved the answer and 28x28 input of the
+    stroke before (finetune learns that input), or "nothing to save" when there was none."""
+    window = desktop._Window(fake_predictor([0.1] * 10), store=ExampleStore(tmp_path / "user", warn=pytest.fail))
+    c = window.layout.canvas
+    mouse(window, "LBUTTONDOWN", c.x + c.w // 2, c.y + c.h // 5)  # a "1", released: answered
+    mouse(window, "MOUSEMOVE", c.x + c.w // 2, c.y + c.h * 4 // 5)
+    mouse(window, "LBUTTONUP", c.x + c.w // 2, c.y + c.h * 4 // 5)
+    first_input = window.state.model_input.image
+    mouse(window, "LBUTTONDOWN", c.x + c.w // 10, c.y + c.h // 8)  # a bar dragged out through the right edge
+    mouse(window, "MOUSEMOVE", c.x + c.w + 60, c.y + c.h // 8)
+    assert window.held and window.state.pen is None
+    shown = window.state.model_input.image
+    assert not np.array_equal(shown, first_input)  # the bar is in what the model saw
+    window._say(desktop.save_label(window.state, window.store, 7, "m"))
+    [example] = window.store.examples()
+    images, _ = window.store.arrays()
+    assert example.label == 7 and np.array_equal(images[0], shown)
+
+
 def test_a_stroke_along_the_canvas_outermost_pixels_stays_one_line():
     window = desktop._Window(fake_predictor([0.1] * 10))
     c = window.layout.canvas

@@ -238,8 +238,9 @@ class _Window:
             return
         end, on_sheet = stroke_end(self.layout, self.state.pen, x, y)
         self.state = pen_move(self.state, end)
-        if not on_sheet:
-            self.state = pen_up(self.state)
+        if not on_sheet:  # the stroke ends at the edge: answered as at a release, so that a
+            # digit key pressed before the button comes up labels this drawing, not the last answer
+            self.state = with_prediction(pen_up(self.state), self.predictor)
 
     def run(self) -> int:
         # GUI_NORMAL: no Qt toolbar (its zoom would shift the mouse coordinates);
