@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +79,44 @@ def test_torchrun_resumes_a_single_process_run(tmp_path, mnist_raw_dir):
     assert resumed["epoch"] == 2 and resumed["world_size"] == 2
     assert len(resumed["history"]["val_acc"]) == 2
     assert "note: this resume runs with processes 1 -> 2, so its weights will differ slightly" in done.stdout
+
+
+def test_a_rank_killed_mid_run_leaves_one_line_and_a_resume_point(tmp_path, mnist_raw_dir):
+    """helper-56: the survivor printed gloo's 30-line traceback; now one line naming the resume."""
+    command = [*TORCHRUN, "-m", "mnist_classifier", "train", "--limit-train", "3000", "--epochs", "30",
+               "--batch-size", "100", "--data-dir", str(DATA_DIR), "--save-dir", str(tmp_path / "models"),
+               "--log-dir", str(tmp_path / "runs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    last = tmp_path / "models" / "simple_cnn_last.pth"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.is_file(), job.communicate(timeout=60)
+    os.kill(rank_pid(job.pid, 1), signal.SIGKILL)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0
+    # rank 0 meets the broken connection first, or torchrun stops it (SIGTERM) first: either way one line
+    lost = ("error: another process of this run ended (connection reset by peer): the last finished epoch is saved",
+            f"resume with `torchrun ... mnist-classifier "
+            f"train --resume {last}`")
+    stopped = ("interrupted: the last finished epoch is saved;", f"train --resume {last}`")
+    assert any(row.startswith(start) and row.endswith(end) for row in stderr.splitlines()
+               for start, end in (lost, stopped)), stderr[-3000:]
+    assert "[rank0]: Traceback" not in stderr and "[rank0]:Traceback" not in stderr
+
+
+def rank_pid(launcher: int, rank: int) -> int:
+    """The process torchrun (`launcher`) started as `rank`: its child whose environment says so."""
+    for task in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((task / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (task / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(task.name)
+    raise AssertionError(f"no rank {rank} process under torchrun {launcher}")
 
 
 def test_global_batch_must_split_evenly(tmp_path, mnist_raw_dir):

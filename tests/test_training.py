@@ -82,6 +82,13 @@ def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw
     moved = tmp_path / "moved"  # --save-dir elsewhere: the run's two checkpoints go there first
     resume_config(partial.last_path, {"save_dir": str(moved)})
     assert sorted(path.name for path in moved.iterdir()) == sorted((partial.best_path.name, partial.last_path.name))
+    resume_config(partial.last_path, {"save_dir": str(moved)})  # a copy of this run: replaced
+    others = straight.best_path.parent  # another run's models: never replaced (helper-56)
+    kept_there = {path.name: path.read_bytes() for path in others.glob("*.pth")}
+    with pytest.raises(UserError, match=f"^{straight.best_path} holds another run's model, .*% test: --resume "):
+        resume_config(partial.last_path, {"save_dir": str(others)})
+    assert {path.name: path.read_bytes() for path in others.glob("*.pth")} == kept_there
+    assert not list(moved.glob(".*.tmp")) and not list(others.glob(".*.tmp"))  # copies are written whole, then renamed
     alone = tmp_path / "only-last"
     alone.mkdir()
     shutil.copy(partial.last_path, alone)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -64,6 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"note: {args.config} does not set what {config.model_name}'s recipe sets, so config.py's defaults "
                   f"apply: {shown}; copy {default_config_path(config.model_name, config.dataset)} and edit it to "
                   "start from the recipe")
+    # A SIGTERM (`kill`, torchrun stopping the others when one process died) stops it as Ctrl+C does:
+    # the saved epoch named, no traceback.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = train(config, resume_payload=payload)
     except (TrainingInterrupted, KeyboardInterrupt) as interrupt:  # the latter: during the set-up
@@ -77,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             print("\ninterrupted before the first epoch finished: nothing to resume, start again", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result is not None:
         print(f"best validation accuracy {result.best_val_accuracy:.2%}; "
               f"test accuracy {result.test_accuracy:.2%}")
@@ -349,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         import_plugins()  # models and metrics registered outside the package
         return args.run(args)
     except UserError as error:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets it; one says so
+        # Under torchrun every rank meets it and one says so; but rank 0 may be the process a PeerLost lost
+        if os.environ.get("RANK", "0") == "0" or getattr(error, "every_rank", False):
             print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError:  # `predict ... | head` closed the pipe: stop quietly, as `ls | head` does

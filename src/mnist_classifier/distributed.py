@@ -57,6 +57,21 @@ def setup(device_choice: str = "auto", num_threads: int | None = None) -> Contex
     return Context(rank, local_rank, world_size, device)
 
 
+# What gloo and NCCL say when a peer process is gone (killed, out of memory, crashed).
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "communicator was aborted")
+
+
+def lost_a_peer(error: BaseException, ctx: Context) -> str | None:
+    """Why a collective failed when it was another process of this run ending, in a few words
+    (gloo's own message names a C++ source line); None for any other error."""
+    if not ctx.distributed:
+        return None
+    sign = next((sign for sign in PEER_GONE if sign in str(error)), None)
+    if sign is None and not isinstance(error, getattr(dist, "DistError", ())):
+        return None
+    return sign.lower() if sign else type(error).__name__
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

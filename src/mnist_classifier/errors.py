@@ -29,6 +29,14 @@ class ImageError(UserError):
     """An input image cannot be read or turned into a model input."""
 
 
+class PeerLost(UserError):
+    """Another process of a torchrun job ended mid-run. Every surviving rank says so (rank 0 may
+    be the one gone)."""
+
+    exit_code = 1
+    every_rank = True
+
+
 def to_stderr(line: str) -> None:
     """Where a warning goes when stdout carries the command's result."""
     print(line, file=sys.stderr)

@@ -14,7 +14,6 @@ flag that would change what is trained is refused.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError, UserError
+from .files import write_atomically
 
 FOLDERS = ("save_dir", "log_dir", "data_dir")  # where the run's files are: a flag moves them
 HARDWARE = ("device", "precision")  # what it runs on: a resumed run may go to another machine
@@ -123,7 +123,7 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
             setattr(config, key, overrides[key])
     config.validate()  # before any file is copied
     if not _same_folder(config.save_dir, str(path.parent)):
-        _move_run_files(path, best, config)
+        _move_run_files(path, best, config, str(payload.get("run_id") or ""))
     if not _same_folder(config.save_dir, stored_save_dir) or overrides.get("log_dir") is not None:
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
@@ -207,14 +207,28 @@ def _follow_project(config: TrainConfig, payload: dict[str, Any], project: Path)
     return payload
 
 
-def _move_run_files(last: Path, best: Path, config: TrainConfig) -> None:
+def _move_run_files(last: Path, best: Path, config: TrainConfig, run_id: str) -> None:
     """--save-dir elsewhere: the run's best and last checkpoints go there first, so that it
-    continues (and can be resumed again) from that folder alone."""
+    continues (and can be resumed again) from that folder alone. Another run's models there are
+    not replaced; each copy is whole or absent (a kill -9 mid-copy leaves no half file)."""
     new_best, new_last = checkpoint_paths(config)
     check_writable(config.save_dir)
-    Path(config.save_dir).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(best, new_best)
-    shutil.copy2(last, new_last)
+    for target in (new_best, new_last):
+        _refuse_another_runs(target, run_id)
+    for source, target in ((best, new_best), (last, new_last)):
+        write_atomically(target, source.read_bytes())
+
+
+def _refuse_another_runs(target: Path, run_id: str) -> None:
+    """A UserError when `target` is a model another run saved (a copy of this run may be replaced)."""
+    try:
+        there = load_checkpoint(target) if target.is_file() else None
+    except UserError:  # damaged or foreign: no run's model to lose
+        return
+    if there is not None and str(there.get("run_id") or "") != run_id:
+        scored = f", {there['test_accuracy']:.2%} test" if isinstance(there.get("test_accuracy"), float) else ""
+        raise UserError(f"{target} holds another run's model{scored}: --resume --save-dir would replace it; "
+                        "name an empty folder, or move that file away first")
 
 
 def _same_folder(first: str, second: str) -> bool:

@@ -32,7 +32,7 @@ from .checkpoint import (check_free_space, check_writable, checkpoint_bytes, loa
                          save_checkpoint)
 from .config import TrainConfig
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
-from .errors import UserError
+from .errors import PeerLost, UserError
 from .evaluation import compute_logits, redrawn_validation_logits, score_split
 from .hardware import choose_precision
 from .exposure import Exposure
@@ -372,6 +372,14 @@ def train(
                 trainer.discard_run_log()
                 raise TrainingInterrupted("") from None
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
+        except RuntimeError as error:
+            reason = distributed.lost_a_peer(error, ctx)
+            if reason is None:
+                raise
+            saved = resume_payload is not None or trainer.saved_an_epoch
+            raise PeerLost(f"another process of this run ended ({reason}): " + (
+                f"the last finished epoch is saved; resume with `torchrun ... mnist-classifier train --resume "
+                f"{checkpoint_paths(config)[1]}`" if saved else "no epoch had finished, start again")) from None
         distributed.barrier()
         try:
             result = trainer.finish(epochs_done) if ctx.is_main else None
