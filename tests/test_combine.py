@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -142,6 +143,8 @@ def test_a_member_saved_before_class_names_were_kept_counts_as_digits(small_chec
     value and refused such a digit model beside one that stores them (helper-43)."""
     payload = load_checkpoint(small_checkpoint)
     older = {key: value for key, value in payload.items() if key != "class_names"}
+    older["model_state_dict"] = {name: tensor + 1e-3 if tensor.is_floating_point() else tensor
+                                 for name, tensor in payload["model_state_dict"].items()}  # another model
     check_members_agree([payload, older], [small_checkpoint, tmp_path / "older.pth"])
     renamed = payload | {"class_names": [f"class {index}" for index in range(10)]}
     with pytest.raises(UserError, match="same dataset"):
@@ -161,6 +164,11 @@ def test_the_same_checkpoint_twice_is_no_ensemble(small_checkpoint, tmp_path, ca
     assert main(["evaluate", "--ensemble", *twice, "--out", str(tmp_path / "r")]) == 2
     said = capsys.readouterr().err
     assert said == f"error: {small_checkpoint} is named twice: an ensemble averages different checkpoints\n"
+    shutil.copy(small_checkpoint, tmp_path / "copy.pth")  # helper-57: a copy was averaged with its original
+    assert main(["evaluate", "--ensemble", str(small_checkpoint), str(tmp_path / "copy.pth"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'copy.pth'} holds the same weights as {small_checkpoint}: "
+                                       "an ensemble averages different models; name each once\n")
 
 
 def test_tta_is_refused_for_a_model_that_never_saw_shifted_digits(small_checkpoint, tmp_path, capsys):

@@ -114,6 +114,14 @@ def test_foreign_or_missing_onnx_is_checkpoint_error(onnx_path, tmp_path):
         load_predictor(tmp_path / "none.onnx")
 
 
+def test_commands_that_need_the_pth_say_an_onnx_is_an_export_not_a_damaged_file(onnx_path, capsys):
+    """helper-57: `evaluate` called a good export "not a PyTorch checkpoint"; ensembles likewise."""
+    assert main(["evaluate", "--checkpoint", str(onnx_path)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == (f"error: {onnx_path} is an ONNX export, and this needs the PyTorch checkpoint it was made from: "
+                    f"pass that .pth ({onnx_path.with_suffix('.pth').name} beside it, if it is there)")
+
+
 def test_failed_self_check_writes_no_file(small_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_max_difference", lambda *args: float("nan"))
     with pytest.raises(UserError, match="failed its check"):

@@ -137,9 +137,13 @@ def test_a_short_run_on_a_fashion_slice_learns_well_above_chance(fashion_run):
 
 
 def test_evaluate_uses_the_checkpoints_own_test_set(fashion_run, capsys, tmp_path, monkeypatch):
+    """--dataset alone finds the model `train --dataset` saved (helper-57: it took the MNIST one and
+    refused it)."""
     _, result = fashion_run
     monkeypatch.chdir(tmp_path)
-    assert main(["evaluate", "--checkpoint", str(result.best_path), "--data-dir", str(DATA_DIR)]) == 0
+    (tmp_path / "models").mkdir()
+    shutil.copy(result.best_path, tmp_path / "models")
+    assert main(["evaluate", "--dataset", SPEC.name, "--data-dir", str(DATA_DIR)]) == 0
     out = capsys.readouterr().out
     # its own folder, named as its checkpoints are: never the MNIST model's reports/simple_cnn/
     assert [path.name for path in (tmp_path / "reports").iterdir()] == ["simple_cnn_fashion-mnist"]
@@ -296,3 +300,24 @@ def test_serve_backend_torch_serves_the_bundled_checkpoint_not_its_onnx(tmp_path
     assert main(["serve", "--backend", "torch"]) == 0
     assert main(["serve"]) == 0
     assert [path.suffix for path in served] == [".pth", ".onnx"] and served[0] == BUNDLED_CHECKPOINT
+
+
+def test_the_page_calls_a_refused_clothes_answer_not_recognised(fashion_run):
+    """As `predict` does (helper-57: the page said "not a digit?" whatever the model read)."""
+    from mnist_classifier.demo.web import create_app
+    from mnist_classifier.reader import load_predictor
+
+    from .test_web_api import running_server
+    from .test_web_browser import CHROMIUM_ARGS, ONE, chromium_path, draw, playwright_api
+
+    _, result = fashion_run
+    refusing = load_predictor(result.best_path).with_reject_threshold(1e3)  # every answer refused
+    with running_server(create_app(refusing, user_data=None)) as url, playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(url + "/")
+        playwright_api.expect(page.locator("#notice")).to_contain_text("not a set of handwritten digits")
+        draw(page, ONE)
+        playwright_api.expect(page.locator("#digit")).to_have_text("not recognised?")
+        playwright_api.expect(page.locator("#confidence")).to_contain_text("best guess")
+        browser.close()

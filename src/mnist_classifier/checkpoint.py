@@ -141,6 +141,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is a pickle, not a zip archive: torch's old checkpoint format, which is not read here; "
             "re-save it with a current torch (torch.save(torch.load(path, weights_only=True), path)) or retrain"
         )
+    if start != ZIP_MAGIC and path.suffix.lower() == ".onnx":  # predict, demo and serve read it; this command not
+        raise CheckpointError(f"{path} is an ONNX export, and this needs the PyTorch checkpoint it was made from: "
+                              f"pass that .pth ({path.with_suffix('.pth').name} beside it, if it is there)")
     if start != ZIP_MAGIC:
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive): "

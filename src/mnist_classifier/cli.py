@@ -107,10 +107,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.ensemble:
         checkpoints = [ensemble_member(name) for name in args.ensemble]
     else:
-        checkpoints = trained_model(args.checkpoint)
+        checkpoints = trained_model(args.checkpoint or trained_on_dataset(args.dataset))
     evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta,
                         user_data=args.user_data)
     return 0
+
+
+def trained_on_dataset(dataset: str | None) -> str | None:
+    """`evaluate --dataset fashion-mnist` without a checkpoint: the model `train --dataset
+    fashion-mnist` saved (models/simple_cnn_fashion-mnist_best.pth), when there is one."""
+    from .run_files import checkpoint_stem
+
+    if dataset is None or dataset == "mnist" or dataset not in DATASETS:
+        return None
+    saved = Path("models") / f"{checkpoint_stem('simple_cnn', dataset)}_best.pth"
+    return str(saved) if saved.is_file() else None
 
 
 def ensemble_member(named: str) -> Path:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AUGMENTATIONS, require_augmentation
-from .checkpoint import stored_class_names
+from .checkpoint import stored_class_names, weights_sha256
 from .data import Normalization, Split
 from .datasets import DatasetSpec
 from .errors import UserError
@@ -104,6 +104,12 @@ def check_members_agree(payloads: Sequence[dict[str, Any]], checkpoints: Sequenc
             if asked[key] != first[key]:
                 raise UserError(f"{path} has {key} {asked[key]!r} but {checkpoints[0]} has "
                                 f"{first[key]!r}: ensemble checkpoints trained on the same dataset")
+    weights = [weights_sha256(payload) for payload in payloads]
+    copy = next((index for index, digest in enumerate(weights) if digest in weights[:index]), None)
+    if copy is not None:  # a copy of a file, or one calibrated again: the same model twice
+        original = checkpoints[weights.index(weights[copy])]
+        raise UserError(f"{checkpoints[copy]} holds the same weights as {original}: an ensemble averages "
+                        "different models; name each once")
 
 
 def combined_name(payloads: Sequence[dict[str, Any]], tta: bool) -> str:

@@ -33,6 +33,7 @@ const state = {
   inFlight: false, // at most one request at a time...
   again: false, // ...and one more queued when the drawing changed meanwhile
   lastSent: 0,
+  refusal: "not a digit?", // what a refused answer is called: a clothes model's is "not recognised?"
 };
 
 // ------------------------------------------------------------------ drawing
@@ -261,7 +262,7 @@ function showPrediction(answer, roundTripMs) {
   const percentSure = `${(answer.confidence * 100).toFixed(1)}%`;
   if (refused) {
     // The model does not take this for a digit: say so, and show its guess small.
-    view.digit.textContent = "not a digit?";
+    view.digit.textContent = state.refusal;
     view.digit.dataset.state = "refused";
     view.confidence.textContent = `best guess ${answer.label}, ${percentSure}`;
   } else {
@@ -320,6 +321,7 @@ async function loadModelCard() {
       `${percent(card.validation_accuracy)}, test ${percent(card.test_accuracy)}`;
     view.model.classList.toggle("tuned", card.user_model === true);
     if (!card.drawable) {
+      state.refusal = "not recognised?"; // as `predict` says it: these are no digits
       view.notice.textContent = `This model was trained on "${card.dataset}", which is not a set of ` +
         "handwritten digits: the drawing demo is digit-only, so expect odd answers.";
       view.notice.hidden = false;
