@@ -1,4 +1,4 @@
-"""`make install` run twice at once installs once: the second waits (scripts/install_venv.py)."""
+"""`make install` run twice at once installs once: the second waits (scripts/install_venv.py); `make help`."""
 from __future__ import annotations
 
 import fcntl
@@ -22,3 +22,13 @@ def test_an_install_started_during_another_waits_for_it_then_finds_the_work_done
         assert second.poll() is None  # still waiting, pip not started
     out, err = second.communicate(timeout=60)
     assert second.returncode == 0 and out == "" and err == ""
+
+
+def test_make_help_lists_every_target_with_what_it_does():
+    """helper-55: `make help` was "No rule to make target"; a new user's first command."""
+    done = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    phony = (ROOT / "Makefile").read_text().split(".PHONY:", 1)[1].splitlines()[0].split()
+    assert set(listed) == set(phony) - {"all"}, listed  # every target but the default's alias, with words
+    assert listed["train"].startswith("train SimpleCNN") and listed["test"] == "run the whole test suite"
