@@ -11,7 +11,8 @@ a phone) darkening the 30% of the page nearest one edge (4 directions). The tabl
 the share answered with the right digit (verdict `digit` and correct) per falloff; a second
 table the same for photos showing what lies beside the page: a strip of table along one side
 (turning with the index), the page lying on a dark table (square on, turned, in perspective),
-a shadow with camera noise or with the light falling off as well, or ruled and squared paper.
+a shadow with camera noise or with the light falling off as well, or ruled and squared paper
+(straight, turned, a notebook's blue lines with a red margin).
 """
 from __future__ import annotations
 
@@ -80,15 +81,32 @@ def with_noise(photo: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def on_lined_paper(digit: np.ndarray, spacing: int, grey: int, direction: int, squared: bool) -> np.ndarray:
-    """The digit written over printed lines (every `spacing` px, 2 px wide), their phase turning with the index."""
-    page = on_paper(digit)
-    lines = np.full((280, 280), 235, np.float32)
-    for start in range(direction % spacing, 280, spacing):
-        lines[start:start + 2] = grey
+def on_lined_paper(digit: np.ndarray, spacing: int, grey, direction: int, squared: bool,
+                   tilt: float = 0.0, margin: bool = False, pen=(40, 40, 40)) -> np.ndarray:
+    """The digit written in `pen` over printed lines (every `spacing` px, 2 px wide, `grey` a level
+    or an RGB colour), their phase turning with the index, turned `tilt` degrees either way (with
+    the index), with a red margin line at 15% of the width if asked; saved as JPEG (quality 85)
+    when tilted or coloured, as a phone would."""
+    page = np.full((280, 280, 3), 235, np.float32)
+    darkness = cv2.resize(digit, (280, 280)).astype(np.float32)[..., None] / 255
+    page = page * (1 - darkness) + np.float32(pen) * darkness
+    lines, reach = np.zeros((280, 280), np.uint8), 840
+    angle = np.radians(tilt if direction % 2 else -tilt)
+    cos, sin = np.cos(angle), np.sin(angle)
+    for offset in range(direction % spacing - reach, reach, spacing):
+        x, y = 140 - sin * offset, 140 + cos * offset
+        cv2.line(lines, (int(x - cos * reach), int(y - sin * reach)), (int(x + cos * reach), int(y + sin * reach)), 1, 2)
         if squared:
-            lines[:, start:start + 2] = grey
-    return np.minimum(page, lines).astype(np.uint8)
+            x, y = 140 + cos * offset, 140 + sin * offset
+            cv2.line(lines, (int(x + sin * reach), int(y - cos * reach)), (int(x - sin * reach), int(y + cos * reach)), 1, 2)
+    page[lines > 0] = np.minimum(page[lines > 0], np.float32(grey))
+    if margin:
+        page[:, 42:44] = np.minimum(page[:, 42:44], np.float32([220, 80, 80]))
+    photo = np.clip(page, 0, 255).astype(np.uint8)
+    if not tilt and np.ndim(grey) == 0:
+        return photo[..., 0]
+    _, encoded = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
 
 
 SURROUNDINGS = {
@@ -106,6 +124,9 @@ SURROUNDINGS = {
                                                              ).astype(np.uint8),
     "ruled paper, lines every 30 px, grey 170": lambda d, i: on_lined_paper(d, 30, 170, i, squared=False),
     "squared paper, every 20 px, grey 190": lambda d, i: on_lined_paper(d, 20, 190, i, squared=True),
+    "ruled, turned 1-5 degrees, JPEG": lambda d, i: on_lined_paper(d, 25, 170, i, False, tilt=1 + i % 5),
+    "blue lines, red margin, blue pen, JPEG": lambda d, i: on_lined_paper(d, 28, (140, 170, 230), i, False,
+                                                                          margin=True, pen=(30, 40, 120)),
 }
 
 

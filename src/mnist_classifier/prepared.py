@@ -39,7 +39,7 @@ from joblib import Parallel, delayed
 from .parent import end_with_the_parent
 
 # The modules whose code decides what is prepared: any edit to them prepares afresh.
-MAKERS = ("skeletons", "preprocess", "paper", "outliers", "doodles", "exposure")
+MAKERS = ("skeletons", "preprocess", "paper", "ruled", "outliers", "doodles", "exposure")
 LIBRARIES = ("numpy", "cv2", "skimage", "scipy")
 KEEP = 6  # kept files, newest by use first: the full split's three, and room for another run's
 MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk, nor the processes

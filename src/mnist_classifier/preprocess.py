@@ -9,7 +9,7 @@ its centre of mass sits at the centre. Output is light ink on black, uint8 0..25
 
 Reading the file and resolving its colours and transparency into grey levels is images.py's;
 evening out a photo's page (falling light, shadows, a table at the border, a page lying at an
-angle on a table), paper.py's.
+angle on a table), paper.py's; taking a ruled or squared page's printed lines out, ruled.py's.
 
 Speed: 0.4 ms for a 280x280 grayscale canvas, 0.7 ms for RGBA (median of 1000 runs
 on one core of the 2-core development machine; `make bench` measures it end to end).
@@ -25,6 +25,7 @@ import numpy as np
 from .images import grayscale, load_image
 from .paper import SHADOW_LEFT, UNEVEN_LIGHT, border_of, border_off_paper, evenly_lit, page_flattened, shadows_lifted
 from .paper import median as _median
+from .ruled import without_ruling
 
 CANVAS = 28  # MNIST image side
 BOX = 20  # MNIST scales the digit's longer side to 20 px
@@ -122,8 +123,11 @@ def _ink_map(gray: np.ndarray, on_a_page: bool = False) -> np.ndarray | None:
     ink *= np.float32(1 / (contrast * (1 - NOISE_FLOOR)))
     ink -= np.float32(NOISE_FLOOR / (1 - NOISE_FLOOR))
     # A table beside the page is dark beside light paper; on a dark canvas an edge-lining blob is a stroke.
-    ink = _drop_specks(np.clip(ink, 0, 1, out=ink), surroundings_possible=dark_ink and background >= 0.5,
-                       surroundings_certain=on_a_page)
+    on_paper = dark_ink and background >= 0.5
+    ink = np.clip(ink, 0, 1, out=ink)
+    if on_paper:  # printed lines are dark on light paper; a drawing's are its own
+        ink = without_ruling(ink)
+    ink = _drop_specks(ink, surroundings_possible=on_paper, surroundings_certain=on_a_page)
     return None if on_a_page and not ink.any() else ink  # on a page, all of it may have been shadow
 
 
