@@ -9,6 +9,7 @@ from mnist_classifier.cli import main
 from mnist_classifier.config import resolve_config
 from mnist_classifier.errors import UserError
 from mnist_classifier.hardware import choose_precision, read_cpu_flags, read_cpu_model, resolve_device
+from mnist_classifier.run_files import resume_config
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR
@@ -79,20 +80,25 @@ def test_cli_rejects_an_unknown_precision(capsys):
 def test_a_run_records_the_precision_it_used_and_why(small_checkpoint):
     stored = load_checkpoint(small_checkpoint)["precision"]
     expected = choose_precision("auto", CPU)
-    assert stored == {"name": expected.name, "reason": expected.reason}
+    assert stored == {"name": expected.name, "reason": expected.reason, "used": [expected.name]}
 
 
 @pytest.mark.slow
 def test_a_short_real_run_learns_under_bf16(tmp_path, mnist_raw_dir):
     """fp32 runs are everywhere in the suite; bf16 autocast on a CPU without native bf16
     is several times slower, so: 2,000 images, no extras."""
-    config = resolve_config(None, dict(limit_train=2000, epochs=1, batch_size=100, seed=5, val_size=1000,
+    config = resolve_config(None, dict(limit_train=2000, epochs=2, batch_size=100, seed=5, val_size=1000,
                                        pen_redraw=0.0, outlier_weight=0.0, precision="bf16",
                                        data_dir=str(DATA_DIR), save_dir=str(tmp_path / "models"),
                                        log_dir=str(tmp_path / "runs")))
     said = []
-    result = train(config, log=said.append)
-    assert result.test_accuracy > 0.80
+    result = train(config, log=said.append, stop_after_epochs=1)
+    assert result.best_val_accuracy > 0.80
     stored = load_checkpoint(result.best_path)["precision"]
-    assert stored["name"] == "bf16" and stored["reason"].startswith("asked for")
+    assert stored["name"] == "bf16" and stored["reason"].startswith("asked for") and stored["used"] == ["bf16"]
     assert any("precision bf16 (asked for" in line for line in said)
+    # resumed in fp32 (helper-56: the checkpoint then said fp32 alone): both, in the order they ran
+    resumed_config, payload = resume_config(result.last_path, {"precision": "fp32"})
+    resumed = train(resumed_config, resume_payload=payload, log=said.append)
+    assert load_checkpoint(resumed.best_path)["precision"]["used"] == ["bf16", "fp32"]
+    assert any("this resume runs with precision bf16 -> fp32" in line for line in said)

@@ -78,6 +78,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         model = create_model(config.model_name, len(self.class_names), config.model_options).to(ctx.device)
         self.precision = choose_precision(config.precision, ctx.device)
+        self.precisions_before: list[str] = []  # a resumed run's, in the order its epochs ran them
         self.memory_format = torch.channels_last  # ~10-20% faster convolutions on CPU and GPU
         model = model.to(memory_format=self.memory_format)
         if ctx.distributed and config.sync_batchnorm:
@@ -108,6 +109,9 @@ class Trainer:
         if self.scheduler is not None and payload.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(payload["scheduler_state_dict"])
         changed = resume_changes(payload, self.ctx.world_size, self.precision.name)
+        stored = payload.get("precision") or {}
+        used = stored.get("used") if isinstance(stored.get("used"), list) else [stored.get("name")]
+        self.precisions_before = [name for name in used if isinstance(name, str)]
         if changed:
             self.log(f"note: this resume runs with {changed}, so its weights will differ slightly "
                      "from those of a run never interrupted")
@@ -137,12 +141,19 @@ class Trainer:
             "config": self.config.to_dict(),
             "history": self.state.history,
             "normalization": self.norm.to_dict(),
-            "precision": self.precision.to_dict(),  # what was used and why (the config says what was asked)
+            # what was used and why (the config says what was asked); "used": each, a resume's too
+            "precision": self.precision.to_dict() | {"used": self.precisions_used},
             "run_dir": str(self.state.run_dir),
             "run_id": self.state.run_id,
             "world_size": self.ctx.world_size,
             "rank_weight_checksums": self.rank_checksums(),
         }
+
+    @property
+    def precisions_used(self) -> list[str]:
+        """["bf16"], or ["bf16", "fp32"] for a run resumed in fp32 after epochs in bf16."""
+        earlier = self.precisions_before
+        return earlier if earlier and earlier[-1] == self.precision.name else earlier + [self.precision.name]
 
     def rank_checksums(self) -> list[float]:
         """One number per rank that changes with any weight: proof that DDP kept ranks in step."""
@@ -306,7 +317,7 @@ class Trainer:
         # TensorBoard's test figures first: a file holding the test result marks the run done, and a
         # resume then writes nothing more (stopped between the two, a resume redraws the figures)
         if self.run_log is not None:
-            self.run_log.result(self.precision.name, test.accuracy, payload["accuracy"], test.logits,
+            self.run_log.result(" then ".join(self.precisions_used), test.accuracy, payload["accuracy"], test.logits,
                                 self.test_split, self.class_names, payload["epoch"])
         save_checkpoint(payload, best_path)
         return payload["accuracy"], test.accuracy
