@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 from dataclasses import replace
@@ -109,6 +110,24 @@ def test_without_root_the_missing_package_names_the_command(tmp_path, monkeypatc
     message = str(caught.value)
     assert f"run `sudo apt-get install -y {PACKAGE}`" in message
     assert "then `mnist-classifier data --dataset fashion-mnist` again" in message
+
+
+def test_offline_the_failed_apt_get_update_is_the_reason_given(tmp_path, monkeypatch):
+    """helper-57: `apt-get update` failing (no network) was ignored, and the line blamed the
+    package ("Unable to locate package") instead."""
+    fake = tmp_path / "bin" / "apt-get"  # what apt-get prints offline, on a machine with no package lists
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncase "$*" in\n  *update*) echo "E: Failed to fetch http://deb.debian.org/debian/'
+                    'dists/bookworm/InRelease  Temporary failure resolving" >&2; exit 100;;\n'
+                    f'  *) echo "E: Unable to locate package {PACKAGE}" >&2; exit 100;;\nesac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(debian, "_is_root", lambda: True)
+    missing = replace(SPEC, debian=DebianPackage(PACKAGE, str(tmp_path / "not-installed")))
+    monkeypatch.setitem(datasets.DATASETS, SPEC.name, missing)
+    with pytest.raises(DataError, match=r"apt-get update failed \(E: Failed to fetch .*Temporary failure resolving\), "
+                                        f"so {PACKAGE} cannot be installed: check the network"):
+        fetch_dataset(tmp_path / "data", "debian", dataset=SPEC.name, log=quiet)
 
 
 # ------------------------------------------------------------------ training and evaluation

@@ -59,7 +59,12 @@ def _install_package(package: DebianPackage, spec: DatasetSpec, log) -> None:
     if done.returncode != 0 and "Unable to locate package" in done.stderr:
         # A fresh machine (a container, CI) often has no package lists yet.
         log("debian: apt-get does not know the package yet; running apt-get update first")
-        _apt(apt, "update")
+        updated = _apt(apt, "update")
+        if updated.returncode != 0:  # offline, most often: that is the reason to give, not the missing package
+            last = (updated.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DataError(f"apt-get update failed ({last}), so {package.name} cannot be installed: "
+                            "check the network, or copy the four IDX files into "
+                            f"data/{spec.folder}/raw")
         done = _apt(apt, "install", package.name)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
