@@ -261,6 +261,22 @@ def test_tuning_another_base_never_replaces_the_tuned_model_that_answers(tuned, 
         keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), BUNDLED_CHECKPOINT, True)
 
 
+def test_export_says_when_the_model_that_answers_is_the_fine_tuned_one(tuned, small_checkpoint, monkeypatch,
+                                                                       tmp_path, capsys):
+    """helper-59: `export` after `finetune` wrote the original model, and nothing said that predict
+    and serve answer with the tuned one."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    shutil.copy(small_checkpoint, "models/simple_cnn_best.pth")
+    shutil.copy(tuned[3], "models/simple_cnn_user_best.pth")
+    assert main(["export", "--out", str(tmp_path / "base.onnx"), "--data-dir", str(DATA_DIR)]) == 0
+    assert ("note: exporting models/simple_cnn_best.pth, not models/simple_cnn_user_best.pth, the model fine-tuned "
+            "on your drawings that predict, demo and serve answer with; --checkpoint models/simple_cnn_user_best.pth "
+            "for that one") in capsys.readouterr().err
+
+
 def test_without_a_trained_model_it_starts_from_the_bundled_one(monkeypatch, tmp_path):
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT
 

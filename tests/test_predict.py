@@ -349,3 +349,15 @@ def test_a_model_trained_after_the_fine_tune_answers_and_says_the_tuned_one_is_o
     assert _who_answers(tuned) == ("predict, demo, serve and load() go on answering with models/simple_cnn_best.pth, "
                                    "which it was not tuned from: name it with "
                                    "--checkpoint models/simple_cnn_user_best.pth")
+
+
+def test_the_readme_example_images_answer_as_the_readme_shows(monkeypatch, capsys):
+    """helper-59: the README's commands named a digit.png that does not ship; examples/ holds the
+    two it uses, and the bundled model (what a fresh clone answers with) says what it prints."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    command = "mnist-classifier predict examples/seven.png examples/cross.png"
+    readme = (root / "README.md").read_text().splitlines()
+    start = next(index for index, line in enumerate(readme) if line.startswith(f"$ {command}"))
+    assert main(["predict", "examples/seven.png", "examples/cross.png", "--checkpoint", "bundled"]) == 0
+    assert capsys.readouterr().out.splitlines() == readme[start + 1:start + 3]

@@ -83,6 +83,10 @@ def evaluate_checkpoint(
     default_dir = default_report_dir(stem + (f"_{local.name}" if local is not None else ""))
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
     spec, test = scored_split(data_dir, trained_on, dataset, local_folder)
+    honest_tables = spec.drawable and len(checkpoints) == 1 and not tta and local is None
+    log(f"scoring {', '.join(map(str, checkpoints))} on {len(test):,} images"  # the first line comes only at the end
+        + (", then re-drawn and on paper, and on generated non-digits" if honest_tables else "")
+        + f"{' with test-time views' if tta else ''}: the figures go to {target}")
     class_names = list(payloads[0].get("class_names") or spec.class_names)
     members = [(model, stored_normalization(member)) for model, member in loaded]
     calibrations = [Calibration.from_payload(member) for member in payloads]
@@ -93,7 +97,7 @@ def evaluate_checkpoint(
     honesty = {"calibration": calibration_report(raw.numpy(), probs.numpy(), labels, stored_temperatures(calibrations))}
     # Refusal is one model's single-view rule. Its tables read the MNIST test digits (and cut
     # non-digits from them): a local set has its own figures, not those.
-    if spec.drawable and len(members) == 1 and not tta and local is None:
+    if honest_tables:
         predictor = torch_predictor(*loaded[0], Path(checkpoints[0]))
         verdicts = verdict_report(predictor, test, data_dir)
         honesty["verdicts"], fooled = verdicts.table, verdicts.fooled

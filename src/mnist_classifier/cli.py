@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.ensemble:
         checkpoints = [ensemble_member(name) for name in args.ensemble]
     else:
-        checkpoints = trained_model(args.checkpoint or trained_on_dataset(args.dataset))
+        checkpoints = trained_model(args.checkpoint or trained_on_dataset(args.dataset), "evaluating")
     evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta,
                         user_data=args.user_data)
     return 0
@@ -131,14 +131,19 @@ def ensemble_member(named: str) -> Path:
     return choose_model(named, prefer_onnx=False, tuned=False).path
 
 
-def trained_model(named: str | None) -> Path:
+def trained_model(named: str | None, doing: str) -> Path:
     """The model `evaluate` and `export` work on: the named one, else models/simple_cnn_best.pth, else
-    (a fresh clone, nothing trained yet) the bundled checkpoint, said on stderr."""
+    (a fresh clone, nothing trained yet) the bundled checkpoint, said on stderr; and when a fine-tuned
+    model answers `predict`, that it is not the one `doing` ("exported") here."""
     from .bundled import choose_model
 
     choice = choose_model(named, prefer_onnx=False, tuned=False)
     if choice.worth_saying:
         print(choice.describe(), file=sys.stderr)
+    answering = choose_model(named, prefer_onnx=False) if named is None else choice
+    if answering.tuned:  # helper-59: the deployed export was the original, while predict and serve use the tuned one
+        print(f"note: {doing} {choice.path}, not {answering.path}, the model fine-tuned on your drawings that "
+              f"predict, demo and serve answer with; --checkpoint {answering.path} for that one", file=sys.stderr)
     return choice.path
 
 
@@ -174,7 +179,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    path = export_onnx(trained_model(args.checkpoint), args.out, data_dir=args.data_dir)
+    path = export_onnx(trained_model(args.checkpoint, "exporting"), args.out, data_dir=args.data_dir)
     print(f"wrote {path} (ONNX, checked against PyTorch on 1,000 test images); "
           f"use it with `mnist-classifier predict IMAGE --checkpoint {shlex.quote(str(path))}`")
     return 0
