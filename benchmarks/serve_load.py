@@ -75,8 +75,10 @@ def measure(duration: float, clients: int, model_file: Path, workers: int, comma
     port = free_port()
     errors_file = tempfile.TemporaryFile("w+")  # a file, not a pipe: a pipe nobody reads can fill up
     # --backend torch: a .pth is measured as PyTorch serves it, not through serve's own ONNX export
+    # (an .onnx is ONNX Runtime's whatever the flag, and serve refuses the flag with one)
+    backend = ["--backend", "torch"] if model_file.suffix.lower() == ".pth" else []
     server = subprocess.Popen([sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint",
-                               str(model_file), "--port", str(port), "--workers", str(workers), "--backend", "torch",
+                               str(model_file), "--port", str(port), "--workers", str(workers), *backend,
                                "--no-collect"],
                               stdout=subprocess.DEVNULL, stderr=errors_file)
     try:

@@ -234,6 +234,15 @@ def test_serve_load_without_proc_fails_at_once(tmp_path, monkeypatch, capsys):
     assert len(lines) == 1 and "Linux" in lines[0] and "no-proc" in lines[0]
 
 
+def test_serve_load_measures_the_onnx_export_on_two_workers(small_checkpoint):
+    """make bench's default-server row: the export served by two processes. serve began refusing
+    --backend torch with an .onnx (7 Dec), which broke this row until the flag went with the .pth only."""
+    import serve_load
+
+    figures = serve_load.run(duration=1, clients=4, checkpoint=small_checkpoint, workers=2, onnx=True)
+    assert figures["errors"] == 0 and figures["requests"] > 20 and figures["checkpoint"].endswith(".onnx")
+
+
 # ------------------------------------------------------------------ gpu_check.sh
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would run")
 def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):

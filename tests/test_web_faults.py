@@ -361,6 +361,8 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
     shutil.copyfile(small_checkpoint, served)
     with serve_command(served, tmp_path, "--workers", "2") as running:
         workers = wait_for_children(running.process.pid, count=2)
+        held = connections_held(running, workers)  # 16 clients at once: each worker takes a share
+        assert min(held.values()) >= 2, held  # on one shared socket: 16 to 0 (docs/benchmarks.md, 7 Dec)
         answers = post_digits(running, 24)
         # The .pth is served through its ONNX export: no worker needs torch (~180 MB of memory each)
         assert not any("libtorch" in (Path(f"/proc/{worker}") / "maps").read_text() for worker in workers)
@@ -371,6 +373,7 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
             os.kill(worker, signal.SIGKILL)
             replaced = wait_for_children(running.process.pid, count=2, without=worker)
         assert post_digits(running, 8) == answers[:8]
+        assert min(connections_held(running, child_pids(running.process.pid)).values()) >= 2  # replacements too
         assert not set(workers) & set(child_pids(running.process.pid))
         assert stop(running.process) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
@@ -467,6 +470,34 @@ def post_digits(running: Server, count: int) -> list:
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, range(count)))
+
+
+def connections_held(running: Server, workers: list[int], clients: int = 16) -> dict[int, int]:
+    """{worker pid: connections it holds} after `clients` connect at once, each answered (so no
+    socket of the port is left without a process accepting on it). Read off /proc: each worker's
+    socket inodes against the kernel's table of established connections to the port."""
+    conns = [socket.create_connection((running.host, running.port), timeout=30) for _ in range(clients)]
+    try:
+        for conn in conns:
+            conn.sendall(f"GET /api/health HTTP/1.1\r\nHost: {running.host}\r\n\r\n".encode())
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        established = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == running.port:
+                    established.add(fields[9])  # the inode of the server's end of one connection
+        held = {}
+        for worker in workers:
+            inodes = {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{worker}/fd").iterdir()
+                      if os.readlink(fd).startswith("socket:[")}
+            held[worker] = len(inodes & established)
+        assert sum(held.values()) == clients, held
+        return held
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def wait_for_children(pid: int, count: int, without: int | None = None, timeout: float = 60) -> list[int]:

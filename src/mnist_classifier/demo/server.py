@@ -112,9 +112,10 @@ def served_model(model: Path, backend: str, data_dir: str | Path, log) -> Path:
 
 
 def serve_in_processes(checkpoint: Path, sock: socket.socket, workers: int) -> None:
-    """One app and model per process on one shared socket: the GIL of one process caps
-    it at about one core of decoding and HTTP, so more cores need more processes."""
-    from uvicorn.supervisors import Multiprocess
+    """One app and model per process, each on a socket of its own on the port where the kernel
+    spreads connections over them (workers.py): the GIL of one process caps it at about one
+    core of decoding and HTTP, so more cores need more processes."""
+    from .workers import listening_sockets, supervisor
 
     # The supervisor restarts a worker that dies, maybe hours later: it must load the model
     # the others serve, even if the file was retrained, moved or deleted meanwhile. So the
@@ -129,7 +130,7 @@ def serve_in_processes(checkpoint: Path, sock: socket.socket, workers: int) -> N
         # Workers are spawned, not forked: they rebuild the app from the environment.
         os.environ[CHECKPOINT_ENV] = str(snapshot)
         server = uvicorn_server(f"{__name__}:app_from_environment", factory=True, workers=workers)
-        Multiprocess(server.config, sockets=[sock]).run()
+        supervisor(server.config, listening_sockets(sock, workers)).run()
 
 
 def app_from_environment() -> FastAPI:

@@ -1,0 +1,89 @@
+"""`serve --workers N`: N processes, each listening on a socket of its own on the one port.
+
+On one shared listening socket, the worker that wakes first accepts every connection waiting,
+so a burst of clients lands on one process: 16 clients connecting at once went 16 to 0 (or 14
+to 2) over two workers, and the second core sat idle (docs/benchmarks.md, 7 Dec). Linux spreads
+new connections over the sockets of a SO_REUSEPORT group by a hash of each connection's
+addresses, so each worker gets its own socket of the group. Elsewhere (macOS, Windows: no such
+spreading) the workers share one socket, as uvicorn's own supervisor does.
+
+    sockets = listening_sockets(probe, workers)     # the port `probe` holds, one socket per worker
+    supervisor(config, sockets).run()
+"""
+from __future__ import annotations
+
+import socket
+import sys
+
+from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+SPREADS_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+BACKLOG = 2048  # uvicorn's default
+
+
+def listening_sockets(probe: socket.socket, workers: int) -> list[socket.socket]:
+    """One listening socket per worker on `probe`'s address, or `probe` alone where the kernel
+    would not spread connections over several. `probe` was bound without SO_REUSEPORT, so a
+    port another server holds was refused then; it is closed here and its port taken over."""
+    if workers < 2 or not SPREADS_CONNECTIONS:
+        return [probe]
+    address, family = probe.getsockname(), probe.family
+    probe.close()
+    sockets = []
+    try:
+        for _ in range(workers):
+            sockets.append(socket.create_server(address[:2], family=family, backlog=BACKLOG, reuse_port=True))
+    except OSError:
+        for made in sockets:
+            made.close()
+        raise
+    return sockets
+
+
+def supervisor(config: Config, sockets: list[socket.socket]) -> Multiprocess:
+    """uvicorn's supervisor (signals, health checks), each worker on its own socket when there
+    are as many sockets as workers."""
+    if len(sockets) == config.workers:
+        return _SocketPerWorker(config, sockets)
+    return Multiprocess(config, sockets=sockets)
+
+
+class _SocketPerWorker(Multiprocess):
+    """Worker i always listens on socket i: a replacement for a dead worker takes over its
+    socket, so that no socket of the group is left without a process accepting on it."""
+
+    def _started(self, index: int) -> Process:
+        process = Process(self.config, [self.sockets[index]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self._started(index) for index in range(self.processes_num)]
+
+    def keep_subprocess_alive(self) -> None:
+        for index, process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or dead already
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # it would fail again: the app or model is broken
+                self.should_exit.set()
+                return
+            self.processes[index] = self._started(index)
+
+    def restart_all(self) -> None:
+        """SIGHUP: each worker replaced in turn, the new one serving before the old one stops."""
+        for index, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._started(index)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                return  # the old ones keep serving
+            old.terminate()
+            old.join()
+            self.processes[index] = new
