@@ -4,13 +4,16 @@ To the preprocessing a notebook's lines are ink like the digit's, so the digit's
 the whole page (4-40% of such photos were read right; benchmarks/uneven_light.py). A ruling is
 found as three or more long straight lines at one angle, spread over the picture with paper
 between them (any small tilt; a grid is two rulings), by OpenCV's probabilistic Hough
-transform on the ink map shrunk to DETECT_SIDE px. Printed lines are fainter than a pen's
-ink, so all ink no darker than theirs is taken for paper. Lines as dark as the pen are left
-alone, since then nothing tells them from strokes (nor is the edge of one thick stroke a
-ruling: a tightly cropped "1" has three long parallel lines too, with no paper between; nor is
-camera noise that lines up by chance, whose ink comes and goes along the "line"). On a
-ruled page, a line that is no ruling and runs from edge to edge is its margin, taken out too.
-A page with nothing left once the lines are gone keeps them: its lines are then "not a digit".
+transform on the ink map shrunk to at most DETECT_SIDE px, thick strokes left out. Printed
+lines are fainter than a pen's ink, so all ink no darker than the darkest of them (each line
+at its own level: graph paper's heavier fifth lines, a header line) is taken for paper.
+
+Left alone: lines as dark as the pen (nothing tells them from strokes); the edges of one thick
+stroke (a tightly cropped "1" has three long parallel lines too, with no paper between); and
+camera noise that lines up by chance, whose ink comes and goes along the "line". On a ruled
+page, a line square to the ruling that runs from edge to edge, steady along its length, and
+fainter than the pen or near the page's side, is its margin: taken out too. A page with nothing
+left once the lines are gone keeps them: its lines are then "not a digit".
 
     ink = without_ruling(ink)    # ink 0..1 on 0 (dark ink on light paper); `ink` itself when unruled
 """
@@ -19,12 +22,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MIN_SIDE = 100  # px: a smaller picture is a crop of the digit, not a photo of a lined page
-SPANNED = 0.9  # a ruling puts ink in nearly every row or column: anything less is not looked at
-DETECT_SIDE = 200  # px: the lines are looked for on the ink map shrunk to about this size
+MIN_SIDE = 100  # px: a smaller picture (its longer side) is a crop of the digit, not a photo of a lined page
+SPANNED = 0.6  # a ruling puts ink in most rows or columns (a notebook's margin strip, a shadow hide some)
+EDGE_SHARE = 0.1  # ... and out to within this share of the picture's side from an edge
+DETECT_SIDE = 200  # px: the lines are looked for on the ink map shrunk to at most this size
 SHOWN = 0.02  # ink of a shrunk pixel: a 2 px line shrunk 20 times still shows, a speck does not
 THICK = 5  # px on the shrunk map: strokes this wide are no printed line
-GAP = 0.25  # of the shrunk side: a line may break this long where a stroke crosses it (the stroke is no thin line)
+GAP = 0.35  # of the shrunk side: a line may break this long where a stroke crosses it (the stroke is no thin line)
 LONG = 0.6  # of the picture's shorter side: a line at least this long may be a printed one
 SAME_ANGLE = np.radians(1.5)
 MIN_LINES = 3
@@ -36,15 +40,16 @@ STEADY = 0.7  # a printed line's ink along it: a quarter of its points this near
 # (camera noise lined up by chance over a soft shadow: 0.4-0.64; lines, shadowed too: 0.76-1)
 FAINT = 0.75  # a ruling whose ink reaches this is taken as dark as a pen: left in
 ABOVE_LINES = 0.12  # ink must stand this far above the lines' own level to be kept
+MARGIN_SIDE = 0.3  # of the picture across a margin: a dark one lies this near its side
 EDGE_NEAR = 0.05  # of the picture's side: on a ruled page, a line that is no ruling reaching this near two
 # opposite edges is its margin
 
 
 def without_ruling(ink: np.ndarray) -> np.ndarray:
     """The ink map with a ruling's lines (and a ruled page's margin) taken out, or `ink` itself."""
-    if min(ink.shape) < MIN_SIDE or not _spans(ink > 0):
+    if max(ink.shape) < MIN_SIDE or not _spans(ink > 0):
         return ink  # a digit on plain paper, a crop of one: ~20 us at 280 px
-    scale = min(1.0, DETECT_SIDE / max(ink.shape))
+    scale = 1 / int(np.ceil(max(ink.shape) / DETECT_SIDE))  # a whole factor: OpenCV shrinks those ~5x faster
     small = cv2.resize(ink, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else ink
     present = small >= SHOWN
     if not _spans(present):  # only specks reached across
@@ -54,20 +59,52 @@ def without_ruling(ink: np.ndarray) -> np.ndarray:
     if not ruling.any():
         return ink
     width = int(np.ceil(2 / scale)) + 1  # where a line found on the shrunk map lies in the full one
-    peaks, beside = _line_profiles(ink, segments[ruling] / scale, width)
+    profiles = [_line_profile(ink, segment / scale, width) for segment in segments[ruling]]
+    peaks, beside = (np.concatenate(parts) for parts in zip(*profiles))
     level = float(np.median(peaks))
-    if level >= FAINT or np.median(beside) >= level / 2 or np.percentile(peaks, 25) < STEADY * level:
+    if level >= FAINT or np.median(beside) >= level / 4 or not _steady(peaks):
         return ink  # as dark as a pen; not thin lines on paper; or no lines at all, but noise in a row
-    cut = level + ABOVE_LINES
-    kept = np.clip((ink - cut) * np.float32(1 / (1 - cut)), 0, 1)
-    margins = _margins(segments[~ruling] / scale, ink.shape, APART / scale)
+    # Each line at its own level: graph paper's every fifth line, a header line, are darker
+    cut = max([float(np.median(own)) for own, _ in profiles if _steady(own) and np.median(own) < FAINT] + [level])
+    kept = np.clip((ink - cut - ABOVE_LINES) * np.float32(1 / (1 - cut - ABOVE_LINES)), 0, 1)
+    margins = [line for line in _margins(segments[~ruling] / scale, ink.shape, APART / scale)
+               if _across(line, segments[ruling]) and _margin_like(_line_profile(ink, line, width)[0], line, ink.shape)]
     kept = _erased(kept, margins, width)
     return kept if kept.any() else ink
 
 
+def _steady(peaks: np.ndarray) -> bool:
+    """Whether ink along a line holds steady, as a printed line's does (see STEADY)."""
+    return float(np.percentile(peaks, 25)) >= STEADY * float(np.median(peaks))
+
+
+def _margin_like(peaks: np.ndarray, line: np.ndarray, shape: tuple[int, int]) -> bool:
+    """A printed margin is steady along its length, and fainter than the pen or near the page's side:
+    the stem of a tightly cropped "1" runs edge to edge too, but down the middle and as dark as a pen
+    (on an empty page the margin is the darkest ink there is)."""
+    if not _steady(peaks):
+        return False
+    x1, y1, x2, y2 = line
+    down = abs(y2 - y1) > abs(x2 - x1)
+    where = ((x1 + x2) / 2 / shape[1]) if down else ((y1 + y2) / 2 / shape[0])
+    return float(np.median(peaks)) < FAINT or min(where, 1 - where) <= MARGIN_SIDE
+
+
+def _across(line: np.ndarray, ruling: np.ndarray) -> bool:
+    """Whether `line` is square to the ruling's lines, as a margin is (a slanted stroke is not)."""
+    angles = _angles(np.vstack([line[None], ruling]))
+    return bool(np.any(np.abs(np.abs(_turn(angles[0], angles[1:])) - np.pi / 2) <= SAME_ANGLE))
+
+
 def _spans(present: np.ndarray) -> bool:
-    """Whether ink reaches nearly every column or nearly every row, as a ruling's lines do."""
-    return present.any(axis=0).mean() >= SPANNED or present.any(axis=1).mean() >= SPANNED
+    """Whether ink reaches most columns (or rows), out to an edge of the picture, as a ruling's lines
+    do: a digit drawn in the middle of its picture (evaluate's 10,000 marker digits) stops here."""
+    for axis in (0, 1):
+        reached = present.any(axis=axis)
+        edge = max(1, int(EDGE_SHARE * len(reached)))
+        if reached.mean() >= SPANNED and (reached[:edge].any() or reached[-edge:].any()):
+            return True
+    return False
 
 
 def _long_segments(present: np.ndarray) -> np.ndarray:
@@ -88,10 +125,8 @@ def _rulings(segments: np.ndarray, side: int) -> np.ndarray:
     ruling = np.zeros(len(segments), bool)
     if len(segments) < MIN_LINES:
         return ruling
-    dx, dy = segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1]
-    angles = np.mod(np.arctan2(dy, dx), np.pi)
-    # angles 179.5 and 0.5 degrees are 1 apart: compared on the doubled circle
-    turned = np.abs(np.angle(np.exp(2j * (angles[:, None] - angles[None, :])))) / 2 <= SAME_ANGLE
+    angles = _angles(segments)
+    turned = np.abs(_turn(angles[:, None], angles[None, :])) <= SAME_ANGLE
     left = np.ones(len(segments), bool)
     while left.sum() >= MIN_LINES:
         seed = int(np.argmax(np.where(left, (turned & left[None, :]).sum(axis=1), -1)))
@@ -100,6 +135,17 @@ def _rulings(segments: np.ndarray, side: int) -> np.ndarray:
         if _spread_lines(segments[group], angles[seed], side):
             ruling |= group
     return ruling
+
+
+def _angles(segments: np.ndarray) -> np.ndarray:
+    """Each segment's direction, 0 to pi."""
+    return np.mod(np.arctan2(segments[:, 3] - segments[:, 1], segments[:, 2] - segments[:, 0]), np.pi)
+
+
+def _turn(first, second):
+    """From direction `second` to `first`, -pi/2 to pi/2: 179.5 and 0.5 degrees are 1 apart
+    (compared on the doubled circle)."""
+    return np.angle(np.exp(2j * (np.asarray(first) - np.asarray(second)))) / 2
 
 
 def _spread_lines(segments: np.ndarray, angle: float, side: int) -> bool:
@@ -112,23 +158,20 @@ def _spread_lines(segments: np.ndarray, angle: float, side: int) -> bool:
     return distinct >= MIN_LINES and offsets[-1] - offsets[0] >= SPREAD * side
 
 
-def _line_profiles(ink: np.ndarray, lines: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
-    """At each point along the lines: the darkest ink within `reach` px across (where a line found
-    on the shrunk map lies), and the darker of the two points BESIDE px further out. A stroke
-    crossing a line is a small part of its length; the medians are the lines' and the paper's."""
-    peaks, beside = [], []
-    for x1, y1, x2, y2 in lines:
-        length = float(np.hypot(x2 - x1, y2 - y1))
-        steps = np.linspace(0, 1, min(int(length), MAX_POINTS) + 1, dtype=np.float32)[:, None]
-        out = reach + BESIDE
-        across = np.arange(-out, out + 1, dtype=np.float32)[None, :]
-        normal = np.float32([y1 - y2, x2 - x1]) / max(length, 1e-6)
-        xs = np.clip(np.round(x1 + steps * (x2 - x1) + across * normal[0]), 0, ink.shape[1] - 1).astype(int)
-        ys = np.clip(np.round(y1 + steps * (y2 - y1) + across * normal[1]), 0, ink.shape[0] - 1).astype(int)
-        profile = ink[ys, xs]
-        peaks.append(profile[:, BESIDE:-BESIDE].max(axis=1))
-        beside.append(np.maximum(profile[:, 0], profile[:, -1]))
-    return np.concatenate(peaks), np.concatenate(beside)
+def _line_profile(ink: np.ndarray, line: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """At each point along `line` (x1, y1, x2, y2): the darkest ink within `reach` px across (where a
+    line found on the shrunk map lies), and the darker of the two points BESIDE px further out.
+    A stroke crossing a line is a small part of its length: medians are the line's and the paper's."""
+    x1, y1, x2, y2 = line
+    length = float(np.hypot(x2 - x1, y2 - y1))
+    steps = np.linspace(0, 1, min(int(length), MAX_POINTS) + 1, dtype=np.float32)[:, None]
+    out = reach + BESIDE
+    across = np.arange(-out, out + 1, dtype=np.float32)[None, :]
+    normal = np.float32([y1 - y2, x2 - x1]) / max(length, 1e-6)
+    xs = np.clip(np.round(x1 + steps * (x2 - x1) + across * normal[0]), 0, ink.shape[1] - 1).astype(int)
+    ys = np.clip(np.round(y1 + steps * (y2 - y1) + across * normal[1]), 0, ink.shape[0] - 1).astype(int)
+    profile = ink[ys, xs]
+    return profile[:, BESIDE:-BESIDE].max(axis=1), np.maximum(profile[:, 0], profile[:, -1])
 
 
 def _margins(segments: np.ndarray, shape: tuple[int, int], tolerance: float) -> list[np.ndarray]:
