@@ -84,8 +84,9 @@ def evaluate_checkpoint(
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
     spec, test = scored_split(data_dir, trained_on, dataset, local_folder)
     honest_tables = spec.drawable and len(checkpoints) == 1 and not tta and local is None
-    log(f"scoring {', '.join(map(str, checkpoints))} on {len(test):,} images"  # the first line comes only at the end
-        + (", then re-drawn and on paper, and on generated non-digits" if honest_tables else "")
+    images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"
+    log(f"scoring {', '.join(map(str, checkpoints))} on {len(test):,} {images_scored}"  # the tables come at the end
+        + (", then on them re-drawn and on paper, and on generated non-digits" if honest_tables else "")
         + f"{' with test-time views' if tta else ''}: the figures go to {target}")
     class_names = list(payloads[0].get("class_names") or spec.class_names)
     members = [(model, stored_normalization(member)) for model, member in loaded]
@@ -106,7 +107,6 @@ def evaluate_checkpoint(
     if local is not None and len(members) == 1 and not tta:  # accuracy counts a right guess under "not a digit?"
         honesty["answered"] = answered_report(torch_predictor(*loaded[0], Path(checkpoints[0])), test)
     written = write_report(evaluation, test.images.numpy(), payload, Path(checkpoints[0]), target, honesty, fooled)
-    images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"
     log(summary_text(evaluation, payload["model_name"], written, images_scored))
     log(calibration_text(honesty["calibration"]))
     uncalibrated = [path for path, calibration in zip(checkpoints, calibrations) if not calibration.fitted]
