@@ -135,6 +135,21 @@ def test_tensorboard_run_has_the_seed_tags(one_epoch):
     assert hparams["weight_average"].number_value == 0.99 and hparams["epochs"].number_value == 1
 
 
+def test_a_resumed_run_of_one_step_epochs_keeps_every_finished_epoch_in_tensorboard(tmp_path, mnist_raw_dir):
+    """helper-56: with one step an epoch, the resume's purge (from the unfinished epoch's first step)
+    fell on the last finished epoch's point, and its curves lost it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = small_config(tmp_path, limit_train=150, epochs=3, batch_size=100)  # 1 step an epoch
+    partial = train(config, log=quiet, stop_after_epochs=2)
+    resumed_config, payload = resume_config(partial.last_path, {})
+    resumed = train(resumed_config, resume_payload=payload, log=quiet)
+    events = EventAccumulator(str(resumed.run_dir))
+    events.Reload()
+    assert [event.step for event in events.Scalars("Val/Acc_epoch")] == [1, 2, 3]
+    assert "Train/Loss_batch" not in events.Tags()["scalars"]  # one point an epoch: the epoch's says it
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--model", "lenet"], "unknown model 'lenet'"),
     (["--epochs", "0"], "epochs must be a positive integer"),

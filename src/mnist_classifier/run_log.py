@@ -31,11 +31,18 @@ class RunLog:
         config_text = yaml.safe_dump(config, sort_keys=False)
         (run_dir / "config.yaml").write_text(config_text)
         self.config = config
-        self.writer = SummaryWriter(str(run_dir), purge_step=start_epoch * steps_per_epoch or None)
+        # A resume drops what the unfinished epoch wrote (its batch points): from its first step on.
+        # With one step an epoch, that step's number is the last finished epoch's point, which must
+        # stay (helper-56); such runs write no batch points, the epoch's say the same.
+        self.batch_points = steps_per_epoch > 1
+        purge_step = start_epoch * steps_per_epoch if self.batch_points else start_epoch + 1
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step if start_epoch else None)
         self.writer.add_text("config", f"```\n{config_text}```", start_epoch)
 
     def batch(self, global_step: int, batch_totals: torch.Tensor) -> None:
         """batch_totals: (loss sum, correct, seen) of one step, as the training step returns them."""
+        if not self.batch_points:
+            return
         loss_sum, correct, seen = batch_totals.tolist()
         self.writer.add_scalar("Train/Loss_batch", loss_sum / seen, global_step)
         self.writer.add_scalar("Train/Acc_batch", correct / seen, global_step)
