@@ -88,6 +88,12 @@ def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw
     with pytest.raises(UserError, match=f"^{straight.best_path} holds another run's model, .*% test: --resume "):
         resume_config(partial.last_path, {"save_dir": str(others)})
     assert {path.name: path.read_bytes() for path in others.glob("*.pth")} == kept_there
+    older = tmp_path / "older"  # a model saved before run ids (the bundled one's files): told by its weights
+    older.mkdir()
+    save_checkpoint({key: value for key, value in load_checkpoint(straight.best_path).items() if key != "run_id"},
+                    older / partial.best_path.name)
+    with pytest.raises(UserError, match="holds another run's model"):
+        resume_config(partial.last_path, {"save_dir": str(older)})
     assert not list(moved.glob(".*.tmp")) and not list(others.glob(".*.tmp"))  # copies are written whole, then renamed
     alone = tmp_path / "only-last"
     alone.mkdir()

@@ -363,6 +363,10 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
         workers = wait_for_children(running.process.pid, count=2)
         held = connections_held(running, workers)  # 16 clients at once: each worker takes a share
         assert min(held.values()) >= 2, held  # on one shared socket: 16 to 0 (docs/benchmarks.md, 7 Dec)
+        os.kill(running.process.pid, signal.SIGTTOU)  # uvicorn's "one worker fewer": its socket would go unanswered
+        time.sleep(1)
+        assert sorted(child_pids(running.process.pid)) == sorted(workers)  # the count is fixed (helper-60)
+        assert min(connections_held(running, workers).values()) >= 2
         answers = post_digits(running, 24)
         # The .pth is served through its ONNX export: no worker needs torch (~180 MB of memory each)
         assert not any("libtorch" in (Path(f"/proc/{worker}") / "maps").read_text() for worker in workers)
@@ -377,6 +381,27 @@ def test_worker_processes_answer_killed_ones_come_back_with_the_model_all_stop_t
         assert not set(workers) & set(child_pids(running.process.pid))
         assert stop(running.process) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced), "a worker outlived the server"
+
+
+def test_a_worker_that_cannot_start_again_stops_the_server_in_one_line(small_checkpoint, tmp_path):
+    """Its model's snapshot gone (a /tmp cleaner, weeks in), a replacement failed with a traceback
+    every ~3 s while its socket took half the connections unanswered (helper-60)."""
+    with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
+        workers = wait_for_children(running.process.pid, count=2)
+        environment = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+        snapshot = next(Path(entry.split(b"=", 1)[1].decode()) for entry in environment
+                        if entry.startswith(b"MNIST_CLASSIFIER_SERVE_CHECKPOINT="))
+        snapshot.unlink()
+        os.kill(workers[0], signal.SIGKILL)
+        assert running.process.wait(timeout=60) == 2
+        said = running.log.read_text()
+        assert "error: a worker process cannot load the model: " in said and "Traceback" not in said
+        assert said.rstrip().endswith("error: a worker process could not start again (its line above says why), "
+                                      "so serve stopped: start it again")
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 def test_workers_of_a_server_killed_outright_stop_answering(small_checkpoint, tmp_path):
@@ -529,3 +554,17 @@ def is_spawned_worker(proc: Path) -> bool:
         return b"spawn_main" in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_every_interface_in_ipv6_takes_ipv4_too_as_the_listed_addresses_say():
+    """`serve --host ::` listed IPv4 addresses for other machines but listened on IPv6 alone (helper-60)."""
+    from mnist_classifier.demo.server import bind
+
+    if not (socket.has_ipv6 and socket.has_dualstack_ipv6()):
+        pytest.skip("no dual-stack IPv6 sockets here")
+    try:
+        listening = bind("::", 0)
+    except Exception as error:  # a container without IPv6
+        pytest.skip(f"cannot listen on [::]: {error}")
+    with listening, socket.create_connection(("127.0.0.1", listening.getsockname()[1]), timeout=5):
+        pass

@@ -131,7 +131,7 @@ def ensemble_member(named: str) -> Path:
     return choose_model(named, prefer_onnx=False, tuned=False).path
 
 
-def trained_model(named: str | None, doing: str) -> Path:
+def trained_model(named: str | None, doing: str = "using") -> Path:
     """The model `evaluate` and `export` work on: the named one, else models/simple_cnn_best.pth, else
     (a fresh clone, nothing trained yet) the bundled checkpoint, said on stderr; and when a fine-tuned
     model answers `predict`, that it is not the one `doing` ("exported") here."""

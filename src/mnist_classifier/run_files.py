@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint
+from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, weights_sha256
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError, UserError
 from .files import write_atomically
@@ -213,19 +213,27 @@ def _move_run_files(last: Path, best: Path, config: TrainConfig, run_id: str) ->
     not replaced; each copy is whole or absent (a kill -9 mid-copy leaves no half file)."""
     new_best, new_last = checkpoint_paths(config)
     check_writable(config.save_dir)
-    for target in (new_best, new_last):
-        _refuse_another_runs(target, run_id)
+    for source, target in ((best, new_best), (last, new_last)):
+        _refuse_another_runs(target, run_id, source)
     for source, target in ((best, new_best), (last, new_last)):
         write_atomically(target, source.read_bytes())
 
 
-def _refuse_another_runs(target: Path, run_id: str) -> None:
-    """A UserError when `target` is a model another run saved (a copy of this run may be replaced)."""
+def _refuse_another_runs(target: Path, run_id: str, source: Path) -> None:
+    """A UserError when `target` is a model another run saved (a copy of this run may be replaced).
+    Files saved before run ids: another run's when its weights differ from `source`'s."""
     try:
         there = load_checkpoint(target) if target.is_file() else None
     except UserError:  # damaged or foreign: no run's model to lose
         return
-    if there is not None and str(there.get("run_id") or "") != run_id:
+    if there is None:
+        return
+    theirs = str(there.get("run_id") or "")
+    if theirs and run_id:
+        another = theirs != run_id
+    else:  # helper-60: the bundled model's files, and any from before run ids, have none
+        another = weights_sha256(there) != weights_sha256(load_checkpoint(source))
+    if another:
         scored = f", {there['test_accuracy']:.2%} test" if isinstance(there.get("test_accuracy"), float) else ""
         raise UserError(f"{target} holds another run's model{scored}: --resume --save-dir would replace it; "
                         "name an empty folder, or move that file away first")

@@ -130,7 +130,11 @@ def serve_in_processes(checkpoint: Path, sock: socket.socket, workers: int) -> N
         # Workers are spawned, not forked: they rebuild the app from the environment.
         os.environ[CHECKPOINT_ENV] = str(snapshot)
         server = uvicorn_server(f"{__name__}:app_from_environment", factory=True, workers=workers)
-        supervisor(server.config, listening_sockets(sock, workers)).run()
+        running = supervisor(server.config, listening_sockets(sock, workers))
+        running.run()
+        if getattr(running, "startup_failed", False):
+            raise UserError("a worker process could not start again (its line above says why), so serve stopped: "
+                            "start it again")
 
 
 def app_from_environment() -> FastAPI:
@@ -140,7 +144,13 @@ def app_from_environment() -> FastAPI:
 
     _end_with_the_supervisor(Path(os.environ[CHECKPOINT_ENV]).parent)
     import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
-    predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
+    try:
+        predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
+    except UserError as error:  # a replacement, hours later, whose snapshot a /tmp cleaner removed
+        from uvicorn.config import STARTUP_FAILURE
+
+        print(f"error: a worker process cannot load the model: {error}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)  # uvicorn's code for "would fail again": not restarted in a loop
     tune_process()
     return create_app(thresholded(predictor, json.loads(os.environ.get(THRESHOLD_ENV, '"stored"'))),
                       user_data=json.loads(os.environ.get(USER_DATA_ENV, "null")),
@@ -210,7 +220,10 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening socket, so that a busy port is a one-line error, not a traceback."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)  # uvicorn's default
+        # "::" is every interface: IPv4 ones too, as the addresses serve lists for other machines
+        both = host == "::" and socket.has_dualstack_ipv6()
+        return socket.create_server((host, port), family=family, backlog=2048,  # uvicorn's default backlog
+                                    dualstack_ipv6=both)
     except (OSError, OverflowError) as error:
         reason = getattr(error, "strerror", None) or error
         raise UserError(f"cannot listen on {host}:{port} ({reason}); pick another --port or --host") from None
@@ -228,7 +241,8 @@ def network_addresses(host: str) -> list[str]:
     """The addresses other machines can reach a server listening on the wildcard `host` at
     (IPv6 in brackets): the one each family routes out of, then those the host name gives.
     Not loopback or link-local ones."""
-    families = (socket.AF_INET,) if host == "0.0.0.0" else (socket.AF_INET, socket.AF_INET6)
+    families = ((socket.AF_INET,) if host == "0.0.0.0" else  # "::" takes IPv4 too where it can (bind)
+                (socket.AF_INET, socket.AF_INET6) if socket.has_dualstack_ipv6() else (socket.AF_INET6,))
     found = [_routed_address(family) for family in families]
     try:
         found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM)

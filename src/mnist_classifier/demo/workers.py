@@ -12,32 +12,41 @@ spreading) the workers share one socket, as uvicorn's own supervisor does.
 """
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from ..errors import UserError
+
 SPREADS_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 BACKLOG = 2048  # uvicorn's default
+logger = logging.getLogger("uvicorn.error")  # where uvicorn's supervisor says what it does
 
 
 def listening_sockets(probe: socket.socket, workers: int) -> list[socket.socket]:
     """One listening socket per worker on `probe`'s address, or `probe` alone where the kernel
     would not spread connections over several. `probe` was bound without SO_REUSEPORT, so a
-    port another server holds was refused then; it is closed here and its port taken over."""
+    port another server holds was refused then; it is closed here and its port taken over.
+    (Another process of the same user could join the group while serve runs: the kernel lets
+    only the same user, and a second `serve` is refused by its own probe.)"""
     if workers < 2 or not SPREADS_CONNECTIONS:
         return [probe]
     address, family = probe.getsockname(), probe.family
+    both = family == socket.AF_INET6 and not probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
     probe.close()
     sockets = []
     try:
         for _ in range(workers):
-            sockets.append(socket.create_server(address[:2], family=family, backlog=BACKLOG, reuse_port=True))
-    except OSError:
+            sockets.append(socket.create_server(address[:2], family=family, backlog=BACKLOG, reuse_port=True,
+                                                dualstack_ipv6=both))
+    except OSError as error:  # the port taken in the instant between, or no file descriptors left
         for made in sockets:
             made.close()
-        raise
+        raise UserError(f"cannot listen on port {address[1]} for {workers} worker processes ({error.strerror or error}); "
+                        "start serve again, or pick another --port") from None
     return sockets
 
 
@@ -51,7 +60,12 @@ def supervisor(config: Config, sockets: list[socket.socket]) -> Multiprocess:
 
 class _SocketPerWorker(Multiprocess):
     """Worker i always listens on socket i: a replacement for a dead worker takes over its
-    socket, so that no socket of the group is left without a process accepting on it."""
+    socket, so that no socket of the group is left without a process accepting on it. A worker
+    that cannot start (its model gone) stops the server: its socket would take connections that
+    nobody answers. The number of workers is fixed (uvicorn's SIGTTIN and SIGTTOU add and remove
+    workers on one shared socket)."""
+
+    startup_failed = False
 
     def _started(self, index: int) -> Process:
         process = Process(self.config, [self.sockets[index]])
@@ -70,6 +84,7 @@ class _SocketPerWorker(Multiprocess):
             process.kill()  # hung, or dead already
             process.join()
             if process.exitcode == STARTUP_FAILURE:  # it would fail again: the app or model is broken
+                self.startup_failed = True
                 self.should_exit.set()
                 return
             self.processes[index] = self._started(index)
@@ -87,3 +102,9 @@ class _SocketPerWorker(Multiprocess):
             old.terminate()
             old.join()
             self.processes[index] = new
+
+    def handle_ttin(self) -> None:
+        logger.warning("the number of workers is fixed (--workers): restart serve to change it")
+
+    def handle_ttou(self) -> None:
+        logger.warning("the number of workers is fixed (--workers): restart serve to change it")
