@@ -241,6 +241,7 @@ class Trainer:
         self.state.best_accuracy = max(self.state.best_accuracy, val.accuracy)
         payload = self.payload(epoch + 1, val.accuracy, val.loss)  # collective: every rank builds it
         if not self.ctx.is_main:
+            self.saved_an_epoch = True  # by rank 0: what a rank left alone when it dies says to resume from
             return
         self.save(payload, improved)
         self.run_log.epoch(epoch + 1, train_loss, train_acc, val.loss, val.accuracy, lr)
