@@ -225,7 +225,7 @@ class _Window:
             self._drag_to(x, y)
         elif event == cv2.EVENT_LBUTTONUP and self.held:
             self.held = False
-            self.state = with_prediction(pen_up(self.state), self.predictor)
+            self._end_stroke()
         else:
             return
         self.dirty = True
@@ -239,8 +239,11 @@ class _Window:
         end, on_sheet = stroke_end(self.layout, self.state.pen, x, y)
         self.state = pen_move(self.state, end)
         if not on_sheet:  # the stroke ends at the edge: answered as at a release, so that a
-            # digit key pressed before the button comes up labels this drawing, not the last answer
-            self.state = with_prediction(pen_up(self.state), self.predictor)
+            self._end_stroke()  # digit key pressed before the button comes up labels this drawing
+
+    def _end_stroke(self) -> None:
+        """The pen lifted (released, or dragged off the canvas): the drawing answered."""
+        self.state = with_prediction(pen_up(self.state), self.predictor)
 
     def run(self) -> int:
         # GUI_NORMAL: no Qt toolbar (its zoom would shift the mouse coordinates);

@@ -106,5 +106,4 @@ class _SocketPerWorker(Multiprocess):
     def handle_ttin(self) -> None:
         logger.warning("the number of workers is fixed (--workers): restart serve to change it")
 
-    def handle_ttou(self) -> None:
-        logger.warning("the number of workers is fixed (--workers): restart serve to change it")
+    handle_ttou = handle_ttin
