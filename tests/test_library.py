@@ -245,6 +245,31 @@ def test_odd_containers_of_pixels_read_as_their_values_and_a_closed_file_is_name
         reader.predict_batch([digit, closed])
 
 
+def test_inputs_that_are_no_picture_say_what_they_are(mnist_data, tmp_path):
+    """helper-62's review: /dev/zero was "not found", a read-out file object "not an image file",
+    a closed PIL image "truncated or corrupt"; an endless stream was read to the memory's end, and
+    a huge half-precision tensor copied to float32 before it was refused."""
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    with pytest.raises(ImageError, match=r"^/dev/zero is not a regular file"):
+        reader.predict("/dev/zero")
+    with pytest.raises(ImageError, match=r"^empty image path"):
+        reader.predict("")
+    with open("/dev/zero", "rb") as endless, pytest.raises(ImageError, match=r"holds more than 80 MiB"):
+        reader.predict(endless)
+    with open(big_png(mnist_data.test.images[0].numpy(), tmp_path / "digit.png"), "rb") as file:
+        assert reader.predict(file).digit == int(mnist_data.test.labels[0])
+        with pytest.raises(ImageError, match=r"already read to its end \(seek\(0\)"):
+            reader.predict(file)
+    closed = Image.fromarray(mnist_data.test.images[0].numpy())
+    closed.close()
+    with pytest.raises(ImageError, match=r"^cannot read the PIL image \(Operation on closed image\)"):
+        reader.predict(closed)
+    with pytest.raises(ImageError, match=r"tensor of shape \(20000, 20000\) holds more values"):
+        reader.predict(torch.empty(20_000, 20_000, dtype=torch.float16))  # 800 MB; its float32 copy would be 1.6 GB
+    assert mnist_classifier.ImageError is ImageError and issubclass(mnist_classifier.CheckpointError,
+                                                                    mnist_classifier.UserError)
+
+
 def test_the_model_itself_refuses_images_it_would_misread(mnist_data):
     """reader.predictor.predict takes MNIST-like uint8 28x28 images: 0..1 floats all read as black
     (every digit a 1 at 100%), and another shape failed deep inside ONNX Runtime."""
@@ -273,17 +298,23 @@ def test_load_and_predict_expand_home_and_say_when_the_path_is_empty(mnist_data,
         mnist_classifier.load("")
 
 
-def test_the_onnx_path_answers_without_importing_torch(mnist_data, tmp_path):
+def test_the_onnx_path_answers_without_importing_torch_or_writing_to_home(mnist_data, tmp_path):
     path = big_png(mnist_data.test.images[1].numpy(), tmp_path / "digit.png")
     program = ("import sys, json, mnist_classifier\n"
                "reader = mnist_classifier.load()\n"
                f"answer = reader.predict({str(path)!r})\n"
                "print(json.dumps({'digit': answer.digit, 'bundled': reader.bundled,"
                " 'torch': 'torch' in sys.modules}))\n")
-    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**env, "HOME": str(home)})
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout)
     assert said == {"digit": int(mnist_data.test.labels[1]), "bundled": True, "torch": False}
+    # ONNX Runtime's telemetry (a device id and a database in ~/.cache) stays off
+    assert [path.relative_to(home) for path in home.rglob("*") if path.is_file()] == []
 
 
 def test_predict_command_without_models_uses_the_bundled_model_and_says_so(mnist_data, tmp_path):

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import time
+import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -480,6 +484,28 @@ def test_decompression_bomb_is_refused_quickly(tmp_path):
     with pytest.raises(ImageError, match="bomb.png: image larger than 4096 pixels a side"):
         to_mnist(path)
     assert time.perf_counter() - start < 10.0  # refused from the header, not by decoding
+
+
+def test_threads_sharing_the_image_reader_leave_the_warning_filters_as_they_were():
+    # Catching PIL's size warning per image swapped the process's filter list, and threads
+    # raced on it: a host program was left ignoring that warning (helper-62's review).
+    small = png_bytes(np.zeros((28, 28), np.uint8))
+    before = list(warnings.filters)
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _index: load_image(small), range(3000)))
+        assert warnings.filters == before
+
+
+def test_the_command_line_refuses_a_picture_over_pils_warning_size_in_one_line(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(blank_bilevel_png(10_000, 10_000))  # 100 Mpx: PIL warns (89 Mpx) but opens it
+    done = subprocess.run([sys.executable, "-m", "mnist_classifier", "predict", str(path)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == f"{path}: error: image larger than 4096 pixels a side (got 10000x10000); resize it first"
+    assert lines[:-1] == [line for line in lines if line.startswith("model: the bundled SimpleCNN")]  # no PIL warning
 
 
 def test_image_file_too_big_but_under_pil_limit_is_refused():

@@ -14,7 +14,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from .datasets import DATASETS, SOURCE_NAMES
-from .errors import UserError
+from .errors import UserError, hide_image_size_warning
 from .hardware import DEVICES, PRECISIONS
 from .plugins import import_plugins
 
@@ -367,6 +367,7 @@ def source_orders() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_negative_values_joined(sys.argv[1:] if argv is None else argv))
+    hide_image_size_warning()
     try:
         import_plugins()  # models and metrics registered outside the package
         return args.run(args)

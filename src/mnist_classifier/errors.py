@@ -5,6 +5,7 @@ Every expected failure (bad data, bad checkpoint, bad flag, bad image) raises a
 prints that line and exits non-zero; anything else is a bug and keeps its traceback.
 """
 import sys
+import warnings
 
 
 class UserError(Exception):
@@ -35,6 +36,13 @@ class PeerLost(UserError):
 
     exit_code = 1
     every_rank = True
+
+
+def hide_image_size_warning() -> None:
+    """For programs (the CLI, serve's workers), not the library: PIL warns of a "decompression
+    bomb" over ~89 Mpx, and images.MAX_SIDE refuses such a picture right after in a line of our
+    own. Matched by its text, so that the CLI need not import PIL to start."""
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
 def to_stderr(line: str) -> None:

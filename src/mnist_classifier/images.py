@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from contextlib import contextmanager
 
 import cv2
@@ -22,6 +21,9 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 MAX_SIDE = 4096  # larger inputs are refused: nothing a digit needs, and bombs stay out
+# What a file object may hold: more than any picture within MAX_SIDE (an uncompressed 4096 x 4096
+# RGBA bitmap is 64 MiB); an endless stream stops here rather than at the memory's end.
+MAX_FILE_BYTES = 80 * 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" mode
 
 
@@ -34,16 +36,27 @@ def load_image(source) -> np.ndarray:
         return source
     if isinstance(source, Image.Image):
         with _decoding("the image"):
+            try:
+                source.load()  # a lazily opened file's pixels: truncated data fails here
+            except ValueError as error:
+                if "closed" not in str(error):
+                    raise
+                raise ImageError(f"cannot read the PIL image ({error}); pass it before it is closed, "
+                                 "or pass image.copy()") from None
             return _pil_to_array(source, "the image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, file = f"image data ({len(source)} bytes)", io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
+        if not str(name).strip():  # Path("") is ".", a folder
+            raise ImageError("empty image path; name an image file")
         file = os.path.expanduser(name)  # as load() expands a model's path; the message keeps the name given
         if os.path.isdir(file):
             raise ImageError(f"{name} is a folder, not an image file; name the images in it")
-        if not os.path.isfile(file):
+        if not os.path.exists(file):
             raise ImageError(f"{name}: image file not found; check the path")
+        if not os.path.isfile(file):  # /dev/zero, a pipe: no end, or no header to check the size by
+            raise ImageError(f"{name} is not a regular file (a device, pipe or socket); save the image to a file first")
     else:
         raise ImageError(f"cannot read an image from {type(source).__name__}; pass a "
                          "file path, encoded bytes, a PIL image or a numpy array")
@@ -55,11 +68,14 @@ def load_image(source) -> np.ndarray:
 
 @contextmanager
 def _decoding(name: str):
-    """Turn PIL's many failure modes into one ImageError that names the input."""
+    """Turn PIL's many failure modes into one ImageError that names the input.
+
+    PIL's DecompressionBombWarning (over ~89 Mpx) is left alone, not silenced here: catching
+    warnings swaps the process's filter list, which threads sharing a Reader would race on and
+    leave changed; MAX_SIDE refuses such a picture right after anyway, and the command line
+    filters that warning out itself (errors.hide_image_size_warning)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
+        yield
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side; "
                          "resize it first") from None

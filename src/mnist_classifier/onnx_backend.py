@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +210,14 @@ def _calibration_from_metadata(meta: dict[str, str]) -> Calibration:
     return Calibration.stored(meta["temperature"], json.loads(meta.get("reject_threshold", "null")))
 
 
+# ONNX Runtime 1.29+ writes a device id and a telemetry database into ~/.cache on Linux (and
+# warns on every load where $HOME is read-only); answering a digit needs neither. A value the
+# user set stays theirs.
+TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY"
+
+
 def _onnxruntime():
+    os.environ.setdefault(TELEMETRY_SWITCH, "1")  # read when the runtime starts: before the import
     try:
         import onnxruntime
     except ImportError:

@@ -29,6 +29,7 @@ from .plugins import import_plugins
 from .calibration import reject_threshold_setting
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, ImageError, UserError, first_line, to_stderr
+from .images import MAX_FILE_BYTES, MAX_SIDE
 from .inference import Predictor
 from .preprocess import CANVAS, FRAMINGS, Preprocessed, to_mnist
 
@@ -156,12 +157,18 @@ def as_image_source(image: Any) -> Any:
     """What images.load_image reads: file objects are read, torch tensors become numpy arrays."""
     if hasattr(image, "read") and not isinstance(image, (str, bytes, Path)):
         try:
-            data = image.read()
+            data = image.read(MAX_FILE_BYTES + 1)
         except (ValueError, OSError) as error:  # a closed file, a socket gone
             raise ImageError(f"cannot read the file object ({first_line(error)}); pass it open, "
                              "in binary mode ('rb')") from None
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"the file object gave {type(data).__name__}, not bytes; open it in binary mode ('rb')")
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageError(f"the file object holds more than {MAX_FILE_BYTES // 2**20} MiB, more than any picture "
+                             f"of up to {MAX_SIDE} pixels a side; pass an image file")
+        if not data:
+            raise ImageError("the file object gave no bytes: it is empty or already read to its end "
+                             "(seek(0) to read it again)")
         return bytes(data)
     if _is_torch(image):
         return _tensor_to_array(image)
@@ -180,6 +187,9 @@ def _tensor_to_array(tensor: Any) -> np.ndarray:
     """A (28, 28), (1, 28, 28), (1, 1, 28, 28) or (3, H, W) tensor -> an (H, W[, C]) array."""
     import torch  # already imported by whoever made the tensor
 
+    if tensor.numel() > 4 * MAX_SIDE * MAX_SIDE:  # before any copy: refused below anyway, after gigabytes
+        raise ImageError(f"the tensor of shape {tuple(tensor.shape)} holds more values than a {MAX_SIDE}x{MAX_SIDE} "
+                         "colour picture; resize it first")
     try:
         dense = tensor.to_dense() if tensor.layout != torch.strided else tensor  # sparse: its pixels, zeros filled in
         array = dense.detach().cpu().float().numpy() if dense.is_floating_point() else dense.detach().cpu().numpy()

@@ -20,7 +20,7 @@ import cv2
 from fastapi import FastAPI
 
 from ..cores import usable_cores
-from ..errors import UserError
+from ..errors import UserError, hide_image_size_warning
 from ..parent import end_with_the_parent
 from ..user_examples import ExampleStore
 from .web import create_app, drawable, not_digits_reason
@@ -143,6 +143,7 @@ def app_from_environment() -> FastAPI:
     from ..reader import load_predictor
 
     _end_with_the_supervisor(Path(os.environ[CHECKPOINT_ENV]).parent)
+    hide_image_size_warning()  # as cli.main does: a spawned worker starts with Python's filters
     import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
     try:
         predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
