@@ -14,7 +14,7 @@ from mnist_classifier.cli import main
 from mnist_classifier.reader import load_predictor
 from mnist_classifier.strokes import random_pen_images
 
-from .conftest import DATA_DIR
+from .conftest import DATA_DIR, REPO_ROOT
 
 
 def test_ece_matches_a_case_worked_by_hand():
@@ -105,6 +105,30 @@ def test_calibrate_command_gives_an_old_checkpoint_a_temperature_and_a_threshold
     assert calibrated.temperature == pytest.approx(stored["temperature"], rel=1e-4)
     assert calibrated.reject_threshold == pytest.approx(stored["reject_threshold"], rel=1e-4)
     assert set(old) <= set(torch.load(path, weights_only=True))  # nothing else lost
+
+
+@pytest.mark.parametrize("damage", [{"temperature": float("nan")}, {"temperature": "hot"},
+                                    {"reject_threshold": float("inf")}])
+def test_calibrate_mends_the_damaged_calibration_every_other_command_sends_it(damage, small_checkpoint, tmp_path,
+                                                                               capsys):
+    """helper-63's sweep: `calibrate` refused the very files whose error message named it as the fix."""
+    path = tmp_path / "damaged.pth"
+    torch.save({**torch.load(small_checkpoint, weights_only=True), **damage}, path)
+    assert main(["predict", str(REPO_ROOT / "examples" / "seven.png"), "--checkpoint", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}: the model's stored calibration is damaged")
+    assert main(["calibrate", "--checkpoint", str(path), "--data-dir", str(DATA_DIR)]) == 0
+    capsys.readouterr()
+    assert load_predictor(path, warn=lambda _line: None).calibration.fitted
+
+
+def test_a_checkpoint_whose_normalization_is_no_number_is_one_line_naming_it(small_checkpoint, tmp_path, capsys):
+    for name, normalization in [("text", {"mean": "a", "std": "b"}), ("zero", {"mean": 0.1, "std": 0.0}),
+                                ("list", [0.1, 0.3])]:
+        path = tmp_path / f"{name}.pth"
+        torch.save({**torch.load(small_checkpoint, weights_only=True), "normalization": normalization}, path)
+        assert main(["predict", str(REPO_ROOT / "examples" / "seven.png"), "--checkpoint", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: its stored normalization") and err.count("\n") == 1
 
 
 def test_calibrate_of_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):

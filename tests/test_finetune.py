@@ -339,11 +339,28 @@ def test_user_digits_cannot_be_fetched_or_trained_on(tmp_path):
         assert status == 2 and "evaluate --dataset user-digits" in stderr and "finetune" in stderr
 
 
-@pytest.mark.parametrize("out", ["mine.onnx", "folder", "mine"])
-def test_an_out_that_is_not_a_pth_file_is_refused_before_any_work(tmp_path, out):
+@pytest.mark.parametrize("out, says", [("mine.onnx", "is not a .pth file name: finetune writes"),
+                                       ("folder", "is a folder: name a file in it, e.g. --out "),
+                                       ("mine", "is not a .pth file name: finetune writes"),
+                                       ("folder.pth", "is a folder: name a file in it, e.g. --out ")])
+def test_an_out_that_is_not_a_pth_file_is_refused_before_any_work(tmp_path, out, says):
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT
 
     (tmp_path / "folder").mkdir()
-    with pytest.raises(UserError, match=f"^--out {tmp_path / out} is not a .pth file name: finetune writes"):
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(UserError, match=f"^--out {tmp_path / out} {says}"):
         output_path(tmp_path / out, {"model_name": "simple_cnn"}, BUNDLED_CHECKPOINT)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder", "folder.pth"]
+
+
+def test_a_base_with_damaged_calibration_is_measured_uncalibrated_and_said_so(small_checkpoint):
+    """helper-63's sweep: finetune refused such a base, advising `calibrate`, though it calibrates afresh anyway."""
+    from mnist_classifier.calibration import UNCALIBRATED
+    from mnist_classifier.finetune import base_calibration
+
+    said = []
+    payload = {**torch.load(small_checkpoint, weights_only=True), "temperature": float("nan")}
+    assert base_calibration(payload, small_checkpoint, said.append) is UNCALIBRATED
+    assert said == [f"note: {small_checkpoint}'s stored calibration is damaged: the figures before fine-tuning are "
+                    "uncalibrated; the tuned model is calibrated afresh"]
+    assert base_calibration(torch.load(small_checkpoint, weights_only=True), small_checkpoint, said.append).fitted

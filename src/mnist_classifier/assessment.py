@@ -89,8 +89,8 @@ def evaluate_checkpoint(
         + (", then on them re-drawn and on paper, and on generated non-digits" if honest_tables else "")
         + f"{' with test-time views' if tta else ''}: the figures go to {target}")
     class_names = list(payloads[0].get("class_names") or spec.class_names)
-    members = [(model, stored_normalization(member)) for model, member in loaded]
-    calibrations = [Calibration.from_payload(member) for member in payloads]
+    members = [(model, stored_normalization(member, path)) for (model, member), path in zip(loaded, checkpoints)]
+    calibrations = [Calibration.from_payload(member, path) for member, path in zip(payloads, checkpoints)]
     raw, probs = averaged_probabilities_at(members, test, views,
                                            [[1.0] * len(members), [c.temperature for c in calibrations]])
     labels = test.labels.numpy()

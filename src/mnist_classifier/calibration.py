@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,23 +61,25 @@ class Calibration:
         return {"temperature": self.temperature, "reject_threshold": self.reject_threshold}
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Calibration":
+    def from_payload(cls, payload: dict[str, Any], source: str | Path | None = None) -> "Calibration":
         if "temperature" not in payload:
             return UNCALIBRATED
-        return cls.stored(payload["temperature"], payload.get("reject_threshold"))
+        return cls.stored(payload["temperature"], payload.get("reject_threshold"), source)
 
     @classmethod
-    def stored(cls, temperature: Any, threshold: Any) -> "Calibration":
-        """The calibration a model file holds; a damaged one is refused, never applied (NaN confidences)."""
+    def stored(cls, temperature: Any, threshold: Any, source: str | Path | None = None) -> "Calibration":
+        """The calibration a model file (`source`, named in the error) holds; a damaged one is refused,
+        never applied (NaN confidences)."""
         try:
             value = float(temperature)
             limit = None if threshold is None else float(threshold)
         except (TypeError, ValueError):  # either one not a number: refused below, as stored
             value, limit = math.nan, None
         if not (math.isfinite(value) and value > 0 and (limit is None or math.isfinite(limit))):
-            raise CheckpointError(f"the model's stored calibration is damaged (temperature {temperature!r}, threshold "
-                                  f"{threshold!r}): refit a .pth with `mnist-classifier calibrate --checkpoint FILE`, "
-                                  "then export it again if you use its .onnx")
+            where = f"{source}: " if source is not None else ""
+            raise CheckpointError(f"{where}the model's stored calibration is damaged (temperature {temperature!r}, "
+                                  f"threshold {threshold!r}): refit a .pth with `mnist-classifier calibrate "
+                                  "--checkpoint FILE`, then export it again if you use its .onnx")
         return cls(value, limit, fitted=True)
 
     def with_threshold(self, threshold: float | None) -> "Calibration":
@@ -84,6 +87,7 @@ class Calibration:
 
 
 UNCALIBRATED = Calibration()
+STORED_KEYS = ("temperature", "reject_threshold")  # what a checkpoint holds of its calibration
 
 
 def reject_threshold_setting(value: Any, name: str = "") -> float | str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import pickle
 import shutil
@@ -180,11 +181,18 @@ def weights_sha256(payload: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def stored_normalization(payload: dict[str, Any]) -> Normalization:
+def stored_normalization(payload: dict[str, Any], source: str | Path = "the checkpoint") -> Normalization:
     """The constants the model was trained with; the dataset's own when the file predates them."""
     spec = get_dataset_spec(payload.get("dataset", "mnist"))
     stored = payload.get("normalization") or {}
-    return Normalization(float(stored.get("mean", spec.mean)), float(stored.get("std", spec.std)))
+    try:
+        mean, std = float(stored.get("mean", spec.mean)), float(stored.get("std", spec.std))
+    except (TypeError, ValueError, AttributeError):  # a string, a list, a normalization that is no mapping
+        mean = std = math.nan
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise CheckpointError(f"{source}: its stored normalization ({stored!r:.80}) is not a finite mean and a positive "
+                              "std: the file is damaged or was not made by mnist-classifier; retrain or restore it")
+    return Normalization(mean, std)
 
 
 def stored_class_names(payload: dict[str, Any], source: str | Path = "checkpoint") -> list[str]:

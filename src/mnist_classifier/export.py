@@ -58,7 +58,7 @@ def export_onnx(
     out_path = Path(out_path) if out_path else default_out(checkpoint_path)
     _check_writable(out_path, fix, called)
     model, payload, source_sha256 = _load_unchanging(checkpoint_path)
-    norm = stored_normalization(payload)
+    norm = stored_normalization(payload, checkpoint_path)
     proto = _to_onnx(model, opset)
     images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None,
                        warn=to_stderr).test.images[:CHECK_IMAGES]

@@ -42,7 +42,7 @@ from torch import nn
 
 from .bundled import (TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of,
                       tuned_from_current_model)
-from .calibration import Calibration, calibrate_logits, digit_scores
+from .calibration import UNCALIBRATED, Calibration, calibrate_logits, digit_scores
 from .checkpoint import (check_writable, load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint,
                          stored_class_names, stored_normalization, weights_sha256)
 from .config import TrainConfig, config_from_dict
@@ -50,7 +50,7 @@ from .cores import usable_cores
 from .data import Normalization, Split, load_data, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
 from .user_split import check_enough, hold_back, pick, read_examples
-from .errors import UserError, to_stderr
+from .errors import CheckpointError, UserError, to_stderr
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
 from .honesty import held_out_mix
@@ -129,11 +129,11 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     with all_cores():
         data = load_data(data_dir, USER_DIGITS.scores, val_size=config.val_size, log=lambda _line: None,
                          warn=to_stderr)
-        norm = stored_normalization(payload)
+        norm = stored_normalization(payload, base)
         # learning one writer's pen can teach the model that such ink is a digit: the user sees the cost
         non_digits = Split(torch.from_numpy(held_out_mix(data.test, NON_DIGITS_MEASURED)),
                            torch.zeros(NON_DIGITS_MEASURED, dtype=torch.long))
-        before = measure(model, held, data.test, norm, non_digits, Calibration.from_payload(payload))
+        before = measure(model, held, data.test, norm, non_digits, base_calibration(payload, base, log))
         steps = tune(model, train_set, data.train, norm, config, epochs, seed)
         calibration, validation = recalibrate(model, data.val, norm)
         after = measure(model, held, data.test, norm, non_digits, calibration)
@@ -173,7 +173,9 @@ def check_digit_model(payload: dict[str, Any], base: Path) -> None:
 def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> Path:
     """--out, else models/<model>_user_best.pth; never the base itself; its folder checked now, not after training."""
     target = Path(out) if out is not None else Path("models") / f"{payload['model_name']}{USER_SUFFIX}"
-    if target.suffix.lower() != ".pth" or target.is_dir():
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder: name a file in it, e.g. --out {target / ('mine' + USER_SUFFIX)}")
+    if target.suffix.lower() != ".pth":
         # predict, serve and load() tell a checkpoint from an ONNX export by its suffix
         raise UserError(f"--out {target} is not a .pth file name: finetune writes a PyTorch checkpoint; name one "
                         "such as models/mine_user_best.pth (`mnist-classifier export` makes the .onnx of it)")
@@ -197,6 +199,17 @@ def keep_the_answering_model(target: Path, base: Path, bundled: bool) -> None:
     raise UserError(f"{target} is the fine-tuned model that answers now (tuned from {default.path}); tuning "
                     f"{describe_base(base, bundled)} would replace it with one that does not answer: name the new one "
                     f"with --out, e.g. --out {other}, or delete {target} first")
+
+
+def base_calibration(payload: dict[str, Any], base: Path, log: Callable[[str], None]) -> Calibration:
+    """The base's stored calibration, for the figures before; a damaged one is left out (the tuned
+    model is calibrated afresh, so finetune is one way to mend it)."""
+    try:
+        return Calibration.from_payload(payload, base)
+    except CheckpointError:
+        log(f"note: {base}'s stored calibration is damaged: the figures before fine-tuning are uncalibrated; "
+            "the tuned model is calibrated afresh")
+        return UNCALIBRATED
 
 
 def default_epochs(train_size: int) -> int:

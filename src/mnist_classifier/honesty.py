@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_DIR
-from .calibration import calibrate_logits, calibration_scores, reliability_bins, softmax
+from .calibration import STORED_KEYS, calibrate_logits, calibration_scores, reliability_bins, softmax
 from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
@@ -77,7 +77,8 @@ def calibrate_checkpoint(path: str | Path, data_dir: str | Path = "data",
     path = Path(path)
     check_rewritable(path)
     model, payload = load_model(path)
-    predictor = torch_predictor(model, payload, path)
+    # Fitted on raw logits: a stored calibration, damaged or not, is what this replaces
+    predictor = torch_predictor(model, {k: v for k, v in payload.items() if k not in STORED_KEYS}, path)
     spec = get_dataset_spec(payload.get("dataset", "mnist"))
     val_size = int((payload.get("config") or {}).get("val_size", 5000))
     val = load_data(data_dir, spec.name, val_size=val_size, log=lambda _line: None, warn=to_stderr).val

@@ -186,7 +186,7 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "probed": PROBE_KEY in meta,  # older exports stored no probe: checked for NaN only
             "checksummed": DIGEST_KEY in meta,  # nor, until 7 Dec, a checksum
         },
-        calibration=_calibration_from_metadata(meta),
+        calibration=_calibration_from_metadata(meta, path),
     )
 
 
@@ -204,10 +204,10 @@ def _class_names(stored: str) -> list[str]:
     return names
 
 
-def _calibration_from_metadata(meta: dict[str, str]) -> Calibration:
+def _calibration_from_metadata(meta: dict[str, str], path: Path) -> Calibration:
     if "temperature" not in meta:
         return UNCALIBRATED
-    return Calibration.stored(meta["temperature"], json.loads(meta.get("reject_threshold", "null")))
+    return Calibration.stored(meta["temperature"], json.loads(meta.get("reject_threshold", "null")), path)
 
 
 # ONNX Runtime 1.29+ writes a device id and a telemetry database into ~/.cache on Linux (and

@@ -39,7 +39,7 @@ def load_torch_predictor(path: str | Path) -> Predictor:
 
 def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> Predictor:
     """A Predictor around a model already loaded from the checkpoint at `path` (no second read)."""
-    norm = stored_normalization(payload)
+    norm = stored_normalization(payload, path)
     predictor = Predictor(
         backend=TorchBackend(model),
         model_name=payload["model_name"],
@@ -47,7 +47,7 @@ def torch_predictor(model: torch.nn.Module, payload: dict[str, Any], path: Path)
         std=norm.std,
         class_names=stored_class_names(payload),
         info=checkpoint_info(payload, model, Path(path)),
-        calibration=Calibration.from_payload(payload),
+        calibration=Calibration.from_payload(payload, path),
     )
     predictor.check_sound(path)
     return predictor

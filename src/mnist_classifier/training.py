@@ -62,6 +62,14 @@ class RunState:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # tells this run's files from another's
 
 
+def no_full_batch(images: int, config: TrainConfig) -> str:
+    """Why a split of `images` cannot train with this batch size, and what would let it."""
+    raise_limit = config.limit_train is not None and config.limit_train == images  # the limit cut it short
+    return (f"{images:,} training image{'s' * (images != 1)} make no full batch of {config.batch_size}: "
+            + (f"train on at least {config.batch_size} (--limit-train) or " if raise_limit else "")
+            + f"lower --batch-size to at most {images:,}")
+
+
 def steps_per_epoch(config: TrainConfig, train_size: int) -> int:
     return max(1, train_size // config.batch_size)
 
@@ -363,8 +371,7 @@ def train(
         if ctx.is_main:
             distributed.barrier()
         if len(data.train) < config.batch_size:  # every step takes a full batch: there would be none (every rank)
-            raise UserError(f"{len(data.train):,} training images make no full batch of {config.batch_size}: "
-                            f"train on at least {config.batch_size} (--limit-train) or lower --batch-size")
+            raise UserError(no_full_batch(len(data.train), config))
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)
