@@ -170,3 +170,20 @@ def test_calibrate_in_a_read_only_folder_is_refused_before_the_fit(small_checkpo
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         with pytest.raises(UserError, match=r"^cannot calibrate .*mine\.pth: its folder .* takes no new file"):
             calibrate_checkpoint(mount / "mine.pth", DATA_DIR, log=lambda _line: None)
+
+
+def test_a_full_data_folder_names_the_file_and_no_other_source_is_tried(tmp_path):
+    """helper-63's sweep: a full disk while `data` wrote MNIST said "cannot use: File too large" with no
+    path, or blamed the source file ("cannot be read"), after which `--source auto` tried the next one."""
+    from mnist_classifier.datasets import DATASETS
+    from mnist_classifier.errors import DataError, UserError
+    from mnist_classifier.sources.idx import copy_gz_verified
+
+    images = DATASETS["mnist"].train_images  # 47 MB uncompressed
+    with tmpfs(tmp_path / "data", "4m") as mount:
+        with pytest.raises(UserError) as refused:
+            copy_gz_verified(DATA_DIR / "MNIST" / "raw" / images.name, mount, images, "a local copy")
+        assert not isinstance(refused.value, DataError)  # DataError is what makes `auto` try another source
+        assert str(refused.value) == (f"cannot write {mount / images.name} (No space left on device): free some space "
+                                      "there (or raise the limit on file sizes, ulimit -f), or choose another --data-dir")
+        assert list(mount.iterdir()) == []  # the partial copy is gone

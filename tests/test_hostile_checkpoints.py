@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -76,6 +77,9 @@ def write_broken(path: Path, kind: str, small_checkpoint) -> Path:
         path.write_bytes(cv2.imencode(".png", np.zeros((28, 28), np.uint8))[1].tobytes())
     elif kind == "plain-tensor":  # a real torch file, not a checkpoint
         torch.save(torch.zeros(3), path)
+    elif kind == "zip-of-text":  # torch quoted its C++ assertion ("enforce fail at inline_container.cc")
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
     else:
         payload = good_payload(small_checkpoint)
         if kind == "wrong-architecture":
@@ -84,6 +88,8 @@ def write_broken(path: Path, kind: str, small_checkpoint) -> Path:
             payload["model_name"] = "resnet9000"
         elif kind == "class-names-string":  # each character would have cost a 256-weight row of the last layer
             payload["class_names"] = "x" * 300_000
+        elif kind == "unknown-dataset":  # "unknown dataset: choose one of ..." blamed the user's flags
+            payload["dataset"] = "bogus"
         elif kind == "shape-mismatched":
             weights = dict(payload["model_state_dict"])
             weights["fc1.weight"] = torch.zeros(256, 100)
@@ -102,6 +108,8 @@ BROKEN = {
     "text": "is not a PyTorch checkpoint",
     "png": "is not a PyTorch checkpoint",
     "plain-tensor": "is not an mnist-classifier checkpoint",
+    "zip-of-text": "is a zip archive, but not one torch.save wrote",
+    "unknown-dataset": "was trained on dataset 'bogus', which this version does not know",
     "wrong-architecture": "do not fit model 'improved_cnn'",
     "unknown-architecture": "unknown model 'resnet9000'",
     "shape-mismatched": "do not fit model 'simple_cnn'",

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -128,14 +129,25 @@ CROSS = ([(0.25 + 0.5 * i / 20, 0.22 + 0.56 * i / 20) for i in range(21)],
 
 def test_a_digit_is_answered_and_an_x_is_not_a_digit(browser, base_url):
     page = open_page(browser, base_url, viewport=DESKTOP)
-    digit, bars = page.locator("#digit"), page.locator("#bars")
+    digit, bars, spoken = page.locator("#digit"), page.locator("#bars"), page.locator("#spoken")
+    # A screen reader hears the finished drawing's answer once: not each guess while drawing,
+    # nor the timings (the whole result section was a live region: helper-64)
+    assert page.locator("section.result").get_attribute("aria-live") is None
+    page.evaluate("""() => {
+        window.announced = [];
+        new MutationObserver(() => window.announced.push(document.getElementById('spoken').textContent))
+            .observe(document.getElementById('spoken'), {childList: true, characterData: true, subtree: true});
+    }""")
     draw(page, ONE)
     playwright_api.expect(digit).to_have_text("1")
+    playwright_api.expect(spoken).to_have_text(re.compile(r"^1, \d+% sure$"))
     playwright_api.expect(digit).not_to_have_attribute("data-state", "refused")
+    assert page.evaluate("window.announced") == [spoken.inner_text()]
     page.keyboard.press("c")
     for stroke in CROSS:
         draw(page, stroke)
     playwright_api.expect(digit).to_have_text("not a digit?")
+    playwright_api.expect(spoken).to_have_text(re.compile(r"^not a digit, best guess \d, \d+%$"))
     playwright_api.expect(digit).to_have_attribute("data-state", "refused")
     playwright_api.expect(page.locator("#confidence")).to_contain_text("best guess")
     playwright_api.expect(bars).to_have_class("bars refused")  # every bar greyed

@@ -434,6 +434,37 @@ def test_a_one_worker_server_asked_to_stop_exits_0_as_several_workers_do(small_c
     assert "error" not in running.log.read_text() and "Traceback" not in running.log.read_text()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_does_not_wait_for_a_client_stalled_mid_upload(small_checkpoint, tmp_path, workers):
+    """helper-64: one phone stalled mid-upload held Ctrl+C for the whole body timeout (120 s), silently;
+    a second Ctrl+C printed 85 lines of traceback."""
+    with serve_command(small_checkpoint, tmp_path, "--workers", workers) as running:
+        with socket.create_connection((running.host, running.port)) as stalled:
+            stalled.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                            b"Content-Length: 5000\r\n\r\n\x89PNG\r\n\x1a\n")
+            time.sleep(1)
+            running.process.send_signal(signal.SIGINT)
+            assert running.process.wait(timeout=60) == 0  # BODY_TIMEOUT is 120 s
+    said = running.log.read_text()
+    assert "Traceback" not in said and "CancelledError" not in said, said
+
+
+def test_closing_the_terminal_stops_serve_and_its_workers(small_checkpoint, tmp_path):
+    """A closed terminal hangs up its process group: uvicorn's supervisor took SIGHUP for "restart the
+    workers", so serve outlived its window, holding the port (helper-64)."""
+    with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
+        workers = wait_for_children(running.process.pid, count=2)
+        for pid in [running.process.pid, *workers]:  # what the kernel does to the terminal's foreground group
+            os.kill(pid, signal.SIGHUP)
+        assert running.process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived the hang-up"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{running.url}/api/health", timeout=5)
+
+
 def test_the_command_line_imports_no_torch_until_a_command_needs_it():
     """`serve`'s workers are spawned, and spawn re-imports the console script (`mnist-classifier`,
     i.e. mnist_classifier.cli) in each: torch there would cost every ONNX worker ~180 MB."""

@@ -22,6 +22,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, through_link: boo
         cause = _os_error_in(error)
         if cause is None:
             raise
-        fix = "free some space" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else "choose another path"
+        fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+               errno.EFBIG: "raise the limit on file sizes (ulimit -f) or save it elsewhere"}.get(cause.errno,
+                                                                                              "choose another path")
         raise CheckpointError(
             f"could not save checkpoint {path} ({cause.strerror or cause}): {fix}; "
             "the checkpoints already on disk are intact"
@@ -85,6 +88,15 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, through_link: boo
     finally:
         os.close(handle)
     return named
+
+
+def _written_by_torch_save(path: Path) -> bool:
+    """Whether a zip archive holds torch.save's record (a cut one, whose listing is lost, is given the benefit)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True
 
 
 def remove_partial_writes(directory: str | Path, name: str = "*.pth") -> list[Path]:
@@ -160,12 +172,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise CheckpointError(f"checkpoint {path} is corrupt ({first_line(error)}): retrain or restore it") from None
     except Exception as error:  # torch raises many types for foreign or cut files; all mean the same
+        if not _written_by_torch_save(path):
+            raise CheckpointError(f"{path} is a zip archive, but not one torch.save wrote (it holds no data.pkl): "
+                                  "pass a .pth file saved by `mnist-classifier train`") from None
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch file ({first_line(error)}): "
             "it may be truncated; retrain or restore it"
         ) from None
     if not isinstance(payload, dict) or "model_state_dict" not in payload:
         raise CheckpointError(f"checkpoint {path} is not an mnist-classifier checkpoint (needs model_state_dict)")
+    try:
+        dataset = payload.get("dataset", "mnist")
+        get_dataset_spec(dataset if isinstance(dataset, str) else repr(dataset))
+    except UserError:  # the file's own record, not the user's --dataset
+        raise CheckpointError(f"{path} was trained on dataset {payload.get('dataset')!r}, which this version does not "
+                              "know: load it with the version (or the plugin) that trained it") from None
     payload.setdefault("model_name", SEED_MODEL)
     return payload
 

@@ -144,6 +144,8 @@ def app_from_environment() -> FastAPI:
 
     _end_with_the_supervisor(Path(os.environ[CHECKPOINT_ENV]).parent)
     hide_image_size_warning()  # as cli.main does: a spawned worker starts with Python's filters
+    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up its whole process group: the supervisor
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # decides, and stops the workers in order
     import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
     try:
         predictor = load_predictor(os.environ[CHECKPOINT_ENV], warn=lambda _line: None)  # the parent said it once
@@ -192,11 +194,17 @@ def run_until_stopped(server, sock: socket.socket) -> None:
             signal.signal(stop, handler)
 
 
+# Ctrl+C waits this long for requests in progress (an answer takes milliseconds), then closes
+# them: a client stalled mid-upload would otherwise hold the stop for its whole body timeout.
+SHUTDOWN_GRACE_SECONDS = 3
+
+
 def uvicorn_server(app, **options):
     import uvicorn
 
     # No access log: at hundreds of requests/s it floods the terminal and costs CPU.
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options))
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **options))
 
 
 def tune_process() -> None:

@@ -17,6 +17,7 @@ hand-offs. One process tops out near one core, 230-270 requests/s; `--workers 2`
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -70,7 +71,8 @@ result is returned as `preview_png`. The answer's `verdict` is `digit`, `not_a_d
 (the model does not take the drawing for a digit: `digit` is null, `best_guess` and the
 calibrated `confidence` say what it would have guessed) or `empty` (no ink: `digit` and
 `best_guess` null, confidence 0, ten zero probabilities). A refusal is a 200 answer. Bodies over {MAX_BODY} bytes get 413, non-images 415,
-undecodable images and malformed JSON 422; errors are `{{"detail": "..."}}`."""
+undecodable images and malformed JSON 422; errors are `{{"detail": "..."}}` (except what uvicorn's
+HTTP parser refuses before the app: an invalid method or a URL of many kilobytes, a plain-text 400)."""
 
 _BINARY = {"type": "string", "format": "binary"}
 _ROW = {"type": "array", "minItems": CANVAS, "maxItems": CANVAS}
@@ -90,6 +92,13 @@ PREDICT_RESPONSES = {200: {"description": "verdict, digit, best_guess, label, co
                                            (422, "undecodable image or malformed JSON"))}}
 
 
+def _no_traceback_for_requests_cut_at_shutdown(record: logging.LogRecord) -> bool:
+    """Ctrl+C closes a request still uploading after a grace period (server.SHUTDOWN_GRACE_SECONDS)
+    by cancelling it: uvicorn logs that as a 30-line "Exception in ASGI application". Its own one
+    line ("Cancel 1 running task(s) ...") says it already."""
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
 def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None = None,
                allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
     """The FastAPI app around an already loaded model (tests build it directly).
@@ -100,6 +109,7 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
                   description="Draw at `/`; call `POST /api/predict` from code.")
     # A malformed form is the client's 400, said to the client: not the parser's lines on our stderr
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    logging.getLogger("uvicorn.error").addFilter(_no_traceback_for_requests_cut_at_shutdown)
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
     app.add_middleware(SameOrigin, allowed_hosts=allowed_hosts)  # outermost: a refused request's body is never read
     # finetune teaches digit models: drawings labelled as clothes would be learnt as digits

@@ -89,19 +89,10 @@ class _SocketPerWorker(Multiprocess):
                 return
             self.processes[index] = self._started(index)
 
-    def restart_all(self) -> None:
-        """SIGHUP: each worker replaced in turn, the new one serving before the old one stops."""
-        for index, old in enumerate(self.processes):
-            if self.should_exit.is_set():
-                return
-            new = self._started(index)
-            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
-                new.kill()
-                new.join()
-                return  # the old ones keep serving
-            old.terminate()
-            old.join()
-            self.processes[index] = new
+    def handle_hup(self) -> None:
+        """SIGHUP, the terminal closed: stop, as on SIGTERM. (uvicorn restarts every worker instead,
+        and serve outlived its terminal, holding the port, with no Ctrl+C left to stop it.)"""
+        self.should_exit.set()
 
     def handle_ttin(self) -> None:
         logger.warning("the number of workers is fixed (--workers): restart serve to change it")

@@ -5,6 +5,7 @@ the SHA-256 of its uncompressed bytes matched the dataset registry.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import math
@@ -12,6 +13,7 @@ import os
 import shlex
 import tempfile
 import zlib
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +152,14 @@ def hash_file(path: Path, f: IdxFile) -> str:
         return copy_hashed(src, None, f.size, str(path), fix_for(path))
 
 
+class _WriteFailed(Exception):
+    """Writing the copy failed (a full disk, a size limit): the place's fault, not the source's."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def copy_hashed(src, dst, limit: int, where: str, fix: str = "") -> str:
     """Stream src (into dst if given) and return its SHA-256; stop past `limit` bytes
     so that a wrong or hostile file (a gzip bomb) cannot fill the memory or disk."""
@@ -162,10 +172,17 @@ def copy_hashed(src, dst, limit: int, where: str, fix: str = "") -> str:
                 raise DataError(f"{where} is larger than the expected {limit} bytes{tail}")
             digest.update(chunk)
             if dst is not None:
-                dst.write(chunk)
+                _write(dst, chunk)
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{where} cannot be read ({err}){tail}") from None
     return digest.hexdigest()
+
+
+def _write(dst, chunk: bytes) -> None:
+    try:
+        dst.write(chunk)
+    except OSError as error:
+        raise _WriteFailed(error) from None
 
 
 def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
@@ -177,10 +194,13 @@ def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
     except OSError as error:
         raise unwritable(raw_dir / f.name, error) from None
     try:
-        with os.fdopen(fd, "wb") as out:
+        out = os.fdopen(fd, "wb")
+        try:
             digest = fill(out)
-            out.flush()
-            os.fsync(out.fileno())
+            _write_through(out)
+        finally:
+            with suppress(OSError):  # after a failed write, closing would flush into the same full disk
+                out.close()
         os.chmod(tmp, shared_mode(raw_dir / f.name))  # mkstemp makes it private; the data is not secret
         if digest != f.sha256:
             raise DataError(f"{origin} gave a wrong {f.name} (SHA-256 {digest[:12]}…), refused")
@@ -188,12 +208,26 @@ def install_verified(raw_dir: Path, f: IdxFile, origin: str, fill) -> None:
             os.replace(tmp, raw_dir / f.name)
         except OSError as error:  # e.g. a folder of that name in the way
             raise unwritable(raw_dir / f.name, error) from None
+    except _WriteFailed as failed:
+        raise unwritable(raw_dir / f.name, failed.error) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _write_through(out) -> None:
+    """What is still buffered, to the disk: where a full disk or a size limit shows."""
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as error:
+        raise _WriteFailed(error) from None
+
+
 def unwritable(target: Path, error: OSError) -> UserError:
     """Not a source's fault, so no other source is tried: every one would meet the same place."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return UserError(f"cannot write {target} ({error.strerror}): free some space there (or raise the limit on "
+                         "file sizes, ulimit -f), or choose another --data-dir")
     return UserError(f"cannot write {target} ({error.strerror}): make {target.parent} a folder you may write to "
                      "with nothing else under that name, or choose another --data-dir")
 

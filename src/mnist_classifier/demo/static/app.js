@@ -18,6 +18,7 @@ const view = {
   teach: document.getElementById("teach"),
   labels: document.getElementById("labels"),
   saved: document.getElementById("saved"),
+  spoken: document.getElementById("spoken"),
 };
 const LINE_WIDTH = pad.width / 14; // MNIST strokes are about 1/8 of the digit's height
 const LIVE_INTERVAL_MS = 150; // predictions while drawing, at most this often
@@ -107,6 +108,7 @@ async function predict() {
   state.inFlight = true;
   state.lastSent = performance.now();
   const generation = state.generation;
+  const strokeDone = !state.drawing; // its answer is the one to read aloud
   try {
     const png = await canvasPng();
     const started = performance.now();
@@ -117,6 +119,7 @@ async function predict() {
     if (generation !== state.generation) return; // cleared while waiting
     if (!response.ok) return showUnanswered(`error ${response.status}: ${answer.detail}`);
     showPrediction(answer, performance.now() - started);
+    if (strokeDone && !state.again) speak(answer);
   } catch (error) {
     if (generation !== state.generation) return;
     showUnanswered(`no answer from the server (${error.message}); is it still running?`);
@@ -280,6 +283,15 @@ function showPrediction(answer, roundTripMs) {
     `${Math.round(roundTripMs)} ms round trip`);
 }
 
+// What a screen reader announces: the verdict of the finished drawing, once.
+function speak(answer) {
+  const percentSure = `${(answer.confidence * 100).toFixed(0)}%`;
+  if (answer.verdict === "empty") view.spoken.textContent = "nothing drawn";
+  else if (answer.verdict === "not_a_digit") {
+    view.spoken.textContent = `${state.refusal.replace("?", "")}, best guess ${answer.label}, ${percentSure}`;
+  } else view.spoken.textContent = `${answer.label ?? answer.digit}, ${percentSure} sure`;
+}
+
 function showEmpty() {
   view.digit.textContent = "–";
   view.digit.dataset.state = "empty";
@@ -297,6 +309,7 @@ function showUnanswered(text) {
   showEmpty();
   view.confidence.textContent = "no answer";
   showStatus(text);
+  view.spoken.textContent = text;
 }
 
 function showStatus(text) {
