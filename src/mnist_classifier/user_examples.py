@@ -129,6 +129,9 @@ class ExampleStore:
             return self.index.read_bytes()
         except FileNotFoundError:
             return b""
+        except IsADirectoryError:
+            raise UserError(f"{self.index} is a folder, where the index of labelled drawings belongs: move it "
+                            "away, or name another --user-data folder") from None
         except OSError as error:
             raise UserError(f"cannot read {self.index} ({error.strerror}): check its permissions") from None
 

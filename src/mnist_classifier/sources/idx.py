@@ -54,6 +54,9 @@ def fix_for(path: Path) -> str:
 
 def verify_dataset(raw_dir: Path, spec: DatasetSpec) -> None:
     """Raise DataError unless all four files exist with the registry's SHA-256."""
+    blocked = next((folder for folder in (raw_dir, *raw_dir.parents) if folder.is_file()), None)
+    if blocked is not None:  # no fetch could fill it: say so rather than advise one
+        raise UserError(f"{blocked} is a file, not a folder: choose another --data-dir, or move that file away")
     missing = [f.name for f in spec.files if find_idx_file(raw_dir, f) is None]
     if missing:
         none = len(missing) == len(spec.files)
