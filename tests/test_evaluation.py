@@ -242,6 +242,25 @@ def test_a_registered_metric_reaches_json_and_html():
     assert "wrong_count" in page and "Number of misclassified images." in page
 
 
+@pytest.mark.parametrize("gives, says", [
+    (lambda labels, preds, probs: None, "gave NoneType: return one number, or one per class"),
+    (lambda labels, preds, probs: "high", "gave str: return one number"),
+    (lambda labels, preds, probs: 1 / 0, "failed: ZeroDivisionError: division by zero"),
+    (lambda labels, preds, probs: [1.0, 2.0], r"gave an array of shape \(2,\): return one number, or one per class \(3\)"),
+    (lambda labels, preds, probs: probs, r"gave an array of shape \(60, 3\)"),
+])
+def test_a_metric_that_fails_or_gives_the_wrong_shape_is_one_line_naming_it(gives, says):
+    """helper-66: these were tracebacks after all the scoring, or silently left out of metrics.json."""
+    rng = np.random.default_rng(0)
+    labels, probs = rng.integers(0, 3, 60), rng.dirichlet(np.ones(3), 60)
+    register_metric("odd_metric")(gives)
+    try:
+        with pytest.raises(UserError, match=rf"^metric 'odd_metric' \(in {__name__}\) {says}"):
+            evaluate_predictions(labels, probs, ["a", "b", "c"])
+    finally:
+        METRICS.pop("odd_metric")
+
+
 def test_training_puts_the_figures_into_tensorboard(small_checkpoint):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

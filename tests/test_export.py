@@ -360,6 +360,25 @@ def test_serve_caches_the_export_beside_the_checkpoint_and_renews_a_stale_one(sm
     load_predictor(served)  # and sound
 
 
+def test_a_cached_export_is_renewed_when_the_models_code_answers_otherwise(small_checkpoint, tmp_path, monkeypatch):
+    """A plugin's forward edited after its export (same weights, other answers): serve kept answering
+    with the old code's export (helper-66)."""
+    from mnist_classifier.demo.server import served_model
+    from mnist_classifier.models import SimpleCNN
+
+    checkpoint = tmp_path / "simple_cnn_best.pth"
+    shutil.copy(small_checkpoint, checkpoint)
+    served = served_model(checkpoint, "auto", DATA_DIR, print)
+    first = served.stat().st_mtime_ns
+    mirrored = SimpleCNN.forward
+    monkeypatch.setattr(SimpleCNN, "forward", lambda self, x: mirrored(self, x.flip(-1)))
+    assert served_model(checkpoint, "auto", DATA_DIR, print) == served
+    assert served.stat().st_mtime_ns != first  # exported again, with the code of today
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(load_predictor(served).predict(images), load_predictor(checkpoint).predict(images),
+                               atol=1e-4)
+
+
 def test_serve_names_its_cache_and_backend_in_the_words_serve_knows(small_checkpoint, tmp_path):
     from mnist_classifier.demo.server import served_model
 

@@ -187,3 +187,10 @@ def test_a_full_data_folder_names_the_file_and_no_other_source_is_tried(tmp_path
         assert str(refused.value) == (f"cannot write {mount / images.name} (No space left on device): free some space "
                                       "there (or raise the limit on file sizes, ulimit -f), or choose another --data-dir")
         assert list(mount.iterdir()) == []  # the partial copy is gone
+        # the pypi source writes the arrays it rebuilt (write_idx), not a copy: the same (helper-65)
+        from mnist_classifier.sources.idx import install_verified, write_idx
+        import numpy as np
+
+        with pytest.raises(UserError, match=rf"^cannot write {mount / images.name} \(No space left on device\)"):
+            install_verified(mount, images, "pypi", lambda out: write_idx(out, np.zeros((60_000, 28, 28), np.uint8)))
+        assert list(mount.iterdir()) == []

@@ -10,6 +10,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -24,6 +27,7 @@ from mnist_classifier.cli import reject_threshold as cli_reject_threshold
 from mnist_classifier.errors import CheckpointError, ImageError, UserError
 
 from .conftest import REPO_ROOT
+from .test_preprocess import blank_bilevel_png
 
 PACKAGE = REPO_ROOT / "src" / "mnist_classifier"
 MAX_BUNDLED_BYTES = 2 * 1024 * 1024
@@ -254,7 +258,7 @@ def test_inputs_that_are_no_picture_say_what_they_are(mnist_data, tmp_path):
         reader.predict("/dev/zero")
     with pytest.raises(ImageError, match=r"^empty image path"):
         reader.predict("")
-    with open("/dev/zero", "rb") as endless, pytest.raises(ImageError, match=r"holds more than 80 MiB"):
+    with open("/dev/zero", "rb") as endless, pytest.raises(ImageError, match=r"holds more than 129 MiB"):
         reader.predict(endless)
     with open(big_png(mnist_data.test.images[0].numpy(), tmp_path / "digit.png"), "rb") as file:
         assert reader.predict(file).digit == int(mnist_data.test.labels[0])
@@ -268,6 +272,49 @@ def test_inputs_that_are_no_picture_say_what_they_are(mnist_data, tmp_path):
         reader.predict(torch.empty(20_000, 20_000, dtype=torch.float16))  # 800 MB; its float32 copy would be 1.6 GB
     assert mnist_classifier.ImageError is ImageError and issubclass(mnist_classifier.CheckpointError,
                                                                     mnist_classifier.UserError)
+
+
+def test_streams_lazy_pil_images_and_warnings_as_errors_read_as_before(mnist_data, tmp_path):
+    """helper-65's review of the changes above: one read() of a pipe took what had arrived; a read()
+    without a size crashed; an Image.open()ed picture was decoded before its size was checked; with
+    warnings as errors PIL's size warning escaped instead of ImageError."""
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digit = big_png(mnist_data.test.images[0].numpy(), tmp_path / "digit.png")
+    expected = int(mnist_data.test.labels[0])
+    data = digit.read_bytes()
+    readable, writable = os.pipe()
+
+    def send_in_two_parts() -> None:
+        with open(writable, "wb", buffering=0) as sink:
+            sink.write(data[:40])
+            time.sleep(0.3)
+            sink.write(data[40:])
+
+    sender = threading.Thread(target=send_in_two_parts)
+    sender.start()
+    with open(readable, "rb", buffering=0) as stream:  # unbuffered: read(n) returns what has arrived
+        assert reader.predict(stream).digit == expected
+    sender.join()
+
+    class WholeReads:  # a read() that takes no size
+        def read(self):
+            return data
+
+    assert reader.predict(WholeReads()).digit == expected
+    huge = tmp_path / "huge.png"
+    whole = blank_bilevel_png(12_000, 12_000)  # 144 Mpx: PIL warns but opens it
+    huge.write_bytes(whole[:len(whole) // 2])  # cut short: decoding it would fail, its size is in the header
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        lazy = Image.open(huge)
+    with lazy, pytest.raises(ImageError, match=r"larger than 4096 pixels a side \(got 12000x12000\)"):
+        reader.predict(lazy)
+    warned = tmp_path / "warned.png"
+    warned.write_bytes(blank_bilevel_png(10_000, 10_000))  # over PIL's warning size, under its error size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError, match="larger than 4096 pixels a side"):
+            reader.predict(warned)
 
 
 def test_the_model_itself_refuses_images_it_would_misread(mnist_data):

@@ -158,12 +158,18 @@ class _WidthOption(torch.nn.Module):
         self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width),
                                        torch.nn.Linear(width, num_classes))
 
+    def forward(self, x):
+        return self.net(x)
+
 
 class _AnyOption(torch.nn.Module):
     def __init__(self, num_classes: int = 10, **options):
         super().__init__()
         self.options = options
         self.fc = torch.nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
 
 
 @pytest.fixture
@@ -187,3 +193,36 @@ def test_an_option_value_the_constructor_cannot_take_is_one_line(option_models, 
 
 def test_a_constructor_taking_any_keyword_takes_any_option(option_models):
     assert create_model("any_option", options={"width": 32}).options == {"width": 32}
+
+
+class _SevenAnswers(torch.nn.Module):
+    """A plugin's slip: seven scores per image for a ten-class dataset."""
+
+    def __init__(self, num_classes: int = 10, act: str = "relu"):
+        super().__init__()
+        self.act = {"relu": torch.nn.ReLU(), "gelu": torch.nn.GELU()}[act]
+        self.fc = torch.nn.Linear(784, 7)
+
+    def forward(self, x):
+        return self.act(self.fc(x.flatten(1)))
+
+
+def test_a_plugins_slips_are_one_line_naming_its_code(monkeypatch):
+    """helper-66: a forward of the wrong shape failed deep in training's loss (and `export` wrote an
+    ONNX file nothing could load); a KeyError in a constructor was a traceback."""
+    monkeypatch.setitem(MODEL_REGISTRY, "seven", _SevenAnswers)
+    with pytest.raises(UserError, match=r"^model 'seven' answers a batch of 2 images with shape \(2, 7\), not "
+                                        r"\(2, 10\): .*\(in .*test_models\.py\)$"):
+        create_model("seven")
+    with pytest.raises(UserError, match=r"^model 'seven' cannot be built with model_options act='swish': "
+                                        r"KeyError: 'swish' \(in .*test_models\.py\)$"):
+        create_model("seven", options={"act": "swish"})
+
+
+@pytest.mark.parametrize("name", ["../escaped", "nets/mlp", "", "my net"])
+def test_a_model_name_that_would_make_odd_paths_is_refused(name):
+    """It names files and folders (models/<name>_best.pth, runs/<name>_*): `../escaped` wrote outside --save-dir."""
+    from mnist_classifier.models import register_model
+
+    with pytest.raises(UserError, match="cannot be registered: it names files"):
+        register_model(name)

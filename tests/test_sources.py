@@ -475,3 +475,19 @@ def test_a_data_dir_that_is_a_file_is_said_once_for_every_source(tmp_path, capsy
         assert main(["data", "--data-dir", str(blocker), "--source", source]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"error: {blocker} is a file, not a folder: choose another --data-dir, or move that file away")
+
+
+def test_a_dataset_with_only_local_files_says_to_copy_them_not_to_fetch(tmp_path, monkeypatch):
+    """README's `sources=("local",)` for a dataset of your own: a missing file said "fetching a fresh
+    copy", then "connect to the network" (helper-66)."""
+    from mnist_classifier.datasets import DATASETS
+
+    mine = dataclasses.replace(DATASETS["mnist"], name="mine", folder="Mine", sources=("local",))
+    monkeypatch.setitem(DATASETS, "mine", mine)
+    warned = []
+    with pytest.raises(DataError) as refused:
+        sources.fetch_dataset(tmp_path, "auto", dataset="mine", log=quiet, warn=warned.append)
+    raw = tmp_path / "Mine" / "raw"
+    assert str(refused.value) == (f"no files in {raw} yet: mine has no source to fetch it from; copy its four IDX "
+                                  f"files (plain or .gz) into {raw}")
+    assert warned == []

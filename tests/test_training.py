@@ -174,9 +174,11 @@ def test_bad_train_flags_fail_before_any_work(tmp_path, capsys, flags, message):
 @pytest.mark.parametrize("flags,message", [
     (["--limit-train", "10"], "10 training images make no full batch of 128: train on at least 128"),
     (["--limit-train", "500", "--batch-size", "1000"], "500 training images make no full batch of 1000"),
-    # the whole split is too small: no --limit-train can help (helper-63's sweep)
+    # the whole split is too small: no --limit-train can help (helper-63's sweep, helper-65's review)
     (["--batch-size", "100000"], "55,000 training images make no full batch of 100000: lower --batch-size to at "
                                  "most 55,000"),
+    (["--limit-train", "55000", "--batch-size", "60000"], "55,000 training images make no full batch of 60000: "
+                                                          "lower --batch-size to at most 55,000"),
 ])
 def test_fewer_images_than_a_batch_is_one_line_not_a_crash(tmp_path, capsys, mnist_raw_dir, flags, message):
     status = main(["train", "--data-dir", str(DATA_DIR), "--save-dir", str(tmp_path / "m"),

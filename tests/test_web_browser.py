@@ -144,6 +144,7 @@ def test_a_digit_is_answered_and_an_x_is_not_a_digit(browser, base_url):
     playwright_api.expect(digit).not_to_have_attribute("data-state", "refused")
     assert page.evaluate("window.announced") == [spoken.inner_text()]
     page.keyboard.press("c")
+    playwright_api.expect(spoken).to_have_text("cleared")  # not the last answer beside an empty pad
     for stroke in CROSS:
         draw(page, stroke)
     playwright_api.expect(digit).to_have_text("not a digit?")

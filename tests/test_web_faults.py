@@ -62,14 +62,15 @@ def server(small_checkpoint, tmp_path_factory):
 
 
 @contextmanager
-def serve_command(checkpoint: Path, folder: Path, *options: str):
-    """`python -m mnist_classifier serve --port 0 ...` until the block ends (then Ctrl+C).
-    Labelled drawings go to `folder`: the fuzzer posts and deletes examples, never in data/user."""
+def serve_command(checkpoint: Path, folder: Path, *options: str, prefix: tuple[str, ...] = ()):
+    """`python -m mnist_classifier serve --port 0 ...` until the block ends (then Ctrl+C), after
+    `prefix` (e.g. nohup). Labelled drawings go to `folder`: the fuzzer posts and deletes examples,
+    never in data/user."""
     log = folder / "stderr.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(checkpoint),
+            [*prefix, sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(checkpoint),
              "--port", "0", "--user-data", str(folder / "user"), *options], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         line = read_line(process, timeout=90)
@@ -444,16 +445,19 @@ def test_ctrl_c_does_not_wait_for_a_client_stalled_mid_upload(small_checkpoint, 
                             b"Content-Length: 5000\r\n\r\n\x89PNG\r\n\x1a\n")
             time.sleep(1)
             running.process.send_signal(signal.SIGINT)
+            time.sleep(0.8)
+            running.process.send_signal(signal.SIGINT)  # impatient: a second Ctrl+C within the grace period
             assert running.process.wait(timeout=60) == 0  # BODY_TIMEOUT is 120 s
     said = running.log.read_text()
     assert "Traceback" not in said and "CancelledError" not in said, said
 
 
-def test_closing_the_terminal_stops_serve_and_its_workers(small_checkpoint, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_closing_the_terminal_stops_serve_and_its_workers(small_checkpoint, tmp_path, workers):
     """A closed terminal hangs up its process group: uvicorn's supervisor took SIGHUP for "restart the
-    workers", so serve outlived its window, holding the port (helper-64)."""
-    with serve_command(small_checkpoint, tmp_path, "--workers", "2") as running:
-        workers = wait_for_children(running.process.pid, count=2)
+    workers", so serve outlived its window, holding the port (helper-64); one process died of it."""
+    with serve_command(small_checkpoint, tmp_path, "--workers", workers) as running:
+        workers = wait_for_children(running.process.pid, count=2) if workers == "2" else []
         for pid in [running.process.pid, *workers]:  # what the kernel does to the terminal's foreground group
             os.kill(pid, signal.SIGHUP)
         assert running.process.wait(timeout=60) == 0
@@ -463,6 +467,18 @@ def test_closing_the_terminal_stops_serve_and_its_workers(small_checkpoint, tmp_
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived the hang-up"
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{running.url}/api/health", timeout=5)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_under_nohup_outlives_its_terminal(small_checkpoint, tmp_path, workers):
+    with serve_command(small_checkpoint, tmp_path, "--workers", workers, prefix=("nohup",)) as running:
+        children = wait_for_children(running.process.pid, count=2) if workers == "2" else []
+        for pid in [running.process.pid, *children]:
+            os.kill(pid, signal.SIGHUP)
+        time.sleep(2)
+        assert running.process.poll() is None
+        assert httpx.get(f"{running.url}/api/health", timeout=5).status_code == 200
+        assert stop(running.process) == 0
 
 
 def test_the_command_line_imports_no_torch_until_a_command_needs_it():

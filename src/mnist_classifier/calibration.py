@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,9 +78,10 @@ class Calibration:
             value, limit = math.nan, None
         if not (math.isfinite(value) and value > 0 and (limit is None or math.isfinite(limit))):
             where = f"{source}: " if source is not None else ""
+            named = shlex.quote(str(source)) if source is not None and str(source).endswith(".pth") else "FILE"
             raise CheckpointError(f"{where}the model's stored calibration is damaged (temperature {temperature!r}, "
                                   f"threshold {threshold!r}): refit a .pth with `mnist-classifier calibrate "
-                                  "--checkpoint FILE`, then export it again if you use its .onnx")
+                                  f"--checkpoint {named}`, then export it again if you use its .onnx")
         return cls(value, limit, fitted=True)
 
     def with_threshold(self, threshold: float | None) -> "Calibration":

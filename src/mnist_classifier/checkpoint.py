@@ -38,7 +38,7 @@ from .data import Normalization
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, UserError, first_line
 from .files import nearest_existing, shared_mode, write_probe
-from .models import MODEL_REGISTRY, create_model
+from .models import MODEL_REGISTRY, create_model, defined_in
 from .plugins import PLUGIN_HINT
 
 FORMAT_VERSION = 1
@@ -250,8 +250,9 @@ def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpo
         model.load_state_dict(payload["model_state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:
         raise CheckpointError(
-            f"{source}: its weights do not fit model '{name}' ({first_line(error)}): "
-            "the file is damaged or mislabelled; retrain or restore it"
+            f"{source}: its weights do not fit model '{name}' as {defined_in(MODEL_REGISTRY[name])} defines it now "
+            f"({first_line(error)}): if that code changed since the file was trained, restore it or retrain; "
+            "else the file is damaged or mislabelled"
         ) from None
     return model.eval()
 

@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML recipe: a file, or a shipped recipe by name, e.g. seed_recipe "
                        "(default: the model's own: configs/<model>.yaml, or configs/<model>_<dataset>.yaml "
                        "where one exists)")
-    train.add_argument("--model", help="simple_cnn or improved_cnn (default: the recipe's, else simple_cnn)")
+    train.add_argument("--model", help="simple_cnn, improved_cnn or one a plugin registers ($MNIST_CLASSIFIER_PLUGINS) "
+                       "(default: the recipe's, else simple_cnn)")
     train.add_argument("--epochs", type=int, help="passes over the training set (default: from the recipe)")
     train.add_argument("--batch-size", type=int, help="images per step (default: from the recipe)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: from the recipe)")

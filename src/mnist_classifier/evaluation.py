@@ -244,14 +244,35 @@ class Evaluation:
         }
 
 
+def metric_value(metric: "Metric", labels: np.ndarray, preds: np.ndarray, probs: np.ndarray) -> float | np.ndarray:
+    """One number, or one per class: what the report, metrics.json and the summary can show. A
+    metric (a plugin's, say) that fails or gives anything else is one line naming it (helper-66)."""
+    where = f"metric '{metric.name}' (in {getattr(metric.fn, '__module__', '?')})"
+    try:
+        value = metric.fn(labels, preds, probs)
+    except Exception as error:  # noqa: BLE001 (a plugin's code may raise anything)
+        said = str(error).splitlines()[0] if str(error) else ""
+        raise UserError(f"{where} failed: {type(error).__name__}{': ' + said if said else ''}") from None
+    try:
+        if value is None or isinstance(value, (str, bytes)):  # numpy would read None as NaN
+            raise TypeError
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} gave {type(value).__name__}: return one number, or one per class") from None
+    classes = probs.shape[1]
+    if array.ndim == 0:
+        return float(array)
+    if array.shape != (classes,):
+        raise UserError(f"{where} gave an array of shape {array.shape}: return one number, or one per class "
+                        f"({classes})")
+    return array
+
+
 def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> Evaluation:
     """Run every registered metric on true labels (N,) and class probabilities (N, C)."""
     labels, probs = np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float32)
     preds = probs.argmax(axis=1)
-    computed = {}
-    for metric in METRICS.values():
-        value = metric.fn(labels, preds, probs)
-        computed[metric.name] = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float)
+    computed = {metric.name: metric_value(metric, labels, preds, probs) for metric in METRICS.values()}
     confusion = skm.confusion_matrix(labels, preds, labels=list(range(probs.shape[1])))
     return Evaluation(list(class_names), labels, probs, computed, confusion)
 

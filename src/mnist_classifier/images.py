@@ -21,9 +21,9 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 MAX_SIDE = 4096  # larger inputs are refused: nothing a digit needs, and bombs stay out
-# What a file object may hold: more than any picture within MAX_SIDE (an uncompressed 4096 x 4096
-# RGBA bitmap is 64 MiB); an endless stream stops here rather than at the memory's end.
-MAX_FILE_BYTES = 80 * 2**20
+# What a file object may hold: an uncompressed 16-bit RGBA picture of MAX_SIDE x MAX_SIDE (128 MiB)
+# and its header; an endless stream stops here rather than at the memory's end.
+MAX_FILE_BYTES = MAX_SIDE * MAX_SIDE * 8 + 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" mode
 
 
@@ -36,6 +36,7 @@ def load_image(source) -> np.ndarray:
         return source
     if isinstance(source, Image.Image):
         with _decoding("the image"):
+            _check_size(source.width, source.height)  # before any pixel of an Image.open()ed file is decoded
             try:
                 source.load()  # a lazily opened file's pixels: truncated data fails here
             except ValueError as error:
@@ -76,7 +77,7 @@ def _decoding(name: str):
     filters that warning out itself (errors.hide_image_size_warning)."""
     try:
         yield
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: when warnings are errors
         raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side; "
                          "resize it first") from None
     except UnidentifiedImageError:

@@ -12,6 +12,7 @@ and the checkpoint records them, so that the file rebuilds the same network.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any, Callable, Mapping
 
 import torch
@@ -23,8 +24,14 @@ from .plugins import PLUGIN_HINT
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names files and folders: models/<name>_best.pth, runs/<name>_*
+
+
 def register_model(name: str):
     """Class decorator: make a model buildable by `create_model(name)`."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise UserError(f"model name {name!r} cannot be registered: it names files (models/<name>_best.pth), so use "
+                        "letters, digits, '_', '-' and '.' only, e.g. 'my_net'")
 
     def add(factory):
         if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not factory:
@@ -40,11 +47,41 @@ def create_model(name: str, num_classes: int = 10, options: Mapping[str, Any] | 
     options = dict(options or {})
     check_model_options(name, options)
     try:
-        return MODEL_REGISTRY[name](num_classes=num_classes, **options)
-    except (TypeError, ValueError, RuntimeError) as error:  # a value the checks let through, e.g. width -1
+        model = MODEL_REGISTRY[name](num_classes=num_classes, **options)
+    except Exception as error:  # noqa: BLE001 (a value the checks let through: width -1, a KeyError, an assert)
         shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+        said = str(error).splitlines()[0] if str(error) else ""
         raise UserError(f"model '{name}' cannot be built with model_options {shown or '(none)'}: "
-                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+                        f"{type(error).__name__}{': ' + said if said else ''} (in {defined_in(MODEL_REGISTRY[name])})"
+                        ) from None
+    check_answers_per_image(model, name, num_classes)
+    return model
+
+
+def check_answers_per_image(model: nn.Module, name: str, num_classes: int) -> None:
+    """One row of num_classes scores per 28x28 image, or a UserError naming the model's code: else
+    training fails deep in the loss, and an export writes a file nothing can load (helper-66)."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            answer = model.eval()(torch.zeros(2, 1, 28, 28))
+    except Exception as error:  # noqa: BLE001 (a plugin's forward may raise anything)
+        said = str(error).splitlines()[0] if str(error) else ""
+        raise UserError(f"model '{name}' fails on a batch of 28x28 images: {type(error).__name__}"
+                        f"{': ' + said if said else ''} (in {defined_in(type(model))})") from None
+    finally:
+        model.train(was_training)
+    shape = tuple(getattr(answer, "shape", ()))
+    if shape != (2, num_classes):
+        raise UserError(f"model '{name}' answers a batch of 2 images with shape {shape}, not (2, {num_classes}): its "
+                        f"forward must return one row of {num_classes} scores per image (in {defined_in(type(model))})")
+
+def defined_in(factory: Callable[..., Any]) -> str:
+    """Where a model's code lives, for messages about it: its file, else its module."""
+    try:
+        return inspect.getsourcefile(factory) or factory.__module__
+    except TypeError:  # built in C, or a lambda's module gone
+        return getattr(factory, "__module__", "?")
 
 
 # What a default's type says a value must be; bool before int (True is an int to Python).

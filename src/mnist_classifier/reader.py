@@ -156,16 +156,10 @@ def _model_path(model: str | Path | None) -> Path | None:
 def as_image_source(image: Any) -> Any:
     """What images.load_image reads: file objects are read, torch tensors become numpy arrays."""
     if hasattr(image, "read") and not isinstance(image, (str, bytes, Path)):
-        try:
-            data = image.read(MAX_FILE_BYTES + 1)
-        except (ValueError, OSError) as error:  # a closed file, a socket gone
-            raise ImageError(f"cannot read the file object ({first_line(error)}); pass it open, "
-                             "in binary mode ('rb')") from None
-        if not isinstance(data, (bytes, bytearray)):
-            raise ImageError(f"the file object gave {type(data).__name__}, not bytes; open it in binary mode ('rb')")
+        data = _read_file_object(image)
         if len(data) > MAX_FILE_BYTES:
-            raise ImageError(f"the file object holds more than {MAX_FILE_BYTES // 2**20} MiB, more than any picture "
-                             f"of up to {MAX_SIDE} pixels a side; pass an image file")
+            raise ImageError(f"the file object holds more than {MAX_FILE_BYTES // 2**20} MiB, more than an uncompressed "
+                             f"picture of {MAX_SIDE}x{MAX_SIDE} pixels; pass an image file")
         if not data:
             raise ImageError("the file object gave no bytes: it is empty or already read to its end "
                              "(seek(0) to read it again)")
@@ -181,6 +175,29 @@ def as_image_source(image: Any) -> Any:
             image = image[0]
         _refuse_a_stack_of_digits(image, channels_last="np.moveaxis(x, 0, -1)")
     return image
+
+
+def _read_file_object(file: Any) -> bytes:
+    """Its bytes to the end, or to one past MAX_FILE_BYTES: an unbuffered stream (a pipe, a socket)
+    returns what has arrived, so it is read until it says it has no more."""
+    chunks, total = [], 0
+    try:
+        while total <= MAX_FILE_BYTES:
+            try:
+                chunk = file.read(MAX_FILE_BYTES + 1 - total)
+            except TypeError:  # a read() that takes no size: all of it at once
+                chunk, total = file.read(), MAX_FILE_BYTES + 1
+            if not isinstance(chunk, (bytes, bytearray)):
+                raise ImageError(f"the file object gave {type(chunk).__name__}, not bytes; "
+                                 "open it in binary mode ('rb')")
+            if not chunk:
+                break
+            chunks.append(bytes(chunk))
+            total += len(chunk)
+    except (ValueError, OSError) as error:  # a closed file, a socket gone
+        raise ImageError(f"cannot read the file object ({first_line(error)}); pass it open, "
+                         "in binary mode ('rb')") from None
+    return b"".join(chunks)
 
 
 def _tensor_to_array(tensor: Any) -> np.ndarray:

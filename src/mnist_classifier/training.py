@@ -62,9 +62,10 @@ class RunState:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # tells this run's files from another's
 
 
-def no_full_batch(images: int, config: TrainConfig) -> str:
+def no_full_batch(images: int, full_split: int, config: TrainConfig) -> str:
     """Why a split of `images` cannot train with this batch size, and what would let it."""
-    raise_limit = config.limit_train is not None and config.limit_train == images  # the limit cut it short
+    # the limit cut the split short, and the split has more: a higher limit helps
+    raise_limit = config.limit_train is not None and config.limit_train == images < full_split
     return (f"{images:,} training image{'s' * (images != 1)} make no full batch of {config.batch_size}: "
             + (f"train on at least {config.batch_size} (--limit-train) or " if raise_limit else "")
             + f"lower --batch-size to at most {images:,}")
@@ -371,7 +372,8 @@ def train(
         if ctx.is_main:
             distributed.barrier()
         if len(data.train) < config.batch_size:  # every step takes a full batch: there would be none (every rank)
-            raise UserError(no_full_batch(len(data.train), config))
+            # the split without --limit-train: the labels file is an 8-byte header and a byte per image
+            raise UserError(no_full_batch(len(data.train), data.spec.train_labels.size - 8 - config.val_size, config))
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)

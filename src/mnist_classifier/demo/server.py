@@ -6,8 +6,10 @@ several (`--workers N`). The app itself (routes, request handling) is in web.py.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import signal
@@ -144,6 +146,7 @@ def app_from_environment() -> FastAPI:
 
     _end_with_the_supervisor(Path(os.environ[CHECKPOINT_ENV]).parent)
     hide_image_size_warning()  # as cli.main does: a spawned worker starts with Python's filters
+    quiet_requests_cut_at_shutdown()
     if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up its whole process group: the supervisor
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # decides, and stops the workers in order
     import_plugins()  # a spawned process starts bare: a plugin model's architecture must be registered again
@@ -182,11 +185,15 @@ def thresholded(predictor, reject_threshold: float | None | str):
 
 
 def run_until_stopped(server, sock: socket.socket) -> None:
-    """Serve until Ctrl+C or SIGTERM, then return: a stop asked for is no error, as with several
-    workers. (Once shut down, uvicorn raises the signal again for the handler it found, which
-    would turn Ctrl+C into a KeyboardInterrupt and SIGTERM into death by signal: it finds this one.)"""
+    """Serve until Ctrl+C, SIGTERM or SIGHUP (the terminal closed; not under nohup), then return: a
+    stop asked for is no error, as with several workers. (Once shut down, uvicorn raises the signal
+    again for the handler it found, which would turn Ctrl+C into a KeyboardInterrupt and SIGTERM
+    into death by signal: it finds this one.)"""
     stops = (signal.SIGINT, signal.SIGTERM)
     found = {stop: signal.signal(stop, signal.SIG_IGN) for stop in stops}
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) != signal.SIG_IGN:  # uvicorn leaves SIGHUP to us
+        found[hangup] = signal.signal(hangup, lambda _signum, frame: server.handle_exit(signal.SIGTERM, frame))
     try:
         server.run(sockets=[sock])
     finally:
@@ -202,9 +209,22 @@ SHUTDOWN_GRACE_SECONDS = 3
 def uvicorn_server(app, **options):
     import uvicorn
 
-    # No access log: at hundreds of requests/s it floods the terminal and costs CPU.
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+    quiet_requests_cut_at_shutdown()
+    # No access log: at hundreds of requests/s it floods the terminal and costs CPU. No lifespan:
+    # the app has no start-up or shut-down work, and a second Ctrl+C would print its cancelled task.
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                          timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **options))
+
+
+def quiet_requests_cut_at_shutdown() -> None:
+    """uvicorn logs a request it cancels as a 30-line "Exception in ASGI application": after the grace
+    period its own one line ("Cancel 1 running task(s) ...") says it already, and on a second Ctrl+C
+    the event loop's end cancels it. Nothing else cancels a request (the app never does)."""
+    logging.getLogger("uvicorn.error").addFilter(_not_cancelled)
+
+
+def _not_cancelled(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 def tune_process() -> None:

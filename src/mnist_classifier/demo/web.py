@@ -17,7 +17,6 @@ hand-offs. One process tops out near one core, 230-270 requests/s; `--workers 2`
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -92,13 +91,6 @@ PREDICT_RESPONSES = {200: {"description": "verdict, digit, best_guess, label, co
                                            (422, "undecodable image or malformed JSON"))}}
 
 
-def _no_traceback_for_requests_cut_at_shutdown(record: logging.LogRecord) -> bool:
-    """Ctrl+C closes a request still uploading after a grace period (server.SHUTDOWN_GRACE_SECONDS)
-    by cancelling it: uvicorn logs that as a 30-line "Exception in ASGI application". Its own one
-    line ("Cancel 1 running task(s) ...") says it already."""
-    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
-
-
 def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None = None,
                allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
     """The FastAPI app around an already loaded model (tests build it directly).
@@ -109,7 +101,6 @@ def create_app(predictor: Predictor, user_data: str | Path | ExampleStore | None
                   description="Draw at `/`; call `POST /api/predict` from code.")
     # A malformed form is the client's 400, said to the client: not the parser's lines on our stderr
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
-    logging.getLogger("uvicorn.error").addFilter(_no_traceback_for_requests_cut_at_shutdown)
     app.add_middleware(BodyLimit, limit=MAX_BODY, timeout=BODY_TIMEOUT)
     app.add_middleware(SameOrigin, allowed_hosts=allowed_hosts)  # outermost: a refused request's body is never read
     # finetune teaches digit models: drawings labelled as clothes would be learnt as digits

@@ -13,6 +13,7 @@ spreading) the workers share one socket, as uvicorn's own supervisor does.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 
@@ -54,7 +55,9 @@ def supervisor(config: Config, sockets: list[socket.socket]) -> Multiprocess:
     """uvicorn's supervisor (signals, health checks), each worker on its own socket when there
     are as many sockets as workers."""
     if len(sockets) == config.workers:
-        return _SocketPerWorker(config, sockets)
+        # Read before uvicorn installs its handler over it: `nohup serve` must outlive its terminal
+        hangups_ignored = hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        return _SocketPerWorker(config, sockets, hangups_ignored=hangups_ignored)
     return Multiprocess(config, sockets=sockets)
 
 
@@ -66,6 +69,10 @@ class _SocketPerWorker(Multiprocess):
     workers on one shared socket)."""
 
     startup_failed = False
+
+    def __init__(self, config: Config, sockets: list[socket.socket], hangups_ignored: bool = False):
+        super().__init__(config, sockets=sockets)
+        self.hangups_ignored = hangups_ignored
 
     def _started(self, index: int) -> Process:
         process = Process(self.config, [self.sockets[index]])
@@ -90,9 +97,11 @@ class _SocketPerWorker(Multiprocess):
             self.processes[index] = self._started(index)
 
     def handle_hup(self) -> None:
-        """SIGHUP, the terminal closed: stop, as on SIGTERM. (uvicorn restarts every worker instead,
-        and serve outlived its terminal, holding the port, with no Ctrl+C left to stop it.)"""
-        self.should_exit.set()
+        """SIGHUP, the terminal closed: stop, as on SIGTERM, unless started under nohup. (uvicorn
+        restarts every worker instead: serve outlived its terminal, holding the port, with no
+        Ctrl+C left to stop it.)"""
+        if not self.hangups_ignored:
+            self.should_exit.set()
 
     def handle_ttin(self) -> None:
         logger.warning("the number of workers is fixed (--workers): restart serve to change it")

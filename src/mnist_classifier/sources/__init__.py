@@ -70,6 +70,9 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
                 warn(f"{name}: {spec.name} fetched and verified in {raw_dir}")
             return raw_dir
         except DataError as err:
+            if spec.sources == ("local",):  # a dataset of your own: nothing to fetch it from (helper-66)
+                raise DataError(f"{_problem(err)}: {spec.name} has no source to fetch it from; copy its four IDX "
+                                f"files (plain or .gz) into {raw_dir}") from None
             if source != "auto":
                 raise DataError(f"{name}: {err}") from None
             reasons.append(_next_step(name, err, spec, raw_dir, fetching=False))
@@ -84,9 +87,13 @@ def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path, fetc
     if name == "local" and isinstance(err, NotFetchedYet):
         return f"{spec.name} is not in {raw_dir} yet" + (": fetching it" if fetching else "")
     if name == "local":  # damaged or incomplete: the next sources replace it
-        problem = re.split(r": (?:delete it and )?run `", str(err), maxsplit=1)[0]
-        return f"local: {problem}" + (": fetching a fresh copy" if fetching else "")
+        return f"local: {_problem(err)}" + (": fetching a fresh copy" if fetching else "")
     return f"{name}: {err}"
+
+
+def _problem(err: DataError) -> str:
+    """What is wrong with the files, without the advice to fetch them again."""
+    return re.split(r": (?:delete it and )?run `", str(err), maxsplit=1)[0]
 
 
 def _check_writable(raw_dir: Path) -> None:

@@ -249,6 +249,6 @@ def write_idx(out, array: np.ndarray) -> str:
     body = np.ascontiguousarray(array).data
     digest = hashlib.sha256(header)
     digest.update(body)
-    out.write(header)
-    out.write(body)
+    _write(out, header)
+    _write(out, body)
     return digest.hexdigest()

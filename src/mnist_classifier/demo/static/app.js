@@ -47,6 +47,12 @@ function clearPad() {
   showEmpty();
 }
 
+// Clear asked for (button or C): said aloud too, so that the last answer read is not taken for the pad's.
+function clearAsked() {
+  clearPad();
+  view.spoken.textContent = "cleared";
+}
+
 function toCanvas(event) {
   // CSS size and canvas size differ (phones, zoom): map client px to canvas px.
   const box = pad.getBoundingClientRect();
@@ -100,7 +106,10 @@ pad.addEventListener("pointercancel", endStroke);
 // ------------------------------------------------------------------ predicting
 
 async function predict() {
-  if (!state.hasInk) return showEmpty();
+  if (!state.hasInk) {
+    view.spoken.textContent = "nothing drawn";
+    return showEmpty();
+  }
   if (state.inFlight) {
     state.again = true;
     return;
@@ -347,13 +356,13 @@ async function loadModelCard() {
 
 // ------------------------------------------------------------------ controls
 
-document.getElementById("clear").addEventListener("click", clearPad);
+document.getElementById("clear").addEventListener("click", clearAsked);
 document.getElementById("predict").addEventListener("click", predict);
 document.getElementById("undo").addEventListener("click", undoExample);
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return; // keep Ctrl+C = copy
   const key = event.key.toLowerCase();
-  if (key === "c") clearPad();
+  if (key === "c") clearAsked();
   else if (key === "s") predict();
   else if (key === "u") undoExample();
   else if (/^[0-9]$/.test(key)) saveExample(Number(key));
