@@ -379,6 +379,21 @@ def test_a_cached_export_is_renewed_when_the_models_code_answers_otherwise(small
                                atol=1e-4)
 
 
+def test_a_cached_export_is_served_where_the_models_code_is_not(small_checkpoint, tmp_path, monkeypatch):
+    """A serving host without a plugin's code: its .onnx needs none, and was served before the check
+    of the code's answers (helper-67)."""
+    from mnist_classifier.demo.server import served_model
+    from mnist_classifier.models import MODEL_REGISTRY
+
+    checkpoint = tmp_path / "simple_cnn_best.pth"
+    shutil.copy(small_checkpoint, checkpoint)
+    served = served_model(checkpoint, "auto", DATA_DIR, print)
+    first = served.stat().st_mtime_ns
+    monkeypatch.delitem(MODEL_REGISTRY, "simple_cnn")  # as a plugin's model is where the plugin is not installed
+    assert served_model(checkpoint, "auto", DATA_DIR, print) == served
+    assert served.stat().st_mtime_ns == first
+
+
 def test_serve_names_its_cache_and_backend_in_the_words_serve_knows(small_checkpoint, tmp_path):
     from mnist_classifier.demo.server import served_model
 

@@ -219,10 +219,40 @@ def test_a_plugins_slips_are_one_line_naming_its_code(monkeypatch):
         create_model("seven", options={"act": "swish"})
 
 
-@pytest.mark.parametrize("name", ["../escaped", "nets/mlp", "", "my net"])
+@pytest.mark.parametrize("name", ["../escaped", "nets/mlp", "a\\b", "", "-x", ".hidden", " padded "])
 def test_a_model_name_that_would_make_odd_paths_is_refused(name):
     """It names files and folders (models/<name>_best.pth, runs/<name>_*): `../escaped` wrote outside --save-dir."""
     from mnist_classifier.models import register_model
 
     with pytest.raises(UserError, match="cannot be registered: it names files"):
         register_model(name)
+
+
+@pytest.mark.parametrize("name", ["mlp+bn", "réseau", "_private", "my net"])
+def test_names_that_make_fine_file_names_still_register(name, monkeypatch):
+    """helper-67: a stricter rule locked out models, and their checkpoints, that had trained fine."""
+    from mnist_classifier.models import register_model
+
+    register_model(name)(_AnyOption)
+    try:
+        assert create_model(name).fc.out_features == 10
+    finally:
+        MODEL_REGISTRY.pop(name)
+
+
+class _CudaOnly(torch.nn.Module):
+    """A forward with kernels that run on a GPU only: it cannot be tried on the CPU."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        if not x.is_cuda:
+            raise RuntimeError("this kernel runs on CUDA only")
+        return self.fc(x.flatten(1))
+
+
+def test_a_model_whose_forward_cannot_run_here_is_still_built(monkeypatch):
+    monkeypatch.setitem(MODEL_REGISTRY, "cuda_only", _CudaOnly)
+    assert isinstance(create_model("cuda_only"), _CudaOnly)

@@ -62,16 +62,19 @@ def server(small_checkpoint, tmp_path_factory):
 
 
 @contextmanager
-def serve_command(checkpoint: Path, folder: Path, *options: str, prefix: tuple[str, ...] = ()):
+def serve_command(checkpoint: Path, folder: Path, *options: str, prefix: tuple[str, ...] = (),
+                  hangups_as_in_a_terminal: bool = False):
     """`python -m mnist_classifier serve --port 0 ...` until the block ends (then Ctrl+C), after
     `prefix` (e.g. nohup). Labelled drawings go to `folder`: the fuzzer posts and deletes examples,
-    never in data/user."""
+    never in data/user. `hangups_as_in_a_terminal`: SIGHUP's default action, whatever this test run
+    inherited (a CI job started in the background may ignore it, as nohup does)."""
     log = folder / "stderr.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as stderr:
         process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "mnist_classifier", "serve", "--checkpoint", str(checkpoint),
-             "--port", "0", "--user-data", str(folder / "user"), *options], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+             "--port", "0", "--user-data", str(folder / "user"), *options], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)) if hangups_as_in_a_terminal else None)
     try:
         line = read_line(process, timeout=90)
         found = re.search(r"at http://(127\.0\.0\.1):(\d+)/", line)
@@ -456,7 +459,7 @@ def test_ctrl_c_does_not_wait_for_a_client_stalled_mid_upload(small_checkpoint, 
 def test_closing_the_terminal_stops_serve_and_its_workers(small_checkpoint, tmp_path, workers):
     """A closed terminal hangs up its process group: uvicorn's supervisor took SIGHUP for "restart the
     workers", so serve outlived its window, holding the port (helper-64); one process died of it."""
-    with serve_command(small_checkpoint, tmp_path, "--workers", workers) as running:
+    with serve_command(small_checkpoint, tmp_path, "--workers", workers, hangups_as_in_a_terminal=True) as running:
         workers = wait_for_children(running.process.pid, count=2) if workers == "2" else []
         for pid in [running.process.pid, *workers]:  # what the kernel does to the terminal's foreground group
             os.kill(pid, signal.SIGHUP)

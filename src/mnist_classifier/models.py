@@ -24,14 +24,17 @@ from .plugins import PLUGIN_HINT
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names files and folders: models/<name>_best.pth, runs/<name>_*
+# A name becomes file and folder names (models/<name>_best.pth, runs/<name>_*): what would lead
+# elsewhere (a separator, "..", a control character) or read as an option or a hidden file is refused.
+_PATH_BREAKING = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.|^[-.]|^\s|\s$")
 
 
 def register_model(name: str):
     """Class decorator: make a model buildable by `create_model(name)`."""
-    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
-        raise UserError(f"model name {name!r} cannot be registered: it names files (models/<name>_best.pth), so use "
-                        "letters, digits, '_', '-' and '.' only, e.g. 'my_net'")
+    if not isinstance(name, str) or not name or _PATH_BREAKING.search(name):
+        raise UserError(f"model name {name!r} cannot be registered: it names files (models/<name>_best.pth), so it "
+                        "may not hold '/', '\\', '..' or control characters, nor start with '-' or '.', nor start "
+                        "or end with a space")
 
     def add(factory):
         if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not factory:
@@ -54,21 +57,22 @@ def create_model(name: str, num_classes: int = 10, options: Mapping[str, Any] | 
         raise UserError(f"model '{name}' cannot be built with model_options {shown or '(none)'}: "
                         f"{type(error).__name__}{': ' + said if said else ''} (in {defined_in(MODEL_REGISTRY[name])})"
                         ) from None
-    check_answers_per_image(model, name, num_classes)
+    if not type(model).__module__.startswith(f"{__package__}."):  # ours are known to answer right: no cost
+        check_answers_per_image(model, name, num_classes)
     return model
 
 
 def check_answers_per_image(model: nn.Module, name: str, num_classes: int) -> None:
-    """One row of num_classes scores per 28x28 image, or a UserError naming the model's code: else
-    training fails deep in the loss, and an export writes a file nothing can load (helper-66)."""
+    """A plugin's model: one row of num_classes scores per 28x28 image, or a UserError naming its
+    code (else training failed deep in the loss, and an export wrote a file nothing could load:
+    helper-66). A forward that cannot run here (CUDA-only kernels, a head filled by training) is
+    left to show itself where it runs."""
     was_training = model.training
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             answer = model.eval()(torch.zeros(2, 1, 28, 28))
-    except Exception as error:  # noqa: BLE001 (a plugin's forward may raise anything)
-        said = str(error).splitlines()[0] if str(error) else ""
-        raise UserError(f"model '{name}' fails on a batch of 28x28 images: {type(error).__name__}"
-                        f"{': ' + said if said else ''} (in {defined_in(type(model))})") from None
+    except Exception:  # noqa: BLE001 (a plugin's forward may raise anything)
+        return
     finally:
         model.train(was_training)
     shape = tuple(getattr(answer, "shape", ()))

@@ -44,6 +44,7 @@ function clearPad() {
   ink.fillRect(0, 0, pad.width, pad.height);
   state.hasInk = false;
   state.generation += 1;
+  state.again = false; // a check queued for the drawing just cleared: nobody asked about the empty pad
   showEmpty();
 }
 
