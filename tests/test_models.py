@@ -256,3 +256,20 @@ class _CudaOnly(torch.nn.Module):
 def test_a_model_whose_forward_cannot_run_here_is_still_built(monkeypatch):
     monkeypatch.setitem(MODEL_REGISTRY, "cuda_only", _CudaOnly)
     assert isinstance(create_model("cuda_only"), _CudaOnly)
+
+
+class _Lazy(torch.nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_a_lazy_layer_made_by_the_probe_still_trains(monkeypatch):
+    """The probe's call is the lazy layer's first: weights made under inference_mode could not train."""
+    monkeypatch.setitem(MODEL_REGISTRY, "lazy", _Lazy)
+    model = create_model("lazy").train()
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    assert model.net[1].weight.grad.shape == (10, 784)

@@ -69,7 +69,7 @@ def check_answers_per_image(model: nn.Module, name: str, num_classes: int) -> No
     left to show itself where it runs."""
     was_training = model.training
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a lazy layer's first call makes its weights, which must train
             answer = model.eval()(torch.zeros(2, 1, 28, 28))
     except Exception:  # noqa: BLE001 (a plugin's forward may raise anything)
         return
@@ -79,6 +79,7 @@ def check_answers_per_image(model: nn.Module, name: str, num_classes: int) -> No
     if shape != (2, num_classes):
         raise UserError(f"model '{name}' answers a batch of 2 images with shape {shape}, not (2, {num_classes}): its "
                         f"forward must return one row of {num_classes} scores per image (in {defined_in(type(model))})")
+
 
 def defined_in(factory: Callable[..., Any]) -> str:
     """Where a model's code lives, for messages about it: its file, else its module."""
