@@ -185,7 +185,7 @@ def test_a_full_data_folder_names_the_file_and_no_other_source_is_tried(tmp_path
             copy_gz_verified(DATA_DIR / "MNIST" / "raw" / images.name, mount, images, "a local copy")
         assert not isinstance(refused.value, DataError)  # DataError is what makes `auto` try another source
         assert str(refused.value) == (f"cannot write {mount / images.name} (No space left on device): free some space "
-                                      "there (or raise the limit on file sizes, ulimit -f), or choose another --data-dir")
+                                      "(or raise the limit on file sizes, ulimit -f), or choose another --data-dir")
         assert list(mount.iterdir()) == []  # the partial copy is gone
         # the pypi source writes the arrays it rebuilt (write_idx), not a copy: the same (helper-65)
         from mnist_classifier.sources.idx import install_verified, write_idx

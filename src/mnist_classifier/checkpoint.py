@@ -37,7 +37,7 @@ from torch import nn
 from .data import Normalization
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, UserError, first_line
-from .files import nearest_existing, shared_mode, write_probe
+from .files import OUT_OF_ROOM, ROOM_FIX, nearest_existing, shared_mode, write_probe
 from .models import MODEL_REGISTRY, create_model, defined_in
 from .plugins import PLUGIN_HINT
 
@@ -75,9 +75,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, through_link: boo
         cause = _os_error_in(error)
         if cause is None:
             raise
-        fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
-               errno.EFBIG: "raise the limit on file sizes (ulimit -f) or save it elsewhere"}.get(cause.errno,
-                                                                                              "choose another path")
+        fix = ROOM_FIX if cause.errno in OUT_OF_ROOM else "choose another path"
         raise CheckpointError(
             f"could not save checkpoint {path} ({cause.strerror or cause}): {fix}; "
             "the checkpoints already on disk are intact"

@@ -43,6 +43,7 @@ class DataSplits:
     val: Split  # the last `val_size` training images: model selection only
     test: Split  # touched once, after training
     spec: DatasetSpec
+    train_available: int  # training images before --limit-train took its share
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,8 @@ def load_data(
                         f"choose between 1 and {len(train) - 1:,} (the recipes hold out 5,000)")
     cut = len(train) - val_size
     fit, val = train.head(cut), Split(train.images[cut:], train.labels[cut:])
-    if limit_train is not None:
-        fit = fit.head(limit_train)
-    return DataSplits(fit, val, Split(torch.from_numpy(test_x), torch.from_numpy(test_y)), spec)
+    return DataSplits(fit.head(limit_train) if limit_train is not None else fit, val,
+                      Split(torch.from_numpy(test_x), torch.from_numpy(test_y)), spec, train_available=len(fit))
 
 
 def load_local_split(local: LocalDataset, folder: str | Path, warn: Callable[[str], None] = print) -> Split:

@@ -50,6 +50,13 @@ def to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def what_it_raised(error: BaseException) -> str:
+    """Someone else's code failed (a plugin's model or metric): its exception's type and first line,
+    e.g. "KeyError: 'swish'"."""
+    said = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}{': ' + said if said else ''}"
+
+
 def first_line(error: BaseException) -> str:
     """A library's message (torch's, ONNX Runtime's) cut to what a user can act on: its first
     clause, and the one a colon announces."""

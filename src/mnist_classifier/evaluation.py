@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Normalization, Split, eval_batches, to_model_input
-from .errors import UserError
+from .errors import UserError, what_it_raised
 
 
 @dataclass
@@ -251,8 +251,7 @@ def metric_value(metric: "Metric", labels: np.ndarray, preds: np.ndarray, probs:
     try:
         value = metric.fn(labels, preds, probs)
     except Exception as error:  # noqa: BLE001 (a plugin's code may raise anything)
-        said = str(error).splitlines()[0] if str(error) else ""
-        raise UserError(f"{where} failed: {type(error).__name__}{': ' + said if said else ''}") from None
+        raise UserError(f"{where} failed: {what_it_raised(error)}") from None
     try:
         if value is None or isinstance(value, (str, bytes)):  # numpy would read None as NaN
             raise TypeError

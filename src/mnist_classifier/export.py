@@ -35,7 +35,8 @@ from .data import Normalization, load_data, to_model_input
 from .errors import UserError, first_line, to_stderr
 from .files import write_atomically, write_probe
 from .inference import probe_images
-from .onnx_backend import DIGEST_KEY, METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor, model_digest
+from .onnx_backend import (DIGEST_KEY, METADATA_KEY, PROBE_KEY, OnnxBackend, load_onnx_predictor, model_digest,
+                           stored_probe)
 from .torch_backend import checkpoint_info
 
 DEFAULT_OPSET = 18  # read by every ONNX Runtime since 1.14 and by most other runtimes
@@ -70,7 +71,7 @@ def export_onnx(
             f"{max_diff:.2e} (> {TOLERANCE:g}) on {len(images)} test images; no file written"
         )
     info = checkpoint_info(payload, model, checkpoint_path)
-    probe = _logits(model, to_model_input(torch.from_numpy(probe_images()), norm).numpy())
+    probe = _probe_logits(model, norm)
     _set_metadata(proto, payload, norm, info, opset, max_diff, source_sha256, probe)
     # the digest leaves out its own entry, so writing it there does not change it
     proto.metadata_props.add(key=DIGEST_KEY, value=model_digest(proto.SerializeToString()))
@@ -130,7 +131,7 @@ def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") ->
             predictor, info, source = None, {}, None  # damaged or foreign: export again
         if source == sha256_of(checkpoint_path):
             if info.get("probed") and info.get("checksummed"):
-                if _answers_as_the_code_does(checkpoint_path, predictor):
+                if _answers_as_the_code_does(checkpoint_path, predictor):  # predictor: the export's
                     return cached
             else:
                 older = True
@@ -152,10 +153,13 @@ def _answers_as_the_code_does(checkpoint_path: Path, cached) -> bool:
         model, payload = load_model(checkpoint_path)
     except UserError:  # the model's code is not here (a serving host without the plugin): the export needs none
         return True
-    stored = cached.backend.single.get_modelmeta().custom_metadata_map.get(PROBE_KEY)
-    now = _logits(model, to_model_input(torch.from_numpy(probe_images()), stored_normalization(payload)).numpy())
-    expected = np.array(json.loads(stored), np.float32) if stored else None
+    now, expected = _probe_logits(model, stored_normalization(payload)), stored_probe(cached)
     return expected is not None and expected.shape == now.shape and bool(np.allclose(now, expected, atol=TOLERANCE))
+
+
+def _probe_logits(model: torch.nn.Module, norm: Normalization) -> np.ndarray:
+    """The model's logits for inference.probe_images(): what an export stores, and a load compares."""
+    return _logits(model, to_model_input(torch.from_numpy(probe_images()), norm).numpy())
 
 
 def _to_onnx(model: torch.nn.Module, opset: int):

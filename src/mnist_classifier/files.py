@@ -11,6 +11,7 @@ right for a secret, wrong for a model or a dataset someone else on the machine m
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -85,3 +86,7 @@ def write_probe(directory: Path) -> tuple[Path, OSError | None]:
         os.unlink(name)
     return existing, None
 
+
+# A write that failed for want of room: a full disk, a quota, a limit on file sizes (ulimit -f).
+OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+ROOM_FIX = "free some space (or raise the limit on file sizes, ulimit -f)"

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, what_it_raised
 from .plugins import PLUGIN_HINT
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -53,10 +53,8 @@ def create_model(name: str, num_classes: int = 10, options: Mapping[str, Any] | 
         model = MODEL_REGISTRY[name](num_classes=num_classes, **options)
     except Exception as error:  # noqa: BLE001 (a value the checks let through: width -1, a KeyError, an assert)
         shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
-        said = str(error).splitlines()[0] if str(error) else ""
         raise UserError(f"model '{name}' cannot be built with model_options {shown or '(none)'}: "
-                        f"{type(error).__name__}{': ' + said if said else ''} (in {defined_in(MODEL_REGISTRY[name])})"
-                        ) from None
+                        f"{what_it_raised(error)} (in {defined_in(MODEL_REGISTRY[name])})") from None
     if not type(model).__module__.startswith(f"{__package__}."):  # ours are known to answer right: no cost
         check_answers_per_image(model, name, num_classes)
     return model

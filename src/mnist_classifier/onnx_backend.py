@@ -102,7 +102,7 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
                               "(N, 1, 28, 28): it is damaged or edited; export it again with `mnist-classifier export`")
     try:
         predictor = _predictor_from_metadata(backend, meta, path)
-        expected = np.array(json.loads(meta[PROBE_KEY]), np.float32) if PROBE_KEY in meta else None
+        expected = _probe_in(meta)
     except (KeyError, ValueError, TypeError) as error:  # bad JSON, bad numbers, a list where a number was
         raise CheckpointError(f"ONNX model {path} has damaged metadata ({first_line(error)}): export it again") from None
     if DIGEST_KEY in meta and model_digest(model) != meta[DIGEST_KEY]:
@@ -188,6 +188,15 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
         },
         calibration=_calibration_from_metadata(meta, path),
     )
+
+
+def stored_probe(predictor: Predictor) -> np.ndarray | None:
+    """The logits an export stored for inference.probe_images() (None: an export from before them)."""
+    return _probe_in(predictor.backend.single.get_modelmeta().custom_metadata_map)
+
+
+def _probe_in(meta: dict[str, str]) -> np.ndarray | None:
+    return np.array(json.loads(meta[PROBE_KEY]), np.float32) if PROBE_KEY in meta else None
 
 
 def _positive(stored: str) -> float:

@@ -62,12 +62,11 @@ class RunState:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # tells this run's files from another's
 
 
-def no_full_batch(images: int, full_split: int, config: TrainConfig) -> str:
-    """Why a split of `images` cannot train with this batch size, and what would let it."""
-    # the limit cut the split short, and the split has more: a higher limit helps
-    raise_limit = config.limit_train is not None and config.limit_train == images < full_split
+def no_full_batch(images: int, available: int, config: TrainConfig) -> str:
+    """Why `images` (of `available` before --limit-train) cannot train with this batch size, and what would."""
+    more = config.batch_size <= available  # a higher --limit-train would make a batch
     return (f"{images:,} training image{'s' * (images != 1)} make no full batch of {config.batch_size}: "
-            + (f"train on at least {config.batch_size} (--limit-train) or " if raise_limit else "")
+            + (f"train on at least {config.batch_size} (--limit-train) or " if more else "")
             + f"lower --batch-size to at most {images:,}")
 
 
@@ -372,8 +371,7 @@ def train(
         if ctx.is_main:
             distributed.barrier()
         if len(data.train) < config.batch_size:  # every step takes a full batch: there would be none (every rank)
-            # the split without --limit-train: the labels file is an 8-byte header and a byte per image
-            raise UserError(no_full_batch(len(data.train), data.spec.train_labels.size - 8 - config.val_size, config))
+            raise UserError(no_full_batch(len(data.train), data.train_available, config))
         trainer = Trainer(config, ctx, data, speak)
         if resume_payload is not None:
             trainer.restore(resume_payload)

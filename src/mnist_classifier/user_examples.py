@@ -22,7 +22,6 @@ dropped, by `undo` neither: a user may mend it by hand.
 """
 from __future__ import annotations
 
-import errno
 import json
 import numbers
 import os
@@ -41,7 +40,7 @@ from filelock import FileLock, Timeout
 
 from .answer import Answer
 from .errors import UserError
-from .files import write_atomically
+from .files import OUT_OF_ROOM, ROOM_FIX, write_atomically
 
 DEFAULT_USER_DATA = Path("data") / "user"
 INDEX = "examples.jsonl"
@@ -338,8 +337,7 @@ class ExampleStore:
 
     def _write_error(self, doing: str, error: OSError) -> UserError:
         """The fix the failure calls for: room on the disk, or the right to write there."""
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        fix = "free some space" if full else f"check that you may write to {self.folder} and its files"
+        fix = ROOM_FIX if error.errno in OUT_OF_ROOM else f"check that you may write to {self.folder} and its files"
         return UserError(f"cannot {doing} {self.folder} ({error.strerror or error}): {fix}, or pick another --user-data")
 
     def _check_room(self, existing: list[Example], adding: int) -> None:

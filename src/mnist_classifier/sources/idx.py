@@ -5,7 +5,6 @@ the SHA-256 of its uncompressed bytes matched the dataset registry.
 """
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
 import math
@@ -20,7 +19,7 @@ import numpy as np
 
 from ..datasets import DATASETS, DatasetSpec, IdxFile
 from ..errors import DataError, NotFetchedYet, UserError
-from ..files import shared_mode
+from ..files import OUT_OF_ROOM, ROOM_FIX, shared_mode
 
 FIX = "delete it and run `mnist-classifier data`"
 _CHUNK = 1 << 20
@@ -228,9 +227,8 @@ def _write_through(out) -> None:
 
 def unwritable(target: Path, error: OSError) -> UserError:
     """Not a source's fault, so no other source is tried: every one would meet the same place."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return UserError(f"cannot write {target} ({error.strerror}): free some space there (or raise the limit on "
-                         "file sizes, ulimit -f), or choose another --data-dir")
+    if error.errno in OUT_OF_ROOM:
+        return UserError(f"cannot write {target} ({error.strerror}): {ROOM_FIX}, or choose another --data-dir")
     return UserError(f"cannot write {target} ({error.strerror}): make {target.parent} a folder you may write to "
                      "with nothing else under that name, or choose another --data-dir")
 
