@@ -19,7 +19,7 @@ import pytest
 
 import mnist_classifier
 from mnist_classifier import cli
-from mnist_classifier.demo.server import exposure_warning
+from mnist_classifier.demo.server import exposure_warning, uvicorn_server  # bound now: tests may patch server's
 from mnist_classifier.demo.web import MAX_BODY, STATIC, SharedModel, create_app, model_card
 from mnist_classifier.reader import load_predictor
 from mnist_classifier.images import load_image
@@ -28,11 +28,10 @@ from mnist_classifier.preprocess import to_mnist
 
 @contextmanager
 def running_server(app):
-    """uvicorn in a thread on an ephemeral 127.0.0.1 port bound here (no race) -> base URL."""
-    import uvicorn
-
+    """uvicorn in a thread, with the settings `serve` gives it (server.uvicorn_server), on an
+    ephemeral 127.0.0.1 port bound here (no race) -> base URL."""
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn_server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import httpx
@@ -161,6 +162,25 @@ def receive_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def trickle_until_closed(sock: socket.socket, data: bytes, limit: float) -> tuple[bytes, float]:
+    """Send `data` a byte every 0.1 s (then nothing) until the server answers or closes -> (answer, seconds)."""
+    started, sock_answer = time.monotonic(), b""
+    sock.settimeout(0.1)
+    for byte in [data[i:i + 1] for i in range(len(data))] + [b""] * int(limit * 10):
+        try:
+            if byte:
+                sock.sendall(byte)
+            sock_answer = sock.recv(65536)
+            break  # an answer, or b"": the server closed the connection
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    waited = time.monotonic() - started
+    sock.settimeout(5)
+    return sock_answer + (receive_all(sock) if sock_answer else b""), waited
+
+
 def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else -1
 
@@ -224,26 +244,45 @@ def test_a_body_that_never_finishes_is_cut_off(small_checkpoint, monkeypatch):
 
     monkeypatch.setattr(web, "BODY_TIMEOUT", 1.0)  # the real one is 120 s
     with running_server(web.create_app(load_predictor(small_checkpoint))) as url:
-        host, port = url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), timeout=10) as sock:
             sock.sendall(raw_request("image/png", 1000))
-            started, answer = time.monotonic(), b""
-            sock.settimeout(0.2)
-            while time.monotonic() - started < 8 and not answer:
-                try:
-                    sock.sendall(b"\0")
-                    answer = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                except (BrokenPipeError, ConnectionResetError):
-                    break
-            waited = time.monotonic() - started
-            sock.settimeout(5)
-            answer += receive_all(sock)  # returns only once the server closes the connection
+            answer, waited = trickle_until_closed(sock, b"\0" * 80, limit=8)
         assert status_of(answer) == 408 and b"not received within" in answer, answer[:300]
         print(f"never-finishing body: 408 after {waited:.2f} s (BODY_TIMEOUT patched to 1 s), connection closed")
         assert 0.9 < waited < 4
         assert httpx.get(f"{url}/api/health", timeout=10).status_code == 200
+
+
+
+def test_a_head_that_never_finishes_is_cut_off(small_checkpoint, monkeypatch):
+    """A connection gets HEAD_TIMEOUT s for each request's head: a trickled head gets 408, an idle
+    connection is closed without a word, a head sent in time is answered, also after an answer."""
+    from mnist_classifier.demo import connections, web
+    from mnist_classifier.reader import load_predictor
+
+    monkeypatch.setattr(connections, "HEAD_TIMEOUT", 1.0)  # the real one is 20 s
+    health = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with running_server(web.create_app(load_predictor(small_checkpoint))) as url:
+        address = urlsplit(url).hostname, urlsplit(url).port
+        with socket.create_connection(address, timeout=10) as sock:  # slowloris: a byte now and then
+            answer, waited = trickle_until_closed(sock, health * 10, limit=8)
+        assert status_of(answer) == 408 and b"headers not received within 1 s" in answer, answer[:300]
+        assert 0.9 < waited < 4, waited
+        with socket.create_connection(address, timeout=10) as sock:  # opened, never used
+            answer, waited = trickle_until_closed(sock, b"", limit=8)
+        assert answer == b"" and 0.9 < waited < 4, (answer[:300], waited)
+        with socket.create_connection(address, timeout=10) as sock:  # keep-alive: each head on time
+            for _ in range(3):
+                sock.sendall(health[:20])
+                time.sleep(0.6)  # over half the deadline, twice in a row: each request gets its own
+                sock.sendall(health[20:])
+                sock.settimeout(5)
+                first = sock.recv(65536)
+                assert status_of(first) == 200, first[:300]
+            answer, waited = trickle_until_closed(sock, health * 10, limit=8)  # then a slow one after answers
+        assert status_of(answer) == 408 and 0.9 < waited < 4, (answer[:300], waited)
+        print(f"head deadline (patched to 1 s): trickled head 408 after {waited:.2f} s, idle connection closed, "
+              "heads in time answered on one connection")
 
 
 # ------------------------------------------------------------------ fuzzing

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 MAX_BODY = 8 << 20
 # Seconds for a whole request body (8 MB at 70 kB/s, a slow phone uplink; 30 s refused a 4 MB
 # photo at 1 Mbit/s): a client that trickles its body is cut off with 408 instead of holding its
-# connection forever. (Its headers are read by uvicorn, which sets no such limit.)
+# connection forever. (Its head has its own deadline: connections.HEAD_TIMEOUT.)
 BODY_TIMEOUT = 120.0
 # A body refused by its Content-Length is still read up to this much, so that the client sees the 413
 DRAINED_AT_MOST = 2 * MAX_BODY

@@ -209,11 +209,15 @@ SHUTDOWN_GRACE_SECONDS = 3
 def uvicorn_server(app, **options):
     import uvicorn
 
+    from .connections import HeadDeadline
+
     quiet_requests_cut_at_shutdown()
     # No access log: at hundreds of requests/s it floods the terminal and costs CPU. No lifespan:
     # the app has no start-up or shut-down work, and a second Ctrl+C would print its cancelled task.
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **options))
+                                         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+                                         http=HeadDeadline, **options))
+
 
 
 def quiet_requests_cut_at_shutdown() -> None:

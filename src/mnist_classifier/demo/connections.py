@@ -1,0 +1,66 @@
+"""How long serve waits for a request's head: uvicorn's HTTP protocol with a deadline.
+
+uvicorn reads a request's line and headers with no time limit, so a client that opens
+connections and sends a byte now and then (slowloris) holds them until the process runs out
+of files: with `serve --host 0.0.0.0`, anyone on the network. Each connection here gets
+HEAD_TIMEOUT seconds for its next request's head, from when it opened or its last answer
+went out; the body has its own limit (guards.BODY_TIMEOUT).
+"""
+from __future__ import annotations
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# A head is a few hundred bytes; Apache's mod_reqtimeout gives it 20 s by default too.
+HEAD_TIMEOUT = 20.0
+
+
+class HeadDeadline(HttpToolsProtocol):
+    """httptools (a dependency) as uvicorn runs it, closing a connection whose head is overdue: with
+    a 408 if part of it came, silently if nothing did (browsers open spare connections to use later).
+
+    Defined at module level: `serve --workers N` pickles it into each worker process."""
+
+    _head_deadline = None  # the timer for the next head, while one is awaited
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_deadline()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_deadline()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()  # one timer at a time: the last answer's
+        self._heard = False
+        self._head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_overdue, self.cycle)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_overdue(self, answered) -> None:
+        # A head came since (a pipelined one may be queued behind an answer still going out)
+        if self.cycle is not answered or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        if self.transport.is_closing():
+            return
+        if self._heard:
+            detail = f"request headers not received within {HEAD_TIMEOUT:g} s: send them faster\n".encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(detail), detail))
+        self.transport.close()
