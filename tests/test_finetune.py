@@ -24,8 +24,9 @@ import torch
 from mnist_classifier.checkpoint import load_checkpoint, weights_sha256
 from mnist_classifier.cli import main
 from mnist_classifier.errors import UserError
-from mnist_classifier.finetune import LEARNING_RATE, base_checkpoint, learning_rate_schedule, output_path
-from mnist_classifier.user_split import hold_back
+from mnist_classifier.finetune import LEARNING_RATE, learning_rate_schedule
+from mnist_classifier.finetune_paths import base_checkpoint, output_path
+from mnist_classifier.user_split import LEARNT_KEY, digests, hold_back, read_examples
 from mnist_classifier.user_examples import INDEX, ExampleStore
 
 from .conftest import DATA_DIR, REPO_ROOT
@@ -114,6 +115,64 @@ def test_the_tuned_checkpoint_is_calibrated_and_not_a_resume_point(tuned, tmp_pa
     assert "optimizer_state_dict" not in payload and payload["dataset"] == "mnist"
     status, _, stderr = run_cli("train", "--resume", str(tuned[3]), "--save-dir", str(tmp_path))
     assert status == 2 and "not a resume point" in stderr
+
+
+
+def test_tuning_a_tuned_model_again_never_measures_on_what_it_learnt(tuned, writer_folder, tmp_path):
+    """helper-69: tuned again with a few new drawings, a fresh hold-back measured the second round
+    partly on drawings the first had learnt (printed 100% -> 100%)."""
+    import shutil
+
+    folder = tmp_path / "user"
+    shutil.copytree(writer_folder / "user", folder)
+    load_writer().fill_store(folder, per_digit=2, seed=7)  # 20 new drawings
+    first = load_checkpoint(tuned[3])["finetune"][LEARNT_KEY]
+    status, stdout, _ = run_cli("finetune", "--checkpoint", str(tuned[3]), "--user-data", str(folder),
+                                "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "again.pth"), "--epochs", "1")
+    assert status == 0, stdout
+    second = load_checkpoint(tmp_path / "again.pth")["finetune"][LEARNT_KEY]
+    assert set(first) < set(second)  # the lineage: the first round's drawings and this round's
+    everything = digests(read_examples(folder).images.numpy())
+    never_learnt = [digest for digest in everything if digest not in set(second)]
+    held = int(stdout.split("holding back ")[1].split()[0])
+    assert held == len(never_learnt) > 0 and not set(never_learnt) & set(first)
+    assert f"(not one of the {sum(digest in set(first) for digest in everything)} it learnt before)" in stdout
+
+
+def test_hold_back_never_holds_what_the_base_learnt():
+    labels = np.repeat(np.arange(10), 10)
+    learnt = np.zeros(100, bool)
+    learnt[::2] = True  # half of every digit's drawings learnt in an earlier round
+    for seed in range(4):
+        train, held = hold_back(labels, seed, learnt=learnt)
+        assert not learnt[held].any() and learnt[train].sum() == 50
+        assert np.bincount(labels[held], minlength=10).tolist() == [1] * 10  # a fifth of the five new ones
+    assert len(hold_back(labels, 0, learnt=np.ones(100, bool))[1]) == 0
+
+
+def test_an_out_that_finetune_did_not_make_is_never_replaced(tuned, small_checkpoint, writer_folder, tmp_path):
+    """helper-69: `--out models/simple_cnn_last.pth` replaced train's resume point with weights alone."""
+    payload = load_checkpoint(small_checkpoint)
+    resume_point = tmp_path / "simple_cnn_last.pth"
+    torch.save({**payload, "optimizer_state_dict": {"state": {}, "param_groups": []}}, resume_point)
+    notes = tmp_path / "notes.pth"
+    notes.write_text("not a checkpoint")
+    for existing, what in ((resume_point, "`train`'s resume point"), (notes, "not a checkpoint finetune made")):
+        before = sha256(existing)
+        status, _, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
+                                    str(writer_folder / "user"), "--out", str(existing))
+        assert status == 2 and f"--out {existing} exists and is {what}" in stderr and sha256(existing) == before
+    assert output_path(tuned[3], {"model_name": "simple_cnn"}, small_checkpoint) == tuned[3]  # its own: replaced
+
+
+def test_the_tuned_model_says_so_however_it_is_loaded(tuned, small_checkpoint, tmp_path):
+    """helper-69: load() of the tuned file by name said tuned=False (only the default pick said True)."""
+    import mnist_classifier
+
+    onnx = tmp_path / "tuned.onnx"
+    assert main(["export", "--checkpoint", str(tuned[3]), "--out", str(onnx), "--data-dir", str(DATA_DIR)]) == 0
+    assert mnist_classifier.load(tuned[3]).tuned and mnist_classifier.load(onnx).tuned
+    assert not mnist_classifier.load(small_checkpoint).tuned
 
 
 def test_the_tuned_threshold_lets_even_pen_digits_through_as_train_does(tuned):
@@ -241,7 +300,7 @@ def test_tuning_another_base_never_replaces_the_tuned_model_that_answers(tuned, 
     import shutil
 
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT, choose_model
-    from mnist_classifier.finetune import keep_the_answering_model
+    from mnist_classifier.finetune_paths import keep_the_answering_model
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

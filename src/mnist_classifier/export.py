@@ -214,6 +214,7 @@ def _set_metadata(proto, payload: dict[str, Any], norm: Normalization, info: dic
         "validation_accuracy": json.dumps(info["validation_accuracy"]),
         "test_accuracy": json.dumps(info["test_accuracy"]),
         "source_checkpoint": info["file"],
+        "fine_tuned": json.dumps(info["fine_tuned"]),
         "source_sha256": source_sha256,  # lets a cached export tell it is stale
         "opset": str(opset),
         "max_abs_diff_vs_pytorch": f"{max_diff:.3e} on {CHECK_IMAGES} test images",

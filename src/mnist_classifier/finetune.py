@@ -32,27 +32,28 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
-from .bundled import (TRAIN_COMMAND, TRAINED_CHECKPOINT, USER_CHECKPOINT, choose_model, sha256_of,
-                      tuned_from_current_model)
+from .bundled import USER_CHECKPOINT, choose_model, sha256_of, tuned_from_current_model
 from .calibration import UNCALIBRATED, Calibration, calibrate_logits, digit_scores
-from .checkpoint import (check_writable, load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint,
+from .checkpoint import (load_checkpoint, model_from_checkpoint, remove_partial_writes, save_checkpoint,
                          stored_class_names, stored_normalization, weights_sha256)
 from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
 from .data import Normalization, Split, load_data, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
-from .user_split import check_enough, hold_back, pick, read_examples
+from .user_split import LEARNT_KEY, check_enough, hold_back, learnt_before, lineage, pick, read_examples
 from .errors import CheckpointError, UserError, to_stderr
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
+from .finetune_paths import base_checkpoint, describe_base, keep_the_answering_model, output_path
 from .honesty import held_out_mix
 
 USER_BATCH = 32  # of the user's examples per step; as many MNIST images join them
@@ -62,7 +63,6 @@ LEARNING_RATE = 1e-3  # peak of a one-cycle schedule: a sixth of training's, sma
 OUTLIER_POOL = 512  # generated non-digits (~0.7 s); every use goes through the random affine afresh
 NON_DIGITS_MEASURED = 1_000  # held-out generated non-digits, refused before and after? (~1 s to make)
 REFUSAL_DROP_NOTED = 0.01  # a smaller drop is within what one seed to the next changes
-USER_SUFFIX = "_user_best.pth"
 # A fine-tuned model is not a resume point for `train`, and these describe the base's making, not this one's
 # ("provenance": the bundled model's build record, which `export` would copy into the ONNX file).
 NOT_CARRIED = ("optimizer_state_dict", "scheduler_state_dict", "rank_weight_checksums", "best_accuracy", "provenance",
@@ -90,6 +90,8 @@ class FinetuneResult:
     epochs: int
     steps: int
     seconds: float
+    learnt: list[str] = field(default_factory=list)  # user_split.digests of every drawing the new model learnt
+    learnt_before: int = 0  # of the user's drawings, those the base had learnt (never held back)
 
 
 def run_finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data/user",
@@ -120,11 +122,13 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     mine = read_examples(user_data)  # before MNIST is loaded: "too few" is said at once
     check_enough(mine.labels, user_data, len(stored_class_names(payload, base)))
     config = config_from_dict(payload.get("config") or {})  # no stored recipe: today's defaults
-    train_index, held_index = hold_back(mine.labels.numpy(), seed, images=mine.images.numpy())
+    learnt = learnt_already(payload, base, mine, log)
+    train_index, held_index = hold_back(mine.labels.numpy(), seed, images=mine.images.numpy(), learnt=learnt)
     train_set, held = pick(mine, train_index), pick(mine, held_index)
     epochs = epochs or default_epochs(len(train_set))
     log(f"fine-tuning {payload['model_name']} ({describe_base(base, bundled)}) on {len(train_set)} of your "
-        f"{len(mine)} drawings in {user_data}, holding back {len(held)} to measure; "
+        f"{len(mine)} drawings in {user_data}, holding back {len(held)} to measure"
+        + (f" (not one of the {learnt.sum()} it learnt before)" if learnt.any() else "") + "; "
         f"{epochs} epoch{'s' * (epochs != 1)}, MNIST replayed")
     with all_cores():
         data = load_data(data_dir, USER_DIGITS.scores, val_size=config.val_size, log=lambda _line: None,
@@ -138,7 +142,9 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
         calibration, validation = recalibrate(model, data.val, norm)
         after = measure(model, held, data.test, norm, non_digits, calibration)
     result = FinetuneResult(target, base, bundled, len(mine), len(train_set), len(held), before, after,
-                            calibration, epochs, steps, time.perf_counter() - started)
+                            calibration, epochs, steps, time.perf_counter() - started,
+                            learnt=lineage(payload.get("finetune"), train_set.images.numpy()),
+                            learnt_before=int(learnt.sum()))
     remove_partial_writes(target.parent, target.name)  # what a finetune killed mid-save left (train removes its own)
     save_checkpoint(tuned_payload(payload, model, calibration, validation, result, user_data, seed), target)
     return result
@@ -147,19 +153,14 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
 # ------------------------------------------------------------------ inputs
 
 
-def base_checkpoint(named: str | Path | None) -> tuple[Path, bool]:
-    """(the checkpoint to start from, whether it is the bundled one): the named file, else `train`'s,
-    else the model shipped in the package (its .pth: ONNX cannot be trained)."""
-    choice = choose_model(named, prefer_onnx=False, tuned=False)
-    return choice.path, choice.bundled
-
-
-def describe_base(base: Path, bundled: bool) -> str:
-    if bundled and TRAINED_CHECKPOINT.is_file():  # named: --checkpoint bundled
-        return "the model bundled in the package"
-    if bundled:
-        return f"the model bundled in the package, as {TRAINED_CHECKPOINT} does not exist; {TRAIN_COMMAND} makes one"
-    return str(base)
+def learnt_already(payload: dict[str, Any], base: Path, mine: Split, log: Callable[[str], None]) -> np.ndarray:
+    """bool per drawing: which the base learnt (a fine-tuned model tuned again), never held back."""
+    learnt = learnt_before(payload.get("finetune"), mine.images.numpy())
+    if learnt is not None:
+        return learnt
+    log(f"note: {base} was fine-tuned by an earlier version, which did not record the drawings it learnt: "
+        "some held back to measure on may be among them, and flatter the figures")
+    return np.zeros(len(mine), bool)
 
 
 def check_digit_model(payload: dict[str, Any], base: Path) -> None:
@@ -168,37 +169,6 @@ def check_digit_model(payload: dict[str, Any], base: Path) -> None:
     if trained_on != USER_DIGITS.scores:
         raise UserError(f"{base} was trained on {trained_on}: finetune teaches a digit model your handwriting; "
                         f"name a model trained on {USER_DIGITS.scores}")
-
-
-def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> Path:
-    """--out, else models/<model>_user_best.pth; never the base itself; its folder checked now, not after training."""
-    target = Path(out) if out is not None else Path("models") / f"{payload['model_name']}{USER_SUFFIX}"
-    if target.is_dir():
-        raise UserError(f"--out {target} is a folder: name a file in it, e.g. --out {target / ('mine' + USER_SUFFIX)}")
-    if target.suffix.lower() != ".pth":
-        # predict, serve and load() tell a checkpoint from an ONNX export by its suffix
-        raise UserError(f"--out {target} is not a .pth file name: finetune writes a PyTorch checkpoint; name one "
-                        "such as models/mine_user_best.pth (`mnist-classifier export` makes the .onnx of it)")
-    if target.resolve() == base.resolve():
-        raise UserError(f"{target} is the model to start from, and finetune never overwrites it: pass another --out")
-    check_writable(target.parent)
-    return target
-
-
-def keep_the_answering_model(target: Path, base: Path, bundled: bool) -> None:
-    """Refuse to replace the fine-tuned model that answers now with one that would not answer
-    (tuned from --checkpoint bundled or another file, while another model is the default)."""
-    if target.resolve() != USER_CHECKPOINT.resolve() or not target.is_file() or not tuned_from_current_model(target):
-        return
-    default = choose_model(None, prefer_onnx=False, tuned=False)
-    if bundled == default.bundled and (bundled or base.resolve() == default.path.resolve()):
-        return  # tuning the default model again: the new one answers in its place
-    other = Path("models") / f"{'bundled' if bundled else base.stem}{USER_SUFFIX}"
-    if other.resolve() == target.resolve():
-        other = other.with_name(f"{base.stem}_2{USER_SUFFIX}")
-    raise UserError(f"{target} is the fine-tuned model that answers now (tuned from {default.path}); tuning "
-                    f"{describe_base(base, bundled)} would replace it with one that does not answer: name the new one "
-                    f"with --out, e.g. --out {other}, or delete {target} first")
 
 
 def base_calibration(payload: dict[str, Any], base: Path, log: Callable[[str], None]) -> Calibration:
@@ -357,6 +327,7 @@ def provenance(result: FinetuneResult, base: dict[str, Any], user_data: str | Pa
         "mnist_test_accuracy_after": result.after.mnist_test.accuracy,
         "non_digits_refused_before": result.before.refused, "non_digits_refused_after": result.after.refused,
         "epochs": result.epochs, "steps": result.steps, "learning_rate": LEARNING_RATE, "seed": seed,
+        LEARNT_KEY: result.learnt,
         "seconds": round(result.seconds, 2), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -376,7 +347,11 @@ def summary_text(result: FinetuneResult) -> str:
              f"  {refused:<{width}}  {_share(before.refused):>7}  {_share(after.refused):>7}",
              f"recalibrated on the MNIST validation split: temperature {calibration.temperature:.3f}{refusal}",
              f"wrote {result.path} in {result.seconds:.1f} s ({result.steps} steps); {result.base} is unchanged"]
-    if result.held_back == 0:
+    if result.held_back == 0 and result.learnt_before:
+        lines.append(f"note: nothing was held back to measure on: {result.learnt_before} of your drawings were learnt "
+                     "by the model it started from, and no digit has two new ones; label a few of each digit anew "
+                     "to see before and after")
+    elif result.held_back == 0:
         lines.append("note: nothing was held back to measure on: no digit has two different drawings (a drawing "
                      "saved twice is one); label a few digits again, drawn anew, to see before and after")
     measured = before.refused is not None and after.refused is not None

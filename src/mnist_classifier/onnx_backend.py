@@ -183,6 +183,9 @@ def _predictor_from_metadata(backend: OnnxBackend, meta: dict[str, str], path: P
             "test_accuracy": json.loads(meta["test_accuracy"]),
             "source_sha256": meta.get("source_sha256"),
             "source_checkpoint": meta.get("source_checkpoint"),  # its file name
+            # exports before 7 Dec do not say: finetune's file names do
+            "fine_tuned": (meta["fine_tuned"] == "true" if "fine_tuned" in meta
+                           else str(meta.get("source_checkpoint")).endswith("_user_best.pth")),
             "probed": PROBE_KEY in meta,  # older exports stored no probe: checked for NaN only
             "checksummed": DIGEST_KEY in meta,  # nor, until 7 Dec, a checksum
         },

@@ -85,7 +85,8 @@ class Reader:
         self.predictor = predictor
         self.path = choice.path
         self.bundled = choice.bundled
-        self.tuned = choice.tuned  # the model `finetune` made from your drawings
+        # the model `finetune` made from your drawings, picked by default or named
+        self.tuned = choice.tuned or bool(predictor.info.get("fine_tuned"))
         self._prepare = framing_of(predictor)
 
     @property

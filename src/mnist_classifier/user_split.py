@@ -6,11 +6,15 @@
 
 A seeded fifth of each digit's drawings is held back (at least one of a digit drawn twice,
 never its last), and a drawing saved twice stays on one side: the held-back figure is then
-about drawings the tuned model never saw.
+about drawings the tuned model never saw. Fine-tuning a fine-tuned model again, the drawings
+it (or a model it was tuned from) learnt are never held back: its checkpoint lists them by
+content (`learnt_drawings`), so an undo, an edit or another folder cannot mix them in.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +25,7 @@ from .errors import UserError, to_stderr
 
 HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
 MIN_EXAMPLES = 20
+LEARNT_KEY = "learnt_drawings"  # in a tuned checkpoint's "finetune" record: digests of what it learnt
 
 
 def read_examples(folder: str | Path) -> Split:
@@ -51,16 +56,21 @@ def check_enough(labels: torch.Tensor, folder: str | Path, num_classes: int = 10
 
 
 def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE,
-              images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              images: np.ndarray | None = None, learnt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-back) indices: per digit a seeded `share`, at least one when it has two or more, never its last.
 
     With `images`, identical drawings (the same 28x28 input, saved twice) stay together on
-    one side: a copy held back of a drawing trained on would grade the model on its homework."""
+    one side: a copy held back of a drawing trained on would grade the model on its homework.
+    `learnt`: bool per drawing, those the starting model learnt already: always trained on, and
+    the share is of the others."""
     rng = np.random.default_rng(seed)
     copies = _copy_groups(images) if images is not None else np.arange(len(labels))
+    fresh = ~learnt if learnt is not None else np.ones(len(labels), bool)
     held = []
     for digit in np.unique(labels):
-        members = np.flatnonzero(labels == digit)
+        members = np.flatnonzero((labels == digit) & fresh)
+        if len(members) == 0:
+            continue
         count = min(len(members) - 1, max(1, round(share * len(members))))
         groups = [members[copies[members] == group] for group in np.unique(copies[members])]
         # In a seeded order, smallest first (a stable sort keeps the order among equals); the
@@ -74,6 +84,30 @@ def hold_back(labels: np.ndarray, seed: int, share: float = HOLD_BACK_SHARE,
     chosen = np.zeros(len(labels), bool)
     chosen[held] = True
     return np.flatnonzero(~chosen), np.flatnonzero(chosen)
+
+
+def digests(images: np.ndarray) -> list[str]:
+    """A short SHA-256 per 28x28 drawing: how a tuned checkpoint names the drawings it learnt."""
+    return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:16] for image in images]
+
+
+def learnt_before(record: Any, images: np.ndarray) -> np.ndarray | None:
+    """bool per drawing: learnt by the model whose checkpoint holds this "finetune" `record` (or by
+    one it was tuned from); all False without a record (a trained model); None when the record
+    does not say (a model tuned before the list was kept)."""
+    if record is None:
+        return np.zeros(len(images), bool)
+    listed = record.get(LEARNT_KEY) if isinstance(record, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(digest, str) for digest in listed):
+        return None
+    return np.isin(np.array(digests(images), dtype=object), np.array(listed, dtype=object))
+
+
+def lineage(record: Any, learnt_now: np.ndarray) -> list[str]:
+    """What a new tuned model has learnt: its base's list (if any) and the drawings `learnt_now`."""
+    listed = record.get(LEARNT_KEY) if isinstance(record, dict) else None
+    earlier = [digest for digest in listed if isinstance(digest, str)] if isinstance(listed, list) else []
+    return sorted(set(earlier) | set(digests(learnt_now)))
 
 
 def _copy_groups(images: np.ndarray) -> np.ndarray:
