@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,14 +116,16 @@ def test_the_tuned_checkpoint_is_calibrated_and_not_a_resume_point(tuned, tmp_pa
     assert "optimizer_state_dict" not in payload and payload["dataset"] == "mnist"
     status, _, stderr = run_cli("train", "--resume", str(tuned[3]), "--save-dir", str(tmp_path))
     assert status == 2 and "not a resume point" in stderr
+    # under a resume point's name (copied over it), it does not send the user to that same file
+    shutil.copy(tuned[3], tmp_path / "simple_cnn_last.pth")
+    status, _, stderr = run_cli("train", "--resume", str(tmp_path / "simple_cnn_last.pth"), "--save-dir", str(tmp_path))
+    assert status == 2 and "without the training state train saves there" in stderr and "_last.pth file" not in stderr
 
 
 
 def test_tuning_a_tuned_model_again_never_measures_on_what_it_learnt(tuned, writer_folder, tmp_path):
     """helper-69: tuned again with a few new drawings, a fresh hold-back measured the second round
     partly on drawings the first had learnt (printed 100% -> 100%)."""
-    import shutil
-
     folder = tmp_path / "user"
     shutil.copytree(writer_folder / "user", folder)
     load_writer().fill_store(folder, per_digit=2, seed=7)  # 20 new drawings
@@ -297,8 +300,6 @@ def test_ctrl_c_exits_130_and_writes_nothing(small_checkpoint, writer_folder, tm
 
 def test_tuning_another_base_never_replaces_the_tuned_model_that_answers(tuned, small_checkpoint, writer_folder,
                                                                         monkeypatch, tmp_path, capsys):
-    import shutil
-
     from mnist_classifier.bundled import BUNDLED_CHECKPOINT, choose_model
     from mnist_classifier.finetune_paths import keep_the_answering_model
 
@@ -324,8 +325,6 @@ def test_export_says_when_the_model_that_answers_is_the_fine_tuned_one(tuned, sm
                                                                        tmp_path, capsys):
     """helper-59: `export` after `finetune` wrote the original model, and nothing said that predict
     and serve answer with the tuned one."""
-    import shutil
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     shutil.copy(small_checkpoint, "models/simple_cnn_best.pth")

@@ -92,6 +92,9 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
     payload = load_checkpoint(path)
     model_from_checkpoint(payload, path)  # wrong architecture or shapes: one line now, not after loading data
     if "optimizer_state_dict" not in payload:
+        if path.name.endswith("_last.pth"):  # replaced since train wrote it (copied over, or saved by other code)
+            raise CheckpointError(f"{path} holds weights only, without the training state train saves there, so it "
+                                  "cannot resume: start a new run without --resume")
         raise CheckpointError(f"{path} holds weights only, not a resume point: resume from a <model>_last.pth file")
     if not isinstance(payload.get("config"), dict):
         raise CheckpointError(f"{path} stores no config (made by the original project?), so what it trained is "
