@@ -154,6 +154,16 @@ def test_summary_table_is_printed(report, metrics):
     assert len(ends) == 1, verdicts
 
 
+
+def test_a_digit_dataset_a_user_added_names_its_own_test_digits(report, small_checkpoint, mnist_data):
+    """helper-66: evaluate's verdict table called an added digit dataset's test split "MNIST test digits"."""
+    from mnist_classifier.honesty import verdict_report
+    from mnist_classifier.reader import load_predictor
+
+    rows = verdict_report(load_predictor(small_checkpoint), mnist_data.test, DATA_DIR, "mine").table["digits"]
+    assert rows[0]["set"] == "mine test digits" and "MNIST" not in " ".join(row["set"] for row in rows)
+
+
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):
     import torch
 

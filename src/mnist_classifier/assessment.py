@@ -100,7 +100,7 @@ def evaluate_checkpoint(
     # non-digits from them): a local set has its own figures, not those.
     if honest_tables:
         predictor = torch_predictor(*loaded[0], Path(checkpoints[0]))
-        verdicts = verdict_report(predictor, test, data_dir)
+        verdicts = verdict_report(predictor, test, data_dir, spec.name)
         honesty["verdicts"], fooled = verdicts.table, verdicts.fooled
     else:
         fooled = None

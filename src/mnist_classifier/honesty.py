@@ -119,13 +119,17 @@ class Verdicts:
     fooled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "data") -> Verdicts:
-    """How often digits pass and non-digits are refused, at the predictor's threshold."""
+def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "data",
+                   dataset: str = "mnist") -> Verdicts:
+    """How often digits pass and non-digits are refused, at the predictor's threshold. `dataset`:
+    the digits' own (a dataset a user added names the first row, not MNIST)."""
     from .outliers import fashion_as_ink
 
     threshold = predictor.calibration.reject_threshold
     labels = test.labels.numpy()
     digit_sets, families = measured_sets(test)
+    if dataset != "mnist":
+        digit_sets = [(f"{dataset} test digits", digit_sets[0][1]), *digit_sets[1:]]
     digits = [_digit_row(name, *predictor.assess(images), labels, threshold) for name, images in digit_sets]
     families = list(families)
     fashion = _fashion_test_items(data_dir)
