@@ -99,8 +99,9 @@ def test_a_rank_killed_mid_run_leaves_one_line_and_a_resume_point(tmp_path, mnis
     assert job.returncode != 0
     # rank 0 meets the broken connection first, or torchrun stops it (SIGTERM) first: either way one line
     # gloo says "reset" or "closed" by peer, as the connection happened to end
-    lost = (r"error: another process of this run ended \(connection (reset|closed) by peer\): the last finished "
-            rf"epoch is saved; resume with `torchrun \.\.\. mnist-classifier train --resume {re.escape(str(last))}`")
+    lost = (r"error: another process of this run ended \(connection (reset|closed) by peer\): epoch \d+ of 30 is "
+            r"saved; resume with `torchrun <the same options> -m mnist_classifier train --resume "
+            rf"{re.escape(str(last))}`")
     stopped = rf"interrupted: the last finished epoch is saved;.*train --resume {re.escape(str(last))}`"
     assert any(re.fullmatch(pattern, row) for row in stderr.splitlines() for pattern in (lost, stopped)), \
         stderr[-3000:]

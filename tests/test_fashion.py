@@ -203,6 +203,18 @@ def test_an_uncalibrated_checkpoint_is_evaluated_with_the_fix_beside_it(fashion_
     assert f"fix: mnist-classifier calibrate --checkpoint {tmp_path / 'old.pth'}" in out
 
 
+
+def test_evaluate_dataset_alone_without_its_model_says_how_to_make_one(tmp_path, monkeypatch, capsys):
+    """helper-68: with no clothes model, --dataset fashion-mnist took the digit model (or the bundled
+    one) and then refused it, advising to drop --dataset: the wrong model's report."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--dataset", SPEC.name, "--data-dir", str(DATA_DIR)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: no model trained on {SPEC.name} to evaluate: models/simple_cnn_{SPEC.name}_best.pth "
+                   f"not found; `mnist-classifier train --dataset {SPEC.name}` makes it, or name one with --checkpoint")
+    assert not (tmp_path / "reports").exists()
+
+
 def test_evaluating_a_fashion_checkpoint_on_mnist_is_a_clear_error(fashion_run, tmp_path, capsys):
     _, result = fashion_run
     status = main(["evaluate", "--checkpoint", str(result.best_path), "--dataset", "mnist",

@@ -249,6 +249,16 @@ def test_evaluate_scores_the_user_digits(tuned, writer_folder, tmp_path, monkeyp
     assert "fine-tuned from " in page and "on 80 of your drawings" in page and "of the base's training" in page
 
 
+
+def test_the_bundled_models_report_never_replaces_the_trained_ones(writer_folder, tmp_path, monkeypatch):
+    """helper-68: `evaluate --checkpoint bundled` to compare wrote over reports/simple_cnn/, the trained model's."""
+    monkeypatch.chdir(tmp_path)
+    status, _, stderr = run_cli("evaluate", "--dataset", "user-digits", "--checkpoint", "bundled",
+                                "--user-data", str(writer_folder / "user"))
+    assert status == 0, stderr
+    assert [path.name for path in (tmp_path / "reports").iterdir()] == ["simple_cnn_bundled_user-digits"]
+
+
 def test_too_few_examples_say_how_many_more(small_checkpoint, tmp_path):
     store = ExampleStore(tmp_path / "user", warn=pytest.fail)
     drawings, inputs, _ = load_writer().writer_digits(2, seed=5)  # digit d's are at 2d and 2d + 1

@@ -219,7 +219,7 @@ def test_a_plugins_slips_are_one_line_naming_its_code(monkeypatch):
         create_model("seven", options={"act": "swish"})
 
 
-@pytest.mark.parametrize("name", ["../escaped", "nets/mlp", "a\\b", "", "-x", ".hidden", " padded "])
+@pytest.mark.parametrize("name", ["../escaped", "nets/mlp", "a\\b", "", "-x", ".hidden", " padded ", "m" * 101])
 def test_a_model_name_that_would_make_odd_paths_is_refused(name):
     """It names files and folders (models/<name>_best.pth, runs/<name>_*): `../escaped` wrote outside --save-dir."""
     from mnist_classifier.models import register_model
@@ -228,7 +228,7 @@ def test_a_model_name_that_would_make_odd_paths_is_refused(name):
         register_model(name)
 
 
-@pytest.mark.parametrize("name", ["mlp+bn", "réseau", "_private", "my net"])
+@pytest.mark.parametrize("name", ["mlp+bn", "réseau", "_private", "my net", "m" * 100])
 def test_names_that_make_fine_file_names_still_register(name, monkeypatch):
     """helper-67: a stricter rule locked out models, and their checkpoints, that had trained fine."""
     from mnist_classifier.models import register_model

@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .bundled import BUNDLED_CHECKPOINT
 from .calibration import Calibration
 from .checkpoint import load_model, stored_normalization
 from .combine import (ORIGINAL_ONLY, averaged_probabilities_at, check_members_agree, check_trained_on_the_views,
@@ -76,10 +77,11 @@ def evaluate_checkpoint(
     payload = combined_payload(payloads, checkpoints, views)
     if local is not None:  # the report names the set it scored, and does not replace the test set's report
         payload = {**payload, "dataset": local.name}
-    # A fine-tuned model shares its base's model_name, and a model of another dataset may too:
-    # neither report may replace the MNIST model's (the folders follow the checkpoints' names).
+    # A fine-tuned model shares its base's model_name, and a model of another dataset or the
+    # bundled one may too: none of their reports may replace the trained MNIST model's.
     tuned = "_user" if "finetune" in payloads[0] else ""
-    stem = checkpoint_stem(payload["model_name"] + tuned, trained_on)
+    shipped = "_bundled" if Path(checkpoints[0]).resolve() == BUNDLED_CHECKPOINT.resolve() else ""
+    stem = checkpoint_stem(payload["model_name"] + tuned + shipped, trained_on)
     default_dir = default_report_dir(stem + (f"_{local.name}" if local is not None else ""))
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
     spec, test = scored_split(data_dir, trained_on, dataset, local_folder)

@@ -115,13 +115,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def trained_on_dataset(dataset: str | None) -> str | None:
     """`evaluate --dataset fashion-mnist` without a checkpoint: the model `train --dataset
-    fashion-mnist` saved (models/simple_cnn_fashion-mnist_best.pth), when there is one."""
+    fashion-mnist` saved (models/simple_cnn_fashion-mnist_best.pth); None: the digit model's turn."""
     from .run_files import checkpoint_stem
 
     if dataset is None or dataset == "mnist" or dataset not in DATASETS:
-        return None
+        return None  # a local set of digits (user-digits) scores the digit model
     saved = Path("models") / f"{checkpoint_stem('simple_cnn', dataset)}_best.pth"
-    return str(saved) if saved.is_file() else None
+    if not saved.is_file():  # the digit model would only be refused for it
+        raise UserError(f"no model trained on {dataset} to evaluate: {saved} not found; `mnist-classifier train "
+                        f"--dataset {dataset}` makes it, or name one with --checkpoint")
+    return str(saved)
 
 
 def ensemble_member(named: str) -> Path:

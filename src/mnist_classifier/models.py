@@ -27,14 +27,16 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # A name becomes file and folder names (models/<name>_best.pth, runs/<name>_*): what would lead
 # elsewhere (a separator, "..", a control character) or read as an option or a hidden file is refused.
 _PATH_BREAKING = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.|^[-.]|^\s|\s$")
+# File names hold at most 255 bytes; checkpoints and run folders add a dataset, a date and more
+MAX_NAME_BYTES = 100
 
 
 def register_model(name: str):
     """Class decorator: make a model buildable by `create_model(name)`."""
-    if not isinstance(name, str) or not name or _PATH_BREAKING.search(name):
+    if not isinstance(name, str) or not name or _PATH_BREAKING.search(name) or len(name.encode()) > MAX_NAME_BYTES:
         raise UserError(f"model name {name!r} cannot be registered: it names files (models/<name>_best.pth), so it "
                         "may not hold '/', '\\', '..' or control characters, nor start with '-' or '.', nor start "
-                        "or end with a space")
+                        f"or end with a space, nor be longer than {MAX_NAME_BYTES} bytes")
 
     def add(factory):
         if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not factory:

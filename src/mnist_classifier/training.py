@@ -396,9 +396,11 @@ def train(
             if reason is None:
                 raise
             saved = resume_payload is not None or trainer.saved_an_epoch
+            epochs_saved = len(trainer.state.history["val_acc"])  # every rank keeps the history
             raise PeerLost(f"another process of this run ended ({reason}): " + (
-                f"the last finished epoch is saved; resume with `torchrun ... mnist-classifier train --resume "
-                f"{checkpoint_paths(config)[1]}`" if saved else "no epoch had finished, start again")) from None
+                f"epoch {epochs_saved} of {config.epochs} is saved; resume with `torchrun <the same options> -m "
+                f"mnist_classifier train --resume {checkpoint_paths(config)[1]}`" if saved
+                else "no epoch had finished, start again")) from None
         distributed.barrier()
         try:
             result = trainer.finish(epochs_done) if ctx.is_main else None
