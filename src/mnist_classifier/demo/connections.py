@@ -59,7 +59,8 @@ class HeadDeadline(HttpToolsProtocol):
             return
         if self.transport.is_closing():
             return
-        if self._heard:
+        # Bytes came, and not the rest of a body answered before it ended (a refused upload): a head, in part
+        if self._heard and (self.cycle is None or not self.cycle.more_body):
             detail = f"request headers not received within {HEAD_TIMEOUT:g} s: send them faster\n".encode()
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                                  b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(detail), detail))
