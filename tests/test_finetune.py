@@ -160,12 +160,38 @@ def test_an_out_that_finetune_did_not_make_is_never_replaced(tuned, small_checkp
     torch.save({**payload, "optimizer_state_dict": {"state": {}, "param_groups": []}}, resume_point)
     notes = tmp_path / "notes.pth"
     notes.write_text("not a checkpoint")
-    for existing, what in ((resume_point, "`train`'s resume point"), (notes, "not a checkpoint finetune made")):
+    for existing, what in ((resume_point, "a checkpoint `train` saved"), (notes, "not a checkpoint finetune made")):
         before = sha256(existing)
         status, _, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
                                     str(writer_folder / "user"), "--out", str(existing))
         assert status == 2 and f"--out {existing} exists and is {what}" in stderr and sha256(existing) == before
     assert output_path(tuned[3], {"model_name": "simple_cnn"}, small_checkpoint) == tuned[3]  # its own: replaced
+
+
+def test_its_default_file_is_remade_when_damaged_but_never_replaces_a_trained_model(small_checkpoint, tuned,
+                                                                                    tmp_path, monkeypatch):
+    """helper-70: a cut-short models/simple_cnn_user_best.pth (predict: "retrain it") was refused as an
+    --out the user never typed."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    default = Path("models/simple_cnn_user_best.pth")
+    default.write_bytes(tuned[3].read_bytes()[:100_000])
+    assert output_path(None, {"model_name": "simple_cnn"}, small_checkpoint) == default
+    shutil.copy(small_checkpoint, default)  # a trained model copied there: kept, and said without "--out"
+    with pytest.raises(UserError, match=r"^models/simple_cnn_user_best.pth, where finetune writes by default, exists "
+                                        r"and is a checkpoint `train` saved: .* name another file with --out$"):
+        output_path(None, {"model_name": "simple_cnn"}, small_checkpoint)
+
+
+def test_a_damaged_list_of_learnt_drawings_keeps_what_it_can_read():
+    """helper-70: one stray number threw the whole list away, and the note blamed an earlier version."""
+    from mnist_classifier.user_split import learnt_list
+
+    assert learnt_list(None) == ([], None)  # a trained model: learnt none of them
+    assert learnt_list({"seed": 0}) == ([], "missing")  # tuned before the list was kept
+    assert learnt_list({LEARNT_KEY: ["ab12", 7, "cd34"]}) == (["ab12", "cd34"], "damaged")
+    assert learnt_list({LEARNT_KEY: "ab12"}) == ([], "damaged") and learnt_list([1]) == ([], "damaged")
+    assert learnt_list({LEARNT_KEY: ["ab12"]}) == (["ab12"], None)
 
 
 def test_the_tuned_model_says_so_however_it_is_loaded(tuned, small_checkpoint, tmp_path):

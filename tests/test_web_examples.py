@@ -216,10 +216,11 @@ def test_with_collection_off_the_routes_say_so_and_the_card_too(predictor, digit
 def test_model_card_says_which_file_answers_and_whether_it_is_the_users(collecting, predictor, small_checkpoint):
     card = collecting.client.get("/api/model").json()
     assert card["collecting"] is True and card["file"] == small_checkpoint.name and card["user_model"] is False
-    tuned = dataclasses.replace(predictor, info={**predictor.info, "file": "simple_cnn_user_best.pth"})
-    exported = dataclasses.replace(predictor, info={**predictor.info, "file": "simple_cnn_user_best.onnx",
-                                                    "source_checkpoint": "simple_cnn_user_best.pth"})
-    assert model_card(tuned)["user_model"] and model_card(exported)["user_model"]
+    tuned = dataclasses.replace(predictor, info={**predictor.info, "fine_tuned": True})
+    assert model_card(tuned)["user_model"]
+    # helper-70: the file's name decided it; a trained model copied to *_user_best.pth is not the user's
+    renamed = dataclasses.replace(predictor, info={**predictor.info, "file": "simple_cnn_user_best.pth"})
+    assert not model_card(renamed)["user_model"]
 
 
 def test_openapi_documents_the_routes_and_no_request_names_a_file(collecting):

@@ -49,7 +49,7 @@ from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
 from .data import Normalization, Split, load_data, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
-from .user_split import LEARNT_KEY, check_enough, hold_back, learnt_before, lineage, pick, read_examples
+from .user_split import LEARNT_KEY, check_enough, digests, hold_back, learnt_list, learnt_mask, pick, read_examples
 from .errors import CheckpointError, UserError, to_stderr
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
@@ -122,7 +122,7 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     mine = read_examples(user_data)  # before MNIST is loaded: "too few" is said at once
     check_enough(mine.labels, user_data, len(stored_class_names(payload, base)))
     config = config_from_dict(payload.get("config") or {})  # no stored recipe: today's defaults
-    learnt = learnt_already(payload, base, mine, log)
+    learnt, listed = learnt_already(payload, base, mine, log)
     train_index, held_index = hold_back(mine.labels.numpy(), seed, images=mine.images.numpy(), learnt=learnt)
     train_set, held = pick(mine, train_index), pick(mine, held_index)
     epochs = epochs or default_epochs(len(train_set))
@@ -143,7 +143,7 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
         after = measure(model, held, data.test, norm, non_digits, calibration)
     result = FinetuneResult(target, base, bundled, len(mine), len(train_set), len(held), before, after,
                             calibration, epochs, steps, time.perf_counter() - started,
-                            learnt=lineage(payload.get("finetune"), train_set.images.numpy()),
+                            learnt=sorted(set(listed) | set(digests(train_set.images.numpy()))),
                             learnt_before=int(learnt.sum()))
     remove_partial_writes(target.parent, target.name)  # what a finetune killed mid-save left (train removes its own)
     save_checkpoint(tuned_payload(payload, model, calibration, validation, result, user_data, seed), target)
@@ -153,14 +153,17 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
 # ------------------------------------------------------------------ inputs
 
 
-def learnt_already(payload: dict[str, Any], base: Path, mine: Split, log: Callable[[str], None]) -> np.ndarray:
-    """bool per drawing: which the base learnt (a fine-tuned model tuned again), never held back."""
-    learnt = learnt_before(payload.get("finetune"), mine.images.numpy())
-    if learnt is not None:
-        return learnt
-    log(f"note: {base} was fine-tuned by an earlier version, which did not record the drawings it learnt: "
-        "some held back to measure on may be among them, and flatter the figures")
-    return np.zeros(len(mine), bool)
+def learnt_already(payload: dict[str, Any], base: Path, mine: Split,
+                   log: Callable[[str], None]) -> tuple[np.ndarray, list[str]]:
+    """(bool per drawing: learnt by the base, never held back; the digests its record lists)."""
+    listed, problem = learnt_list(payload.get("finetune"))
+    if problem == "missing":
+        log(f"note: {base} was fine-tuned by an earlier version, which did not record the drawings it learnt: "
+            "some held back to measure on may be among them, and flatter the figures")
+    elif problem == "damaged":
+        log(f"note: {base}'s record of the drawings it learnt is damaged; {len(listed)} readable entries are used: "
+            "some held back to measure on may be among the rest, and flatter the figures")
+    return learnt_mask(listed, mine.images.numpy()), listed
 
 
 def check_digit_model(payload: dict[str, Any], base: Path) -> None:

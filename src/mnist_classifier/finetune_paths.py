@@ -46,24 +46,27 @@ def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> 
     if target.resolve() == base.resolve():
         raise UserError(f"{target} is the model to start from, and finetune never overwrites it: pass another --out")
     if target.is_file():
-        refuse_to_replace_others(target)
+        refuse_to_replace_others(target, named=out is not None)
     check_writable(target.parent)
     return target
 
 
-def refuse_to_replace_others(target: Path) -> None:
-    """An existing file is replaced only if finetune made it: a trained model, `train`'s resume
-    point or anything else there is never lost to a mistyped --out."""
+def refuse_to_replace_others(target: Path, named: bool) -> None:
+    """An existing file is replaced only if finetune made it: a trained model or anything else there
+    is never lost to a mistyped --out. Its own default file, unreadable (a full disk cut it short),
+    is replaced: `predict` sends the user here to make it again."""
     try:
         existing: dict[str, Any] | None = load_checkpoint(target)
     except UserError:
         existing = None
-    if existing is not None and isinstance(existing.get("finetune"), dict):
+    if existing is not None and "finetune" in existing or existing is None and not named:
         return
-    what = ("`train`'s resume point" if existing is not None and "optimizer_state_dict" in existing
+    what = ("a checkpoint `train` saved" if existing is not None and "optimizer_state_dict" in existing
             else "a model finetune did not make" if existing is not None else "not a checkpoint finetune made")
-    raise UserError(f"--out {target} exists and is {what}: finetune replaces only its own models; name a new file, "
-                    "or move that one away first")
+    where = f"--out {target}" if named else f"{target}, where finetune writes by default,"
+    raise UserError(f"{where} exists and is {what}: finetune replaces only its own models; "
+                    + ("name a new file, or move that one away first" if named else
+                       "move that one away first, or name another file with --out"))
 
 
 def keep_the_answering_model(target: Path, base: Path, bundled: bool) -> None:

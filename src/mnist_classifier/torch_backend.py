@@ -61,5 +61,5 @@ def checkpoint_info(payload: dict[str, Any], model: torch.nn.Module, path: Path)
         "epoch": payload.get("epoch"),
         "validation_accuracy": payload.get("accuracy"),
         "test_accuracy": payload.get("test_accuracy"),
-        "fine_tuned": isinstance(payload.get("finetune"), dict),  # finetune made it from the user's drawings
+        "fine_tuned": payload.get("finetune") is not None,  # finetune made it from the user's drawings
     }

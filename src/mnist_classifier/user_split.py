@@ -91,23 +91,22 @@ def digests(images: np.ndarray) -> list[str]:
     return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:16] for image in images]
 
 
-def learnt_before(record: Any, images: np.ndarray) -> np.ndarray | None:
-    """bool per drawing: learnt by the model whose checkpoint holds this "finetune" `record` (or by
-    one it was tuned from); all False without a record (a trained model); None when the record
-    does not say (a model tuned before the list was kept)."""
+def learnt_list(record: Any) -> tuple[list[str], str | None]:
+    """(the digests a "finetune" `record` lists as learnt, what is wrong with the list): no record (a
+    trained model) lists none; "missing": tuned before the list was kept; "damaged": not a list of
+    digests, of which the ones still readable are kept."""
     if record is None:
-        return np.zeros(len(images), bool)
+        return [], None
+    if isinstance(record, dict) and LEARNT_KEY not in record:
+        return [], "missing"
     listed = record.get(LEARNT_KEY) if isinstance(record, dict) else None
-    if not isinstance(listed, list) or not all(isinstance(digest, str) for digest in listed):
-        return None
+    kept = [digest for digest in listed if isinstance(digest, str)] if isinstance(listed, list) else []
+    return kept, None if isinstance(listed, list) and len(kept) == len(listed) else "damaged"
+
+
+def learnt_mask(listed: list[str], images: np.ndarray) -> np.ndarray:
+    """bool per drawing: among the `listed` digests (learnt by the model to start from)."""
     return np.isin(np.array(digests(images), dtype=object), np.array(listed, dtype=object))
-
-
-def lineage(record: Any, learnt_now: np.ndarray) -> list[str]:
-    """What a new tuned model has learnt: its base's list (if any) and the drawings `learnt_now`."""
-    listed = record.get(LEARNT_KEY) if isinstance(record, dict) else None
-    earlier = [digest for digest in listed if isinstance(digest, str)] if isinstance(listed, list) else []
-    return sorted(set(earlier) | set(digests(learnt_now)))
 
 
 def _copy_groups(images: np.ndarray) -> np.ndarray:

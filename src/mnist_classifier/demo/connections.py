@@ -21,14 +21,15 @@ class HeadDeadline(HttpToolsProtocol):
     Defined at module level: `serve --workers N` pickles it into each worker process."""
 
     _head_deadline = None  # the timer for the next head, while one is awaited
+    _head_begun = False  # a request's first bytes came since the timer was set
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._arm_head_deadline()
 
-    def data_received(self, data: bytes) -> None:
-        self._heard = True
-        super().data_received(data)
+    def on_message_begin(self) -> None:
+        self._head_begun = True
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._disarm_head_deadline()
@@ -45,7 +46,7 @@ class HeadDeadline(HttpToolsProtocol):
 
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()  # one timer at a time: the last answer's
-        self._heard = False
+        self._head_begun = False
         self._head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_overdue, self.cycle)
 
     def _disarm_head_deadline(self) -> None:
@@ -59,8 +60,9 @@ class HeadDeadline(HttpToolsProtocol):
             return
         if self.transport.is_closing():
             return
-        # Bytes came, and not the rest of a body answered before it ended (a refused upload): a head, in part
-        if self._heard and (self.cycle is None or not self.cycle.more_body):
+        # Part of a head came. (Nothing, or only the rest of a body answered before it all came, a refused
+        # upload's or a 404's: the connection is closed without a word, its answer went out already.)
+        if self._head_begun:
             detail = f"request headers not received within {HEAD_TIMEOUT:g} s: send them faster\n".encode()
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                                  b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(detail), detail))

@@ -47,7 +47,6 @@ FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less a
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 WORKERS = 4  # concurrent decodes: bounds memory (a 4096^2 PNG is ~300 MB in float32)
 STATIC = Path(__file__).with_name("static")
-USER_MODEL_MARK = "_user_best"  # in the file name of a model fine-tuned on the user's drawings
 PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
          "/style.css": ("style.css", "text/css")}
 # The page loads nothing from elsewhere (classrooms are often offline); the policy makes
@@ -226,11 +225,9 @@ def model_card(predictor: Predictor, collecting: bool = False) -> dict:
     info = predictor.info
     keys = ("parameters", "validation_accuracy", "test_accuracy", "dataset", "epoch", "file")
     calibration = predictor.calibration
-    # `finetune` names what it makes models/<model>_user_best.pth (its ONNX export and the
-    # workers' snapshot keep the name); the page tells the user their own model answers.
-    files = (str(info.get("file") or ""), str(info.get("source_checkpoint") or ""))
     return {"name": predictor.model_name, **{key: info.get(key) for key in keys},
-            "user_model": any(USER_MODEL_MARK in Path(file).stem for file in files),
+            # the checkpoint's (or its export's) finetune record: the page tells users their own model answers
+            "user_model": bool(info.get("fine_tuned")),
             "collecting": collecting,
             "class_names": list(predictor.class_names), "drawable": drawable(predictor),
             "calibrated": calibration.fitted, "temperature": calibration.temperature,
