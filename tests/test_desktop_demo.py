@@ -679,9 +679,10 @@ def screenshot(display: str, geometry, path: Path) -> np.ndarray:
     return window
 
 
-def painted_screenshot(display: str, geometry, path: Path, timeout: float = 10.0) -> np.ndarray:
+def painted_screenshot(display: str, geometry, path: Path, timeout: float = 30.0) -> np.ndarray:
     """The window once the X server shows something in it: Qt paints a frame asynchronously,
-    so a busy machine can still show the unpainted (black) window just after the stroke."""
+    so a busy machine can still show the unpainted (black) window just after the stroke (a
+    fresh-clone CI beside two other jobs saw it still black after 10 s)."""
     deadline = time.monotonic() + timeout
     shot = screenshot(display, geometry, path)
     while shot.std() <= 20 and time.monotonic() < deadline:
