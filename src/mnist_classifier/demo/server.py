@@ -219,7 +219,6 @@ def uvicorn_server(app, **options):
                                          http=HeadDeadline, **options))
 
 
-
 def quiet_requests_cut_at_shutdown() -> None:
     """uvicorn logs a request it cancels as a 30-line "Exception in ASGI application": after the grace
     period its own one line ("Cancel 1 running task(s) ...") says it already, and on a second Ctrl+C
