@@ -115,6 +115,21 @@ def test_a_scribble_is_not_a_digit_and_a_text_file_is_a_clear_error(tmp_path):
         reader.predict(open(text))
 
 
+def test_a_damaged_png_and_an_empty_file_say_so_not_that_they_are_no_image(tmp_path):
+    """helper-72: a PNG with one byte flipped before its pixels, and a 0-byte file, were "not an image
+    file PIL can read; use a PNG or JPEG" (serve's API said "truncated or corrupt", "empty body")."""
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    damaged = bytearray((REPO_ROOT / "examples" / "seven.png").read_bytes())
+    damaged[18] ^= 0xFF  # in the header's width: its checksum no longer matches
+    (tmp_path / "damaged.png").write_bytes(damaged)
+    (tmp_path / "empty.png").write_bytes(b"")
+    for source in (tmp_path / "damaged.png", bytes(damaged)):
+        with pytest.raises(ImageError, match=r": the PNG or JPEG is truncated or corrupt; save it again$"):
+            reader.predict(source)
+    with pytest.raises(ImageError, match=r"empty.png is empty \(0 bytes\); save the image again$"):
+        reader.predict(tmp_path / "empty.png")
+
+
 def test_load_names_which_model_answers(small_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bundled = mnist_classifier.load()

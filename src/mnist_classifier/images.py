@@ -25,6 +25,7 @@ MAX_SIDE = 4096  # larger inputs are refused: nothing a digit needs, and bombs s
 # and its header; an endless stream stops here rather than at the memory's end.
 MAX_FILE_BYTES = MAX_SIDE * MAX_SIDE * 8 + 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" mode
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 
 
 # ---------------------------------------------------------------- reading files
@@ -63,24 +64,40 @@ def load_image(source) -> np.ndarray:
                          "file path, encoded bytes, a PIL image or a numpy array")
     # Image.open reads only the header, so the size is known before any pixel is
     # decoded: PIL's own bomb check raises in open(), ours before load().
-    with _decoding(name), Image.open(file) as im:
+    with _decoding(name, _first_bytes(file)), Image.open(file) as im:
         return _pil_to_array(im, name)
 
 
+def _first_bytes(file: str | io.BytesIO) -> bytes:
+    """The start of a path's file or of bytes in memory: what the file says it is, when PIL cannot tell."""
+    if isinstance(file, io.BytesIO):
+        return file.getbuffer()[:8].tobytes()
+    try:
+        with open(file, "rb") as opened:
+            return opened.read(8)
+    except OSError:  # unreadable: PIL's open says so in its own words
+        return b"-"
+
+
 @contextmanager
-def _decoding(name: str):
+def _decoding(name: str, start: bytes = b"-"):
     """Turn PIL's many failure modes into one ImageError that names the input.
 
     PIL's DecompressionBombWarning (over ~89 Mpx) is left alone, not silenced here: catching
     warnings swaps the process's filter list, which threads sharing a Reader would race on and
     leave changed; MAX_SIDE refuses such a picture right after anyway, and the command line
-    filters that warning out itself (errors.hide_image_size_warning)."""
+    filters that warning out itself (errors.hide_image_size_warning). `start`: the input's first
+    bytes, which tell an empty file and a damaged PNG or JPEG from another kind of file."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: when warnings are errors
         raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side; "
                          "resize it first") from None
     except UnidentifiedImageError:
+        if not start:
+            raise ImageError(f"{name} is empty (0 bytes); save the image again") from None
+        if start.startswith(IMAGE_SIGNATURES):  # one, damaged before PIL could read its header
+            raise ImageError(f"{name}: the PNG or JPEG is truncated or corrupt; save it again") from None
         raise ImageError(f"{name} is not an image file PIL can read; "
                          "use a PNG or JPEG") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:

@@ -36,7 +36,7 @@ from .. import __version__
 from ..answer import Answer, decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
-from ..images import MAX_SIDE, load_image
+from ..images import IMAGE_SIGNATURES, MAX_SIDE, load_image
 from ..preprocess import CANVAS
 from ..reader import framing_of
 from ..user_examples import ExampleStore
@@ -44,7 +44,6 @@ from .collect import COLLECTION_OFF, example_routes, open_store
 from .guards import BODY_TIMEOUT, MAX_BODY, BodyLimit, SameOrigin
 
 FORMATS = ("PNG", "JPEG")  # PIL reads dozens of formats; fewer decoders, less attack surface
-IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 WORKERS = 4  # concurrent decodes: bounds memory (a 4096^2 PNG is ~300 MB in float32)
 STATIC = Path(__file__).with_name("static")
 PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
