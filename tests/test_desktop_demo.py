@@ -269,6 +269,23 @@ def test_a_refused_answer_greys_every_bar_and_shows_no_big_digit():
     assert not np.all(answer == np.array(ACCENT, np.uint8), axis=2).any()  # no big accent-coloured "3"
 
 
+
+@pytest.mark.parametrize("size, short", [((300, 900), True), ((960, 600), False)])
+def test_a_narrow_window_shows_the_keys_alone_rather_than_an_unreadable_hint(size, short):
+    """helper-71: at 300x900 the whole hint line came out ~4 px tall; the keys alone stay readable."""
+    from mnist_classifier.demo.panel import BACKGROUND, MUTED, _text, short_hint
+
+    layout, hint = compute_layout(*size), hint_line(collecting=True)
+    shown = render(new_state(), layout, NAMES, hint=hint)[layout.hint.slice()]
+    written = {}
+    for name, text in (("full", hint), ("short", short_hint(hint))):
+        blank = np.full((layout.height, layout.width, 3), BACKGROUND, np.uint8)
+        _text(blank, text, layout.hint, MUTED, align="center")
+        written[name] = blank[layout.hint.slice()]
+    assert np.array_equal(shown, written["short" if short else "full"])
+    assert short_hint(hint) == "S: predict   C: clear   0-9: save   U: undo   Esc: quit"
+
+
 def test_empty_window_invites_drawing_and_shows_no_bars():
     layout = compute_layout(960, 600)
     frame = render(new_state(), layout, NAMES)

@@ -164,6 +164,21 @@ def test_a_digit_dataset_a_user_added_names_its_own_test_digits(report, small_ch
     assert rows[0]["set"] == "mine test digits" and "MNIST" not in " ".join(row["set"] for row in rows)
 
 
+
+def test_one_epochs_curves_have_whole_epoch_ticks_and_points_clear_of_the_frame():
+    """helper-71: a one-epoch run's curves were ticked 0.72 ... 1.28, its train accuracy on the frame's edge."""
+    from mnist_classifier.plots import training_curves_figure
+
+    history = {"train_loss": [0.62], "val_loss": [0.11], "train_acc": [0.8141], "val_acc": [0.9702],
+               "lr": [1e-4]}
+    figure = training_curves_figure(history, "simple_cnn: training history")
+    for ax in figure.axes:
+        assert list(ax.get_xticks()) == [1.0]
+    accuracy = figure.axes[1]
+    low, high = accuracy.get_ylim()
+    assert low < 81.41 - 0.1 * (97.02 - 81.41) and high > 97.02 + 0.1 * (97.02 - 81.41)
+
+
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):
     import torch
 

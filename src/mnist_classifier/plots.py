@@ -230,11 +230,13 @@ def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
     for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy (%)"), (lr_ax, "learning rate (end of epoch)")):
         ax.set_xlabel("epoch")
         ax.set_title(name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # whole epochs only (one epoch leaves the locator a single integer: it falls back to fractions)
+        ax.xaxis.set_major_locator(FixedLocator([1]) if epochs == 1 else MaxNLocator(integer=True))
         ax.set_xlim(0.7, epochs + 0.3)
+        ax.margins(y=0.15)  # a lone epoch's points clear the frame and the legend
         ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=9)
-    acc_ax.legend(fontsize=9, loc="lower right")
+    acc_ax.legend(fontsize=9, loc="best")  # "lower right" hid a short run's low train accuracy
     if note:
         figure.supxlabel(textwrap.fill(note, 150), fontsize=9, color="0.35")  # a fine-tune's note is two lines
     return figure

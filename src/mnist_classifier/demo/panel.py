@@ -25,6 +25,7 @@ BAR, TRACK, REFUSED = (150, 128, 104), (62, 58, 55), (105, 105, 105)
 ALERT = (96, 96, 236)  # a status line that reports a refusal or an error
 HINT = "drag: draw   release or S: predict   C: clear   Esc: quit"
 LABEL_KEYS = "0-9: save as that digit   U: undo"
+MIN_TEXT_PX = 10  # capitals smaller than this are hard to read: a line that long says less instead
 _PAPER_LUT = np.linspace(PAPER, INK, 256).round().astype(np.uint8)  # ink 0..255 -> gray
 
 
@@ -132,6 +133,11 @@ def hint_line(collecting: bool) -> str:
     return HINT.replace("   Esc", f"   {LABEL_KEYS}   Esc") if collecting else HINT
 
 
+def short_hint(hint: str) -> str:
+    """The hint for a narrow window: the keys alone (drawing and releasing go without saying)."""
+    return hint.replace("drag: draw   release or ", "").replace("save as that digit", "save")
+
+
 def render(state: DemoState, layout: Layout, class_names: list[str], idle: str = "", hint: str = HINT) -> np.ndarray:
     """The whole window as a (height, width, 3) BGR image; `idle` fills the status line,
     muted, until the state has a status of its own; `hint` is the key hint below it."""
@@ -148,7 +154,7 @@ def render(state: DemoState, layout: Layout, class_names: list[str], idle: str =
         _text(frame, state.status, layout.status, ALERT if state.alert else TEXT, align="center")
     else:
         _text(frame, idle, layout.status, MUTED, align="center")
-    _text(frame, hint, layout.hint, MUTED, align="center")
+    _text(frame, hint, layout.hint, MUTED, align="center", shorter=short_hint(hint))
     return frame
 
 
@@ -167,7 +173,7 @@ def _draw_answer(frame: np.ndarray, layout: Layout, state: DemoState, names: lis
     if answer is not None and answer.digit is not None:
         big, line, color = names[answer.digit], f"{answer.confidence:.1%} sure", ACCENT
     elif answer is not None:  # refused: say so instead of a big number, and show the guess small
-        big, line, color = "not a digit?", f"best guess {names[answer.best_guess]}, {answer.confidence:.0%}", MUTED
+        big, line, color = "not a digit?", f"best guess {names[answer.best_guess]}, {answer.confidence:.1%}", MUTED
     elif state.predicted:
         big, line, color = "?", "no digit", MUTED
     else:
@@ -205,18 +211,30 @@ def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str], 
         _text(frame, pct, box, TEXT if i == best else MUTED, align="right")
 
 
-def _text(frame, text: str, box: Rect, color, align: str = "left", bold: bool = False) -> None:
-    """Write `text` as large as fits in `box`, capitals centred: the font scales with the window."""
+def _text(frame, text: str, box: Rect, color, align: str = "left", bold: bool = False,
+          shorter: str | None = None) -> None:
+    """Write `text` as large as fits in `box`, capitals centred: the font scales with the window.
+    `shorter`: written instead where `text` would come out under MIN_TEXT_PX tall."""
     if not text:
         return
-    (w, h), base = cv2.getTextSize(text, FONT, 1.0, 1)
-    cap = h * _cap_ratio()  # what the eye sees as the text's height
-    scale = max(0.1, min(box.w / (w * 1.06), box.h / (cap + base * 0.5)))
+    scale = _fitting_scale(text, box)
+    if shorter and _cap_px(text, scale) < MIN_TEXT_PX:
+        text, scale = shorter, _fitting_scale(shorter, box)
     thickness = _thickness(scale, bold)
     (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
     x = {"left": box.x, "center": box.x + (box.w - w) // 2, "right": box.x + box.w - w}[align]
     y = box.y + int(round((box.h + h * _cap_ratio()) / 2))
     cv2.putText(frame, text, (x, y), FONT, scale, color, thickness, cv2.LINE_AA)
+
+
+def _fitting_scale(text: str, box: Rect) -> float:
+    (w, h), base = cv2.getTextSize(text, FONT, 1.0, 1)
+    cap = h * _cap_ratio()  # what the eye sees as the text's height
+    return max(0.1, min(box.w / (w * 1.06), box.h / (cap + base * 0.5)))
+
+
+def _cap_px(text: str, scale: float) -> float:
+    return cv2.getTextSize(text, FONT, scale, 1)[0][1] * _cap_ratio()
 
 
 def _thickness(scale: float, bold: bool) -> int:
