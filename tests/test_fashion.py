@@ -213,6 +213,14 @@ def test_evaluate_dataset_alone_without_its_model_says_how_to_make_one(tmp_path,
     assert err == (f"error: no model trained on {SPEC.name} to evaluate: models/simple_cnn_{SPEC.name}_best.pth "
                    f"not found; `mnist-classifier train --dataset {SPEC.name}` makes it, or name one with --checkpoint")
     assert not (tmp_path / "reports").exists()
+    # helper-73: another model trained on it is named; an unknown dataset is said before any model is picked
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / f"mlp_{SPEC.name}_best.pth").write_bytes(b"")
+    assert main(["evaluate", "--dataset", SPEC.name, "--data-dir", str(DATA_DIR)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--checkpoint models/mlp_{SPEC.name}_best.pth evaluates yours")
+    assert main(["evaluate", "--dataset", "bogus", "--data-dir", str(DATA_DIR)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown dataset 'bogus'") and "model:" not in err, err
 
 
 def test_evaluating_a_fashion_checkpoint_on_mnist_is_a_clear_error(fashion_run, tmp_path, capsys):

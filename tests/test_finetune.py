@@ -181,6 +181,10 @@ def test_its_default_file_is_remade_when_damaged_but_never_replaces_a_trained_mo
     with pytest.raises(UserError, match=r"^models/simple_cnn_user_best.pth, where finetune writes by default, exists "
                                         r"and is a checkpoint `train` saved: .* name another file with --out$"):
         output_path(None, {"model_name": "simple_cnn"}, small_checkpoint)
+    # helper-73: readable but no checkpoint of ours (bare weights) is not "cut short": kept too
+    torch.save(load_checkpoint(small_checkpoint)["model_state_dict"], default)
+    with pytest.raises(UserError, match=r"exists and is not a checkpoint finetune made"):
+        output_path(None, {"model_name": "simple_cnn"}, small_checkpoint)
 
 
 def test_a_damaged_list_of_learnt_drawings_keeps_what_it_can_read():
@@ -283,6 +287,22 @@ def test_the_bundled_models_report_never_replaces_the_trained_ones(writer_folder
                                 "--user-data", str(writer_folder / "user"))
     assert status == 0, stderr
     assert [path.name for path in (tmp_path / "reports").iterdir()] == ["simple_cnn_bundled_user-digits"]
+
+
+def test_replacing_the_report_of_another_checkpoint_says_so(small_checkpoint, writer_folder, tmp_path, monkeypatch):
+    """helper-73: a quick model (models/quick/...) evaluated replaced the trained model's report without a word."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("models", "models/quick"):
+        Path(folder).mkdir()
+        shutil.copy(small_checkpoint, folder)
+    said = []
+    for checkpoint in ("models/simple_cnn_best.pth", "models/simple_cnn_best.pth", "models/quick/simple_cnn_best.pth"):
+        status, stdout, stderr = run_cli("evaluate", "--dataset", "user-digits", "--checkpoint", checkpoint,
+                                         "--user-data", str(writer_folder / "user"))
+        assert status == 0, stderr
+        said.append([line for line in stdout.splitlines() if line.startswith("note: this replaces")])
+    assert said == [[], [], ["note: this replaces reports/simple_cnn_user-digits, the report of "
+                             "models/simple_cnn_best.pth; --out DIR keeps both"]]
 
 
 def test_too_few_examples_say_how_many_more(small_checkpoint, tmp_path):

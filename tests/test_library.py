@@ -123,11 +123,13 @@ def test_a_damaged_png_and_an_empty_file_say_so_not_that_they_are_no_image(tmp_p
     damaged[18] ^= 0xFF  # in the header's width: its checksum no longer matches
     (tmp_path / "damaged.png").write_bytes(damaged)
     (tmp_path / "empty.png").write_bytes(b"")
-    for source in (tmp_path / "damaged.png", bytes(damaged)):
+    for source in (tmp_path / "damaged.png", bytes(damaged), bytes(damaged[:5])):  # the last: its signature, cut
         with pytest.raises(ImageError, match=r": the PNG or JPEG is truncated or corrupt; save it again$"):
             reader.predict(source)
-    with pytest.raises(ImageError, match=r"empty.png is empty \(0 bytes\); save the image again$"):
+    with pytest.raises(ImageError, match=r"empty.png is empty; save the image again$"):
         reader.predict(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match=r"truncated or corrupt[;:] save it again$"):  # cut inside its pixels
+        reader.predict(bytes(damaged[:len(damaged) // 2]))
 
 
 def test_load_names_which_model_answers(small_checkpoint, tmp_path, monkeypatch):

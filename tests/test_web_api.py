@@ -357,6 +357,8 @@ def test_bad_request_gets_status_and_json_detail(api, expected, request_args):
 def test_bad_requests_say_what_is_wrong(api):
     cut_off = api.post("/api/predict", **BAD_REQUESTS["PNG cut off in its header"][1])
     assert cut_off.json()["detail"] == "the PNG or JPEG is truncated or corrupt: send the whole file"
+    signature_only = api.post("/api/predict", content=b"\x89PN", headers={"Content-Type": "image/png"})
+    assert signature_only.status_code == 422, signature_only.text  # helper-73: 415 "not a PNG or JPEG"
     rows = api.post("/api/predict", **BAD_REQUESTS["rows without the pixels wrapper, as a form"][1])
     assert rows.json()["detail"] == 'expected {"pixels": 28 rows of 28 numbers 0..255}'
     digits = api.post("/api/predict", **BAD_REQUESTS["an integer of 5,000 digits"][1])

@@ -35,7 +35,7 @@ from .errors import UserError, to_stderr
 from .evaluation import METRICS, Evaluation, evaluate_predictions
 from .honesty import (answered_report, answered_text, calibration_report, calibration_text, verdict_report,
                       verdict_text)
-from .report import check_report_dir, default_report_dir, write_report
+from .report import check_report_dir, default_report_dir, report_source, write_report
 from .torch_backend import torch_predictor
 from .run_files import checkpoint_stem
 
@@ -80,10 +80,14 @@ def evaluate_checkpoint(
     # A fine-tuned model shares its base's model_name, and a model of another dataset or the
     # bundled one may too: none of their reports may replace the trained MNIST model's.
     tuned = "_user" if "finetune" in payloads[0] else ""
-    shipped = "_bundled" if Path(checkpoints[0]).resolve() == BUNDLED_CHECKPOINT.resolve() else ""
+    alone = len(checkpoints) == 1  # an ensemble's folder does not depend on its members' order
+    shipped = "_bundled" if alone and Path(checkpoints[0]).resolve() == BUNDLED_CHECKPOINT.resolve() else ""
     stem = checkpoint_stem(payload["model_name"] + tuned + shipped, trained_on)
     default_dir = default_report_dir(stem + (f"_{local.name}" if local is not None else ""))
     target = check_report_dir(Path(out_dir) if out_dir is not None else default_dir)
+    made_from = report_source(target) if out_dir is None and alone else None
+    if made_from is not None and Path(made_from).resolve() != Path(checkpoints[0]).resolve():
+        log(f"note: this replaces {target}, the report of {made_from}; --out DIR keeps both")
     spec, test = scored_split(data_dir, trained_on, dataset, local_folder)
     honest_tables = spec.drawable and len(checkpoints) == 1 and not tta and local is None
     images_scored = "test images" if local is None else f"{local.name} images ({local_folder})"

@@ -53,13 +53,13 @@ def output_path(out: str | Path | None, payload: dict[str, Any], base: Path) -> 
 
 def refuse_to_replace_others(target: Path, named: bool) -> None:
     """An existing file is replaced only if finetune made it: a trained model or anything else there
-    is never lost to a mistyped --out. Its own default file, unreadable (a full disk cut it short),
-    is replaced: `predict` sends the user here to make it again."""
+    is never lost to a mistyped --out. Its own default file cut short (a full disk), which torch's zip
+    reader cannot open, is replaced: `predict` sends the user here to make it again."""
     try:
         existing: dict[str, Any] | None = load_checkpoint(target)
     except UserError:
         existing = None
-    if existing is not None and "finetune" in existing or existing is None and not named:
+    if existing is not None and "finetune" in existing or existing is None and not named and _cut_short(target):
         return
     what = ("a checkpoint `train` saved" if existing is not None and "optimizer_state_dict" in existing
             else "a model finetune did not make" if existing is not None else "not a checkpoint finetune made")
@@ -83,3 +83,17 @@ def keep_the_answering_model(target: Path, base: Path, bundled: bool) -> None:
     raise UserError(f"{target} is the fine-tuned model that answers now (tuned from {default.path}); tuning "
                     f"{describe_base(base, bundled)} would replace it with one that does not answer: name the new one "
                     f"with --out, e.g. --out {other}, or delete {target} first")
+
+
+def _cut_short(path: Path) -> bool:
+    """A zip archive, as torch.save writes, that torch cannot read: a save cut short."""
+    import torch
+
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":
+            return False
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (torch's zip and unpickling errors have no common type)
+        return True
+    return False

@@ -28,6 +28,11 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" m
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 
 
+def starts_as_png_or_jpeg(start: bytes) -> bool:
+    """Whether data starting so is a PNG or JPEG, or the first bytes of one cut off (b"\\x89PN")."""
+    return bool(start) and any(start.startswith(sign) or sign.startswith(start) for sign in IMAGE_SIGNATURES)
+
+
 # ---------------------------------------------------------------- reading files
 
 
@@ -95,15 +100,15 @@ def _decoding(name: str, start: bytes = b"-"):
                          "resize it first") from None
     except UnidentifiedImageError:
         if not start:
-            raise ImageError(f"{name} is empty (0 bytes); save the image again") from None
-        if start.startswith(IMAGE_SIGNATURES):  # one, damaged before PIL could read its header
+            raise ImageError(f"{name} is empty; save the image again") from None
+        if starts_as_png_or_jpeg(start):  # one, damaged or cut off before PIL could read its header
             raise ImageError(f"{name}: the PNG or JPEG is truncated or corrupt; save it again") from None
         raise ImageError(f"{name} is not an image file PIL can read; "
                          "use a PNG or JPEG") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Truncated or corrupt data surfaces as any of these, depending on the codec.
         raise ImageError(f"{name}: cannot decode it ({error}); "
-                         "the file is truncated or corrupt") from None
+                         "the file is truncated or corrupt: save it again") from None
 
 
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:

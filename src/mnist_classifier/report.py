@@ -117,6 +117,15 @@ def no_history_text(payload: dict[str, Any]) -> str:
     return NO_HISTORY
 
 
+def report_source(out_dir: Path) -> str | None:
+    """The checkpoint a report folder's metrics.json was made from, if it holds one."""
+    try:
+        made_from = json.loads((Path(out_dir) / "metrics.json").read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):  # no report there, or not one of ours
+        return None
+    return made_from if isinstance(made_from, str) else None
+
+
 def check_report_dir(out_dir: Path) -> Path:
     """Refuse an --out that cannot be a folder, or cannot be written, before any work is done."""
     out_dir = Path(out_dir)

@@ -101,7 +101,14 @@ class Trainer:
         self.exposure = Exposure.build(config, self.train_split, self.drawable, self.steps * config.epochs, log)
         self.state = RunState()
         self.run_log: RunLog | None = None  # rank 0 only (open_run_log)
-        self.saved_an_epoch = False  # by this run: an interrupted run with none has nothing to resume
+        # The last epoch in <model>_last.pth, as far as this rank knows (another rank's saves it after
+        # the collective step it takes part in); a resumed run starts from its file's.
+        self.epochs_saved = 0
+
+    @property
+    def saved_an_epoch(self) -> bool:
+        """Whether this run saved an epoch: an interrupted run with none has nothing to resume."""
+        return self.epochs_saved > self.state.start_epoch
 
     @property
     def kept_model(self) -> nn.Module:
@@ -130,6 +137,7 @@ class Trainer:
             run_dir=Path(payload["run_dir"]) if payload.get("run_dir") else None,
             run_id=str(payload.get("run_id") or ""),  # none in files saved before run ids: not checked
         )
+        self.epochs_saved = self.state.start_epoch
 
     def payload(self, epoch: int, val_accuracy: float, val_loss: float) -> dict[str, Any]:
         averaged = {} if self.average is None else {  # the trained weights too: a resumed run goes on from them
@@ -249,7 +257,7 @@ class Trainer:
         self.state.best_accuracy = max(self.state.best_accuracy, val.accuracy)
         payload = self.payload(epoch + 1, val.accuracy, val.loss)  # collective: every rank builds it
         if not self.ctx.is_main:
-            self.saved_an_epoch = True  # by rank 0: what a rank left alone when it dies says to resume from
+            self.epochs_saved = epoch + 1  # by rank 0: what a rank left alone when it dies says to resume from
             return
         self.save(payload, improved)
         self.run_log.epoch(epoch + 1, train_loss, train_acc, val.loss, val.accuracy, lr)
@@ -263,7 +271,7 @@ class Trainer:
         if improved:
             save_checkpoint(payload, best_path)
         save_checkpoint(payload, last_path)  # written last: the resume point always exists
-        self.saved_an_epoch = True
+        self.epochs_saved = epochs_done
         if epochs_done % self.config.save_interval == 0:
             save_checkpoint(payload, snapshot_path(self.config, epochs_done))
 
@@ -395,11 +403,9 @@ def train(
             reason = distributed.lost_a_peer(error, ctx)
             if reason is None:
                 raise
-            saved = resume_payload is not None or trainer.saved_an_epoch
-            epochs_saved = len(trainer.state.history["val_acc"])  # every rank keeps the history
             raise PeerLost(f"another process of this run ended ({reason}): " + (
-                f"epoch {epochs_saved} of {config.epochs} is saved; resume with `torchrun <the same options> -m "
-                f"mnist_classifier train --resume {checkpoint_paths(config)[1]}`" if saved
+                f"epoch {trainer.epochs_saved} of {config.epochs} is saved; resume with `torchrun <the same options> "
+                f"-m mnist_classifier train --resume {checkpoint_paths(config)[1]}`" if trainer.epochs_saved
                 else "no epoch had finished, start again")) from None
         distributed.barrier()
         try:

@@ -36,7 +36,7 @@ from .. import __version__
 from ..answer import Answer, decide, empty_answer
 from ..errors import ImageError, UserError
 from ..inference import Predictor
-from ..images import IMAGE_SIGNATURES, MAX_SIDE, load_image
+from ..images import IMAGE_SIGNATURES, MAX_SIDE, load_image, starts_as_png_or_jpeg
 from ..preprocess import CANVAS
 from ..reader import framing_of
 from ..user_examples import ExampleStore
@@ -277,7 +277,7 @@ def image_from_bytes(body: bytes) -> np.ndarray:
     except Image.DecompressionBombError:
         raise HTTPException(413, f"image larger than {MAX_SIDE} pixels a side; resize it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        if body.startswith(IMAGE_SIGNATURES):  # it is one, cut off or damaged before its pixels
+        if starts_as_png_or_jpeg(body[:8]):  # it is one, cut off or damaged before its pixels
             raise HTTPException(422, "the PNG or JPEG is truncated or corrupt: send the whole file") from None
         raise HTTPException(415, "not a PNG or JPEG image") from None
     with image:
