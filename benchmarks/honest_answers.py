@@ -67,7 +67,9 @@ def table(results: list[dict]) -> str:
         rows.append((f"{row['set']}: answered digit", shares, ">= 99%", lambda v: v >= 0.99))
         if index:
             accuracy = [r["verdicts"]["digits"][index]["accuracy"] for r in results]
-            rows.append((f"{row['set']}: accuracy", accuracy, "within 1 pt", None))
+            # within 1 point of that model's own test accuracy
+            rows.append((f"{row['set']}: accuracy", accuracy, "within 1 pt",
+                         [value >= r["accuracy"] - 0.01 for value, r in zip(accuracy, results)]))
     for index, row in enumerate(results[0]["verdicts"]["non_digits"]):
         shares = [r["verdicts"]["non_digits"][index]["answered_not_a_digit"] for r in results]
         rows.append((f"{row['family']}: refused", shares, ">= 90%", lambda v: v >= 0.90))
@@ -78,7 +80,8 @@ def table(results: list[dict]) -> str:
     width = max(len(name) for name, *_ in rows) + 2
     lines = [f"{'figure':<{width}}" + "".join(f"{r['checkpoint']:>26}" for r in results) + "  target"]
     for name, values, target, met in rows:
-        cells = "".join(f"{_cell(v, met):>26}" for v in values)
+        verdicts = met if isinstance(met, list) else [None if met is None else met(v) for v in values]
+        cells = "".join(f"{_cell(v, ok):>26}" for v, ok in zip(values, verdicts))
         lines.append(f"{name:<{width}}{cells}  {target}")
     thresholds = ", ".join(f"{r['checkpoint']} {_threshold(r)}" for r in results)
     lines.append(f"refusal threshold (digit score): {thresholds}")
@@ -87,8 +90,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: float, met) -> str:
-    mark = "" if met is None else (" ok" if met(value) else " MISSED")
+def _cell(value: float, met: bool | None) -> str:
+    mark = "" if met is None else (" ok" if met else " MISSED")
     return f"{value:.2%}{mark}"
 
 

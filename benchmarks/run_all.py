@@ -56,6 +56,20 @@ def machine() -> str:
             f"{precision.name} ({precision.reason}); load average before the run {os.getloadavg()[0]:.2f}")
 
 
+def table_machine() -> str:
+    """The line every table starts with: the CPU and its flags, torch, and the precision training
+    chooses here (inference runs in fp32), so that a table copied alone still says where it came from."""
+    import torch
+
+    from mnist_classifier.hardware import choose_precision, read_cpu_flags, read_cpu_model
+
+    flags = read_cpu_flags()
+    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in network_speed.CPU_FLAGS)
+    precision = choose_precision("auto", torch.device("cpu")).name
+    return (f"machine: {read_cpu_model()}, {os.cpu_count()} cores ({shown}); torch {torch.__version__}; "
+            f"training precision {precision}, inference fp32")
+
+
 def sections(checkpoint: Path, quick: bool) -> list[tuple[str, Callable[[], str]]]:
     """(title, a function measuring it and returning its fixed-width table) for each benchmark, in order."""
     import torch
@@ -100,7 +114,7 @@ def measure_all(planned: list[tuple[str, Callable[[], str]]]) -> tuple[list[tupl
     started = time.perf_counter()
     for title, measure in planned:
         try:
-            table = measure()
+            table = f"{table_machine()}\n{measure()}"
         except Exception as error:  # noqa: BLE001 (one benchmark's failure must not cost the others)
             table = f"failed: {type(error).__name__}: {error}"
             failed.append(title)
@@ -119,11 +133,26 @@ def served_models() -> list[tuple[str, int, bool]]:
             (f"ONNX Runtime, --workers {cores}: the default", cores, True)]
 
 
-def measured_on(quick: bool = False) -> str:
+def measured_on(quick: bool = False, checkpoint: Path | None = None) -> str:
     """When, on what and of what, taken before the first section: its load average is the machine's, not ours."""
     kind = "quick runs (`--quick`: smaller than the targets assume)" if quick else "full runs"
+    measured = f" The inference, drawing, server and handwriting sections measure {describe(checkpoint)}." \
+        if checkpoint is not None else ""
     return (f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}. "
-            f"Trained: {recipe()}; {kind}.")
+            f"Trained: {recipe()}; {kind}.{measured}")
+
+
+def describe(checkpoint: Path) -> str:
+    """The model file a section measures, as its own checkpoint records it (it may predate the recipe)."""
+    from mnist_classifier.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    config = payload.get("config") or {}
+    saved = datetime.fromtimestamp(checkpoint.stat().st_mtime, timezone.utc)
+    return (f"{checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint} (saved "
+            f"{saved:%Y-%m-%d %H:%M} UTC: {payload.get('model_name')}, model_options "
+            f"{config.get('model_options') or 'none'}, {payload.get('epoch')} epochs, weight_average "
+            f"{config.get('weight_average', 'not in its recipe')}, test accuracy {payload.get('test_accuracy')})")
 
 
 def recipe() -> str:
@@ -162,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if not checkpoint.is_file():
         print(f"error: checkpoint {checkpoint} not found: run `make train` first", file=sys.stderr)
         return 2
-    heading = measured_on(args.quick)
+    heading = measured_on(args.quick, checkpoint.resolve())
     print(heading, flush=True)
     parts, failed = measure_all(sections(checkpoint, args.quick))
     command = shlex.join(["make", "bench-quick" if args.quick else "bench"])

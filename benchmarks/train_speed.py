@@ -6,16 +6,20 @@
 Both pipelines train the same SimpleCNN on the same real MNIST images on the CPU.
 The seed-style one is what the original project did: torchvision's per-sample path
 (a PIL image per sample, ToTensor, Normalize) in a `Dataset` returning normalised tensors,
-`DataLoader(batch_size=64, shuffle=True, num_workers=2)`, Adam at 1e-3. Each pipeline runs in its own process, so its peak RSS is its own.
+`DataLoader(batch_size=64, shuffle=True, num_workers=2)`, Adam at 1e-3 with weight decay 1e-5. Each
+pipeline runs in its own process, so its peak RSS is its own; each runs once, one after the other,
+so a machine whose speed drifts can tip a row (seed_loop.py takes turns).
 
 This baseline is stricter than the seed's own loop (benchmarks/seed_loop.py: no per-batch logging,
 our model): the throughput target is issue 16's all the same (>= 3x where the CPU computes bf16
-natively, >= 1.8x elsewhere); the time to 99.2% counts epochs only, against this baseline's 1/4.
+natively, >= 1.8x elsewhere); the time to 99.2% counts our whole train() call (set-up, epochs,
+validation, calibration, test) against this baseline's epochs alone, 1/4 of them.
 Ours prepares its set-up afresh in a scratch data folder each time, as a first run does.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -57,7 +61,7 @@ def seed_style_worker(images: int, until_accuracy: float | None) -> dict:
 
     torch.manual_seed(0)
     model = create_model("simple_cnn")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)  # the seed's
     train_split = data.train if until_accuracy else data.train.head(images)
     loader = DataLoader(PerSampleMnist(train_split), batch_size=64, shuffle=True, num_workers=2)
     seen, seconds, epochs, accuracy = 0, 0.0, 0, None
@@ -98,7 +102,7 @@ def ours_worker(images: int, until_accuracy: float | None, extras: bool = True) 
         overrides = dict(data_dir=scratch_data_dir(Path(scratch)), save_dir=f"{scratch}/models",
                          log_dir=f"{scratch}/runs", device="cpu")
         if not extras:
-            overrides.update(pen_redraw=0.0, outlier_weight=0.0)
+            overrides.update(pen_redraw=0.0, paper_redraw=0.0, outlier_weight=0.0)
         if until_accuracy is None:
             overrides["limit_train"] = images
         for epochs in (1,) if until_accuracy is None else (1, 2, 3):
@@ -157,9 +161,12 @@ def rows(results: dict) -> list[tuple[str, str, float, float, str, bool | None]]
     ]
     if "time_to_99_2" in results:
         reach = results["time_to_99_2"]
-        table.append(("time to 99.2% vs seed-style", "s", reach["ours"]["train_seconds"],
+        reached = reach["ours"]["test_accuracy"] >= TARGET_ACCURACY
+        # ours: the whole train() call (set-up, epochs, validation, calibration, test); the seed-style
+        # loop: its epochs alone, its tests left out (benchmarks/seed_loop.py times both sides alike)
+        table.append(("time to 99.2%, ours whole call", "s", reach["ours"]["wall_seconds"],
                       reach["seed_style"]["train_seconds"], "<= 1/4",
-                      reach["ours"]["train_seconds"] <= reach["seed_style"]["train_seconds"] / 4))
+                      reached and reach["ours"]["wall_seconds"] <= reach["seed_style"]["train_seconds"] / 4))
         table.append(("accuracy reached vs seed-style", "%", 100 * reach["ours"]["test_accuracy"],
                       100 * reach["seed_style"]["test_accuracy"], ">= 99.2",
                       reach["ours"]["test_accuracy"] >= TARGET_ACCURACY))
@@ -181,8 +188,9 @@ def test_accuracy(model, data) -> float:
     from mnist_classifier.data import Normalization
     from mnist_classifier.evaluation import score_split
 
+    # a copy: scoring puts a model in channels-last layout, and the seed-style one trains as the seed did
     with torch.no_grad():
-        return score_split(model, data.test, Normalization(0.1307, 0.3081)).accuracy
+        return score_split(copy.deepcopy(model), data.test, Normalization(0.1307, 0.3081)).accuracy
 
 
 def format_table(results: dict) -> str:

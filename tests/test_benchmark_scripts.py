@@ -94,6 +94,35 @@ def test_honest_answers_table_has_no_note_when_the_clothes_row_is_there():
     assert "clothes (Fashion-MNIST" in text and honest_answers.FASHION_NOTE not in text
 
 
+
+def test_honest_answers_judges_re_drawn_accuracy_against_each_models_own():
+    """helper-74: "within 1 pt" was printed with no verdict, so a miss could never show."""
+    result = honesty_result("simple_cnn_best.pth", fashion_missing=False)
+    result["verdicts"]["digits"].append({"set": "re-drawn, 2.5 px", "answered_digit": 0.995, "accuracy": 0.975})
+    row = next(line for line in honest_answers.table([result]).splitlines() if line.startswith("re-drawn, 2.5 px: acc"))
+    assert "97.50% MISSED" in row
+    result["verdicts"]["digits"][-1]["accuracy"] = 0.982
+    row = next(line for line in honest_answers.table([result]).splitlines() if line.startswith("re-drawn, 2.5 px: acc"))
+    assert "98.20% ok" in row
+
+
+def test_train_speeds_time_to_target_counts_our_whole_call_and_needs_the_accuracy():
+    """helper-74: ours was timed on its epochs alone (set-up left out), and a run that never reached
+    99.2% could still be 'met'."""
+    import train_speed
+
+    speed = {kind: {"images_per_s": 1000.0, "peak_rss_mb": 500.0, "train_seconds": 10.0, "wall_seconds": 20.0}
+             for kind in ("ours", "ours_plain", "seed_style")}
+    reach = {"ours": {"train_seconds": 9.0, "wall_seconds": 30.0, "test_accuracy": 0.993},
+             "seed_style": {"train_seconds": 100.0, "test_accuracy": 0.992}}
+    row = {name: (ours, met) for name, _unit, ours, _base, _target, met in
+           train_speed.rows({"speed": speed, "time_to_99_2": reach})}
+    assert row["time to 99.2%, ours whole call"] == (30.0, False)  # 30 s > 100 / 4
+    reach["ours"].update(wall_seconds=20.0, test_accuracy=0.991)
+    row = {name: met for name, *_, met in train_speed.rows({"speed": speed, "time_to_99_2": reach})}
+    assert row["time to 99.2%, ours whole call"] is False  # fast, but never reached 99.2%
+
+
 def test_honest_answers_without_trained_models_is_an_error_saying_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(honest_answers, "DEFAULT_CHECKPOINTS", (tmp_path / "simple_cnn_best.pth",))
     assert honest_answers.main([]) == 2  # measured nothing: a script or CI must not read it as a pass
