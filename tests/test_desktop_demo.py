@@ -270,9 +270,10 @@ def test_a_refused_answer_greys_every_bar_and_shows_no_big_digit():
 
 
 
-@pytest.mark.parametrize("size, short", [((300, 900), True), ((960, 600), False)])
+@pytest.mark.parametrize("size, short", [((300, 900), True), ((960, 600), False), ((1920, 240), False)])
 def test_a_narrow_window_shows_the_keys_alone_rather_than_an_unreadable_hint(size, short):
-    """helper-71: at 300x900 the whole hint line came out ~4 px tall; the keys alone stay readable."""
+    """helper-71: at 300x900 the whole hint line came out ~4 px tall; the keys alone stay readable. (A
+    low, wide window keeps the whole line: its height, not its width, sets the size; helper-75.)"""
     from mnist_classifier.demo.panel import BACKGROUND, MUTED, _text, short_hint
 
     layout, hint = compute_layout(*size), hint_line(collecting=True)

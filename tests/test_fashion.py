@@ -204,7 +204,8 @@ def test_an_uncalibrated_checkpoint_is_evaluated_with_the_fix_beside_it(fashion_
 
 
 
-def test_evaluate_dataset_alone_without_its_model_says_how_to_make_one(tmp_path, monkeypatch, capsys):
+def test_evaluate_dataset_alone_without_its_model_says_how_to_make_one(fashion_run, small_checkpoint, tmp_path,
+                                                                      monkeypatch, capsys):
     """helper-68: with no clothes model, --dataset fashion-mnist took the digit model (or the bundled
     one) and then refused it, advising to drop --dataset: the wrong model's report."""
     monkeypatch.chdir(tmp_path)
@@ -215,12 +216,13 @@ def test_evaluate_dataset_alone_without_its_model_says_how_to_make_one(tmp_path,
     assert not (tmp_path / "reports").exists()
     # helper-73: another model trained on it is named; an unknown dataset is said before any model is picked
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / f"mlp_{SPEC.name}_best.pth").write_bytes(b"")
+    shutil.copy(small_checkpoint, tmp_path / "models" / f"a_{SPEC.name}_best.pth")  # named so, but a digit model
+    shutil.copy(fashion_run[1].best_path, tmp_path / "models" / f"mlp_{SPEC.name}_best.pth")
     assert main(["evaluate", "--dataset", SPEC.name, "--data-dir", str(DATA_DIR)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"--checkpoint models/mlp_{SPEC.name}_best.pth evaluates yours")
     assert main(["evaluate", "--dataset", "bogus", "--data-dir", str(DATA_DIR)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown dataset 'bogus'") and "model:" not in err, err
+    assert err == "error: unknown dataset 'bogus': choose one of fashion-mnist, mnist, user-digits\n", err
 
 
 def test_evaluating_a_fashion_checkpoint_on_mnist_is_a_clear_error(fashion_run, tmp_path, capsys):

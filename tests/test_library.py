@@ -124,12 +124,19 @@ def test_a_damaged_png_and_an_empty_file_say_so_not_that_they_are_no_image(tmp_p
     (tmp_path / "damaged.png").write_bytes(damaged)
     (tmp_path / "empty.png").write_bytes(b"")
     for source in (tmp_path / "damaged.png", bytes(damaged), bytes(damaged[:5])):  # the last: its signature, cut
-        with pytest.raises(ImageError, match=r": the PNG or JPEG is truncated or corrupt; save it again$"):
+        with pytest.raises(ImageError, match=r": the PNG file is truncated or corrupt; save it again$"):
             reader.predict(source)
-    with pytest.raises(ImageError, match=r"empty.png is empty; save the image again$"):
+    with pytest.raises(ImageError, match=r"empty.png is an empty file \(0 bytes\); save the image again$"):
         reader.predict(tmp_path / "empty.png")
-    with pytest.raises(ImageError, match=r"truncated or corrupt[;:] save it again$"):  # cut inside its pixels
+    with pytest.raises(ImageError, match=r"^empty image data \(0 bytes\)"):
+        reader.predict(b"")
+    with pytest.raises(ImageError, match=r"truncated or corrupt.*; save it again$"):  # cut inside its pixels
         reader.predict(bytes(damaged[:len(damaged) // 2]))
+    # helper-75: the library reads GIF too, so a cut-off one is not "no image file ... use a PNG or JPEG"
+    gif = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(gif, format="GIF")
+    with pytest.raises(ImageError, match=r": the GIF file is truncated or corrupt; save it again$"):
+        reader.predict(gif.getvalue()[:20])
 
 
 def test_load_names_which_model_answers(small_checkpoint, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_CHECKPOINT = BUNDLED_DIR / "simple_cnn.pth"
@@ -136,3 +136,31 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_for_dataset(dataset: str | None) -> str | None:
+    """`evaluate --dataset fashion-mnist` without a checkpoint: the model `train --dataset
+    fashion-mnist` saved (models/simple_cnn_fashion-mnist_best.pth); None: the digit model's turn."""
+    from .datasets import DATASETS, LOCAL_DATASETS, get_local_dataset
+    from .run_files import checkpoint_stem
+
+    if dataset is None or dataset == "mnist" or get_local_dataset(dataset) is not None:
+        return None  # a local set of digits (user-digits) scores the digit model
+    if dataset not in DATASETS:  # said now, before a model is picked for it
+        raise UserError(f"unknown dataset {dataset!r}: choose one of {', '.join(sorted([*DATASETS, *LOCAL_DATASETS]))}")
+    saved = Path("models") / f"{checkpoint_stem('simple_cnn', dataset)}_best.pth"
+    if saved.is_file():
+        return str(saved)
+    others = [path for path in sorted(Path("models").glob(f"*_{dataset}_best.pth")) if _trained_on(path) == dataset]
+    raise UserError(f"no model trained on {dataset} to evaluate: {saved} not found; "  # the digit model would be refused
+                    + (f"--checkpoint {others[0]} evaluates yours" if others else
+                       f"`mnist-classifier train --dataset {dataset}` makes it, or name one with --checkpoint"))
+
+
+def _trained_on(path: Path) -> str | None:
+    from .checkpoint import load_checkpoint  # imports torch: only when a file is offered
+
+    try:
+        return load_checkpoint(path).get("dataset", "mnist")
+    except UserError:  # damaged: not one to offer
+        return None

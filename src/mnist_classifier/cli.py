@@ -107,28 +107,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.ensemble:
         checkpoints = [ensemble_member(name) for name in args.ensemble]
     else:
-        checkpoints = trained_model(args.checkpoint or trained_on_dataset(args.dataset), "evaluating")
+        from .bundled import model_for_dataset
+
+        checkpoints = trained_model(args.checkpoint or model_for_dataset(args.dataset), "evaluating")
     evaluate_checkpoint(checkpoints, args.out, args.data_dir, dataset=args.dataset, tta=args.tta,
                         user_data=args.user_data)
     return 0
-
-
-def trained_on_dataset(dataset: str | None) -> str | None:
-    """`evaluate --dataset fashion-mnist` without a checkpoint: the model `train --dataset
-    fashion-mnist` saved (models/simple_cnn_fashion-mnist_best.pth); None: the digit model's turn."""
-    from .datasets import get_dataset_spec, get_local_dataset
-    from .run_files import checkpoint_stem
-
-    if dataset is None or dataset == "mnist" or get_local_dataset(dataset) is not None:
-        return None  # a local set of digits (user-digits) scores the digit model
-    get_dataset_spec(dataset)  # an unknown name: said now, before a model is picked for it
-    saved = Path("models") / f"{checkpoint_stem('simple_cnn', dataset)}_best.pth"
-    if saved.is_file():
-        return str(saved)
-    others = sorted(Path("models").glob(f"*_{dataset}_best.pth"))  # another model trained on it
-    raise UserError(f"no model trained on {dataset} to evaluate: {saved} not found; "  # the digit model would be refused
-                    + (f"--checkpoint {others[0]} evaluates yours" if others else
-                       f"`mnist-classifier train --dataset {dataset}` makes it, or name one with --checkpoint"))
 
 
 def ensemble_member(named: str) -> Path:

@@ -26,11 +26,19 @@ MAX_SIDE = 4096  # larger inputs are refused: nothing a digit needs, and bombs s
 MAX_FILE_BYTES = MAX_SIDE * MAX_SIDE * 8 + 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" mode
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
+# and of the other kinds PIL reads for the library and `predict` (serve takes PNG and JPEG only)
+FORMAT_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+                     b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WebP"}
 
 
 def starts_as_png_or_jpeg(start: bytes) -> bool:
     """Whether data starting so is a PNG or JPEG, or the first bytes of one cut off (b"\\x89PN")."""
-    return bool(start) and any(start.startswith(sign) or sign.startswith(start) for sign in IMAGE_SIGNATURES)
+    return _starts_as(start, IMAGE_SIGNATURES) is not None
+
+
+def _starts_as(start: bytes, signatures) -> bytes | None:
+    """The signature `start` begins with, or that it is the cut-off beginning of; None: neither."""
+    return next((sign for sign in signatures if start and (start.startswith(sign) or sign.startswith(start))), None)
 
 
 # ---------------------------------------------------------------- reading files
@@ -52,6 +60,8 @@ def load_image(source) -> np.ndarray:
                                  "or pass image.copy()") from None
             return _pil_to_array(source, "the image")
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty image data (0 bytes); pass the bytes of an image file")
         name, file = f"image data ({len(source)} bytes)", io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
@@ -100,15 +110,16 @@ def _decoding(name: str, start: bytes = b"-"):
                          "resize it first") from None
     except UnidentifiedImageError:
         if not start:
-            raise ImageError(f"{name} is empty; save the image again") from None
-        if starts_as_png_or_jpeg(start):  # one, damaged or cut off before PIL could read its header
-            raise ImageError(f"{name}: the PNG or JPEG is truncated or corrupt; save it again") from None
+            raise ImageError(f"{name} is an empty file (0 bytes); save the image again") from None
+        sign = _starts_as(start, FORMAT_SIGNATURES)
+        if sign is not None:  # one, damaged or cut off before PIL could read its header
+            raise ImageError(f"{name}: the {FORMAT_SIGNATURES[sign]} file is truncated or corrupt; "
+                             "save it again") from None
         raise ImageError(f"{name} is not an image file PIL can read; "
                          "use a PNG or JPEG") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Truncated or corrupt data surfaces as any of these, depending on the codec.
-        raise ImageError(f"{name}: cannot decode it ({error}); "
-                         "the file is truncated or corrupt: save it again") from None
+        raise ImageError(f"{name}: the file is truncated or corrupt ({error}); save it again") from None
 
 
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
