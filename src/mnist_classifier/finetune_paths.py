@@ -59,7 +59,7 @@ def refuse_to_replace_others(target: Path, named: bool) -> None:
         existing: dict[str, Any] | None = load_checkpoint(target)
     except UserError:
         existing = None
-    if existing is not None and "finetune" in existing or existing is None and not named and _cut_short(target):
+    if (existing is not None and "finetune" in existing) or (existing is None and not named and _cut_short(target)):
         return
     what = ("a checkpoint `train` saved" if existing is not None and "optimizer_state_dict" in existing
             else "a model finetune did not make" if existing is not None else "not a checkpoint finetune made")
