@@ -103,7 +103,12 @@ def sections(checkpoint: Path, quick: bool) -> list[tuple[str, Callable[[], str]
                         duration=5 if quick else 20, clients=16, checkpoint=checkpoint, workers=workers, onnx=onnx))))
     out.append(("Your handwriting: finetune on a generated writer MNIST lacks (benchmarks/user_writer.py)",
                 lambda: user_writer.table(user_writer.run(checkpoint, quick=quick))))
-    return out
+    return [(title, with_machine(measure)) for title, measure in out]
+
+
+def with_machine(measure: Callable[[], str]) -> Callable[[], str]:
+    """`measure`, its table headed by table_machine()'s line."""
+    return lambda: f"{table_machine()}\n{measure()}"
 
 
 def measure_all(planned: list[tuple[str, Callable[[], str]]]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -114,7 +119,7 @@ def measure_all(planned: list[tuple[str, Callable[[], str]]]) -> tuple[list[tupl
     started = time.perf_counter()
     for title, measure in planned:
         try:
-            table = f"{table_machine()}\n{measure()}"
+            table = measure()
         except Exception as error:  # noqa: BLE001 (one benchmark's failure must not cost the others)
             table = f"failed: {type(error).__name__}: {error}"
             failed.append(title)
@@ -145,11 +150,16 @@ def measured_on(quick: bool = False, checkpoint: Path | None = None) -> str:
 def describe(checkpoint: Path) -> str:
     """The model file a section measures, as its own checkpoint records it (it may predate the recipe)."""
     from mnist_classifier.checkpoint import load_checkpoint
+    from mnist_classifier.errors import UserError
 
-    payload = load_checkpoint(checkpoint)
+    shown = checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint
+    try:
+        payload = load_checkpoint(checkpoint)
+    except UserError as error:  # the sections that load it will say so in their own tables
+        return f"{shown} ({error})"
     config = payload.get("config") or {}
     saved = datetime.fromtimestamp(checkpoint.stat().st_mtime, timezone.utc)
-    return (f"{checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint} (saved "
+    return (f"{shown} (saved "
             f"{saved:%Y-%m-%d %H:%M} UTC: {payload.get('model_name')}, model_options "
             f"{config.get('model_options') or 'none'}, {payload.get('epoch')} epochs, weight_average "
             f"{config.get('weight_average', 'not in its recipe')}, test accuracy {payload.get('test_accuracy')})")

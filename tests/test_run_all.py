@@ -64,3 +64,11 @@ def test_the_heading_names_the_cpu_flags_and_the_training_precision():
     # which recipe the training figures are of: they changed with it (6 Dec: 3 -> 4 epochs, a weight average)
     assert "the `make train` recipe at commit " in heading and "4 epochs, weight_average 0.99" in heading
     assert "full runs" in heading and "quick runs" in run_all.measured_on(quick=True)
+
+
+def test_every_table_starts_with_the_cpu_its_flags_torch_and_the_precision():
+    """Issue 16 asks for them on every table (helper-74: most tables had none)."""
+    table = run_all.with_machine(lambda: "figure  ours")()
+    first, rest = table.split("\n", 1)
+    assert first.startswith("machine: ") and "avx512_bf16 " in first and "torch " in first
+    assert "training precision " in first and rest == "figure  ours"
