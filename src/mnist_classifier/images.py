@@ -26,9 +26,10 @@ MAX_SIDE = 4096  # larger inputs are refused: nothing a digit needs, and bombs s
 MAX_FILE_BYTES = MAX_SIDE * MAX_SIDE * 8 + 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L" mode
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
-# and of the other kinds PIL reads for the library and `predict` (serve takes PNG and JPEG only)
-FORMAT_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
-                     b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WebP"}
+# and of other kinds PIL reads for the library and `predict` (serve takes PNG and JPEG only); BMP's
+# "BM" and WebP's "RIFF" are left out: plain text and sound files start so too
+FORMAT_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF",
+                     b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
 
 def starts_as_png_or_jpeg(start: bytes) -> bool:
@@ -102,7 +103,7 @@ def _decoding(name: str, start: bytes = b"-"):
     warnings swaps the process's filter list, which threads sharing a Reader would race on and
     leave changed; MAX_SIDE refuses such a picture right after anyway, and the command line
     filters that warning out itself (errors.hide_image_size_warning). `start`: the input's first
-    bytes, which tell an empty file and a damaged PNG or JPEG from another kind of file."""
+    bytes, which tell an empty file and a damaged image (PNG, JPEG, GIF, TIFF) from another kind of file."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: when warnings are errors
