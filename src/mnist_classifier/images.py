@@ -80,12 +80,14 @@ def load_image(source) -> np.ndarray:
                          "file path, encoded bytes, a PIL image or a numpy array")
     # Image.open reads only the header, so the size is known before any pixel is
     # decoded: PIL's own bomb check raises in open(), ours before load().
-    with _decoding(name, _first_bytes(file)), Image.open(file) as im:
+    with _decoding(name, file), Image.open(file) as im:
         return _pil_to_array(im, name)
 
 
-def _first_bytes(file: str | io.BytesIO) -> bytes:
+def _first_bytes(file: str | io.BytesIO | None) -> bytes:
     """The start of a path's file or of bytes in memory: what the file says it is, when PIL cannot tell."""
+    if file is None:  # nothing to look at: take it for some other kind of file
+        return b"-"
     if isinstance(file, io.BytesIO):
         return file.getbuffer()[:8].tobytes()
     try:
@@ -96,20 +98,22 @@ def _first_bytes(file: str | io.BytesIO) -> bytes:
 
 
 @contextmanager
-def _decoding(name: str, start: bytes = b"-"):
+def _decoding(name: str, file: str | io.BytesIO | None = None):
     """Turn PIL's many failure modes into one ImageError that names the input.
 
     PIL's DecompressionBombWarning (over ~89 Mpx) is left alone, not silenced here: catching
     warnings swaps the process's filter list, which threads sharing a Reader would race on and
     leave changed; MAX_SIDE refuses such a picture right after anyway, and the command line
-    filters that warning out itself (errors.hide_image_size_warning). `start`: the input's first
-    bytes, which tell an empty file and a damaged image (PNG, JPEG, GIF, TIFF) from another kind of file."""
+    filters that warning out itself (errors.hide_image_size_warning). `file`: the input, whose first
+    bytes, read only when PIL cannot tell what it is, tell an empty file and a damaged image (PNG,
+    JPEG, GIF, TIFF) from another kind of file."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: when warnings are errors
         raise ImageError(f"{name}: image larger than {MAX_SIDE} pixels a side; "
                          "resize it first") from None
     except UnidentifiedImageError:
+        start = _first_bytes(file)
         if not start:
             raise ImageError(f"{name} is an empty file (0 bytes); save the image again") from None
         sign = _starts_as(start, FORMAT_SIGNATURES)
