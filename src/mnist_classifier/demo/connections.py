@@ -47,18 +47,16 @@ class HeadDeadline(HttpToolsProtocol):
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()  # one timer at a time: the last answer's
         self._head_begun = False
-        self._head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_overdue, self.cycle)
+        self._head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_overdue)
 
     def _disarm_head_deadline(self) -> None:
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
 
-    def _head_overdue(self, answered) -> None:
-        # A head came since (a pipelined one may be queued behind an answer still going out)
-        if self.cycle is not answered or (self.cycle is not None and not self.cycle.response_complete):
-            return
-        if self.transport.is_closing():
+    def _head_overdue(self) -> None:
+        # A head that came disarmed the timer; a pipelined one, come before it was armed, may still be answered
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return
         # Part of a head came. (Nothing, or only the rest of a body answered before it all came, a refused
         # upload's or a 404's: the connection is closed without a word, its answer went out already.)

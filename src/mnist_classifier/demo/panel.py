@@ -218,9 +218,10 @@ def _text(frame, text: str, box: Rect, color, align: str = "left", bold: bool = 
     if not text:
         return
     scale = _fitting_scale(text, box)
-    # only where the width shrinks it: in a low window the height does, and the short one is no larger
-    if shorter and _cap_px(text, scale) < MIN_TEXT_PX and _fitting_scale(shorter, box) > scale * 1.05:
-        text, scale = shorter, _fitting_scale(shorter, box)
+    if shorter and _cap_px(text, scale) < MIN_TEXT_PX:
+        shorter_scale = _fitting_scale(shorter, box)
+        if shorter_scale > scale * 1.05:  # the width shrank it; in a low window the height does, for both
+            text, scale = shorter, shorter_scale
     thickness = _thickness(scale, bold)
     (w, h), base = cv2.getTextSize(text, FONT, scale, thickness)
     x = {"left": box.x, "center": box.x + (box.w - w) // 2, "right": box.x + box.w - w}[align]
