@@ -179,3 +179,25 @@ def test_a_partial_config_file_says_which_recipe_settings_fall_back_to_defaults(
         main(["train", "--config", "seed_recipe"])
     assert "note:" not in capsys.readouterr().out
 
+
+
+def test_a_value_of_nested_aliases_is_shown_cut_short(tmp_path):
+    """helper-78: ten lines of YAML aliases made a list of 10^9 items, which the error printed whole."""
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"&a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, 9)]
+    recipe = tmp_path / "laughs.yaml"
+    recipe.write_text(f"model_name: simple_cnn\nepochs: [{', '.join(levels)}]\n")
+    with pytest.raises(UserError, match="epochs must be a whole number, got ") as error:
+        resolve_config(recipe, {})
+    assert len(str(error.value)) < 300
+
+
+def test_a_python_tag_is_refused_as_such_not_as_bad_syntax(tmp_path):
+    marker = tmp_path / "ran"
+    recipe = tmp_path / "tagged.yaml"
+    recipe.write_text(f"model_name: simple_cnn\nnote: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(UserError) as error:
+        resolve_config(recipe, {})
+    said = str(error.value)
+    assert "python/object/apply:os.system" in said and "(line 2)" in said and "plain values only" in said, said
+    assert "syntax" not in said and not marker.exists()

@@ -19,7 +19,7 @@ from mnist_classifier.cli import main
 from mnist_classifier.data import Normalization, to_model_input
 from mnist_classifier.errors import CheckpointError, UserError
 from mnist_classifier.export import export_onnx
-from mnist_classifier.onnx_backend import DIGEST_KEY, load_onnx_predictor, model_digest
+from mnist_classifier.onnx_backend import DIGEST_KEY, load_onnx_predictor, model_digest, names_external_data
 from mnist_classifier.reader import load_predictor
 
 from .conftest import DATA_DIR
@@ -478,3 +478,26 @@ def test_on_a_fresh_clone_export_and_evaluate_fall_back_to_the_bundled_model(tmp
     assert trained_model(None) == BUNDLED_CHECKPOINT  # what evaluate scores, said the same way
     capsys.readouterr()
     assert trained_model("models/mine.pth") == Path("models/mine.pth")  # a named model is never replaced
+
+
+def test_a_model_taking_weights_from_another_file_is_refused_before_it_is_read(onnx_path, tmp_path, monkeypatch):
+    """helper-78: an edited export whose weights name a file by a relative path had ONNX Runtime
+    read them from the current folder (README.md gave a model answering 8 for a 7)."""
+    model = onnx.load(onnx_path)
+    weights = max(model.graph.initializer, key=lambda tensor: len(tensor.raw_data))
+    (tmp_path / "weights.bin").write_bytes(weights.raw_data)
+    weights.ClearField("raw_data")
+    weights.data_location = onnx.TensorProto.EXTERNAL
+    weights.external_data.add(key="location", value="weights.bin")
+    edited = tmp_path / "external.onnx"
+    edited.write_bytes(model.SerializeToString())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"takes weights from other files \(external data\)"):
+        load_predictor(edited)
+    assert not names_external_data(onnx_path.read_bytes())
+    # one nested in a node's attribute, as a Constant holds it, is found as well
+    constant = onnx.helper.make_node("Constant", [], ["c"], value=onnx.helper.make_tensor("c", 1, [1], [0.0]))
+    constant.attribute[0].t.data_location = onnx.TensorProto.EXTERNAL
+    model = onnx.load(onnx_path)
+    model.graph.node.insert(0, constant)
+    assert names_external_data(model.SerializeToString())

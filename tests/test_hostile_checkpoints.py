@@ -80,6 +80,11 @@ def write_broken(path: Path, kind: str, small_checkpoint) -> Path:
     elif kind == "zip-of-text":  # torch quoted its C++ assertion ("enforce fail at inline_container.cc")
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("notes.txt", "not a model")
+    elif kind == "zip-bomb":  # helper-78: torch.load inflated 1.5 MB of data.pkl to 1.5 GB in memory
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("archive/data.pkl", bytes(32 * 2**20))
+    elif kind == "symlink-loop":  # was "not found"
+        path.symlink_to(path)
     else:
         payload = good_payload(small_checkpoint)
         if kind == "wrong-architecture":
@@ -88,6 +93,8 @@ def write_broken(path: Path, kind: str, small_checkpoint) -> Path:
             payload["model_name"] = "resnet9000"
         elif kind == "class-names-string":  # each character would have cost a 256-weight row of the last layer
             payload["class_names"] = "x" * 300_000
+        elif kind == "model-name-list":  # a TypeError (unhashable list) in every command
+            payload["model_name"] = ["simple_cnn"]
         elif kind == "unknown-dataset":  # "unknown dataset: choose one of ..." blamed the user's flags
             payload["dataset"] = "bogus"
         elif kind == "shape-mismatched":
@@ -114,6 +121,9 @@ BROKEN = {
     "unknown-architecture": "unknown model 'resnet9000'",
     "shape-mismatched": "do not fit model 'simple_cnn'",
     "class-names-string": "its class_names are not a list of at most 1000 names",
+    "model-name-list": "its model_name is list, not a name",
+    "zip-bomb": "would unpack to 32 MB from 0.0 MB",
+    "symlink-loop": "is a symbolic link to nothing readable",
 }
 COMMANDS = ("evaluate", "predict", "export", "serve", "demo", "train --resume", "calibrate", "finetune")
 
@@ -224,6 +234,8 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path, nothing_starts, capsys):
     for command in COMMANDS:
         line = refused_with_one_line(capsys, cli.main(argv(command, tmp_path / "nope.pth")))
         assert "not found" in line, command
+        line = refused_with_one_line(capsys, cli.main(argv(command, Path("/dev/zero"))))
+        assert "/dev/zero is not a regular file" in line, command  # helper-78: was "not found"
     assert started == []
 
 

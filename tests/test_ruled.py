@@ -146,3 +146,19 @@ def test_a_tightly_cropped_one_on_ruled_paper_keeps_its_stem(digits):
         scores.append(correlation(to_mnist(page[crop]).image, to_mnist(plain[crop]).image))
     # the narrowest (91 px, the stroke half its width) keeps its lines: too short beside the stroke to be found
     assert np.median(scores) > 0.94 and min(scores) > 0.85, scores
+
+
+@pytest.mark.parametrize("shape", [(1, 784), (2, 1500), (1, 4096), (4096, 3)])
+def test_a_strip_too_thin_to_shrink_is_answered_not_a_crash(shape, tmp_path, capsys):
+    """helper-77: a striped 1x784 picture shrank to nothing across, and OpenCV's resize raised in
+    predict (a traceback, and no answer for the folder's other files), the library and the API (500)."""
+    strip = np.full(shape, 255, np.uint8)
+    strip[..., ::7] = 0
+    assert without_ruling(1 - strip.astype(np.float32) / 255).shape == shape
+    answer = mnist_classifier.load("bundled").predict(strip)
+    assert answer.verdict in ("digit", "not_a_digit", "empty")
+    cv2.imwrite(str(tmp_path / "strip.png"), strip)
+    from mnist_classifier.cli import main
+
+    assert main(["predict", "--checkpoint", "bundled", str(tmp_path / "strip.png")]) == 0
+    assert "strip.png:" in capsys.readouterr().out

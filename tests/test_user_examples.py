@@ -412,3 +412,32 @@ def test_undo_of_a_line_copied_by_hand_keeps_the_images_the_copy_names(tmp_path,
     assert list(labels) == [example.label]
     assert store.undo().example == example and store.examples() == []
     assert not (tmp_path / example.drawing).exists() and not (tmp_path / example.input).exists()
+
+
+def test_undo_of_a_planted_line_removes_no_file_add_did_not_make(tmp_path, mnist_data):
+    """helper-78: undo unlinked whatever the last line named: the index itself, the lock, a file
+    behind a symlink in the store. It removes only images named as `add` names them."""
+    store = ExampleStore(tmp_path / "store", warn=lambda _line: None)
+    first = add(store, mnist_data, 0).example
+    outside = tmp_path / "victim"
+    outside.mkdir()
+    (outside / "important.txt").write_text("keep me")
+    (tmp_path / "store" / "link").symlink_to(outside)
+    planted = asdict(first) | {"id": "zz", "drawing": "link/important.txt", "input": INDEX}
+    with open(tmp_path / "store" / INDEX, "a") as index:
+        index.write(json.dumps(planted) + "\n")
+    assert store.undo().example.id == "zz"
+    assert (outside / "important.txt").read_text() == "keep me"
+    assert [kept.id for kept in store.examples()] == [first.id]
+    assert (tmp_path / "store" / first.drawing).is_file()
+
+
+def test_a_number_too_long_to_read_costs_its_line_only(tmp_path, mnist_data):
+    """helper-78: an integer of 5,000 digits raised Python's ValueError through finetune, evaluate and serve."""
+    warned = []
+    store = ExampleStore(tmp_path, warn=warned.append)
+    first = add(store, mnist_data, 0).example
+    with open(tmp_path / INDEX, "a") as index:
+        index.write('{"id": "x", "label": ' + "9" * 5000 + "}\n")
+    assert [kept.id for kept in store.examples()] == [first.id]
+    assert len(warned) == 1 and "a number too long to read" in warned[0] and len(warned[0]) < 300, warned

@@ -15,8 +15,11 @@ import; reading a fine-tuned checkpoint's record imports torch.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,8 @@ def provenance() -> dict[str, Any]:
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # /dev/zero would never end (helper-78)
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

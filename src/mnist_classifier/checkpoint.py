@@ -88,6 +88,24 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, through_link: boo
     return named
 
 
+def _not_a_file(path: Path) -> str:
+    """Why `path`, which is no regular file (nor a folder), cannot be read, and what to do."""
+    if path.is_symlink():  # exists() follows the link: False for a loop or a missing target
+        return f"checkpoint {path} is a symbolic link to nothing readable (a missing file or a loop): point it at a .pth file"
+    if path.exists():  # /dev/zero, a pipe, a socket
+        return f"{path} is not a regular file: pass a .pth file saved by `mnist-classifier train`"
+    return f"checkpoint {path} not found: train one with `mnist-classifier train`"
+
+
+def _unpacked_size(path: Path) -> int:
+    """What a zip archive's entries add up to once unpacked (0 for one whose listing cannot be read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return 0
+
+
 def _written_by_torch_save(path: Path) -> bool:
     """Whether a zip archive holds torch.save's record (a cut one, whose listing is lost, is given the benefit)."""
     try:
@@ -138,13 +156,18 @@ def _held_elsewhere(handle: int) -> bool:
     return False
 
 
+# torch.save stores a checkpoint's entries uncompressed: one that would unpack to many times its
+# size is a zip bomb, which torch.load would inflate in memory (1.5 MB to 1.5 GB: helper-78).
+INFLATION_LIMIT = 4
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; every way it can be wrong is one CheckpointError."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint: name the .pth file in it")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found: train one with `mnist-classifier train`")
+        raise CheckpointError(_not_a_file(path))
     with open(path, "rb") as file:
         start = file.read(4)
     if start[:1] == PICKLE_PROTOCOL:  # torch.save before torch 1.6, or pickle itself: not read, even weights-only
@@ -160,6 +183,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive): "
             "pass a .pth file saved by `mnist-classifier train`"
         )
+    unpacked = _unpacked_size(path)
+    if unpacked > INFLATION_LIMIT * path.stat().st_size + 2**20:
+        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:,.0f} MB from {path.stat().st_size / 2**20:,.1f} "
+                              "MB (torch.save stores its entries unpacked): it was not made by mnist-classifier; "
+                              "pass a .pth file saved by `mnist-classifier train`")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -229,6 +257,9 @@ def stored_class_names(payload: dict[str, Any], source: str | Path = "checkpoint
 def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
     """Build the architecture the checkpoint names and load its weights (eval mode)."""
     name = payload["model_name"]
+    if not isinstance(name, str):
+        raise CheckpointError(f"{source}: its model_name is {type(name).__name__}, not a name: the file is damaged or "
+                              "was not made by mnist-classifier; retrain or restore it")
     if name not in MODEL_REGISTRY:
         raise CheckpointError(
             f"{source} was made by unknown model '{name}': known models are {', '.join(sorted(MODEL_REGISTRY))}; "

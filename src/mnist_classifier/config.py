@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,11 @@ _TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "boo
                "dict": "a mapping (e.g. {pool_first: true})"}
 
 
+# A wrong value shown cut short: one built of nested YAML aliases would print as gigabytes (helper-78).
+_SHORT = reprlib.Repr()  # its keyword arguments came in Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
 def _check_type(key: str, annotation: str, value: Any) -> None:
     """A YAML `"0.01"` or `yes` in the wrong place: one line, not a TypeError deep in training."""
     kind, _, optional = annotation.partition(" | ")
@@ -126,7 +132,7 @@ def _check_type(key: str, annotation: str, value: Any) -> None:
     wanted = _FIELD_TYPES[kind]
     if isinstance(value, bool) != (kind == "bool") or not isinstance(value, wanted):
         hint = "; write numbers without quotes" if isinstance(value, str) and kind in ("int", "float") else ""
-        raise UserError(f"{key} must be {_TYPE_WORDS[kind]}, got {value!r}{hint}")
+        raise UserError(f"{key} must be {_TYPE_WORDS[kind]}, got {_SHORT.repr(value)}{hint}")
     if kind == "float" and not math.isfinite(value):
         raise UserError(f"{key} must be a finite number, got {value!r}")
 
@@ -174,6 +180,9 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not a YAML text file (not UTF-8){hint}") from None
     except _DuplicateKey as error:
         raise UserError(f"config file {path}: {error}: keep one") from None
+    except yaml.constructor.ConstructorError as error:  # a !!python/object tag: valid YAML, refused on purpose
+        raise UserError(f"config file {path}: {error.problem} (line {error.problem_mark.line + 1}): a recipe holds "
+                        "plain values only (numbers, text, true/false, mappings)") from None
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML ({error.__class__.__name__}): fix its syntax") from None
     if not isinstance(values, dict):

@@ -82,8 +82,8 @@ def _load_unchanging(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[str, 
     """The model and the SHA-256 of the very bytes it was loaded from. A checkpoint replaced
     meanwhile (`train` saving a new best while `serve` exports) would otherwise leave a cache
     holding the old weights under the new file's hash, served as up to date for good."""
-    try:
-        before = sha256_of(checkpoint_path)
+    try:  # not a regular file (a pipe would block the open): load_model says what it is
+        before = sha256_of(checkpoint_path) if checkpoint_path.is_file() else None
     except OSError:
         before = None  # missing or unreadable: load_model says so, in the words every command uses
     model, payload = load_model(checkpoint_path)

@@ -85,6 +85,9 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
     if not path.is_file():
         raise CheckpointError(f"ONNX model {path} not found: make one with `mnist-classifier export`")
     model = path.read_bytes()
+    if names_external_data(model):
+        raise CheckpointError(f"ONNX model {path} takes weights from other files (external data), which "
+                              "`mnist-classifier export` never writes: export it again")
     try:
         backend = OnnxBackend(model, threads, single_image_threads)
     except UserError:  # onnxruntime missing: its own message says what to do
@@ -124,6 +127,34 @@ def model_digest(model: bytes) -> str | None:
         if number != METADATA_FIELD or _entry_key(payload) != DIGEST_KEY.encode():
             digest.update(whole)
     return digest.hexdigest()
+
+
+# Where ONNX's messages hold tensors: {message: {field number: the message it holds}} (onnx.proto).
+_HOLDS_TENSORS = {
+    "model": {7: "graph", 25: "function"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_EXTERNAL_DATA, _DATA_LOCATION = 13, 14  # TensorProto's fields: data_location 1 is EXTERNAL
+
+
+def names_external_data(model: bytes) -> bool:
+    """Whether a tensor of the model keeps its values in another file. Given bytes, ONNX Runtime
+    reads such a file relative to the current folder: an edited model could take its weights
+    from any file there (helper-78)."""
+    pending = [("model", memoryview(model))]
+    while pending:  # a loop, not recursion: a hostile file may nest graphs deeply
+        kind, view = pending.pop()
+        for number, _, payload in _fields(view) or []:
+            if kind == "tensor":
+                if number == _EXTERNAL_DATA or (number == _DATA_LOCATION and _varint(payload, 0)[0] == 1):
+                    return True
+            elif number in _HOLDS_TENSORS[kind]:
+                pending.append((_HOLDS_TENSORS[kind][number], payload))
+    return False
 
 
 def _entry_key(entry: memoryview) -> bytes | None:

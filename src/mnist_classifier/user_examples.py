@@ -161,6 +161,8 @@ class ExampleStore:
             return None, f"invalid JSON ({error.msg} at column {error.colno})"
         except RecursionError:
             return None, "invalid JSON (nested too deeply)"
+        except ValueError:  # Python refuses to read an integer of more than 4,300 digits
+            return None, "invalid JSON (a number too long to read)"
         if not isinstance(fields, dict):
             return None, f"{_shown(fields)} is not a JSON object"
         problem = self._fields_problem(fields)
@@ -308,7 +310,9 @@ class ExampleStore:
             except OSError as error:
                 raise self._write_error("undo the last example in", error) from None
             for name in (last.example.drawing, last.example.input):
-                if name.encode("utf-8") not in kept:  # a copied line still names it
+                # Only an image `add` named is removed: a line edited (or planted) to name the index,
+                # the lock or a file behind a symlink keeps that file (helper-78).
+                if _NAMED_IMAGE.fullmatch(name.encode("utf-8")) and name.encode("utf-8") not in kept:
                     (self.folder / name).unlink(missing_ok=True)
             # The lines below it moved up one: those already reported stay reported.
             self._warned = {number - (number > last.number) for number in self._warned if number != last.number}
