@@ -9,6 +9,7 @@ pip by a killed `python -m venv` is built again.
 from __future__ import annotations
 
 import fcntl
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,22 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".installed"
 LOCK = ROOT / ".venv.lock"
 INPUTS = ("pyproject.toml", "constraints.txt")  # a change to either reinstalls
-# torch first, pinned to the CPU build on disk: an open range would pull a multi-GB CUDA build.
-STEPS = (["torch==2.13.0"], ["-e", ".[dev]"])
+# PyPI's torch for Linux on x86-64 is the CUDA build (several GB of nvidia-* wheels); PyTorch's CPU
+# index holds the same release as 2.13.0+cpu, which pip prefers (a local version sorts above the plain
+# one). Elsewhere PyPI's wheel is a CPU build already. An open range would also pull the CUDA build.
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def torch_requirement() -> list[str]:
+    """pip's arguments for the CPU build of torch alone, without its dependencies: a machine that
+    cannot reach the CPU index (it has the wheel on disk, say) retries it for each package it looks up."""
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        return ["torch==2.13.0", "--no-deps", "--extra-index-url", CPU_INDEX, "--retries", "2"]
+    return ["torch==2.13.0", "--no-deps"]
+
+
+# torch first, then its dependencies from the usual index, then the project (which finds torch there).
+STEPS = (torch_requirement(), ["torch==2.13.0"], ["-e", ".[dev]"])
 
 
 def up_to_date() -> bool:

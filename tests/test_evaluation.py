@@ -181,6 +181,22 @@ def test_one_epochs_curves_have_whole_epoch_ticks_and_points_clear_of_the_frame(
     assert low < 81.41 - 0.1 * (97.02 - 81.41) and high > 97.02 + 0.1 * (97.02 - 81.41)
 
 
+@pytest.mark.parametrize("classes", [2, 5, 10])
+def test_a_title_fits_a_figure_sized_for_few_classes(classes):
+    """helper-79: a five-class dataset's confusion matrix read "ple_cnn: confusion matrix, test set (64 of 5,139 w"."""
+    from mnist_classifier.plots import _image_grid, confusion_matrix_figure
+
+    title = "simple_cnn: confusion matrix, test set (64 of 5,139 wrong)"
+    confusion = np.diag(np.full(classes, 1000)) + 3
+    for figure in (confusion_matrix_figure(confusion, [str(n) for n in range(classes)], title),
+                   _image_grid(classes, classes, 1.6, title)[0]):
+        figure.canvas.draw()
+        shown = (figure.axes[0].title if figure.axes[0].get_title() else figure._suptitle)
+        box = shown.get_window_extent()
+        assert box.x0 >= 0 and box.x1 <= figure.bbox.width, (classes, box, figure.bbox.width)
+        assert shown.get_text().replace("\n", " ") == title
+
+
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):
     import torch
 

@@ -273,3 +273,32 @@ def test_a_lazy_layer_made_by_the_probe_still_trains(monkeypatch):
     model = create_model("lazy").train()
     model(torch.randn(4, 1, 28, 28)).sum().backward()
     assert model.net[1].weight.grad.shape == (10, 784)
+
+
+class _WrongWidth(torch.nn.Module):
+    """helper-79: a forward whose layers do not fit a 28x28 image raised on every command."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.fc = torch.nn.Linear(700, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class _AppendedToModels(_SevenAnswers):
+    """As if appended to src/mnist_classifier/models.py, as the README offers: checked all the same."""
+
+
+_AppendedToModels.__module__ = "mnist_classifier.models"
+
+
+def test_a_forward_that_raises_is_one_line_and_one_appended_to_models_py_is_checked(monkeypatch):
+    monkeypatch.setitem(MODEL_REGISTRY, "wrong_width", _WrongWidth)
+    with pytest.raises(UserError, match=r"^model 'wrong_width' fails on a batch of 2 images of 28x28: RuntimeError: "
+                                        r"mat1 and mat2 shapes cannot be multiplied .*\(in .*test_models\.py\); "
+                                        r"its forward must take \(N, 1, 28, 28\) and return \(N, 10\) scores$"):
+        create_model("wrong_width")
+    monkeypatch.setitem(MODEL_REGISTRY, "appended", _AppendedToModels)
+    with pytest.raises(UserError, match=r"^model 'appended' answers a batch of 2 images with shape \(2, 7\)"):
+        create_model("appended")

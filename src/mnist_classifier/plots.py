@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, MultipleLocator, PercentFormatter, StrMethodFormatter
 
 DPI = 120
+TITLE_POINTS = 12  # matplotlib's "large", the size of every title here
 RIGHT, WRONG = "#1a7f37", "#cf222e"  # green and red that stay legible on white
 BAR, WORST = "#4c78a8", "#e45756"
 
@@ -32,6 +33,13 @@ def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def fitted(title: str, figure: Figure) -> str:
+    """`title` broken into lines that fit the figure's width: constrained layout makes room for a
+    title's height, never its width (a five-class confusion matrix cut its own: helper-79)."""
+    per_line = max(20, int(0.9 * figure.get_figwidth() * 72 / (0.62 * TITLE_POINTS)))  # an axes' title is off-centre
+    return textwrap.fill(title, per_line)
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -80,7 +88,7 @@ def per_class_accuracy_figure(accuracies: Sequence[float], class_names: Sequence
     ax.yaxis.set_major_formatter(PercentFormatter(decimals=2 if span <= 2 else 1 if span <= 5 else 0))
     ax.set_ylabel(f"accuracy (axis starts at {floor:g}%)")
     ax.set_xlabel("class")
-    ax.set_title(title)
+    ax.set_title(fitted(title, figure))
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     return figure
@@ -92,7 +100,7 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
     """Counts in every cell; correct (diagonal) in blue, mistakes in red on a log scale."""
     confusion = np.asarray(confusion)
     size = len(class_names)
-    figure = new_figure(1.0 + 0.62 * size, 0.6 + 0.58 * size)
+    figure = new_figure(max(4.5, 1.0 + 0.62 * size), max(3.4, 0.6 + 0.58 * size))  # room for the title and colour bar
     ax = figure.add_subplot()
     diagonal = np.eye(size, dtype=bool)
     ax.imshow(np.ma.masked_where(~diagonal, np.ones_like(confusion, dtype=float)), cmap="Blues",
@@ -117,7 +125,7 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
     ax.set_yticks(range(size), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(fitted(title, figure))
     ax.set_xticks(np.arange(size + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(size + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
@@ -130,7 +138,7 @@ def _image_grid(count: int, columns: int, cell_height: float, title: str,
                 cell_width: float = 1.45) -> tuple[Figure, list]:
     rows = max(1, math.ceil(count / columns))
     figure = new_figure(cell_width * columns, cell_height * rows + 0.5)
-    figure.suptitle(title)
+    figure.suptitle(fitted(title, figure))
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes:
         ax.set_xticks([])
@@ -204,7 +212,7 @@ def training_curves_figure(history: Mapping[str, Sequence[float]] | None,
                            no_history: str = NO_HISTORY) -> Figure:
     """Loss, accuracy and learning rate per epoch, from a checkpoint's `history` (else `no_history`, said why)."""
     figure = new_figure(13, 4.2)
-    figure.suptitle(title)
+    figure.suptitle(fitted(title, figure))
     history = history or {}
     epochs = len(history.get("val_acc") or history.get("train_loss") or [])
     if not epochs:
@@ -313,7 +321,7 @@ def fooled_figure(fooled: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
     each with the digit and calibrated confidence the model gave it; an empty row says none."""
     columns = max([len(images) for images, _ in fooled.values()] + [1])
     figure = new_figure(1.3 * columns + 2.2, 1.45 * max(1, len(fooled)) + 0.5)
-    figure.suptitle(title)
+    figure.suptitle(fitted(title, figure))
     grid = figure.subplots(max(1, len(fooled)), columns + 1, squeeze=False,
                            width_ratios=[2.2] + [1.3] * columns)
     for ax in grid.ravel():
