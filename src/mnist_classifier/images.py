@@ -169,8 +169,9 @@ def grayscale(array: np.ndarray) -> np.ndarray:
     """(H,W[,C]) array of any numeric dtype -> float32 (H,W) 0..1, alpha composited."""
     array = array[:, :, None] if array.ndim == 2 else array
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise ImageError(f"image array has shape {array.shape}; "
-                         "expected (H, W) or (H, W, C) with C in 1..4")
+        first = array.ndim == 3 and array.shape[0] in (1, 3, 4) and min(array.shape[1:]) > 4
+        hint = ": channels first? np.moveaxis(image, 0, -1) puts them last" if first else ""
+        raise ImageError(f"image array has shape {array.shape}; expected (H, W) or (H, W, C) with C in 1..4{hint}")
     _check_size(array.shape[1], array.shape[0])
     unit = _to_unit_float(array)
     has_alpha = unit.shape[2] in (2, 4)
