@@ -18,7 +18,7 @@ from .conftest import DATA_DIR, REPO_ROOT
 
 
 def test_ece_matches_a_case_worked_by_hand():
-    # Four images, two classes, 15 bins of width 1/15 (0-based index i holds (i/15, (i+1)/15]).
+    # Four images, two classes, 15 bins of width 1/15 (0-based index i holds [i/15, (i+1)/15)).
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.38, 0.62], [0.59, 0.41]])
     labels = np.array([0, 1, 1, 1])
     # bin 13: 0.9 right, 0.9 wrong -> |0.9 - 0.5| * 2/4 = 0.2
@@ -28,6 +28,10 @@ def test_ece_matches_a_case_worked_by_hand():
     bins = reliability_bins(probs, labels, bins=15)
     assert bins.counts.tolist() == [0] * 8 + [1, 1, 0, 0, 0, 2, 0]
     assert bins.accuracy[13] == 0.5 and bins.confidence[9] == pytest.approx(0.62) and bins.accuracy[8] == 0
+    # helper-81: on an edge the diagram put 0.6 (= 9/15) one bin below where the ECE counts it
+    edge = np.array([[0.6, 0.4], [0.6, 0.4]])
+    assert expected_calibration_error(edge, np.array([0, 1]), bins=15) == pytest.approx(0.1, abs=1e-6)
+    assert reliability_bins(edge, np.array([0, 1]), bins=15).counts[9] == 2
 
 
 def test_nll_and_brier_match_hand_computed_values():

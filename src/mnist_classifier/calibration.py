@@ -226,11 +226,12 @@ class ReliabilityBins:
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> ReliabilityBins:
-    """What the reliability diagram draws (torchmetrics' binning: (lo, hi] bins)."""
+    """What the reliability diagram draws, binned as torchmetrics bins the ECE: [lo, hi). A confidence
+    of exactly 1, which torchmetrics counts in a bin of its own, is drawn in the last bar."""
     probs = np.asarray(probs, dtype=np.float64)
     top, predicted = probs.max(axis=1), probs.argmax(axis=1)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, top, side="left") - 1, 0, bins - 1)
+    which = np.clip(np.searchsorted(edges, top, side="right") - 1, 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore"):
         confidence = np.bincount(which, weights=top, minlength=bins) / counts

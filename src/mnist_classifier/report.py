@@ -102,11 +102,14 @@ def training_note(payload: dict[str, Any]) -> str | None:
         parts.append(f"on augmented batches ({AUGMENTATIONS[policy].note})")
     if config.get("label_smoothing"):
         parts.append(f"with label smoothing {config['label_smoothing']:g}")
+    spec = DATASETS.get(payload.get("dataset"))
+    if config.get("outlier_weight") and spec is not None and spec.drawable:  # exposure.py: its loss is in train's
+        parts.append(f"the loss also counting the generated non-digits (weight {config['outlier_weight']:g})")
     tuned = " These curves are the base model's training, before it was fine-tuned on your drawings." \
         if isinstance(payload.get("finetune"), dict) else ""
     if not parts:
         return tuned.strip() or None
-    return f"Train loss and accuracy are measured {' '.join(parts)}; validation on the plain held-out images.{tuned}"
+    return f"Train loss and accuracy are measured {', '.join(parts)}; validation on the plain held-out images.{tuned}"
 
 
 def no_history_text(payload: dict[str, Any]) -> str:

@@ -333,9 +333,9 @@ class Trainer:
         payload["test_loss"] = test.loss
         # TensorBoard's test figures first: a file holding the test result marks the run done, and a
         # resume then writes nothing more (stopped between the two, a resume redraws the figures)
-        if self.run_log is not None:
-            self.run_log.result(" then ".join(self.precisions_used), test.accuracy, payload["accuracy"], test.logits,
-                                self.test_split, self.class_names, payload["epoch"])
+        if self.run_log is not None:  # the mistakes' confidences calibrated, as evaluate's report shows them (helper-81)
+            self.run_log.result(" then ".join(self.precisions_used), test.accuracy, payload["accuracy"],
+                                test.logits / payload["temperature"], self.test_split, self.class_names, payload["epoch"])
         save_checkpoint(payload, best_path)
         return payload["accuracy"], test.accuracy
 
