@@ -130,6 +130,8 @@ def test_disk_filling_mid_run_is_reported_and_loses_nothing(tmp_path, capsys, on
         assert "epoch  1/2" in out and "epoch  2/2" not in out
         assert "could not save checkpoint" in line and "No space left on device" in line
         assert "checkpoints already on disk are intact" in line
+        # helper-80: and how to go on once there is room
+        assert line.endswith(f"; then resume with `mnist-classifier train --resume {mount / 'simple_cnn_last.pth'}`")
         # Nothing half-written, and what epoch 1 saved still loads.
         assert sorted(p.name for p in mount.iterdir()) == ["filler", "simple_cnn_best.pth", "simple_cnn_last.pth"]
         last = load_checkpoint(mount / "simple_cnn_last.pth")

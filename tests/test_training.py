@@ -79,6 +79,11 @@ def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw
     same, kept = resume_config(partial.last_path, {"save_dir": f"{original}/.", "precision": "fp32"})
     assert (same.save_dir, same.precision) == (f"{original}/.", "fp32")
     assert kept["run_dir"] == str(partial.run_dir)  # the same folder spelt otherwise: the same TensorBoard run
+    # helper-80: the run's own --log-dir given again is the same TensorBoard run; another one is a new run there
+    _, again = resume_config(partial.last_path, {"log_dir": str(partial.run_dir.parent) + "/."})
+    assert again["run_dir"] == str(partial.run_dir)
+    _, elsewhere = resume_config(partial.last_path, {"log_dir": str(tmp_path / "other-runs")})
+    assert elsewhere["run_dir"] is None
     moved = tmp_path / "moved"  # --save-dir elsewhere: the run's two checkpoints go there first
     resume_config(partial.last_path, {"save_dir": str(moved)})
     assert sorted(path.name for path in moved.iterdir()) == sorted((partial.best_path.name, partial.last_path.name))
@@ -416,3 +421,49 @@ def test_the_one_cycle_schedule_runs_for_any_number_of_steps(steps):
         optimizer.step()
         scheduler.step()
 
+
+
+def test_a_second_train_saving_the_same_files_is_refused_while_the_first_runs(tmp_path, capsys):
+    """helper-80: two runs into one --save-dir overwrote each other's models, both reporting success."""
+    from mnist_classifier.run_files import CheckpointClaim
+
+    flags = ["--limit-train", "300", "--epochs", "1", "--batch-size", "100", "--data-dir", str(DATA_DIR),
+             "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")]
+    first = CheckpointClaim(resolve_config(None, {"save_dir": str(tmp_path / "models")}))  # as a running train holds it
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: another `train` is saving {tmp_path / 'models' / 'simple_cnn_best.pth'} and its _last.pth "
+                   "now: wait for it to end, or give this run another --save-dir"), err
+    assert not (tmp_path / "models" / "simple_cnn_best.pth").exists()
+    assert main(["train", *flags, "--model", "improved_cnn", "--limit-train", "100"]) == 0  # another model's files: free
+    first.release()
+    assert main(["train", *flags]) == 0
+    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == [
+        "improved_cnn_best.pth", "improved_cnn_last.pth", "simple_cnn_best.pth", "simple_cnn_last.pth"]  # no lock left
+
+
+def test_a_new_run_whose_first_save_fails_leaves_no_tensorboard_run(tmp_path, monkeypatch, capsys):
+    """helper-80: a full disk at the first save left runs/<model>_<time>/ for a run that has no checkpoint
+    (Ctrl+C there already removed it)."""
+    from mnist_classifier.errors import CheckpointError
+
+    def full_disk(payload, path):
+        raise CheckpointError(f"could not save checkpoint {path} (No space left on device): free some space")
+
+    monkeypatch.setattr(training, "save_checkpoint", full_disk)
+    assert main(["train", "--limit-train", "300", "--epochs", "1", "--batch-size", "100", "--data-dir", str(DATA_DIR),
+                 "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: could not save checkpoint") and "resume" not in err, err
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_the_resume_command_of_a_torchrun_job_is_torchruns(monkeypatch):
+    """helper-80: Ctrl+C of a 2-process torchrun job said `mnist-classifier train --resume ...`, one process."""
+    from mnist_classifier.run_files import resume_command
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert resume_command("m/simple_cnn_last.pth") == "torchrun <the same options> -m mnist_classifier train " \
+                                                       "--resume m/simple_cnn_last.pth"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert resume_command("m/simple_cnn_last.pth") == "mnist-classifier train --resume m/simple_cnn_last.pth"

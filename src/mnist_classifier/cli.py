@@ -38,7 +38,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import default_config_path, left_to_defaults, resolve_config
     from .distributed import launched_rank
-    from .run_files import resume_config
+    from .run_files import resume_command, resume_config
     from .training import TrainingInterrupted, train
 
     overrides = {
@@ -76,8 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 130
         if saved or (args.resume and not isinstance(interrupt, TrainingInterrupted)):  # a resume's set-up
             point = interrupt if saved else resume_point(config, args.resume)
-            print(f"\ninterrupted: the last finished epoch is saved; resume with "
-                  f"`mnist-classifier train --resume {point}`", file=sys.stderr)
+            print(f"\ninterrupted: the last finished epoch is saved; resume with `{resume_command(point)}`",
+                  file=sys.stderr)
         else:
             print("\ninterrupted before the first epoch finished: nothing to resume, start again", file=sys.stderr)
         return 130

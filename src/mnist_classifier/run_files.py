@@ -50,6 +50,61 @@ def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
     return save_dir / f"{stem}_best.pth", save_dir / f"{stem}_last.pth"
 
 
+def resume_command(last: Path | str) -> str:
+    """The command that continues a run from `last`: torchrun's own for a run of several processes
+    (one process would not train on as the run did: helper-80)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return f"torchrun <the same options> -m mnist_classifier train --resume {last}"
+    return f"mnist-classifier train --resume {last}"
+
+
+class CheckpointClaim:
+    """This run's hold on its checkpoint names in save_dir, for the whole run: two runs saving the
+    same files overwrote each other's models, and both said they had saved theirs (helper-80). A
+    kernel lock (fcntl) on `.<stem>.lock`: a killed run holds nothing; removed when the run ends."""
+
+    def __init__(self, config: TrainConfig):
+        best, _ = checkpoint_paths(config)
+        self.path, self.handle = best.parent / f".{best.name.removesuffix('_best.pth')}.lock", None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.handle is None:
+                handle = open(self.path, "a")
+                if not _locked(handle):
+                    handle.close()
+                    raise UserError(f"another `train` is saving {best} and its _last.pth now: wait for it to end, "
+                                    "or give this run another --save-dir")
+                if _same_file(handle, self.path):
+                    self.handle = handle
+                else:  # the run that held it removed it as we opened it: take the new one
+                    handle.close()
+        except OSError:  # a full disk or a folder without locks: the run goes on unguarded, as before
+            self.handle = None
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.path.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile finds it gone
+            self.handle.close()
+            self.handle = None
+
+
+def _locked(handle) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def snapshot_path(config: TrainConfig, epochs_done: int) -> Path:
     """`<stem>_<YYYYmmdd_HHMMSS>.pth`, the epoch added when another epoch ended in the same second."""
     stem = checkpoint_stem(config.model_name, config.dataset)
@@ -127,7 +182,10 @@ def resume_config(path: str | Path, overrides: dict[str, Any]) -> tuple[TrainCon
     config.validate()  # before any file is copied
     if not _same_folder(config.save_dir, str(path.parent)):
         _move_run_files(path, best, config, str(payload.get("run_id") or ""))
-    if not _same_folder(config.save_dir, stored_save_dir) or overrides.get("log_dir") is not None:
+    stored_run = payload.get("run_dir")
+    redirected = overrides.get("log_dir") is not None and not (  # the same --log-dir again is no redirection
+        isinstance(stored_run, str) and _same_folder(overrides["log_dir"], str(Path(stored_run).parent)))
+    if not _same_folder(config.save_dir, stored_save_dir) or redirected:
         # Copied, moved or redirected: its own TensorBoard folder, not the original run's.
         payload = {**payload, "run_dir": None}
     return config, payload

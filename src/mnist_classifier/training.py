@@ -38,8 +38,9 @@ from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
 from .optimization import build_optimizer, build_scheduler
-from .run_files import (TrainResult, check_same_run, checkpoint_paths, checkpoint_stem, earlier_best_note,
-                        new_run_folder, resume_changes, snapshot_path, stored_result)
+from .run_files import (CheckpointClaim, TrainResult, check_same_run, checkpoint_paths, checkpoint_stem,
+                        earlier_best_note, new_run_folder, resume_changes, resume_command, snapshot_path,
+                        stored_result)
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -358,6 +359,7 @@ def train(
     if ctx.is_main:
         remove_partial_writes(config.save_dir)
     speak = log if ctx.is_main else (lambda _line: None)
+    claim = None
     try:
         if resume_payload is not None:  # every rank: all stop together
             best_path, last_path = checkpoint_paths(config)
@@ -388,6 +390,7 @@ def train(
         # together rather than wait for rank 0 forever.
         weight_copies = 1 if trainer.average is None else 2
         check_free_space(config.save_dir, checkpoint_bytes(trainer.model, weight_copies) * (1 if resume_payload else 3))
+        claim = CheckpointClaim(config) if ctx.is_main else None
         try:
             if ctx.is_main:
                 trainer.open_run_log()
@@ -399,6 +402,11 @@ def train(
                 trainer.discard_run_log()
                 raise TrainingInterrupted("") from None
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
+        except UserError as error:  # a save refused (a full disk): what was saved, and how to go on (helper-80)
+            if resume_payload is None and not trainer.saved_an_epoch:
+                trainer.discard_run_log()  # no TensorBoard run for a run that never saved one
+                raise
+            raise UserError(f"{error}; then resume with `{resume_command(checkpoint_paths(config)[1])}`") from None
         except RuntimeError as error:
             reason = distributed.lost_a_peer(error, ctx)
             if reason is None:
@@ -412,9 +420,14 @@ def train(
             result = trainer.finish(epochs_done) if ctx.is_main else None
         except KeyboardInterrupt:  # every epoch is saved: a resume runs only the closing calibration and test
             raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
+        except UserError as error:
+            raise UserError(f"{error}; then `{resume_command(checkpoint_paths(config)[1])}` runs the closing "
+                            "calibration and test") from None
         # Every rank leaves together: a gloo rank that tears down while a peer still works
         # sometimes aborts in native code as it exits (seen in ~1 of 15 loaded runs).
         distributed.barrier()
         return result
     finally:
+        if claim is not None:
+            claim.release()
         distributed.teardown()
