@@ -201,3 +201,23 @@ def test_a_python_tag_is_refused_as_such_not_as_bad_syntax(tmp_path):
     said = str(error.value)
     assert "python/object/apply:os.system" in said and "(line 2)" in said and "plain values only" in said, said
     assert "syntax" not in said and not marker.exists()
+
+
+@pytest.mark.parametrize("value", ['!!int "abc"', "!!timestamp 2026-13-45"])
+def test_a_tagged_value_yaml_cannot_build_is_one_line(tmp_path, value):
+    """helper-82: PyYAML raises ValueError for these, which was a traceback."""
+    recipe = tmp_path / "tagged.yaml"
+    recipe.write_text(f"model_name: simple_cnn\nepochs: {value}\n")
+    with pytest.raises(UserError, match=rf"^config file {re.escape(str(recipe))} holds a value that cannot be read \("):
+        resolve_config(recipe, {})
+
+
+def test_a_model_option_of_nested_aliases_is_shown_cut_short(tmp_path):
+    """helper-82: a 500-byte recipe printed 1.4 GB through model_options."""
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"&a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 9)]
+    recipe = tmp_path / "laughs.yaml"
+    recipe.write_text(f"model_name: simple_cnn\nmodel_options: {{pool_first: [{', '.join(levels)}]}}\n")
+    with pytest.raises(UserError, match="model_options.pool_first of model 'simple_cnn' must be ") as error:
+        resolve_config(recipe, {})
+    assert len(str(error.value)) < 300

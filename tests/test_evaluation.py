@@ -195,6 +195,10 @@ def test_a_title_fits_a_figure_sized_for_few_classes(classes):
         box = shown.get_window_extent()
         assert box.x0 >= 0 and box.x1 <= figure.bbox.width, (classes, box, figure.bbox.width)
         assert shown.get_text().replace("\n", " ") == title
+    from mnist_classifier.plots import fitted
+
+    assert "user-\n" not in fitted("simple_cnn: confusion matrix, user-digits set (249 of 500 wrong)",
+                                     confusion_matrix_figure(np.eye(2, dtype=int), ["0", "1"]))  # helper-82
 
 
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):

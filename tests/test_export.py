@@ -516,3 +516,32 @@ def test_a_model_taking_weights_from_another_file_is_refused_before_it_is_read(o
     model = onnx.load(onnx_path)
     model.graph.node.insert(0, constant)
     assert names_external_data(model.SerializeToString())
+    # helper-82: a part that is no protobuf (a group, which protobuf itself skips) hid the rest of a tensor
+    tensor = b"\x0b\x0c" + onnx.TensorProto(data_location=onnx.TensorProto.EXTERNAL).SerializeToString()
+    graph = b"\x2a" + bytes([len(tensor)]) + tensor  # GraphProto.initializer (5)
+    assert names_external_data(b"\x3a" + bytes([len(graph)]) + graph)  # ModelProto.graph (7)
+
+
+def test_onnx_paths_that_are_no_file_say_what_they_are(tmp_path, monkeypatch, capsys):
+    """helper-82: a FIFO or a looping link as an .onnx was "not found"; a looping --out fetched MNIST, then failed."""
+    os.mkfifo(tmp_path / "pipe.onnx")
+    (tmp_path / "loop.onnx").symlink_to(tmp_path / "loop.onnx")
+    with pytest.raises(CheckpointError, match=r"pipe.onnx is not a regular file \(a device, a pipe or a socket\)"):
+        load_predictor(tmp_path / "pipe.onnx")
+    with pytest.raises(CheckpointError, match=r"^ONNX model .*loop.onnx is a symbolic link to nothing readable"):
+        load_predictor(tmp_path / "loop.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--checkpoint", "bundled", "--out", "loop.onnx", "--data-dir", "nothing"]) == 2
+    assert "--out loop.onnx is a symbolic link to nothing" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
+    (tmp_path / "loop.pth").symlink_to(tmp_path / "loop.pth")
+    assert main(["export", "--checkpoint", "loop.pth", "--out", "o.onnx"]) == 2  # resolve() raised in Python 3.11
+    assert "loop.pth is a symbolic link to nothing readable" in capsys.readouterr().err
+
+
+def test_a_varint_longer_than_protobufs_is_no_protobuf():
+    """helper-82: a 1 MB run of 0xff bytes was read as one varint, in time growing with its square (57 s)."""
+    from mnist_classifier.onnx_backend import _fields
+
+    assert _fields(memoryview(b"\x08" + b"\xff" * 11 + b"\x01")) is None
+    assert not names_external_data(b"\x08" + b"\xff" * 1_000_000 + b"\x01")  # at once: the file is ORT's to refuse

@@ -231,11 +231,15 @@ def test_broken_checkpoint_is_one_clear_line(tmp_path, small_checkpoint, nothing
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path, nothing_starts, capsys):
     started, argv = nothing_starts
+    linked_to_null = tmp_path / "null.pth"
+    linked_to_null.symlink_to("/dev/null")
     for command in COMMANDS:
         line = refused_with_one_line(capsys, cli.main(argv(command, tmp_path / "nope.pth")))
         assert "not found" in line, command
         line = refused_with_one_line(capsys, cli.main(argv(command, Path("/dev/zero"))))
         assert "/dev/zero is not a regular file" in line, command  # helper-78: was "not found"
+        line = refused_with_one_line(capsys, cli.main(argv(command, linked_to_null)))
+        assert f"{linked_to_null} is not a regular file" in line, command  # helper-82: was "a link to nothing"
     assert started == []
 
 

@@ -476,7 +476,7 @@ def test_a_data_dir_that_is_a_file_is_said_once_for_every_source(tmp_path, capsy
             f"error: {blocker} is a file, not a folder: choose another --data-dir, or move that file away")
 
 
-def test_a_folder_where_an_idx_file_belongs_is_said_before_any_source_is_tried(tmp_path, capsys):
+def test_a_folder_where_an_idx_file_belongs_is_said_before_any_source_is_tried(tmp_path, capsys, mnist_raw_dir):
     """helper-79: it read as "not there yet", and the fetch that followed failed to write over the folder."""
     from mnist_classifier.cli import main
 
@@ -487,6 +487,12 @@ def test_a_folder_where_an_idx_file_belongs_is_said_before_any_source_is_tried(t
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"error: {raw / 't10k-images-idx3-ubyte'} is a folder, not an IDX file: move it away and run "
                        f"`mnist-classifier data --data-dir {tmp_path / 'd'}`"], err
+    # helper-82: a stray folder beside a file that is there is no obstacle
+    good = tmp_path / "good" / "MNIST" / "raw"
+    shutil.copytree(mnist_raw_dir, good)
+    found = sources.find_idx_file(good, SPEC.test_labels)
+    found.with_name(found.name + ".gz" if found.suffix != ".gz" else found.stem).mkdir()
+    assert main(["data", "--data-dir", str(tmp_path / "good"), "--source", "local"]) == 0
 
 
 def test_a_dataset_with_only_local_files_says_to_copy_them_not_to_fetch(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ from torch import nn
 from .data import Normalization
 from .datasets import get_dataset_spec
 from .errors import CheckpointError, UserError, first_line
-from .files import OUT_OF_ROOM, ROOM_FIX, nearest_existing, shared_mode, write_probe
+from .files import OUT_OF_ROOM, ROOM_FIX, nearest_existing, not_a_file, shared_mode, write_probe
 from .models import MODEL_REGISTRY, create_model, defined_in
 from .plugins import PLUGIN_HINT
 
@@ -86,15 +86,6 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, through_link: boo
     finally:
         os.close(handle)
     return named
-
-
-def _not_a_file(path: Path) -> str:
-    """Why `path`, which is no regular file (nor a folder), cannot be read, and what to do."""
-    if path.is_symlink():  # exists() follows the link: False for a loop or a missing target
-        return f"checkpoint {path} is a symbolic link to nothing readable (a missing file or a loop): point it at a .pth file"
-    if path.exists():  # /dev/zero, a pipe, a socket
-        return f"{path} is not a regular file: pass a .pth file saved by `mnist-classifier train`"
-    return f"checkpoint {path} not found: train one with `mnist-classifier train`"
 
 
 def _unpacked_size(path: Path) -> int:
@@ -167,7 +158,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint: name the .pth file in it")
     if not path.is_file():
-        raise CheckpointError(_not_a_file(path))
+        raise CheckpointError(not_a_file(path))
     with open(path, "rb") as file:
         start = file.read(4)
     if start[:1] == PICKLE_PROTOCOL:  # torch.save before torch 1.6, or pickle itself: not read, even weights-only

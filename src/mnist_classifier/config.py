@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import yaml
 
 from .datasets import get_dataset_spec
-from .errors import UserError
+from .errors import UserError, shown_short
 from .models import check_model_options
 from .hardware import DEVICES, PRECISIONS
 
@@ -119,11 +118,6 @@ _TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "boo
                "dict": "a mapping (e.g. {pool_first: true})"}
 
 
-# A wrong value shown cut short: one built of nested YAML aliases would print as gigabytes (helper-78).
-_SHORT = reprlib.Repr()  # its keyword arguments came in Python 3.12
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
-
-
 def _check_type(key: str, annotation: str, value: Any) -> None:
     """A YAML `"0.01"` or `yes` in the wrong place: one line, not a TypeError deep in training."""
     kind, _, optional = annotation.partition(" | ")
@@ -132,7 +126,7 @@ def _check_type(key: str, annotation: str, value: Any) -> None:
     wanted = _FIELD_TYPES[kind]
     if isinstance(value, bool) != (kind == "bool") or not isinstance(value, wanted):
         hint = "; write numbers without quotes" if isinstance(value, str) and kind in ("int", "float") else ""
-        raise UserError(f"{key} must be {_TYPE_WORDS[kind]}, got {_SHORT.repr(value)}{hint}")
+        raise UserError(f"{key} must be {_TYPE_WORDS[kind]}, got {shown_short(value)}{hint}")
     if kind == "float" and not math.isfinite(value):
         raise UserError(f"{key} must be a finite number, got {value!r}")
 
@@ -185,6 +179,8 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
                         "plain values only (numbers, text, true/false, mappings)") from None
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML ({error.__class__.__name__}): fix its syntax") from None
+    except (ValueError, OverflowError) as error:  # a tagged value PyYAML cannot build: !!int "abc", a 13th month
+        raise UserError(f"config file {path} holds a value that cannot be read ({error}): fix it") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
     return values

@@ -5,6 +5,7 @@ Every expected failure (bad data, bad checkpoint, bad flag, bad image) raises a
 prints that line and exits non-zero; anything else is a bug and keeps its traceback.
 """
 import sys
+import reprlib
 import warnings
 
 
@@ -36,6 +37,15 @@ class PeerLost(UserError):
 
     exit_code = 1
     every_rank = True
+
+
+def shown_short(value: object) -> str:
+    """repr(value), cut short: a value built of nested YAML aliases would print as gigabytes (helper-78)."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()  # its keyword arguments came in Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
 
 
 def hide_image_size_warning() -> None:

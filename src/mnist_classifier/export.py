@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,11 @@ def _shipped_export(checkpoint_path: Path, out_path: Path, opset: int) -> bytes 
     """The package's own export of the bundled model, when that is what is asked for: checked against
     PyTorch when it was made, so exporting it needs no MNIST (in an empty folder `export` fetched all
     of it: helper-77). None for anything else, and for `make bundled-model` writing a new one."""
-    if (checkpoint_path.resolve() != BUNDLED_CHECKPOINT or out_path.resolve() == BUNDLED_ONNX
-            or opset != DEFAULT_OPSET or not BUNDLED_ONNX.is_file()):
+    try:
+        if (checkpoint_path.resolve() != BUNDLED_CHECKPOINT or out_path.resolve() == BUNDLED_ONNX
+                or opset != DEFAULT_OPSET or not BUNDLED_ONNX.is_file()):
+            return None
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): load_model says so
         return None
     shipped = BUNDLED_ONNX.read_bytes()
     try:
@@ -113,8 +116,9 @@ def _load_unchanging(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[str, 
 
 def default_out(checkpoint_path: Path) -> Path:
     """Beside the checkpoint (where `serve` caches it too); the bundled model's goes to models/."""
-    if checkpoint_path.resolve().parent == BUNDLED_DIR:
-        return Path("models") / f"{checkpoint_path.stem}.onnx"
+    with suppress(OSError, RuntimeError):  # a symlink loop: not the bundled model, and load_model says what it is
+        if checkpoint_path.resolve().parent == BUNDLED_DIR:
+            return Path("models") / f"{checkpoint_path.stem}.onnx"
     return checkpoint_path.with_suffix(".onnx")
 
 
@@ -127,6 +131,8 @@ def _check_writable(out_path: Path, fix: str = "choose another --out", called: s
     if out_path.suffix.lower() != ".onnx":
         raise UserError(f"{called} {out_path} must end in .onnx: predict, serve and load() tell an ONNX model "
                         "by its suffix (and a .pth there would be replaced)")
+    if out_path.is_symlink() and not out_path.exists():  # a loop or a missing target: no file can be written there
+        raise UserError(f"{called} {out_path} is a symbolic link to nothing (a missing file or a loop); {fix}")
     folder, error = write_probe(out_path.parent)
     if error is not None:
         raise UserError(f"cannot write {out_path}: {folder} is not a folder this user may write to "

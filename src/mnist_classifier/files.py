@@ -63,6 +63,15 @@ def _umask() -> int:
     return current
 
 
+def not_a_file(path: Path, kind: str = "checkpoint", fix: str = "train one with `mnist-classifier train`") -> str:
+    """Why `path`, which is no regular file (nor a folder), cannot be read as a `kind`, and what to do."""
+    if path.exists():  # /dev/zero, a pipe, a socket, or a link to one
+        return f"{path} is not a regular file (a device, a pipe or a socket): name the {kind} file itself"
+    if path.is_symlink():  # exists() follows the link: False for a loop or a missing target
+        return f"{kind} {path} is a symbolic link to nothing readable (a missing file or a loop): point it at a file"
+    return f"{kind} {path} not found: {fix}"
+
+
 def nearest_existing(path: Path) -> Path:
     """`path`, or the nearest folder above it that exists (where it would be made)."""
     return next((folder for folder in (path, *path.parents) if folder.exists()), Path("."))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import UserError, what_it_raised
+from .errors import UserError, shown_short, what_it_raised
 from .plugins import PLUGIN_HINT
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -54,7 +54,7 @@ def create_model(name: str, num_classes: int = 10, options: Mapping[str, Any] | 
     try:
         model = MODEL_REGISTRY[name](num_classes=num_classes, **options)
     except Exception as error:  # noqa: BLE001 (a value the checks let through: width -1, a KeyError, an assert)
-        shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+        shown = ", ".join(f"{key}={shown_short(value)}" for key, value in options.items())
         raise UserError(f"model '{name}' cannot be built with model_options {shown or '(none)'}: "
                         f"{what_it_raised(error)} (in {defined_in(MODEL_REGISTRY[name])})") from None
     if type(model) not in (SimpleCNN, ImprovedCNN):  # ours are known to answer right; one appended here is not
@@ -110,12 +110,12 @@ def check_model_options(name: str, options: Mapping[str, Any]) -> None:
     for key, value in options.items():
         if not isinstance(key, str) or (key not in known and not open_ended):
             takes = f"its options are {', '.join(known)}" if known else "it takes none"
-            raise UserError(f"model '{name}' has no option {key!r} in model_options: {takes}")
+            raise UserError(f"model '{name}' has no option {shown_short(key)} in model_options: {takes}")
         default = known.get(key)
         for kind, allowed, words in _OPTION_TYPES:
             if isinstance(default, kind):
                 if not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)):
-                    raise UserError(f"model_options.{key} of model '{name}' must be {words}, got {value!r}")
+                    raise UserError(f"model_options.{key} of model '{name}' must be {words}, got {shown_short(value)}")
                 break
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from .calibration import UNCALIBRATED, Calibration
 from .cores import usable_cores
 from .errors import CheckpointError, UserError, first_line
+from .files import not_a_file
 from .inference import Predictor
 
 # Big batches run in chunks: ~500 images of activations stay in cache, 10,000 do not.
@@ -83,7 +84,7 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None, single_ima
     """A Predictor for an exported .onnx file; every way the file can be wrong is one CheckpointError."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"ONNX model {path} not found: make one with `mnist-classifier export`")
+        raise CheckpointError(not_a_file(path, "ONNX model", "make one with `mnist-classifier export`"))
     model = path.read_bytes()
     if names_external_data(model):
         raise CheckpointError(f"ONNX model {path} takes weights from other files (external data), which "
@@ -148,7 +149,10 @@ def names_external_data(model: bytes) -> bool:
     pending = [("model", memoryview(model))]
     while pending:  # a loop, not recursion: a hostile file may nest graphs deeply
         kind, view = pending.pop()
-        for number, _, payload in _fields(view) or []:
+        fields = _fields(view)
+        if fields is None:  # no protobuf: the file as a whole is ONNX Runtime's to refuse; a part of it, ours
+            return kind != "model"
+        for number, _, payload in fields:
             if kind == "tensor":
                 if number == _EXTERNAL_DATA or (number == _DATA_LOCATION and _varint(payload, 0)[0] == 1):
                     return True
@@ -189,7 +193,8 @@ def _fields(view: memoryview) -> list[tuple[int, memoryview, memoryview]] | None
 def _varint(view: memoryview, at: int) -> tuple[int, int]:
     """Protobuf's base-128 integer starting at `at` -> (value, where the next field starts)."""
     value = shift = 0
-    while at < len(view):
+    end = min(len(view), at + 10)  # protobuf's longest varint: longer ones are no protobuf (and cost quadratic time)
+    while at < end:
         byte = view[at]
         value |= (byte & 0x7F) << shift
         at += 1

@@ -35,11 +35,12 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def fitted(title: str, figure: Figure) -> str:
-    """`title` broken into lines that fit the figure's width: constrained layout makes room for a
-    title's height, never its width (a five-class confusion matrix cut its own: helper-79)."""
-    per_line = max(20, int(0.9 * figure.get_figwidth() * 72 / (0.62 * TITLE_POINTS)))  # an axes' title is off-centre
-    return textwrap.fill(title, per_line)
+def fitted(title: str, figure: Figure, share: float = 1.0) -> str:
+    """`title` broken into lines that fit the `share` of the figure's width it sits over: constrained
+    layout makes room for a title's height, never its width (a five-class confusion matrix cut its
+    own: helper-79). 0.9 of it: an axes' title sits off the figure's centre."""
+    per_line = max(20, int(0.9 * share * figure.get_figwidth() * 72 / (0.62 * TITLE_POINTS)))
+    return textwrap.fill(title, per_line, break_on_hyphens=False)  # "user-digits" is one name
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -304,7 +305,7 @@ def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], titl
             xs, ys = zip(*points)
             curve.plot(xs, ys, marker="o", color=color, label=name)
     curve.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-class probability)", ylabel="accuracy",
-              title=title)
+              title=fitted(title, figure, share=0.5))  # the left of two plots
     curve.legend(loc="upper left")
     edges = np.asarray(after["edges"])
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)

@@ -56,8 +56,8 @@ def verify_dataset(raw_dir: Path, spec: DatasetSpec) -> None:
     blocked = next((folder for folder in (raw_dir, *raw_dir.parents) if folder.is_file()), None)
     if blocked is not None:  # no fetch could fill it: say so rather than advise one
         raise UserError(f"{blocked} is a file, not a folder: choose another --data-dir, or move that file away")
-    in_the_way = next((path for f in spec.files for path in (raw_dir / f.name, raw_dir / f"{f.name}.gz")
-                       if path.is_dir()), None)
+    in_the_way = next((path for f in spec.files if find_idx_file(raw_dir, f) is None
+                       for path in (raw_dir / f.name, raw_dir / f"{f.name}.gz") if path.is_dir()), None)
     if in_the_way is not None:  # no fetch could write the file there (helper-79)
         raise UserError(f"{in_the_way} is a folder, not an IDX file: move it away and run `{fetch_hint(spec, raw_dir)}`")
     missing = [f.name for f in spec.files if find_idx_file(raw_dir, f) is None]
