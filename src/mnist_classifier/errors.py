@@ -4,8 +4,8 @@ Every expected failure (bad data, bad checkpoint, bad flag, bad image) raises a
 `UserError` whose message is one line: what is wrong and how to fix it. The CLI
 prints that line and exits non-zero; anything else is a bug and keeps its traceback.
 """
-import sys
 import reprlib
+import sys
 import warnings
 
 
