@@ -192,7 +192,8 @@ def test_a_python_tag_is_refused_as_such_not_as_bad_syntax(tmp_path):
     assert "syntax" not in said and not marker.exists()
 
 
-@pytest.mark.parametrize("value", ['!!int "abc"', "!!timestamp 2026-13-45"])
+@pytest.mark.parametrize("value", ['!!int "abc"', "!!timestamp 2026-13-45", '!!timestamp "x"', '!!bool "x"',
+                                   '!!int ""', "!!set [1, 2]"])
 def test_a_tagged_value_yaml_cannot_build_is_one_line(tmp_path, value):
     """helper-82: PyYAML raises ValueError for these, which was a traceback."""
     recipe = tmp_path / "tagged.yaml"

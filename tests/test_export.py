@@ -530,6 +530,9 @@ def test_onnx_paths_that_are_no_file_say_what_they_are(tmp_path, monkeypatch, ca
         load_predictor(tmp_path / "pipe.onnx")
     with pytest.raises(CheckpointError, match=r"^ONNX model .*loop.onnx is a symbolic link to nothing readable"):
         load_predictor(tmp_path / "loop.onnx")
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(CheckpointError, match=r"folder.onnx is a folder, not the ONNX model file: name the file in it"):
+        load_predictor(tmp_path / "folder.onnx")
     monkeypatch.chdir(tmp_path)
     assert main(["export", "--checkpoint", "bundled", "--out", "loop.onnx", "--data-dir", "nothing"]) == 2
     assert "--out loop.onnx is a symbolic link to nothing" in capsys.readouterr().err

@@ -467,3 +467,21 @@ def test_the_resume_command_of_a_torchrun_job_is_torchruns(monkeypatch):
                                                        "--resume m/simple_cnn_last.pth"
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert resume_command("m/simple_cnn_last.pth") == "mnist-classifier train --resume m/simple_cnn_last.pth"
+
+
+def test_the_claim_holds_against_another_users_lock_file_and_follows_no_link(tmp_path):
+    """helper-83: a lock file another user made could not be opened for writing, and the run went on
+    unguarded; a link in the lock file's place made a file where it pointed."""
+    from mnist_classifier.run_files import CheckpointClaim
+
+    config = resolve_config(None, {"save_dir": str(tmp_path / "models")})
+    first = CheckpointClaim(config)
+    os.chmod(first.path, 0o444)  # as another user's file is to us: readable, not writable
+    with pytest.raises(UserError, match="another `train` is saving"):
+        CheckpointClaim(config)
+    first.release()
+    target = tmp_path / "elsewhere"
+    (tmp_path / "models" / ".simple_cnn.lock").symlink_to(target)
+    with pytest.raises(UserError, match=r"cannot tell whether another `train` is saving .*remove that file"):
+        CheckpointClaim(config)
+    assert not target.exists()

@@ -179,7 +179,8 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
                         "plain values only (numbers, text, true/false, mappings)") from None
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML ({error.__class__.__name__}): fix its syntax") from None
-    except (ValueError, OverflowError) as error:  # a tagged value PyYAML cannot build: !!int "abc", a 13th month
+    except (ValueError, OverflowError, KeyError, IndexError, AttributeError, TypeError) as error:
+        # a tagged value PyYAML cannot build: !!int "abc", a 13th month, !!bool "x", !!set [1, 2] (helper-82, helper-83)
         raise UserError(f"config file {path} holds a value that cannot be read ({error}): fix it") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")

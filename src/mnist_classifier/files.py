@@ -65,6 +65,8 @@ def _umask() -> int:
 
 def not_a_file(path: Path, kind: str = "checkpoint", fix: str = "train one with `mnist-classifier train`") -> str:
     """Why `path`, which is no regular file (nor a folder), cannot be read as a `kind`, and what to do."""
+    if path.is_dir():
+        return f"{path} is a folder, not the {kind} file: name the file in it"
     if path.exists():  # /dev/zero, a pipe, a socket, or a link to one
         return f"{path} is not a regular file (a device, a pipe or a socket): name the {kind} file itself"
     if path.is_symlink():  # exists() follows the link: False for a loop or a missing target

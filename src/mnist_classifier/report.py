@@ -103,13 +103,14 @@ def training_note(payload: dict[str, Any]) -> str | None:
     if config.get("label_smoothing"):
         parts.append(f"with label smoothing {config['label_smoothing']:g}")
     spec = DATASETS.get(payload.get("dataset"))
-    if config.get("outlier_weight") and spec is not None and spec.drawable:  # exposure.py: its loss is in train's
-        parts.append(f"the loss also counting the generated non-digits (weight {config['outlier_weight']:g})")
+    non_digits = (f" The train loss also counts the generated non-digits (weight {config['outlier_weight']:g})."
+                  if config.get("outlier_weight") and spec is not None and spec.drawable else "")  # exposure.py
     tuned = " These curves are the base model's training, before it was fine-tuned on your drawings." \
         if isinstance(payload.get("finetune"), dict) else ""
     if not parts:
-        return tuned.strip() or None
-    return f"Train loss and accuracy are measured {', '.join(parts)}; validation on the plain held-out images.{tuned}"
+        return (non_digits + tuned).strip() or None
+    return (f"Train loss and accuracy are measured {' '.join(parts)}; validation on the plain held-out images."
+            f"{non_digits}{tuned}")
 
 
 def no_history_text(payload: dict[str, Any]) -> str:

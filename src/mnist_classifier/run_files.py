@@ -13,7 +13,9 @@ flag that would change what is trained is refused.
 """
 from __future__ import annotations
 
+import errno
 import os
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, weights_sha256
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError, UserError
-from .files import write_atomically
+from .files import shared_mode, write_atomically
 
 FOLDERS = ("save_dir", "log_dir", "data_dir")  # where the run's files are: a flag moves them
 HARDWARE = ("device", "precision")  # what it runs on: a resumed run may go to another machine
@@ -69,26 +71,35 @@ class CheckpointClaim:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while self.handle is None:
-                handle = open(self.path, "a")
+                # Read-only: another user's lock file still takes our flock; no link followed (helper-83)
+                handle = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, shared_mode(self.path))
                 if not _locked(handle):
-                    handle.close()
+                    os.close(handle)
                     raise UserError(f"another `train` is saving {best} and its _last.pth now: wait for it to end, "
                                     "or give this run another --save-dir")
                 if _same_file(handle, self.path):
                     self.handle = handle
                 else:  # the run that held it removed it as we opened it: take the new one
-                    handle.close()
-        except OSError:  # a full disk or a folder without locks: the run goes on unguarded, as before
-            self.handle = None
+                    os.close(handle)
+        except OSError as error:
+            if error.errno not in UNGUARDED:
+                raise UserError(f"cannot tell whether another `train` is saving {best} ({self.path}: {error.strerror}): "
+                                "remove that file if no run is, or give this run another --save-dir") from None
+            self.handle = None  # a full disk, a read-only folder or one without locks: unguarded, as before
 
     def release(self) -> None:
         if self.handle is not None:
-            self.path.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile finds it gone
-            self.handle.close()
+            with suppress(OSError):  # another user's folder may refuse it: a lock file left is no harm
+                self.path.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile finds it gone
+            os.close(self.handle)
             self.handle = None
 
 
-def _locked(handle) -> bool:
+# Why no lock can be taken that leaves the run to go on unguarded rather than be refused.
+UNGUARDED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _locked(handle: int) -> bool:
     import fcntl
 
     try:
@@ -98,9 +109,9 @@ def _locked(handle) -> bool:
     return True
 
 
-def _same_file(handle, path: Path) -> bool:
+def _same_file(handle: int, path: Path) -> bool:
     try:
-        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(handle).st_ino
     except FileNotFoundError:
         return False
 
