@@ -134,10 +134,10 @@ def provenance() -> dict[str, Any]:
 
 
 def sha256_of(path: Path) -> str:
+    if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero would never end, a pipe's open would block (helper-78)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     digest = hashlib.sha256()
     with open(path, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # /dev/zero would never end (helper-78)
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

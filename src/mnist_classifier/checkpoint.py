@@ -116,7 +116,7 @@ def remove_partial_writes(directory: str | Path, name: str = "*.pth") -> list[Pa
         except OSError:  # gone already, or not ours to open
             continue
         try:
-            if _held_elsewhere(handle):
+            if held_elsewhere(handle):
                 continue
             leftover.unlink(missing_ok=True)
             removed.append(leftover)
@@ -134,8 +134,9 @@ def _hold(handle: int) -> None:
         pass
 
 
-def _held_elsewhere(handle: int) -> bool:
-    """Whether a writer still holds this file (save_checkpoint's lock): a dead one's lock is gone."""
+def held_elsewhere(handle: int) -> bool:
+    """Whether another process holds this file's lock (save_checkpoint's, a training run's claim): a
+    dead one's lock is gone; a filesystem without locks holds none. Otherwise this process now holds it."""
     if fcntl is None:
         return False
     try:

@@ -103,10 +103,10 @@ def _load_unchanging(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[str, 
     """The model and the SHA-256 of the very bytes it was loaded from. A checkpoint replaced
     meanwhile (`train` saving a new best while `serve` exports) would otherwise leave a cache
     holding the old weights under the new file's hash, served as up to date for good."""
-    try:  # not a regular file (a pipe would block the open): load_model says what it is
-        before = sha256_of(checkpoint_path) if checkpoint_path.is_file() else None
+    try:
+        before = sha256_of(checkpoint_path)
     except OSError:
-        before = None  # missing or unreadable: load_model says so, in the words every command uses
+        before = None  # missing, unreadable or no regular file: load_model says so, in the words every command uses
     model, payload = load_model(checkpoint_path)
     if before is None or sha256_of(checkpoint_path) != before:
         raise UserError(f"{checkpoint_path} changed while it was being read for export (a training run saving "

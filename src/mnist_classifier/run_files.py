@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import check_writable, load_checkpoint, model_from_checkpoint, weights_sha256
+from .checkpoint import check_writable, held_elsewhere, load_checkpoint, model_from_checkpoint, weights_sha256
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError, UserError
 from .files import shared_mode, write_atomically
@@ -73,7 +73,7 @@ class CheckpointClaim:
             while self.handle is None:
                 # Read-only: another user's lock file still takes our flock; no link followed (helper-83)
                 handle = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, shared_mode(self.path))
-                if not _locked(handle):
+                if held_elsewhere(handle):
                     os.close(handle)
                     raise UserError(f"another `train` is saving {best} and its _last.pth now: wait for it to end, "
                                     "or give this run another --save-dir")
@@ -85,7 +85,7 @@ class CheckpointClaim:
             if error.errno not in UNGUARDED:
                 raise UserError(f"cannot tell whether another `train` is saving {best} ({self.path}: {error.strerror}): "
                                 "remove that file if no run is, or give this run another --save-dir") from None
-            self.handle = None  # a full disk, a read-only folder or one without locks: unguarded, as before
+            self.handle = None  # a full disk or a read-only folder: unguarded, as before
 
     def release(self) -> None:
         if self.handle is not None:
@@ -95,18 +95,9 @@ class CheckpointClaim:
             self.handle = None
 
 
-# Why no lock can be taken that leaves the run to go on unguarded rather than be refused.
-UNGUARDED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-def _locked(handle: int) -> bool:
-    import fcntl
-
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+# Why no lock file can be made that leaves the run to go on unguarded rather than be refused (a
+# filesystem without locks: held_elsewhere says no one holds it).
+UNGUARDED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _same_file(handle: int, path: Path) -> bool:

@@ -359,10 +359,10 @@ def train(
     if ctx.is_main:
         remove_partial_writes(config.save_dir)
     speak = log if ctx.is_main else (lambda _line: None)
+    best_path, last_path = checkpoint_paths(config)
     claim = None
     try:
         if resume_payload is not None:  # every rank: all stop together
-            best_path, last_path = checkpoint_paths(config)
             check_same_run(None, str(resume_payload.get("run_id") or ""), best_path, last_path)
         finished = stored_result(config, resume_payload) if resume_payload is not None else None
         if finished is not None:  # before the data and the set-up: nothing will use them
@@ -401,27 +401,27 @@ def train(
                 # The last-epoch file there, if any, is an earlier run's: not this one's to resume
                 trainer.discard_run_log()
                 raise TrainingInterrupted("") from None
-            raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
+            raise TrainingInterrupted(str(last_path)) from None
         except UserError as error:  # a save refused (a full disk): what was saved, and how to go on (helper-80)
             if resume_payload is None and not trainer.saved_an_epoch:
                 trainer.discard_run_log()  # no TensorBoard run for a run that never saved one
                 raise
-            raise UserError(f"{error}; then resume with `{resume_command(checkpoint_paths(config)[1])}`") from None
+            raise UserError(f"{error}; then resume with `{resume_command(last_path)}`") from None
         except RuntimeError as error:
             reason = distributed.lost_a_peer(error, ctx)
             if reason is None:
                 raise
             raise PeerLost(f"another process of this run ended ({reason}): " + (
-                f"epoch {trainer.epochs_saved} of {config.epochs} is saved; resume with `torchrun <the same options> "
-                f"-m mnist_classifier train --resume {checkpoint_paths(config)[1]}`" if trainer.epochs_saved
+                f"epoch {trainer.epochs_saved} of {config.epochs} is saved; resume with `{resume_command(last_path)}`"
+                if trainer.epochs_saved
                 else "no epoch had finished, start again")) from None
         distributed.barrier()
         try:
             result = trainer.finish(epochs_done) if ctx.is_main else None
         except KeyboardInterrupt:  # every epoch is saved: a resume runs only the closing calibration and test
-            raise TrainingInterrupted(str(checkpoint_paths(config)[1])) from None
+            raise TrainingInterrupted(str(last_path)) from None
         except UserError as error:
-            raise UserError(f"{error}; then `{resume_command(checkpoint_paths(config)[1])}` runs the closing "
+            raise UserError(f"{error}; then `{resume_command(last_path)}` runs the closing "
                             "calibration and test") from None
         # Every rank leaves together: a gloo rank that tears down while a peer still works
         # sometimes aborts in native code as it exits (seen in ~1 of 15 loaded runs).
