@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from mnist_classifier.reader import load_predictor
 from mnist_classifier.training import train
 
 from .conftest import DATA_DIR, REPO_ROOT
+from .test_full_disk import CHECKPOINT_MB, fill_after_first_epoch, tmpfs
 from .test_training import quiet, small_config
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -123,6 +125,44 @@ def rank_pid(launcher: int, rank: int) -> int:
         if parent == launcher and f"RANK={rank}".encode() in environ:
             return int(task.name)
     raise AssertionError(f"no rank {rank} process under torchrun {launcher}")
+
+
+def test_a_job_on_checkpoints_another_train_is_saving_stops_every_rank_in_one_line(tmp_path, mnist_raw_dir):
+    """The claim was rank 0's alone: the other rank went on and then reported rank 0 as a lost peer."""
+    from mnist_classifier.config import resolve_config
+    from mnist_classifier.run_files import CheckpointClaim
+
+    held = CheckpointClaim(resolve_config(None, {"save_dir": str(tmp_path / "models")}))  # as a running train holds it
+    try:
+        done = torchrun_train(tmp_path, timeout=120)
+    finally:
+        held.release()
+    assert done.returncode != 0
+    errors = [row for row in done.stderr.splitlines() if "error:" in row]
+    assert len(errors) == 1 and "another `train` is saving" in errors[0], failure_text(done)
+    assert "another process of this run ended" not in done.stderr
+    assert "training simple_cnn on" not in done.stdout  # refused before the data and the set-up
+    assert not (tmp_path / "models" / "simple_cnn_last.pth").exists()
+
+
+def test_a_save_failing_on_rank_0_is_one_line_naming_the_epoch_on_disk(tmp_path, mnist_raw_dir):
+    """The other rank saved nothing, yet went on to report rank 0 as a lost peer, naming an epoch
+    one past the one on disk."""
+    # The recipe keeps the weights' moving average too: its three files take ~19 MB
+    with tmpfs(tmp_path / "models", f"{round(CHECKPOINT_MB * 4.5)}m") as mount:
+        last = mount / "simple_cnn_last.pth"
+        filler = threading.Thread(target=fill_after_first_epoch, args=(mount, last))
+        filler.start()
+        done = torchrun_train(tmp_path, "--limit-train", "1000", timeout=180)
+        filler.join()
+        assert done.returncode != 0
+        errors = [row for row in done.stderr.splitlines() if "error:" in row]
+        assert len(errors) == 1, failure_text(done)
+        assert "No space left on device" in errors[0] and errors[0].endswith(
+            f"then resume with `torchrun <the same options> -m mnist_classifier train --resume {last}`"), errors[0]
+        assert "another process of this run ended" not in done.stderr
+        assert "training.py" not in done.stderr and "Connection closed by peer" not in done.stderr, failure_text(done)
+        assert load_checkpoint(last)["epoch"] == 1
 
 
 def test_global_batch_must_split_evenly(tmp_path, mnist_raw_dir):

@@ -94,6 +94,16 @@ def gather_scalar(value: float) -> list[float]:
     return [v.item() for v in values]
 
 
+def all_succeeded(succeeded: bool) -> bool:
+    """Whether every rank's `succeeded` is true, on every rank: a step only one rank takes (a save,
+    the checkpoint claim) fails for all together, each rank still at the same collective."""
+    if not dist.is_initialized():
+        return succeeded
+    failures = torch.tensor([0.0 if succeeded else 1.0])
+    dist.all_reduce(failures, op=dist.ReduceOp.SUM)
+    return failures.item() == 0
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .checkpoint import check_writable, held_elsewhere, load_checkpoint, model_from_checkpoint, weights_sha256
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError, UserError
@@ -93,6 +94,20 @@ class CheckpointClaim:
                 self.path.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile finds it gone
             os.close(self.handle)
             self.handle = None
+
+
+def claim_checkpoints(config: TrainConfig, ctx: distributed.Context) -> CheckpointClaim | None:
+    """Rank 0's CheckpointClaim. A refusal stops every rank at once, rank 0 alone saying why,
+    where the others used to stop later as if a peer had died (helper-80)."""
+    claim, refusal = None, None
+    if ctx.is_main:
+        try:
+            claim = CheckpointClaim(config)
+        except UserError as error:
+            refusal = error
+    if not distributed.all_succeeded(refusal is None):
+        raise refusal or UserError("rank 0 could not claim this run's checkpoints")
+    return claim
 
 
 # Why no lock file can be made that leaves the run to go on unguarded rather than be refused (a

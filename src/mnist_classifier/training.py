@@ -38,7 +38,7 @@ from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
 from .optimization import build_optimizer, build_scheduler
-from .run_files import (CheckpointClaim, TrainResult, check_same_run, checkpoint_paths, checkpoint_stem,
+from .run_files import (TrainResult, check_same_run, claim_checkpoints, checkpoint_paths, checkpoint_stem,
                         earlier_best_note, new_run_folder, resume_changes, resume_command, snapshot_path,
                         stored_result)
 from .run_log import RunLog
@@ -257,24 +257,31 @@ class Trainer:
         improved = val.accuracy > self.state.best_accuracy
         self.state.best_accuracy = max(self.state.best_accuracy, val.accuracy)
         payload = self.payload(epoch + 1, val.accuracy, val.loss)  # collective: every rank builds it
+        failure = self.save(payload, improved) if self.ctx.is_main else None
+        if not distributed.all_succeeded(failure is None):  # rank 0 alone says why; every rank stops
+            raise failure or UserError(f"rank 0 could not save epoch {epoch + 1}")
         if not self.ctx.is_main:
             self.epochs_saved = epoch + 1  # by rank 0: what a rank left alone when it dies says to resume from
             return
-        self.save(payload, improved)
         self.run_log.epoch(epoch + 1, train_loss, train_acc, val.loss, val.accuracy, lr)
         self.log(f"epoch {epoch + 1:>2}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
                  f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  {rate:,.0f} img/s  "
                  f"{seconds:.1f}s{'  *best' if improved else ''}")
 
-    def save(self, payload: dict[str, Any], improved: bool) -> None:
+    def save(self, payload: dict[str, Any], improved: bool) -> UserError | None:
+        """The epoch's checkpoints written; else the error that stopped them (a full disk)."""
         epochs_done = payload["epoch"]
         best_path, last_path = checkpoint_paths(self.config)
-        if improved:
-            save_checkpoint(payload, best_path)
-        save_checkpoint(payload, last_path)  # written last: the resume point always exists
-        self.epochs_saved = epochs_done
-        if epochs_done % self.config.save_interval == 0:
-            save_checkpoint(payload, snapshot_path(self.config, epochs_done))
+        try:
+            if improved:
+                save_checkpoint(payload, best_path)
+            save_checkpoint(payload, last_path)  # written last: the resume point always exists
+            self.epochs_saved = epochs_done
+            if epochs_done % self.config.save_interval == 0:
+                save_checkpoint(payload, snapshot_path(self.config, epochs_done))
+        except UserError as error:
+            return error
+        return None
 
     def open_run_log(self) -> None:
         """TensorBoard (run_log.py): a new folder for a new run, the same one for a resumed run."""
@@ -375,6 +382,7 @@ def train(
         if config.batch_size % ctx.world_size:
             raise UserError(f"batch_size {config.batch_size} is the global batch: it must divide evenly "
                             f"over {ctx.world_size} processes")
+        claim = claim_checkpoints(config, ctx)  # before the data and the set-up: a refused run stops at once
         if not ctx.is_main:
             distributed.barrier()  # rank 0 fetches the data first; the others then read it
         data = load_data(config.data_dir, config.dataset, config.val_size, config.limit_train, log=speak)
@@ -390,7 +398,6 @@ def train(
         # together rather than wait for rank 0 forever.
         weight_copies = 1 if trainer.average is None else 2
         check_free_space(config.save_dir, checkpoint_bytes(trainer.model, weight_copies) * (1 if resume_payload else 3))
-        claim = CheckpointClaim(config) if ctx.is_main else None
         try:
             if ctx.is_main:
                 trainer.open_run_log()
@@ -416,16 +423,18 @@ def train(
                 if trainer.epochs_saved
                 else "no epoch had finished, start again")) from None
         distributed.barrier()
+        result, failure = None, None
         try:
             result = trainer.finish(epochs_done) if ctx.is_main else None
         except KeyboardInterrupt:  # every epoch is saved: a resume runs only the closing calibration and test
             raise TrainingInterrupted(str(last_path)) from None
         except UserError as error:
-            raise UserError(f"{error}; then `{resume_command(last_path)}` runs the closing "
-                            "calibration and test") from None
-        # Every rank leaves together: a gloo rank that tears down while a peer still works
-        # sometimes aborts in native code as it exits (seen in ~1 of 15 loaded runs).
-        distributed.barrier()
+            failure = error
+        # Every rank leaves together (rank 0 alone saying why, if it failed): a gloo rank that tears
+        # down while a peer still works sometimes aborts in native code as it exits (~1 in 15 loaded runs).
+        if not distributed.all_succeeded(failure is None):
+            raise UserError(f"{failure or 'rank 0 could not finish'}; then `{resume_command(last_path)}` runs "
+                            "the closing calibration and test") from None
         return result
     finally:
         if claim is not None:
