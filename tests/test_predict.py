@@ -90,7 +90,7 @@ def test_json_gives_one_object_per_file_with_the_same_keys(small_checkpoint, sur
     assert [a["file"] for a in answers] == files
     for answer in answers:
         assert set(answer) == {"file", "verdict", "digit", "best_guess", "label", "confidence", "probabilities",
-                               "digit_score", "preview_png", "top", "has_ink", "error"}
+                               "digit_score", "hint", "preview_png", "top", "has_ink", "error"}
         assert answer["error"] is None and answer["has_ink"] is True and answer["verdict"] == "digit"
         assert answer["best_guess"] == answer["digit"] and len(answer["probabilities"]) == 10
         assert answer["digit"] == int(answer["file"].split("/")[-1][0]) and answer["label"] == str(answer["digit"])
@@ -250,6 +250,30 @@ def test_an_x_is_not_a_digit_with_its_best_guess_and_exit_0(honest_checkpoint, s
     [forced] = json.loads(capsys.readouterr().out)
     assert forced["verdict"] == "digit" and forced["digit"] == answer["best_guess"]
     assert forced["confidence"] == answer["confidence"]  # the threshold never changes the probabilities
+
+
+def test_a_small_digit_drawn_with_a_wide_pen_is_refused_with_what_to_change(honest_checkpoint, tmp_path, capsys):
+    """helper-85: it came back as a confident 8; the shape it had is not in the pixels the model sees."""
+    from mnist_classifier.answer import TOO_BOLD_HINT
+
+    from .test_preprocess import TWO, drawn_with_the_pads_pen
+
+    small, large = str(tmp_path / "small.png"), str(tmp_path / "large.png")
+    cv2.imwrite(small, drawn_with_the_pads_pen(TWO, 0.15))
+    cv2.imwrite(large, drawn_with_the_pads_pen(TWO, 0.6))
+    assert main(["predict", small, large, "--checkpoint", str(honest_checkpoint)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert re.match(rf"^{re.escape(small)}: not a digit \(best guess \d, [\d.]+%\)  top 3: .*  \({TOO_BOLD_HINT}\)$",
+                    out[0]), out[0]
+    assert TOO_BOLD_HINT not in out[1]
+    assert main(["predict", small, large, "--checkpoint", str(honest_checkpoint), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert answers[0]["verdict"] == "not_a_digit" and answers[0]["hint"] == TOO_BOLD_HINT
+    assert answers[1]["hint"] is None
+    # Refusal turned off: answered as a digit, with no hint to draw it again
+    assert main(["predict", small, "--checkpoint", str(honest_checkpoint), "--json", "--reject-threshold", "none"]) == 0
+    [forced] = json.loads(capsys.readouterr().out)
+    assert forced["verdict"] == "digit" and forced["hint"] is None
 
 
 def test_a_negative_threshold_in_any_spelling_is_read_as_a_number(honest_checkpoint, tmp_path, capsys):

@@ -181,6 +181,18 @@ def test_json_pixels_white_on_black_are_recognised(api, digits):
     assert as_curl_sends_it.json()["digit"] == answers[1]["digit"]
 
 
+def test_a_small_digit_drawn_with_a_wide_pen_is_refused_with_a_hint_over_http(api):
+    from mnist_classifier.answer import TOO_BOLD_HINT
+
+    from .test_preprocess import TWO, drawn_with_the_pads_pen
+
+    small, large = (cv2.imencode(".png", drawn_with_the_pads_pen(TWO, share))[1].tobytes() for share in (0.15, 0.6))
+    refused, answered = post_png(api, small).json(), post_png(api, large).json()
+    assert refused["verdict"] == "not_a_digit" and refused["hint"] == TOO_BOLD_HINT
+    assert isinstance(refused["best_guess"], int) and refused["digit"] is None
+    assert answered["hint"] is None
+
+
 def test_digits_pass_and_generated_non_digits_are_refused_over_http(honest_checkpoint, mnist_data):
     from mnist_classifier.outliers import generate_family
 

@@ -240,6 +240,53 @@ def test_an_answer_is_taken_down_when_the_server_stops_answering(browser, base_u
     playwright_api.expect(page.locator("#confidence")).to_have_text("no answer")
 
 
+def test_a_pending_answer_says_so_and_one_that_never_comes_is_named(browser, base_url):
+    """helper-85: while an answer was on its way the page said "draw something" under a drawing,
+    beside the last answer's timing; a server that hung left it so for ever."""
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    draw(page, ONE)
+    playwright_api.expect(page.locator("#digit")).to_have_text("1")
+    held = []
+    page.route("**/api/predict", lambda route: held.append(route))  # the request reaches a server that never answers
+    page.keyboard.press("c")
+    playwright_api.expect(page.locator("#status")).to_have_text("")  # the 1's timing went with it
+    draw(page, ONE)
+    playwright_api.expect(page.locator("#confidence")).to_have_text("answering…")
+    playwright_api.expect(page.locator("#status")).to_contain_text("no answer from the server (none in 10 s)",
+                                                                   timeout=15_000)
+    playwright_api.expect(page.locator("#confidence")).to_have_text("no answer")
+    assert held
+
+
+def test_a_proxys_html_error_page_is_its_status_not_a_parse_error(browser, base_url):
+    """helper-85: a reverse proxy's 502 page read as 'Unexpected token <' and 'is the server running?'"""
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    page.route("**/api/predict", lambda route: route.fulfill(
+        status=502, content_type="text/html", body="<html><body><h1>502 Bad Gateway</h1></body></html>"))
+    draw(page, ONE)
+    status = page.locator("#status")
+    playwright_api.expect(status).to_contain_text("error 502")
+    assert "JSON" not in status.inner_text() and "still running" not in status.inner_text()
+
+
+def test_a_digit_drawn_small_with_the_wide_pen_is_refused_with_what_to_do(browser, base_url):
+    """helper-85: a 2 drawn at a fifth of the pad came back as an 8, 97.5% sure."""
+    from mnist_classifier.answer import TOO_BOLD_HINT
+
+    from .test_preprocess import TWO
+
+    page = open_page(browser, base_url, viewport=DESKTOP)
+    draw(page, [(0.1 + 0.15 * u, 0.1 + 0.15 * v) for u, v in TWO])
+    playwright_api.expect(page.locator("#digit")).to_have_text("not a digit?")
+    playwright_api.expect(page.locator("#status")).to_contain_text(TOO_BOLD_HINT)
+    playwright_api.expect(page.locator("#spoken")).to_contain_text(TOO_BOLD_HINT)
+    page.keyboard.press("c")
+    draw(page, [(0.2 + 0.6 * u, 0.1 + 0.8 * v) for u, v in TWO])  # the same 2, large
+    playwright_api.expect(page.locator("#digit")).to_have_text("2")
+    assert TOO_BOLD_HINT not in page.locator("#status").inner_text()
+    assert page.errors == []
+
+
 def test_keyboard_focus_is_visible_and_the_pad_is_named_for_screen_readers(browser, base_url):
     page = open_page(browser, base_url, viewport=DESKTOP)
     assert page.get_by_role("img", name="drawing canvas").count() == 1

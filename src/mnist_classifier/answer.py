@@ -6,6 +6,7 @@
     answer.best_guess     # the top class whenever there is ink, refused or not
     answer.confidence     # calibrated probability of best_guess
     answer.digit_score    # how digit-like the drawing is; below the model's threshold: "not a digit"
+    answer.hint           # why a refusal that has a fix was made ("draw it larger"), else None
     answer.to_json(class_names)   # the same fields for `predict --json` and the HTTP API
 
 `predict`, both demos and the API build their output from this one object, so a refusal
@@ -22,6 +23,7 @@ import numpy as np
 
 DIGIT, NOT_A_DIGIT, EMPTY = "digit", "not_a_digit", "empty"
 VERDICTS = (DIGIT, NOT_A_DIGIT, EMPTY)
+TOO_BOLD_HINT = "the strokes are too thick for the drawing's size: draw it larger or with a thinner pen"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Answer:
     # an array compares element by element, and its 784 numbers would bury the answer in a print.
     preview: np.ndarray | None = field(default=None, compare=False, repr=False)
     digit_score: float | None = None  # calibration.digit_scores; None when empty
+    hint: str | None = None  # what to change when the refusal has a known cause (TOO_BOLD_HINT)
 
     @property
     def digit(self) -> int | None:
@@ -58,17 +61,22 @@ class Answer:
             "confidence": round(self.confidence, 6),
             "probabilities": [round(p, 6) for p in self.probabilities],
             "digit_score": None if self.digit_score is None else round(self.digit_score, 4),
+            "hint": self.hint,
             "preview_png": png_base64(self.preview if self.preview is not None else np.zeros((28, 28), np.uint8)),
         }
 
 
 def decide(probabilities: np.ndarray, digit_score: float, reject_threshold: float | None,
-           preview: np.ndarray | None = None) -> Answer:
-    """The verdict for one inked image from its calibrated class probabilities and digit score."""
+           preview: np.ndarray | None = None, too_bold: bool = False) -> Answer:
+    """The verdict for one inked image from its calibrated class probabilities and digit score.
+    `too_bold` (preprocess.MAX_STROKE_SHARE): its shape is lost, so refused whatever the score;
+    like every refusal, only where the model refuses at all (a threshold)."""
     best = int(np.argmax(probabilities))
-    refused = reject_threshold is not None and digit_score < reject_threshold
-    return Answer(NOT_A_DIGIT if refused else DIGIT, best, float(probabilities[best]),
-                  tuple(float(p) for p in probabilities), preview, float(digit_score))
+    unlike_a_digit = reject_threshold is not None and digit_score < reject_threshold
+    shape_lost = reject_threshold is not None and too_bold
+    return Answer(NOT_A_DIGIT if unlike_a_digit or shape_lost else DIGIT, best, float(probabilities[best]),
+                  tuple(float(p) for p in probabilities), preview, float(digit_score),
+                  TOO_BOLD_HINT if shape_lost else None)
 
 
 def empty_answer(num_classes: int) -> Answer:

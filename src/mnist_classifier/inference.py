@@ -84,7 +84,7 @@ class Predictor:
         inked = [pre.image for pre in inputs if pre.has_ink]
         assessed = iter(zip(*self.assess(np.stack(inked))) if inked else [])
         threshold = self.calibration.reject_threshold
-        return [decide(*next(assessed), threshold, pre.image) if pre.has_ink
+        return [decide(*next(assessed), threshold, pre.image, pre.too_bold) if pre.has_ink
                 else empty_answer(len(self.class_names)) for pre in inputs]
 
     def answer(self, pre: Preprocessed) -> Answer:

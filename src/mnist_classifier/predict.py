@@ -89,7 +89,8 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int, refusal: s
     guess = class_names[answer.best_guess]
     said = f"{guess} ({answer.confidence:.1%})" if answer.verdict == DIGIT else \
         f"{refusal} (best guess {guess}, {answer.confidence:.1%})"
-    return f"{result.file}: {said}  top {top}: {ranked}"
+    hint = f"  ({answer.hint})" if answer.hint else ""
+    return f"{result.file}: {said}  top {top}: {ranked}{hint}"
 
 
 def _without_the_name(error: str, file: str) -> str:

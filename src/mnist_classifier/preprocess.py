@@ -40,12 +40,18 @@ SPECK_FRACTION = 0.05  # blobs under 5% of the largest stroke are dust, not digi
 EDGE_LINING = 0.5  # a blob along half an edge or more is the photo's surroundings (_drop_specks)
 MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thicken
 POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size first
+# Strokes wider than this share of the drawing's longer side leave no shape to read: a small
+# digit drawn with a wide pen fills in to a blob the model calls an 8, 99% sure (helper-85).
+# 15,000 MNIST test digits drawn 2x, 3x and (as crisp marker ink) 10x their size reach 0.311.
+MAX_STROKE_SHARE = 0.33
+BOLDNESS_MIN_SIDE = 2 * BOX  # below this the stroke estimate is pixel-bound (MNIST's own 28 px reach 0.37)
 
 
 @dataclass(frozen=True)
 class Preprocessed:
     image: np.ndarray | None  # (28, 28) uint8, white ink on black; None when no ink
     has_ink: bool
+    too_bold: bool = False  # strokes too wide for the drawing's size to show its shape (MAX_STROKE_SHARE)
 
 
 NO_INK = Preprocessed(image=None, has_ink=False)
@@ -64,8 +70,8 @@ def to_mnist(image) -> Preprocessed:
         ink = _ink_map(page, on_a_page=True)
     if ink is None:
         return NO_INK
-    digit = _fit_box(_crop_to_ink(ink))
-    return Preprocessed(image=_place_on_canvas(digit), has_ink=True)
+    crop = _crop_to_ink(ink)
+    return Preprocessed(image=_place_on_canvas(_fit_box(crop)), has_ink=True, too_bold=_too_bold(crop))
 
 
 def digits_on_paper(digits: np.ndarray, side: int = 56, marker: bool = False) -> np.ndarray:
@@ -230,6 +236,18 @@ def _thicken(crop: np.ndarray) -> np.ndarray:
     padded = _framed(crop, radius)  # room for the strokes to grow at the edges
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     return cv2.dilate(padded, kernel)
+
+
+def _too_bold(crop: np.ndarray) -> bool:
+    """Whether the strokes are too wide for the drawing's size to show a digit's shape."""
+    longest = max(crop.shape)
+    if longest < BOLDNESS_MIN_SIDE:
+        return False
+    if longest > POOL_SIDE * 2:  # averaging keeps each stroke's share of the size, at a fraction of the cost
+        scale = POOL_SIDE / longest
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return _stroke_width(crop) / max(crop.shape) > MAX_STROKE_SHARE
 
 
 def _grow_needed(crop: np.ndarray) -> int:

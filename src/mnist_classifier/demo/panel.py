@@ -174,6 +174,8 @@ def _draw_answer(frame: np.ndarray, layout: Layout, state: DemoState, names: lis
         big, line, color = names[answer.digit], f"{answer.confidence:.1%} sure", ACCENT
     elif answer is not None:  # refused: say so instead of a big number, and show the guess small
         big, line, color = "not a digit?", f"best guess {names[answer.best_guess]}, {answer.confidence:.1%}", MUTED
+        if answer.hint:  # the whole hint is in the S printout; the window has room for its gist
+            line = "strokes too thick: draw it larger"
     elif state.predicted:
         big, line, color = "?", "no digit", MUTED
     else:

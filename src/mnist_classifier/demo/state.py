@@ -115,5 +115,5 @@ def report(state: DemoState, class_names: list[str]) -> str:
     spread = "  ".join(f"{name}: {prob:6.2%}" for name, prob in zip(class_names, answer.probabilities))
     name, confidence = class_names[answer.best_guess], f"{answer.confidence:.1%}"
     said = f"prediction: {name} ({confidence})" if answer.verdict == DIGIT else \
-        f"not a digit (best guess {name}, {confidence})"
+        f"not a digit (best guess {name}, {confidence})" + (f": {answer.hint}" if answer.hint else "")
     return f"{said}\nprobabilities: {spread}"

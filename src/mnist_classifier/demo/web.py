@@ -179,7 +179,8 @@ class Service:
         if not pre.has_ink:
             return drawing, empty_answer(len(self.class_names))
         probabilities, score = self.model(pre.image)
-        return drawing, decide(probabilities, score, self.predictor.calibration.reject_threshold, pre.image)
+        threshold = self.predictor.calibration.reject_threshold
+        return drawing, decide(probabilities, score, threshold, pre.image, pre.too_bold)
 
     def answer_json(self, answer: Answer) -> dict:
         return answer.to_json(self.class_names) | {"model": self.model_name}

@@ -22,6 +22,7 @@ const view = {
 };
 const LINE_WIDTH = pad.width / 14; // MNIST strokes are about 1/8 of the digit's height
 const LIVE_INTERVAL_MS = 150; // predictions while drawing, at most this often
+const ANSWER_TIMEOUT_MS = 10000; // a server that hangs is said to, rather than leave the pad unanswered
 
 const state = {
   drawing: false, // a pointer is down on the pad
@@ -33,6 +34,7 @@ const state = {
   generation: 0, // bumped by clear(): answers about a cleared drawing are dropped
   inFlight: false, // at most one request at a time...
   again: false, // ...and one more queued when the drawing changed meanwhile
+  request: null, // the AbortController of the request out, if any: clearing the pad drops it
   lastSent: 0,
   refusal: "not a digit?", // what a refused answer is called: a clothes model's is "not recognised?"
 };
@@ -45,7 +47,9 @@ function clearPad() {
   state.hasInk = false;
   state.generation += 1;
   state.again = false; // a check queued for the drawing just cleared: nobody asked about the empty pad
+  state.request?.abort(); // nor is its answer awaited: the next drawing is asked about at once
   showEmpty();
+  showStatus(""); // the last answer's timing is not this pad's
 }
 
 // Clear asked for (button or C): said aloud too, so that the last answer read is not taken for the pad's.
@@ -111,6 +115,8 @@ async function predict() {
     view.spoken.textContent = "nothing drawn";
     return showEmpty();
   }
+  // Not "draw something" under a drawing, even while an earlier drawing's request is still out
+  if (!state.answered) view.confidence.textContent = "answering…";
   if (state.inFlight) {
     state.again = true;
     return;
@@ -119,27 +125,38 @@ async function predict() {
   state.lastSent = performance.now();
   const generation = state.generation;
   const strokeDone = !state.drawing; // its answer is the one to read aloud
+  const request = (state.request = new AbortController());
+  const timer = setTimeout(() => request.abort(new DOMException("no answer", "TimeoutError")), ANSWER_TIMEOUT_MS);
   try {
     const png = await canvasPng();
     const started = performance.now();
     const response = await fetch("api/predict", {
-      method: "POST", headers: { "Content-Type": "image/png" }, body: png,
+      method: "POST", headers: { "Content-Type": "image/png" }, body: png, signal: request.signal,
     });
-    const answer = await response.json();
+    const answer = await readAnswer(response);
     if (generation !== state.generation) return; // cleared while waiting
-    if (!response.ok) return showUnanswered(`error ${response.status}: ${answer.detail}`);
+    if (!response.ok) return unanswered(`error ${response.status}: ${answer.detail}`);
     showPrediction(answer, performance.now() - started);
     if (strokeDone && !state.again) speak(answer);
   } catch (error) {
     if (generation !== state.generation) return;
-    showUnanswered(`no answer from the server (${error.message}); is it still running?`);
+    const why = error.name === "TimeoutError" ? `none in ${ANSWER_TIMEOUT_MS / 1000} s` : error.message;
+    unanswered(`no answer from the server (${why}); is it still running?`);
   } finally {
+    clearTimeout(timer);
+    state.request = null;
     state.inFlight = false;
     if (state.again) {
       state.again = false;
       predict();
     }
   }
+}
+
+// A failed request's queued successor is dropped: the next stroke or S asks again, not a loop of retries.
+function unanswered(text) {
+  state.again = false;
+  showUnanswered(text);
 }
 
 function canvasPng() {
@@ -184,7 +201,7 @@ async function saveExample(label) {
     const response = await fetch(`api/examples?label=${label}`, {
       method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng(),
     });
-    const result = await response.json();
+    const result = await readAnswer(response);
     if (!response.ok) return showSaved(`not saved: ${result.detail}`);
     teach.total = result.total;
     // Ready for the next one, unless the user went on drawing while it was saved.
@@ -199,7 +216,7 @@ async function undoExample() {
     // Asked first when none is known to be stored: a 404 would be logged in the browser's console
     if (!teach.total && (await storedTotal()) === 0) return showSaved("nothing to undo");
     const response = await fetch("api/examples/last", { method: "DELETE" });
-    const result = await response.json();
+    const result = await readAnswer(response);
     if (response.status === 404) return showSaved("nothing to undo"); // another page undid it first
     if (!response.ok) return showSaved(`not undone: ${result.detail}`);
     teach.total = result.total;
@@ -236,7 +253,7 @@ async function showCollecting(collecting) {
   if (!collecting) return;
   await talkToStore(async () => {
     const response = await fetch("api/examples/stats");
-    const stats = await response.json();
+    const stats = await readAnswer(response);
     if (!response.ok) return showSaved(`cannot read the saved drawings: ${stats.detail}`);
     teach.total = stats.total;
     const drawings = stats.total === 1 ? "drawing" : "drawings";
@@ -289,8 +306,15 @@ function showPrediction(answer, roundTripMs) {
   showBars(answer.probabilities, answer.best_guess);
   state.answered = true;
   enableLabels();
-  showStatus(`${answer.model}: ${answer.latency_ms.toFixed(1)} ms on the server, ` +
-    `${Math.round(roundTripMs)} ms round trip`);
+  const timing = `${answer.model}: ${answer.latency_ms.toFixed(1)} ms on the server, ` +
+    `${Math.round(roundTripMs)} ms round trip`;
+  showStatus(answer.hint ? `${answer.hint} (${timing})` : timing);
+}
+
+// The server's JSON; a proxy's HTML error page (a 502) as its status line instead of a parse error.
+async function readAnswer(response) {
+  if ((response.headers.get("Content-Type") ?? "").includes("json")) return response.json();
+  return { detail: response.statusText || "the server's answer is not JSON" };
 }
 
 // What a screen reader announces: the verdict of the finished drawing, once.
@@ -298,7 +322,8 @@ function speak(answer) {
   const percentSure = `${(answer.confidence * 100).toFixed(0)}%`;
   if (answer.verdict === "empty") view.spoken.textContent = "nothing drawn";
   else if (answer.verdict === "not_a_digit") {
-    view.spoken.textContent = `${state.refusal.replace("?", "")}, best guess ${answer.label}, ${percentSure}`;
+    const hint = answer.hint ? `; ${answer.hint}` : "";
+    view.spoken.textContent = `${state.refusal.replace("?", "")}, best guess ${answer.label}, ${percentSure}${hint}`;
   } else view.spoken.textContent = `${answer.label ?? answer.digit}, ${percentSure} sure`;
 }
 
