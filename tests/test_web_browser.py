@@ -189,14 +189,28 @@ def test_a_phone_turned_sideways_shows_the_whole_pad_its_buttons_and_the_answer(
 
 
 def test_page_says_digit_only_for_a_model_of_something_else(browser, small_checkpoint):
+    from mnist_classifier.datasets import get_dataset_spec
+
     digits = load_predictor(small_checkpoint)
-    clothes = dataclasses.replace(digits, class_names=[f"item {i}" for i in range(10)],
-                                  info={**digits.info, "dataset": "not-digits"})
+    names = list(get_dataset_spec("fashion-mnist").class_names)
+    clothes = dataclasses.replace(digits, class_names=names, info={**digits.info, "dataset": "not-digits"})
     with running_server(create_app(clothes)) as url:
         page = open_page(browser, url, viewport=DESKTOP)
         playwright_api.expect(page.locator("#notice")).to_contain_text("digit-only")
-        assert page.locator("#bars li .name").first.inner_text() == "item 0"
+        assert page.locator("#bars li .name").first.inner_text() == names[0]
         assert page.locator("#teach").is_hidden()  # served without a --user-data: no labelling
+        # helper-86: nor does the footer offer the route that would refuse it
+        assert page.locator("#examples-api").is_hidden()
+        assert "POST /api/predict" in page.locator("footer").inner_text()
+        # helper-86: names were cut to "Trou", "Coa" under the bars, and a phone scrolled sideways
+        for options in ({"viewport": DESKTOP}, PHONE):
+            page = open_page(browser, url, **options)
+            draw(page, ONE)
+            playwright_api.expect(page.locator("#digit")).not_to_have_attribute("data-state", "empty")
+            clipped = page.evaluate("""() => [...document.querySelectorAll('#bars .name, #digit')]
+                .filter(element => element.scrollWidth > element.clientWidth + 1).map(element => element.textContent)""")
+            assert clipped == [], (options, clipped)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), options
 
 
 def test_labelling_saves_the_drawing_and_undo_removes_it(browser, base_url, user_data):

@@ -250,6 +250,7 @@ async function storedTotal() {
 
 async function showCollecting(collecting) {
   view.teach.hidden = !collecting; // `serve --no-collect`: nothing can be saved, so no row
+  document.getElementById("examples-api").hidden = !collecting; // nor the route offered in the footer
   if (!collecting) return;
   await talkToStore(async () => {
     const response = await fetch("api/examples/stats");
@@ -275,6 +276,9 @@ function buildBars(names) {
     view.bars.append(row);
     bars.push({ row, fill: row.querySelector(".fill"), value: row.querySelector(".value") });
   }
+  // One name column for every row, as wide as the longest name ("Ankle boot", not "Ank")
+  const longest = Math.max(...names.map((name) => name.length));
+  view.bars.style.setProperty("--name-width", `${Math.max(1.6, longest * 0.62)}em`);
 }
 
 function showBars(probabilities, top) {
@@ -297,6 +301,7 @@ function showPrediction(answer, roundTripMs) {
     view.confidence.textContent = `best guess ${answer.label}, ${percentSure}`;
   } else {
     view.digit.textContent = answer.label ?? String(answer.digit);
+    view.digit.classList.toggle("word", view.digit.textContent.length > 2); // a class name, not a numeral
     view.digit.dataset.state = answer.confidence < 0.6 ? "unsure" : "sure";
     view.confidence.textContent = `${percentSure} sure`;
   }
@@ -329,6 +334,7 @@ function speak(answer) {
 
 function showEmpty() {
   view.digit.textContent = "–";
+  view.digit.classList.remove("word");
   view.digit.dataset.state = "empty";
   view.confidence.textContent = "draw something";
   view.preview.hidden = true;
