@@ -66,6 +66,11 @@ def test_an_example_whose_image_is_gone_is_skipped_with_our_warning_only(tmp_pat
     assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: its input image {gone.input} is missing"]
     out, err = capfd.readouterr()
     assert "WARN" not in err  # no OpenCV log line printed from C++ before ours
+    # helper-86: the counts the page and the API show are the drawings finetune can learn
+    expected = [int(d == kept.label) for d in range(store.num_classes)]
+    assert store.counts() == expected
+    third = add(store, mnist_data, 2)
+    assert third.total == 2 and store.undo().counts == expected
 
 
 def test_undo_on_an_empty_store_is_none(tmp_path):
