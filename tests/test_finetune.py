@@ -430,6 +430,17 @@ def test_a_drawing_saved_twice_is_never_both_learnt_and_held_back(mnist_data):
     assert len(hold_back(np.arange(20) % 10, 0, images=np.concatenate((digits[:10], digits[:10])))[1]) == 0
 
 
+def test_a_drawing_saved_twice_and_held_back_is_measured_once(mnist_data):
+    """helper-86: 11 held back and scored where the user had drawn 10 (one pair of copies)."""
+    from mnist_classifier.user_split import distinct
+
+    digits = mnist_data.test.images[:12].numpy()
+    images = np.concatenate((digits, digits[:3]))  # drawings 0, 1 and 2 saved twice: lines 12, 13, 14
+    assert distinct(np.array([14, 2, 5, 12, 0, 7]), images).tolist() == [14, 5, 12, 7]
+    assert distinct(np.arange(15), images).tolist() == list(range(12))
+    assert distinct(np.array([], dtype=np.int64), images).tolist() == []
+
+
 def test_the_held_back_score_counts_a_refused_drawing_as_not_answered(small_checkpoint, mnist_data):
     from mnist_classifier.calibration import Calibration
     from mnist_classifier.checkpoint import load_model, stored_normalization

@@ -49,7 +49,8 @@ from .config import TrainConfig, config_from_dict
 from .cores import usable_cores
 from .data import Normalization, Split, load_data, to_model_input
 from .datasets import USER_DIGITS, get_dataset_spec
-from .user_split import LEARNT_KEY, check_enough, digests, hold_back, learnt_list, learnt_mask, pick, read_examples
+from .user_split import (LEARNT_KEY, check_enough, digests, distinct, hold_back, learnt_list, learnt_mask, pick,
+                         read_examples)
 from .errors import CheckpointError, UserError, to_stderr
 from .evaluation import SplitScore, compute_logits, redrawn_validation_logits, score_split
 from .exposure import Exposure
@@ -124,7 +125,7 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     config = config_from_dict(payload.get("config") or {})  # no stored recipe: today's defaults
     learnt, listed = learnt_already(payload, base, mine, log)
     train_index, held_index = hold_back(mine.labels.numpy(), seed, images=mine.images.numpy(), learnt=learnt)
-    train_set, held = pick(mine, train_index), pick(mine, held_index)
+    train_set, held = pick(mine, train_index), pick(mine, distinct(held_index, mine.images.numpy()))
     epochs = epochs or default_epochs(len(train_set))
     log(f"fine-tuning {payload['model_name']} ({describe_base(base, bundled)}) on {len(train_set)} of your "
         f"{len(mine)} drawings in {user_data}, holding back {len(held)} to measure"
