@@ -850,6 +850,19 @@ def test_a_small_digit_drawn_with_a_wide_pen_is_too_bold_at_any_resolution():
     assert not to_mnist(cv2.resize(drawn_with_the_pads_pen(TWO, 0.15), (56, 56), interpolation=cv2.INTER_AREA)).too_bold
 
 
+def test_thick_ink_around_an_open_loop_shows_its_shape_and_is_not_too_bold():
+    """helper-87: a heavy typeset 8, its counters open, was refused with advice that could not help."""
+    def block_with_a_hole(hole: int) -> np.ndarray:
+        sheet = np.full((300, 300), 255, np.uint8)
+        sheet[100:200, 100:200] = 0  # strokes half as wide as the drawing: far over the share
+        sheet[150 - hole // 2:150 + hole // 2, 150 - hole // 2:150 + hole // 2] = 255
+        return sheet
+
+    assert not to_mnist(block_with_a_hole(20)).too_bold  # paper inside: 4% of the box
+    assert to_mnist(block_with_a_hole(10)).too_bold  # 1%: a loop filled in but for a speck
+    assert to_mnist(block_with_a_hole(0)).too_bold
+
+
 def test_no_mnist_digit_drawn_large_is_too_bold(mnist_digits):
     """The rule's promise: real digits, on paper at 2x and in crisp marker at 10x, all pass it."""
     for digit in mnist_digits:

@@ -281,6 +281,15 @@ def test_a_proxys_html_error_page_is_its_status_not_a_parse_error(browser, base_
     status = page.locator("#status")
     playwright_api.expect(status).to_contain_text("error 502")
     assert "JSON" not in status.inner_text() and "still running" not in status.inner_text()
+    # helper-87: a sign-in page sent as a 200 was read as an answer, and failed in the page's own code
+    page.unroute("**/api/predict")
+    page.route("**/api/predict", lambda route: route.fulfill(
+        status=200, content_type="text/html", body="<html><body>sign in</body></html>"))
+    page.keyboard.press("c")
+    draw(page, ONE)
+    playwright_api.expect(status).to_have_text("error 200: the server's answer is not JSON")
+    playwright_api.expect(page.locator("#confidence")).to_have_text("no answer")
+    assert [error for error in page.errors if "Failed to load resource" not in error] == []  # the 502s' own lines
 
 
 def test_a_digit_drawn_small_with_the_wide_pen_is_refused_with_what_to_do(browser, base_url):

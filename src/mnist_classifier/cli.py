@@ -338,9 +338,10 @@ def add_data_flags(parser: argparse.ArgumentParser, defaults: bool = True, recip
 
 def add_reject_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject-threshold", type=reject_threshold, default="stored", metavar="F|none",
-                        help="answer 'not a digit' when the drawing's digit score is below F (lower refuses less; "
-                        "'none' never refuses) (default: the threshold stored with the model, which lets 99.5%% "
-                        "of validation digits through, as written and re-drawn with an even pen)")
+                        help="answer 'not a digit' when the drawing's digit score is below F, or when its "
+                        "strokes are too thick for its size (lower refuses less; 'none' never refuses) (default: "
+                        "the threshold stored with the model, which lets 99.5%% of validation digits through, as "
+                        "written and re-drawn with an even pen)")
 
 
 def reject_threshold(text: str) -> float | str | None:

@@ -44,6 +44,7 @@ POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size 
 # digit drawn with a wide pen fills in to a blob the model calls an 8, 99% sure (helper-85).
 # 15,000 MNIST test digits drawn 2x, 3x and (as crisp marker ink) 10x their size reach 0.311.
 MAX_STROKE_SHARE = 0.33
+COUNTER_SHARE = 0.02  # paper enclosed by the ink, of the drawing's box, that shows a loop left open
 BOLDNESS_MIN_SIDE = 2 * BOX  # below this the stroke estimate is pixel-bound (MNIST's own 28 px reach 0.37)
 
 
@@ -247,7 +248,18 @@ def _too_bold(crop: np.ndarray) -> bool:
         scale = POOL_SIDE / longest
         size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
         crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-    return _stroke_width(crop) / max(crop.shape) > MAX_STROKE_SHARE
+    return _stroke_width(crop) / max(crop.shape) > MAX_STROKE_SHARE and not _has_open_counter(crop)
+
+
+def _has_open_counter(crop: np.ndarray) -> bool:
+    """Whether the ink encloses paper of some size (a 0's, 6's, 8's or 9's counter): a bold digit
+    whose loops stayed open shows its shape, where a small one drawn with a wide pen filled them
+    (helper-87: a heavy typeset 8 was refused)."""
+    paper = np.pad(crop <= 0.5, 1, constant_values=True).astype(np.uint8)  # the frame joins all outer paper
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(paper, connectivity=4)
+    outside = regions[0, 0]
+    enclosed = [stats[label, cv2.CC_STAT_AREA] for label in range(1, count) if label != outside]
+    return max(enclosed, default=0) >= COUNTER_SHARE * crop.size
 
 
 def _grow_needed(crop: np.ndarray) -> int:

@@ -67,7 +67,8 @@ Every input is cropped, scaled and centred like MNIST before the model sees it; 
 result is returned as `preview_png`. The answer's `verdict` is `digit`, `not_a_digit`
 (the model does not take the drawing for a digit: `digit` is null, `best_guess` and the
 calibrated `confidence` say what it would have guessed) or `empty` (no ink: `digit` and
-`best_guess` null, confidence 0, ten zero probabilities). A refusal is a 200 answer. Bodies over {MAX_BODY} bytes get 413, non-images 415,
+`best_guess` null, confidence 0, ten zero probabilities). `hint` is null unless a refusal has a
+known fix (strokes too thick for the drawing's size: draw it larger). A refusal is a 200 answer. Bodies over {MAX_BODY} bytes get 413, non-images 415,
 undecodable images and malformed JSON 422; errors are `{{"detail": "..."}}` (except what uvicorn's
 HTTP parser refuses before the app: an invalid method or a URL of many kilobytes, a plain-text 400)."""
 

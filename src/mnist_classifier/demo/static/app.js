@@ -135,7 +135,7 @@ async function predict() {
     });
     const answer = await readAnswer(response);
     if (generation !== state.generation) return; // cleared while waiting
-    if (!response.ok) return unanswered(`error ${response.status}: ${answer.detail}`);
+    if (!response.ok || answer.notJson) return unanswered(`error ${response.status}: ${answer.detail}`);
     showPrediction(answer, performance.now() - started);
     if (strokeDone && !state.again) speak(answer);
   } catch (error) {
@@ -202,7 +202,7 @@ async function saveExample(label) {
       method: "POST", headers: { "Content-Type": "image/png" }, body: await canvasPng(),
     });
     const result = await readAnswer(response);
-    if (!response.ok) return showSaved(`not saved: ${result.detail}`);
+    if (!response.ok || result.notJson) return showSaved(`not saved: ${result.detail}`);
     teach.total = result.total;
     // Ready for the next one, unless the user went on drawing while it was saved.
     if (before.generation === state.generation && before.strokes === state.strokes) clearPad();
@@ -218,7 +218,7 @@ async function undoExample() {
     const response = await fetch("api/examples/last", { method: "DELETE" });
     const result = await readAnswer(response);
     if (response.status === 404) return showSaved("nothing to undo"); // another page undid it first
-    if (!response.ok) return showSaved(`not undone: ${result.detail}`);
+    if (!response.ok || result.notJson) return showSaved(`not undone: ${result.detail}`);
     teach.total = result.total;
     const name = teach.names[result.label] ?? result.label;
     showSaved(`removed the ${name} saved last: ${countsText(result, result.label)}`);
@@ -255,7 +255,7 @@ async function showCollecting(collecting) {
   await talkToStore(async () => {
     const response = await fetch("api/examples/stats");
     const stats = await readAnswer(response);
-    if (!response.ok) return showSaved(`cannot read the saved drawings: ${stats.detail}`);
+    if (!response.ok || stats.notJson) return showSaved(`cannot read the saved drawings: ${stats.detail}`);
     teach.total = stats.total;
     const drawings = stats.total === 1 ? "drawing" : "drawings";
     showSaved(stats.total ? `${stats.total} labelled ${drawings} saved so far` : "nothing saved yet");
@@ -316,10 +316,11 @@ function showPrediction(answer, roundTripMs) {
   showStatus(answer.hint ? `${answer.hint} (${timing})` : timing);
 }
 
-// The server's JSON; a proxy's HTML error page (a 502) as its status line instead of a parse error.
+// The server's JSON; a proxy's HTML page (a 502, a sign-in page) as its status line instead of a
+// parse error, and never taken for an answer, whatever its status.
 async function readAnswer(response) {
   if ((response.headers.get("Content-Type") ?? "").includes("json")) return response.json();
-  return { detail: response.statusText || "the server's answer is not JSON" };
+  return { detail: (!response.ok && response.statusText) || "the server's answer is not JSON", notJson: true };
 }
 
 // What a screen reader announces: the verdict of the finished drawing, once.
