@@ -42,7 +42,7 @@ MIN_STROKE = 2.0  # px at 28x28; a quarter of MNIST digits are thinner; see _thi
 POOL_SIDE = 128  # thin strokes on big images are max-pooled to about this size first
 # Strokes wider than this share of the drawing's longer side leave no shape to read: a small
 # digit drawn with a wide pen fills in to a blob the model calls an 8, 99% sure (helper-85).
-# 15,000 MNIST test digits drawn 2x, 3x and (as crisp marker ink) 10x their size reach 0.311.
+# 5,000 MNIST test digits, each drawn 2x, 3x and (as crisp marker ink) 10x their size, reach 0.311.
 MAX_STROKE_SHARE = 0.33
 COUNTER_SHARE = 0.02  # paper enclosed by the ink, of the drawing's box, that shows a loop left open
 BOLDNESS_MIN_SIDE = 2 * BOX  # below this the stroke estimate is pixel-bound (MNIST's own 28 px reach 0.37)

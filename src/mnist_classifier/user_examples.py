@@ -200,9 +200,9 @@ class ExampleStore:
 
     def counts(self) -> list[int]:
         """Examples per label, as finetune can learn them: one whose image was deleted is not counted (helper-86)."""
-        return self._counts(self.examples())
+        return self._learnable_counts(self.examples())
 
-    def _counts(self, examples: list[Example]) -> list[int]:
+    def _learnable_counts(self, examples: list[Example]) -> list[int]:
         return _counts([example for example in examples if (self.folder / example.input).is_file()], self.num_classes)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +295,7 @@ class ExampleStore:
                 raise self._write_error("save the example in", error) from None
             with suppress(OSError):  # the line is in: a journal left behind only names images it names
                 self.journal.unlink()
-            counts = self._counts(existing + [example])
+            counts = self._learnable_counts(existing + [example])
         return Saved(example, counts)
 
     def undo(self) -> Saved | None:
@@ -320,7 +320,7 @@ class ExampleStore:
                     (self.folder / name).unlink(missing_ok=True)
             # The lines below it moved up one: those already reported stay reported.
             self._warned = {number - (number > last.number) for number in self._warned if number != last.number}
-            return Saved(last.example, self._counts([line.example for line in readable[:-1]]))
+            return Saved(last.example, self._learnable_counts([line.example for line in readable[:-1]]))
 
     def _finish_an_interrupted_add(self) -> None:
         """Remove what a writer killed mid-`add` left: the images its journal names that no line
