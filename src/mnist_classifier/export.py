@@ -23,7 +23,7 @@ import logging
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,13 +139,11 @@ def _check_writable(out_path: Path, fix: str = "choose another --out", called: s
                         f"({error.strerror}); {fix}") from None
 
 
-def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data",
-                  log: Callable[[str], None] = lambda _line: None) -> Path:
+def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
     """The checkpoint's ONNX export beside it (`x.pth` -> `x.onnx`), made or remade when it is
     missing, damaged, from a version that stored no probe or checksum, exported from other
     bytes than the checkpoint's today, or answering otherwise than the model's code does today
-    (a plugin's forward edited since: the same weights, other answers). `log` hears, before an
-    export is made, that one is: the checks take seconds, ~45 on a busy 2-core machine (helper-84)."""
+    (a plugin's forward edited since: the same weights, other answers)."""
     checkpoint_path = Path(checkpoint_path)
     cached = checkpoint_path.with_suffix(".onnx")
     older = False  # an export of these bytes from before the checks: renewed, or served if it cannot be
@@ -161,8 +159,6 @@ def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data",
                     return cached
             else:
                 older = True
-    log(f"exporting {checkpoint_path} to ONNX Runtime's format, checked on the test images, into {cached} "
-        "(made once per checkpoint)")
     try:  # only test images already on disk check it: serving should not start with a download
         return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local",
                            fix="copy the checkpoint to a folder you may write to, or serve with --backend torch",
