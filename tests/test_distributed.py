@@ -141,7 +141,7 @@ def test_a_job_on_checkpoints_another_train_is_saving_stops_every_rank_in_one_li
     errors = [row for row in done.stderr.splitlines() if "error:" in row]
     assert len(errors) == 1 and "another `train` is saving" in errors[0], failure_text(done)
     assert "another process of this run ended" not in done.stderr
-    assert "training simple_cnn on" not in done.stdout  # refused before the data and the set-up
+    assert "training simple_cnn on" not in done.stdout  # refused before the first step
     assert not (tmp_path / "models" / "simple_cnn_last.pth").exists()
 
 

@@ -382,7 +382,6 @@ def train(
         if config.batch_size % ctx.world_size:
             raise UserError(f"batch_size {config.batch_size} is the global batch: it must divide evenly "
                             f"over {ctx.world_size} processes")
-        claim = claim_checkpoints(config, ctx)  # before the data and the set-up: a refused run stops at once
         if not ctx.is_main:
             distributed.barrier()  # rank 0 fetches the data first; the others then read it
         data = load_data(config.data_dir, config.dataset, config.val_size, config.limit_train, log=speak)
@@ -398,6 +397,7 @@ def train(
         # together rather than wait for rank 0 forever.
         weight_copies = 1 if trainer.average is None else 2
         check_free_space(config.save_dir, checkpoint_bytes(trainer.model, weight_copies) * (1 if resume_payload else 3))
+        claim = claim_checkpoints(config, ctx)  # after every refusal that needs no folder: none is left behind
         try:
             if ctx.is_main:
                 trainer.open_run_log()
