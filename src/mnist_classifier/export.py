@@ -23,7 +23,7 @@ import logging
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -53,8 +53,10 @@ def export_onnx(
     data_source: str = "auto",
     fix: str = "choose another --out",
     called: str = "--out",
+    announce: Callable[[str], None] | None = None,
 ) -> Path:
-    """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically."""
+    """Export a checkpoint to ONNX, verify it against PyTorch, write it atomically. `announce`
+    hears, once the checkpoint has loaded, that the export's seconds of checks begin."""
     checkpoint_path = Path(checkpoint_path)
     out_path = Path(out_path) if out_path else default_out(checkpoint_path)
     _check_writable(out_path, fix, called)
@@ -64,9 +66,12 @@ def export_onnx(
     model, payload, source_sha256 = _load_unchanging(checkpoint_path)
     norm = stored_normalization(payload, checkpoint_path)
     Calibration.from_payload(payload, checkpoint_path)  # a damaged one refused now, naming the file
-    proto = _to_onnx(model, opset)
     images = load_data(data_dir, payload.get("dataset", "mnist"), source=data_source, log=lambda _line: None,
                        warn=to_stderr).test.images[:CHECK_IMAGES]
+    if announce is not None:  # only once it can be made: a refused checkpoint's error stays the one line
+        announce(f"exporting {checkpoint_path} to ONNX into {out_path}, checked against PyTorch on "
+                 f"{len(images):,} test images (once per checkpoint; seconds)")
+    proto = _to_onnx(model, opset)
     max_diff = _max_difference(model, proto.SerializeToString(), to_model_input(images, norm).numpy())
     if not max_diff <= TOLERANCE:  # also catches NaN
         raise UserError(
@@ -139,11 +144,13 @@ def _check_writable(out_path: Path, fix: str = "choose another --out", called: s
                         f"({error.strerror}); {fix}") from None
 
 
-def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") -> Path:
+def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data",
+                  log: Callable[[str], None] | None = None) -> Path:
     """The checkpoint's ONNX export beside it (`x.pth` -> `x.onnx`), made or remade when it is
     missing, damaged, from a version that stored no probe or checksum, exported from other
     bytes than the checkpoint's today, or answering otherwise than the model's code does today
-    (a plugin's forward edited since: the same weights, other answers)."""
+    (a plugin's forward edited since: the same weights, other answers). `log` hears when an
+    export begins: serve's first start was silent for its ~45 s on a busy 2-core machine (helper-84)."""
     checkpoint_path = Path(checkpoint_path)
     cached = checkpoint_path.with_suffix(".onnx")
     older = False  # an export of these bytes from before the checks: renewed, or served if it cannot be
@@ -162,7 +169,7 @@ def cached_export(checkpoint_path: str | Path, data_dir: str | Path = "data") ->
     try:  # only test images already on disk check it: serving should not start with a download
         return export_onnx(checkpoint_path, cached, data_dir=data_dir, data_source="local",
                            fix="copy the checkpoint to a folder you may write to, or serve with --backend torch",
-                           called="the ONNX cache")
+                           called="the ONNX cache", announce=log)
     except (UserError, OSError):
         if older:
             return cached

@@ -102,7 +102,7 @@ def served_model(model: Path, backend: str, data_dir: str | Path, log) -> Path:
     from ..export import cached_export  # imports torch, which a .pth needs anyway
 
     try:
-        return cached_export(model, data_dir)
+        return cached_export(model, data_dir, log)
     except CheckpointError:
         raise  # the checkpoint itself is bad: PyTorch could not serve it either
     except (UserError, OSError) as error:
