@@ -85,8 +85,10 @@ def test_torchrun_resumes_a_single_process_run(tmp_path, mnist_raw_dir):
     assert "note: this resume runs with processes 1 -> 2, so its weights will differ slightly" in done.stdout
 
 
-def test_a_rank_killed_mid_run_leaves_one_line_and_a_resume_point(tmp_path, mnist_raw_dir):
-    """helper-56: the survivor printed gloo's 30-line traceback; now one line naming the resume."""
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_rank_killed_mid_run_leaves_one_line_and_a_resume_point(tmp_path, mnist_raw_dir, killed):
+    """helper-56: the survivor printed gloo's 30-line traceback; now one line naming the resume.
+    helper-87: with rank 0 killed, torchrun's SIGTERM reached rank 1 first, which said nothing."""
     command = [*TORCHRUN, "-m", "mnist_classifier", "train", "--limit-train", "3000", "--epochs", "30",
                "--batch-size", "100", "--data-dir", str(DATA_DIR), "--save-dir", str(tmp_path / "models"),
                "--log-dir", str(tmp_path / "runs")]
@@ -97,21 +99,29 @@ def test_a_rank_killed_mid_run_leaves_one_line_and_a_resume_point(tmp_path, mnis
     while not last.is_file() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert last.is_file(), job.communicate(timeout=60)
-    os.kill(rank_pid(job.pid, 1), signal.SIGKILL)
+    survivor = rank_pid(job.pid, 1 - killed)
+    if killed == 0:  # frozen meanwhile, it wakes to torchrun's SIGTERM before any broken connection (as a busy rank)
+        os.kill(survivor, signal.SIGSTOP)
+    os.kill(rank_pid(job.pid, killed), signal.SIGKILL)
+    if killed == 0:
+        time.sleep(2)
+        os.kill(survivor, signal.SIGCONT)
     _, stderr = job.communicate(timeout=120)
     assert job.returncode != 0
     # rank 0 meets the broken connection first, or torchrun stops it (SIGTERM) first: either way one line
     # gloo says "reset" or "closed" by peer, as the connection happened to end
-    lost = (r"error: another process of this run ended \(connection (reset|closed) by peer\): epoch (\d+) of 30 is "
+    lost = (r"error: another process of this run ended \((connection (?:reset|closed) by peer|rank 0 died)\): "
+            r"epoch (\d+) of 30 is "
             r"saved; resume with `torchrun <the same options> -m mnist_classifier train --resume "
             rf"{re.escape(str(last))}`")
     stopped = rf"interrupted: the last finished epoch is saved;.*train --resume {re.escape(str(last))}`"
-    said = [re.fullmatch(pattern, row) for row in stderr.splitlines() for pattern in (lost, stopped)]
-    assert any(said), stderr[-3000:]
+    # only rank 0 names an interrupt: the survivor of a killed rank 0 says that it is lost
+    said = [re.fullmatch(pattern, row) for row in stderr.splitlines() for pattern in (lost, stopped)[:1 + killed]]
+    assert sum(match is not None for match in said) == 1, stderr[-3000:]
     named = [int(match[2]) for match in said if match is not None and match.re.pattern == lost]
     # helper-73: it counted an epoch still being validated, one the file did not hold yet
     assert all(epoch == torch.load(last, weights_only=True)["epoch"] for epoch in named), (named, stderr[-3000:])
-    assert "[rank0]: Traceback" not in stderr and "[rank0]:Traceback" not in stderr
+    assert not re.search(r"\[rank\d\]: ?Traceback", stderr), stderr[-3000:]
 
 
 def rank_pid(launcher: int, rank: int) -> int:
@@ -191,3 +201,24 @@ def test_device_cuda_without_a_gpu_is_one_clear_line(tmp_path, capsys):
     assert err.startswith("error: device cuda asked for (--device, or device in the config), but this machine "
                           "has no CUDA GPU")
     assert err.endswith("use cpu or auto") and "\n" not in err
+
+
+def test_rank_0_counts_as_gone_once_ended_even_before_torchrun_reaps_it():
+    from mnist_classifier.distributed import Context, main_rank_gone
+
+    def rank_1_beside(pid: int) -> Context:
+        return Context(rank=1, local_rank=1, world_size=2, device=torch.device("cpu"), main_pid=pid)
+
+    living = subprocess.Popen(["sleep", "30"])
+    ended = subprocess.Popen(["true"])
+    try:
+        while Path(f"/proc/{ended.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.05)  # ended, not yet waited for: a zombie still answers kill(pid, 0)
+        assert main_rank_gone(rank_1_beside(ended.pid))
+        assert not main_rank_gone(rank_1_beside(living.pid))
+        assert not main_rank_gone(Context(0, 0, 2, torch.device("cpu"), main_pid=ended.pid))  # rank 0 asks of nobody
+    finally:
+        living.kill()
+        living.wait()
+        ended.wait()
+    assert main_rank_gone(rank_1_beside(ended.pid))  # reaped

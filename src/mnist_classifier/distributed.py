@@ -22,6 +22,7 @@ class Context:
     local_rank: int
     world_size: int
     device: torch.device
+    main_pid: int | None = None  # rank 0's process, on every rank: whether it still lives tells why a rank is stopped
 
     @property
     def is_main(self) -> bool:
@@ -54,7 +55,27 @@ def setup(device_choice: str = "auto", num_threads: int | None = None) -> Contex
         # (One process keeps torch's default: one thread per physical core.)
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
         torch.set_num_threads(max(1, usable_cores() // max(1, local_world)))
-    return Context(rank, local_rank, world_size, device)
+    main_pid = int(gather_scalar(float(os.getpid()))[0]) if world_size > 1 else os.getpid()
+    return Context(rank, local_rank, world_size, device, main_pid)
+
+
+def main_rank_gone(ctx: Context) -> bool:
+    """Whether rank 0 has ended (killed, out of memory) while this rank lives on. torchrun then
+    stops the others with SIGTERM, as it does when the whole job is stopped; only here no rank 0
+    is left to name the resume point, so another rank must."""
+    if ctx.is_main or ctx.main_pid is None:
+        return False
+    try:
+        os.kill(ctx.main_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a process of another user took its number: rank 0 is gone
+        return True
+    try:  # Linux: a zombie (ended, not yet reaped by torchrun) still answers the signal above
+        with open(f"/proc/{ctx.main_pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # What gloo and NCCL say when a peer process is gone (killed, out of memory, crashed).

@@ -24,7 +24,7 @@ from typing import Any
 from . import distributed
 from .checkpoint import check_writable, held_elsewhere, load_checkpoint, model_from_checkpoint, weights_sha256
 from .config import TrainConfig, config_from_dict
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, PeerLost, UserError
 from .files import shared_mode, write_atomically
 
 FOLDERS = ("save_dir", "log_dir", "data_dir")  # where the run's files are: a flag moves them
@@ -59,6 +59,13 @@ def resume_command(last: Path | str) -> str:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return f"torchrun <the same options> -m mnist_classifier train --resume {last}"
     return f"mnist-classifier train --resume {last}"
+
+
+def peer_lost(reason: str, epochs_saved: int, epochs: int, last: Path) -> PeerLost:
+    """The one line every surviving rank may print when another process of the run ended."""
+    return PeerLost(f"another process of this run ended ({reason}): " + (
+        f"epoch {epochs_saved} of {epochs} is saved; resume with `{resume_command(last)}`"
+        if epochs_saved else "no epoch had finished, start again"))
 
 
 class CheckpointClaim:

@@ -32,15 +32,15 @@ from .checkpoint import (check_free_space, check_writable, checkpoint_bytes, loa
                          save_checkpoint)
 from .config import TrainConfig
 from .data import DataSplits, Normalization, epoch_order, load_data, to_model_input, training_batches
-from .errors import PeerLost, UserError
+from .errors import UserError
 from .evaluation import compute_logits, redrawn_validation_logits, score_split
 from .hardware import choose_precision
 from .exposure import Exposure
 from .models import create_model
 from .optimization import build_optimizer, build_scheduler
 from .run_files import (TrainResult, check_same_run, claim_checkpoints, checkpoint_paths, checkpoint_stem,
-                        earlier_best_note, new_run_folder, resume_changes, resume_command, snapshot_path,
-                        stored_result)
+                        earlier_best_note, new_run_folder, peer_lost, resume_changes, resume_command,
+                        snapshot_path, stored_result)
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -404,6 +404,8 @@ def train(
                 trainer.announce()
             epochs_done = trainer.fit(stop_after_epochs, after_epoch)
         except KeyboardInterrupt:
+            if distributed.main_rank_gone(ctx):  # torchrun's SIGTERM after rank 0 died: no Ctrl+C, nobody else to say so
+                raise peer_lost("rank 0 died", trainer.epochs_saved, config.epochs, last_path) from None
             if resume_payload is None and not trainer.saved_an_epoch:
                 # The last-epoch file there, if any, is an earlier run's: not this one's to resume
                 trainer.discard_run_log()
@@ -418,10 +420,7 @@ def train(
             reason = distributed.lost_a_peer(error, ctx)
             if reason is None:
                 raise
-            raise PeerLost(f"another process of this run ended ({reason}): " + (
-                f"epoch {trainer.epochs_saved} of {config.epochs} is saved; resume with `{resume_command(last_path)}`"
-                if trainer.epochs_saved
-                else "no epoch had finished, start again")) from None
+            raise peer_lost(reason, trainer.epochs_saved, config.epochs, last_path) from None
         distributed.barrier()
         result, failure = None, None
         try:
