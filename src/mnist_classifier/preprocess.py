@@ -212,15 +212,19 @@ def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
 
 def _fit_box(crop: np.ndarray) -> np.ndarray:
     """Scale so the longer side is BOX px (aspect kept); ink peak renormalised to 1."""
-    crop = _thicken(crop)
-    height, width = crop.shape
-    scale = BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # INTER_AREA averages (anti-aliases) when shrinking; it is blocky when enlarging.
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    digit = cv2.resize(crop, size, interpolation=interpolation)
+    digit = _resized_to(_thicken(crop), BOX)
     peak = float(digit.max())
     return digit / peak if peak > 0 else digit
+
+
+def _resized_to(crop: np.ndarray, side: int) -> np.ndarray:
+    """Scaled so that its longer side is `side` px, its aspect kept."""
+    scale = side / max(crop.shape)
+    height, width = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
+    if (height, width) == crop.shape:
+        return crop
+    # INTER_AREA averages (anti-aliases) when shrinking; it is blocky when enlarging.
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def _thicken(crop: np.ndarray) -> np.ndarray:
@@ -245,9 +249,7 @@ def _too_bold(crop: np.ndarray) -> bool:
     if longest < BOLDNESS_MIN_SIDE:
         return False
     if longest > POOL_SIDE * 2:  # averaging keeps each stroke's share of the size, at a fraction of the cost
-        scale = POOL_SIDE / longest
-        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        crop = _resized_to(crop, POOL_SIDE)
     return _stroke_width(crop) / max(crop.shape) > MAX_STROKE_SHARE and not _has_open_counter(crop)
 
 
@@ -340,10 +342,8 @@ def fill_frame(image) -> Preprocessed:
         return NO_INK
     rows, cols = np.flatnonzero((item > FILL_TRIM).any(axis=1)), np.flatnonzero((item > FILL_TRIM).any(axis=0))
     crop = item[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    scale = CANVAS / max(crop.shape)
-    width, height = max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))
-    if (height, width) != crop.shape:
-        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    crop = _resized_to(crop, CANVAS)
+    height, width = crop.shape
     canvas = np.zeros((CANVAS, CANVAS), np.uint8)
     top, left = (CANVAS - height) // 2, (CANVAS - width) // 2
     canvas[top:top + height, left:left + width] = np.clip(crop * 255 + 0.5, 0, 255).astype(np.uint8)
