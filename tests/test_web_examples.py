@@ -131,6 +131,8 @@ def test_bad_bodies_get_the_statuses_predict_gives(collecting):
         assert response.status_code == expected, (name, response.text)
         assert isinstance(response.json()["detail"], str)
     assert collecting.client.get("/api/examples/stats").json()["total"] == 0
+    head = collecting.client.head("/api/examples/stats")
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_another_sites_page_cannot_save_or_send_drawings(collecting, digits):
