@@ -201,6 +201,26 @@ def test_a_title_fits_a_figure_sized_for_few_classes(classes):
                                      confusion_matrix_figure(np.eye(2, dtype=int), ["0", "1"]))  # helper-82
 
 
+def test_the_reliability_figure_of_a_model_without_calibration_draws_no_calibrated_series(metrics):
+    """helper-89: its "calibrated" curve lay on the raw one, where the report said there was none."""
+    from mnist_classifier.plots import reliability_figure
+
+    bins = metrics["calibration"]["reliability"]
+    for calibrated, names in ((True, ["perfect calibration", "raw softmax", "calibrated"]),
+                              (False, ["perfect calibration", "raw softmax"])):
+        curve, counts = reliability_figure(bins["before"], bins["after"], "m: reliability", calibrated).axes
+        assert [line.get_label() for line in curve.get_lines()] == names
+        assert [text.get_text() for text in counts.get_legend().get_texts()] == ["raw", "calibrated"][:len(names) - 1]
+        assert curve.get_title().endswith("(no stored calibration)") != calibrated
+
+
+def test_a_wrong_answer_short_of_certainty_is_never_labelled_100_percent():
+    from mnist_classifier.plots import percent
+
+    assert [percent(p) for p in (0.9972, 0.995, 0.994, 1.0, 0.5, np.float32(0.99999))] == \
+        [">99.5%", ">99.5%", "99%", "100%", "50%", ">99.5%"]
+
+
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):
     import torch
 

@@ -469,3 +469,94 @@ def test_the_package_is_typed():
     assert (PACKAGE / "py.typed").is_file()
     assert mnist_classifier.load.__annotations__["return"] in ("Reader", mnist_classifier.Reader)
     assert os.path.basename(mnist_classifier.__file__) == "__init__.py" and mnist_classifier.__all__
+
+
+# ------------------------------------------------------------------ helper-88: the library as a user meets it
+
+
+def test_a_default_model_that_will_not_load_says_where_it_came_from(small_checkpoint, tmp_path, monkeypatch):
+    """A folder holding another project's models/simple_cnn_best.pth (the seed's own name)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    torch.save(torch.load(small_checkpoint, weights_only=True)["model_state_dict"],
+               tmp_path / "models" / "simple_cnn_best.pth")  # a bare state_dict, as the seed saves
+    with pytest.raises(CheckpointError, match=r"not an mnist-classifier checkpoint.*no model was named, so load\(\) "
+                                              r"took it from this folder's models/; load\('bundled'\) answers"):
+        mnist_classifier.load()
+    assert mnist_classifier.load("bundled").bundled
+    with pytest.raises(CheckpointError) as named:  # named: the user knows which file, no such words
+        mnist_classifier.load("models/simple_cnn_best.pth")
+    assert "no model was named" not in str(named.value)
+
+
+def test_the_librarys_notes_are_warnings_a_caller_can_filter(small_checkpoint, tmp_path, capsys):
+    ours = torch.load(small_checkpoint, weights_only=True)
+    torch.save({key: ours[key] for key in ("model_state_dict", "epoch", "accuracy")}, tmp_path / "old.pth")
+    with pytest.warns(UserWarning, match=r"old\.pth has no stored calibration"):
+        mnist_classifier.load(tmp_path / "old.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mnist_classifier.load(tmp_path / "old.pth")
+    assert capsys.readouterr().err == ""
+
+
+def test_an_empty_answer_ranks_no_class_and_top_takes_a_count(mnist_data):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    assert reader.predict(np.zeros((28, 28), np.uint8)).top(3) == []
+    answer = reader.predict(mnist_data.test.images[0].numpy())
+    assert [digit for digit, _ in answer.top(2)] == [answer.best_guess, answer.top(10)[1][0]]
+    assert answer.top(0) == [] and len(answer.top(np.int64(3))) == 3
+    for bad in (-1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match=r"top\(k\) takes a whole number k >= 0"):
+            answer.top(bad)
+    assert "best_guess" in mnist_classifier.Answer.__doc__ and "not_a_digit" in mnist_classifier.Answer.__doc__
+
+
+def test_several_frames_are_refused_one_frame_is_read(mnist_data, tmp_path):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digits = [Image.fromarray(255 - mnist_data.test.images[i].numpy()) for i in range(2)]
+    blank = Image.new("L", (28, 28), 255)
+    blank.save(tmp_path / "anim.gif", save_all=True, append_images=digits, duration=100)
+    digits[0].save(tmp_path / "pages.tiff", save_all=True, append_images=digits[1:])
+    for name in ("anim.gif", "pages.tiff"):  # the first frame alone was answered (the GIF's: "empty")
+        with pytest.raises(ImageError, match=rf"{name} holds (3|2) frames .*save each drawing as an image of its own"):
+            reader.predict(tmp_path / name)
+    animation = Image.open(tmp_path / "anim.gif")
+    with pytest.raises(ImageError, match=r"^the image holds 3 frames .*image\.seek\(i\), then image\.copy\(\)"):
+        reader.predict(animation)
+    animation.seek(2)
+    assert reader.predict(animation.copy()).digit == int(mnist_data.test.labels[1])
+
+
+def test_an_in_memory_image_of_a_mode_pil_cannot_convert_is_not_called_a_corrupt_file():
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    premultiplied = Image.new("LA", (28, 28)).convert("La")
+    with pytest.raises(ImageError, match=r"^the image: PIL cannot convert its pixel mode 'La' to RGBA; pass it in mode L"):
+        reader.predict(premultiplied)
+
+
+def test_one_flattened_digit_gets_the_reshape_that_reads_it(mnist_data):
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    flat = mnist_data.test.images[0].numpy().ravel()
+    with pytest.raises(ImageError, match=r"shape \(784,\) looks like one flattened 28x28 digit: use predict\(x\.reshape"):
+        reader.predict(flat)
+    assert reader.predict(flat.reshape(28, 28)).digit == int(mnist_data.test.labels[0])
+
+
+def test_a_reader_goes_to_another_process_as_the_model_to_load(small_checkpoint, mnist_data):
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    image = mnist_data.test.images[0].numpy()
+    for reader in (mnist_classifier.load("bundled"), mnist_classifier.load(small_checkpoint, reject_threshold=None)):
+        copy = pickle.loads(pickle.dumps(reader))
+        assert copy.predict(image) == reader.predict(image) and repr(copy).split(",")[0] == repr(reader).split(",")[0]
+        assert copy.predictor.calibration.reject_threshold == reader.predictor.calibration.reject_threshold
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # what failed inside onnxruntime
+        assert pool.submit(reader.predict, image).result(timeout=120) == reader.predict(image)
+
+
+def test_the_command_line_says_its_version():
+    done = subprocess.run([sys.executable, "-m", "mnist_classifier", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"mnist-classifier {mnist_classifier.__version__}"

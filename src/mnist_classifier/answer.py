@@ -28,6 +28,15 @@ TOO_BOLD_HINT = "the strokes are too thick for the drawing's size: draw it large
 
 @dataclass(frozen=True)
 class Answer:
+    """What the model says about one image.
+
+    verdict: "digit", "not_a_digit" (refused: unlike any digit, or `hint` says why) or "empty"
+    (no ink). best_guess: the top class whenever there is ink, refused or not; `digit` is it only
+    when the verdict is "digit". confidence: the calibrated probability of best_guess (0 when
+    empty); probabilities: one per class. digit_score: how digit-like the drawing is (the model's
+    threshold refuses below it). preview: the 28x28 image the model saw. top(k): the k likeliest
+    classes with their probabilities."""
+
     verdict: str
     best_guess: int | None  # None only when there is no ink
     confidence: float  # calibrated probability of best_guess; 0 when empty
@@ -40,6 +49,7 @@ class Answer:
 
     @property
     def digit(self) -> int | None:
+        """best_guess when the verdict is "digit", else None."""
         return self.best_guess if self.verdict == DIGIT else None
 
     @property
@@ -47,6 +57,12 @@ class Answer:
         return self.verdict != EMPTY
 
     def top(self, k: int) -> list[tuple[int, float]]:
+        """The k likeliest classes, likeliest first, as (class, probability); none for an empty image,
+        whose probabilities are all 0 (helper-88: it listed 9, 8, 7)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"top(k) takes a whole number k >= 0, got {k!r}")
+        if not self.has_ink:
+            return []
         order = np.argsort(self.probabilities, kind="stable")[::-1][:k]
         return [(int(i), float(self.probabilities[i])) for i in order]
 

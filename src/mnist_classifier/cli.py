@@ -13,6 +13,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+from . import __version__
 from .datasets import DATASETS, SOURCE_NAMES
 from .errors import UserError, hide_image_size_warning
 from .hardware import DEVICES, PRECISIONS
@@ -207,6 +208,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnist-classifier", description="Train, evaluate, export and draw digits for a PyTorch MNIST classifier.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="fetch and verify the dataset")

@@ -45,12 +45,15 @@ def _starts_as(start: bytes, signatures) -> bytes | None:
 # ---------------------------------------------------------------- reading files
 
 
+PIL_IMAGE = "the image"  # what the messages call a PIL image handed over in memory
+
+
 def load_image(source) -> np.ndarray:
     """File path, encoded bytes or PIL image -> numpy array (modes normalised)."""
     if isinstance(source, np.ndarray):
         return source
     if isinstance(source, Image.Image):
-        with _decoding("the image"):
+        with _decoding(PIL_IMAGE):
             _check_size(source.width, source.height)  # before any pixel of an Image.open()ed file is decoded
             try:
                 source.load()  # a lazily opened file's pixels: truncated data fails here
@@ -59,7 +62,7 @@ def load_image(source) -> np.ndarray:
                     raise
                 raise ImageError(f"cannot read the PIL image ({error}); pass it before it is closed, "
                                  "or pass image.copy()") from None
-            return _pil_to_array(source, "the image")
+            return _pil_to_array(source, PIL_IMAGE)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty image data (0 bytes); pass the bytes of an image file")
@@ -129,13 +132,31 @@ def _decoding(name: str, file: str | io.BytesIO | None = None):
 
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     _check_size(im.width, im.height, name)
+    _refuse_several_frames(im, name)
     im = _upright(im)
+    wanted = None
     if im.has_transparency_data and not _keyed_16_bit(im):  # an alpha band, or a tRNS / GIF colour key
         if im.mode not in ("LA", "RGBA"):
-            im = im.convert("RGBA")
+            wanted = "RGBA"
     elif im.mode not in ("1", "L", "I", "F", "RGB") and not im.mode.startswith("I;16"):
-        im = im.convert("RGB")  # palette, CMYK, YCbCr...: colours are what we need
+        wanted = "RGB"  # palette, CMYK, YCbCr...: colours are what we need
+    if wanted is not None:
+        try:
+            im = im.convert(wanted)
+        except ValueError:  # a mode PIL holds but cannot convert (premultiplied "La"): no damaged file
+            raise ImageError(f"{name}: PIL cannot convert its pixel mode {im.mode!r} to {wanted}; "
+                             "pass it in mode L, RGB or RGBA") from None
     return np.array(im)
+
+
+def _refuse_several_frames(im: Image.Image, name: str) -> None:
+    """An animation or a multi-page TIFF holds several pictures; reading the first alone dropped the
+    others without a word (helper-88). A phone's MPO JPEG keeps extra views of one photo: its first is it."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1 and im.format != "MPO":
+        one = "pass one frame: image.seek(i), then image.copy()" if name == PIL_IMAGE else \
+            "save each drawing as an image of its own"
+        raise ImageError(f"{name} holds {frames} frames (an animation or a multi-page file); {one}")
 
 
 def _keyed_16_bit(im: Image.Image) -> bool:

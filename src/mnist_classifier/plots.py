@@ -135,6 +135,13 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
 
 
 # ---------------------------------------------------------------------- images
+def percent(probability: float) -> str:
+    """A whole percent, but never "100%" short of certainty: a wrong answer at 99.7% read as a
+    certain one beside a model that says its confidences are calibrated (helper-89)."""
+    text = f"{probability:.0%}"
+    return ">99.5%" if text == "100%" and probability < 1 else text
+
+
 def _image_grid(count: int, columns: int, cell_height: float, title: str,
                 cell_width: float = 1.45) -> tuple[Figure, list]:
     rows = max(1, math.ceil(count / columns))
@@ -171,7 +178,7 @@ def mistakes_figure(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, i
     for ax, index in zip(axes, indices):
         order = np.argsort(-probs[index], kind="stable")[:3]
         _show_digit(ax, images[index], WRONG)
-        top3 = "  ".join(f"{class_names[c]}:{probs[index, c]:.0%}" for c in order)
+        top3 = "  ".join(f"{class_names[c]}:{percent(probs[index, c])}" for c in order)
         ax.set_title(f"true {class_names[labels[index]]} → pred {class_names[order[0]]}\n{top3}",
                      fontsize=8.5, color=WRONG)
     return figure
@@ -197,7 +204,7 @@ def sample_predictions_figure(images: np.ndarray, labels: np.ndarray, probs: np.
         pred = int(np.argmax(probs[index]))
         right = pred == labels[index]
         _show_digit(ax, images[index], RIGHT if right else WRONG)
-        text = f"{class_names[pred]} ({probs[index, pred]:.0%})"
+        text = f"{class_names[pred]} ({percent(probs[index, pred])})"
         text += "" if right else f"\ntrue {class_names[labels[index]]}"
         ax.set_title(text, fontsize=9, color=RIGHT if right else WRONG,
                      fontweight="normal" if right else "bold")
@@ -291,15 +298,20 @@ def tensorboard_figures(evaluation: Any, images: np.ndarray) -> dict[str, Figure
 
 
 # ------------------------------------------------------------------- calibration
-def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], title: str = "Reliability") -> Figure:
+def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], title: str = "Reliability",
+                       calibrated: bool = True) -> Figure:
     """Accuracy against confidence per bin (calibration.ReliabilityBins.to_dict()), raw and calibrated.
 
     A calibrated model's points lie on the diagonal; the bars show how many images each
-    bin holds (log scale: nearly all sit in the top bin)."""
+    bin holds (log scale: nearly all sit in the top bin). `calibrated` False (no stored
+    temperature): `after` is the raw softmax again, so only the raw series is drawn."""
     figure = new_figure(9, 4.4)
     curve, counts = figure.subplots(1, 2, width_ratios=(1.3, 1))
     curve.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="perfect calibration")
-    for bins, name, color in ((before, "raw softmax", WORST), (after, "calibrated", BAR)):
+    series = ((before, "raw softmax", WORST), (after, "calibrated", BAR))[:2 if calibrated else 1]
+    if not calibrated:
+        title = f"{title} (no stored calibration)"
+    for bins, name, color in series:
         points = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
         if points:
             xs, ys = zip(*points)
@@ -309,9 +321,10 @@ def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], titl
     curve.legend(loc="upper left")
     edges = np.asarray(after["edges"])
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    for bins, name, color, shift in ((before, "raw", WORST, -0.25), (after, "calibrated", BAR, 0.25)):
-        counts.bar(centres + shift * width, np.maximum(bins["counts"], 0), width=width / 2, color=color, label=name,
-                   log=True)
+    bars = ((before, "raw", WORST, -0.25), (after, "calibrated", BAR, 0.25)) if calibrated else ((before, "raw", WORST, 0),)
+    for bins, name, color, shift in bars:
+        counts.bar(centres + shift * width, np.maximum(bins["counts"], 0), width=width / len(bars), color=color,
+                   label=name, log=True)
     counts.set(xlim=(0, 1), xlabel="confidence bin", ylabel="images (log scale)", title="images per bin")
     counts.legend(loc="upper left")
     return figure
@@ -337,5 +350,5 @@ def fooled_figure(fooled: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
             _show_digit(ax, image)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{int(prob.argmax())} ({prob.max():.0%})", fontsize=8.5, color=WRONG)
+            ax.set_title(f"{int(prob.argmax())} ({percent(prob.max())})", fontsize=8.5, color=WRONG)
     return figure

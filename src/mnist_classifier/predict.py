@@ -107,8 +107,7 @@ def answer_dict(result: FileAnswer, class_names: list[str], top: int) -> dict:
     Every object has the same keys whatever happened."""
     answer = result.answer or empty_answer(len(class_names))
     fields = answer.to_json(class_names)
-    fields["top"] = [] if not answer.has_ink else [
-        {"digit": i, "label": class_names[i], "probability": round(prob, 6)} for i, prob in answer.top(top)]
+    fields["top"] = [{"digit": i, "label": class_names[i], "probability": round(prob, 6)} for i, prob in answer.top(top)]
     fields["has_ink"] = answer.has_ink
     if result.error is not None:  # nothing was seen, so nothing is claimed: not even "no ink" or zero confidence
         fields.update(dict.fromkeys(("verdict", "confidence", "probabilities", "preview_png", "has_ink")))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -24,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .answer import Answer
-from .bundled import ModelChoice, choose_model, sha256_of
+from .bundled import BUNDLED_NAME, ModelChoice, choose_model, sha256_of
 from .plugins import import_plugins
 from .calibration import reject_threshold_setting
 from .datasets import get_dataset_spec
@@ -116,6 +117,12 @@ class Reader:
         except ImageError as error:  # in a batch of 500, "image contains NaN" alone does not say which one
             raise ImageError(f"item {index}: {error}") from None
 
+    def __reduce__(self):
+        """Pickled as what to load: an ONNX Runtime session cannot be sent to another process
+        (helper-88: ProcessPoolExecutor failed inside onnxruntime). The same file, the same threshold."""
+        model = BUNDLED_NAME if self.bundled else str(Path(self.path).absolute())
+        return load, (model, self.predictor.calibration.reject_threshold)
+
     def __repr__(self) -> str:
         origin = "bundled" if self.bundled else str(self.path)
         if self.tuned:
@@ -135,10 +142,22 @@ def load(model: str | Path | None = None, reject_threshold: float | None | str =
     reject_threshold = reject_threshold_setting(reject_threshold, name="reject_threshold")
     import_plugins()  # as every command does: a checkpoint of your own model loads the same way
     choice = choose_model(_model_path(model))
-    predictor = load_predictor(choice.path)
+    try:
+        predictor = load_predictor(choice.path, warn=_library_note)
+    except CheckpointError as error:
+        if choice.named or choice.bundled:
+            raise
+        # helper-88: a folder holding another project's models/simple_cnn_best.pth (the seed's name)
+        raise CheckpointError(f"{error} (no model was named, so load() took it from this folder's models/; "
+                              "load('bundled') answers with the model shipped in the package)") from None
     if reject_threshold != "stored":
         predictor = predictor.with_reject_threshold(reject_threshold)
     return Reader(predictor, choice)
+
+
+def _library_note(line: str) -> None:
+    """A library's notes are warnings, which a caller can filter or record; the commands print theirs."""
+    warnings.warn(line, UserWarning, stacklevel=4)  # at the caller's load(), past load_predictor
 
 
 def _model_path(model: str | Path | None) -> Path | None:
@@ -232,6 +251,9 @@ def _refuse_a_stack_of_digits(array: np.ndarray, channels_last: str) -> None:
     wrong answer. A picture 784 px wide is still read: its rows do not frame a digit."""
     shape, side = array.shape, CANVAS * CANVAS
     batch = f"use predict_batch(list(x.reshape(-1, {CANVAS}, {CANVAS})))"
+    if shape == (side,):
+        raise ImageError(f"an image of shape {shape} looks like one flattened {CANVAS}x{CANVAS} digit: "
+                         f"use predict(x.reshape({CANVAS}, {CANVAS}))")
     if len(shape) == 2 and (shape[1] == side or shape == (side, 1)) and _rows_frame_digits(array.reshape(-1, side)):
         count = array.size // side
         raise ImageError(f"an image of shape {tuple(shape)} looks like {count:,} flattened {CANVAS}x{CANVAS} "

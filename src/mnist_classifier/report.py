@@ -57,7 +57,8 @@ def write_report(evaluation: Evaluation, images, payload: dict[str, Any], checkp
                              no_history_text(payload), scored)
     if "calibration" in honesty:
         bins = honesty["calibration"]["reliability"]
-        figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, {scored} set")
+        figures["reliability"] = reliability_figure(bins["before"], bins["after"], f"{model_name}: reliability, {scored} set",
+                                                    calibrated=honesty["calibration"]["temperature"] is not None)
     if fooled is not None:
         figures["fooled"] = fooled_figure(fooled, f"{model_name}: held-out non-digits answered as digits")
     pngs = {name: figure_png(figure) for name, figure in figures.items()}
