@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import sys
@@ -485,3 +487,26 @@ def test_the_claim_holds_against_another_users_lock_file_and_follows_no_link(tmp
     with pytest.raises(UserError, match=r"cannot tell whether another `train` is saving .*remove that file"):
         CheckpointClaim(config)
     assert not target.exists()
+
+
+def test_a_signal_as_the_last_epoch_lands_on_disk_still_names_its_resume(tmp_path, capsys, monkeypatch, mnist_raw_dir):
+    """The CI, under load: torchrun's SIGTERM came between the last-epoch file and the count that
+    says it is there, and the run said "nothing to resume, start again" beside its resume point."""
+    real_save = training.save_checkpoint
+
+    def signalled_once_written(payload, path):
+        written = real_save(payload, path)
+        if Path(path).name.endswith("_last.pth"):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled as Ctrl+C (cli.cmd_train), at the first chance
+            time.sleep(0.2)
+        return written
+
+    monkeypatch.setattr(training, "save_checkpoint", signalled_once_written)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    status = main(["train", "--limit-train", "300", "--epochs", "2", "--batch-size", "100", "--data-dir",
+                   str(DATA_DIR), "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")])
+    last = tmp_path / "models" / "simple_cnn_last.pth"
+    assert status == 130 and load_checkpoint(last)["epoch"] == 1
+    assert capsys.readouterr().err.strip() == f"interrupted: the last finished epoch is saved; resume with " \
+                                              f"`mnist-classifier train --resume {last}`"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # each one put back

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import errno
 import os
-from contextlib import suppress
+import signal
+import threading
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +61,28 @@ def resume_command(last: Path | str) -> str:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return f"torchrun <the same options> -m mnist_classifier train --resume {last}"
     return f"mnist-classifier train --resume {last}"
+
+
+@contextmanager
+def interrupts_deferred():
+    """Ctrl+C and SIGTERM wait for the block to end: a checkpoint written and the count of saved
+    epochs that says so are one step. Interrupted between the two, a run whose last epoch was on
+    disk said "nothing to resume, start again" (the CI, under load: torchrun's SIGTERM right after
+    the file appeared). Python's own handlers are swapped, not the kernel's mask: any of torch's
+    threads may receive a signal, and the main thread would act on it all the same."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
+        yield
+        return
+    caught: list[int] = []
+    previous = {held: signal.signal(held, lambda number, _frame: caught.append(number))
+                for held in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])  # handled now, as it would have been
 
 
 def peer_lost(reason: str, epochs_saved: int, epochs: int, last: Path) -> PeerLost:

@@ -39,8 +39,8 @@ from .exposure import Exposure
 from .models import create_model
 from .optimization import build_optimizer, build_scheduler
 from .run_files import (TrainResult, check_same_run, claim_checkpoints, checkpoint_paths, checkpoint_stem,
-                        earlier_best_note, new_run_folder, peer_lost, resume_changes, resume_command,
-                        snapshot_path, stored_result)
+                        earlier_best_note, interrupts_deferred, new_run_folder, peer_lost, resume_changes,
+                        resume_command, snapshot_path, stored_result)
 from .run_log import RunLog
 
 BATCH_LOG_EVERY = 50  # steps between Train/*_batch TensorBoard points
@@ -275,8 +275,9 @@ class Trainer:
         try:
             if improved:
                 save_checkpoint(payload, best_path)
-            save_checkpoint(payload, last_path)  # written last: the resume point always exists
-            self.epochs_saved = epochs_done
+            with interrupts_deferred():  # the file and the count that says it is there, together
+                save_checkpoint(payload, last_path)  # written last: the resume point always exists
+                self.epochs_saved = epochs_done
             if epochs_done % self.config.save_interval == 0:
                 save_checkpoint(payload, snapshot_path(self.config, epochs_done))
         except UserError as error:
