@@ -218,7 +218,7 @@ def test_a_wrong_answer_short_of_certainty_is_never_labelled_100_percent():
     from mnist_classifier.plots import percent
 
     assert [percent(p) for p in (0.9972, 0.995, 0.994, 1.0, 0.5, np.float32(0.99999))] == \
-        [">99.5%", ">99.5%", "99%", "100%", "50%", ">99.5%"]
+        ["≥99.5%", "≥99.5%", "99%", "100%", "50%", "≥99.5%"]
 
 
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):

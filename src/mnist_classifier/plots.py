@@ -139,7 +139,7 @@ def percent(probability: float) -> str:
     """A whole percent, but never "100%" short of certainty: a wrong answer at 99.7% read as a
     certain one beside a model that says its confidences are calibrated (helper-89)."""
     text = f"{probability:.0%}"
-    return ">99.5%" if text == "100%" and probability < 1 else text
+    return "≥99.5%" if text == "100%" and probability < 1 else text
 
 
 def _image_grid(count: int, columns: int, cell_height: float, title: str,
