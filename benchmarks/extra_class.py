@@ -84,7 +84,7 @@ def check_run(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=check_run, default=default_runs(), metavar="TARGET:WEIGHT")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--epochs", type=int, help="override the recipe's")

@@ -101,7 +101,7 @@ def _threshold(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", nargs="+",
                         help="checkpoints to measure (default: the two MNIST models in models/, those that exist)")
     args = parser.parse_args(argv)

@@ -172,7 +172,7 @@ def _ort_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                         help="model to measure (default: the project's models/simple_cnn_best.pth)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),

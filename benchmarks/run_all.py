@@ -118,8 +118,9 @@ def measure_all(planned: list[tuple[str, Callable[[], str]]]) -> tuple[list[tupl
     parts, failed = [], []
     started = time.perf_counter()
     for title, measure in planned:
+        busy = busy_machine()
         try:
-            table = measure()
+            table = measure() + (f"\n\n{busy}" if busy else "")
         except Exception as error:  # noqa: BLE001 (one benchmark's failure must not cost the others)
             table = f"failed: {type(error).__name__}: {error}"
             failed.append(title)
@@ -127,6 +128,18 @@ def measure_all(planned: list[tuple[str, Callable[[], str]]]) -> tuple[list[tupl
         print(f"\n{title}\n{table}", flush=True)
     print(f"benchmarks took {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return parts, failed
+
+
+def busy_machine() -> str | None:
+    """A warning when other work shares the CPU: at a load of 6-9 on 2 cores the seed loop's ratio
+    read 16x (helper-90). The benchmark's own last section alone keeps the load near the core count."""
+    cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+    if load <= 1.5 * cores:
+        return None
+    warning = (f"warning: load average {load:.1f} on {cores} cores as this section began: other work shared "
+               "the CPU, so these figures are no fair measure; run again on a quiet machine")
+    print(warning, file=sys.stderr)
+    return warning
 
 
 def served_models() -> list[tuple[str, int, bool]]:
@@ -159,7 +172,7 @@ def describe(checkpoint: Path) -> str:
         return f"{shown} ({error})"
     config = payload.get("config") or {}
     saved = datetime.fromtimestamp(checkpoint.stat().st_mtime, timezone.utc)
-    return (f"{shown} (saved "
+    return (f"{shown} (file modified "
             f"{saved:%Y-%m-%d %H:%M} UTC: {payload.get('model_name')}, model_options "
             f"{config.get('model_options') or 'none'}, {payload.get('epoch')} epochs, weight_average "
             f"{config.get('weight_average', 'not in its recipe')}, test accuracy {payload.get('test_accuracy')})")
@@ -192,7 +205,7 @@ def write_report(parts: list[tuple[str, str]], command: str, heading: str, path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs, a few minutes (default: full)")
     parser.add_argument("--checkpoint", default=str(ROOT / "models" / "simple_cnn_best.pth"),
                         help="model for the inference, drawing and server figures (default: models/simple_cnn_best.pth)")

@@ -453,7 +453,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, help="epochs for both loops (default: the recipe's, "
                         "configs/simple_cnn.yaml)")
     parser.add_argument("--seed-epochs", type=int, help="epochs for the seed loop alone (default: --epochs)")

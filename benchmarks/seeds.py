@@ -106,7 +106,7 @@ def summarise(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="improved_cnn", help="train --model (default: improved_cnn)")
     parser.add_argument("--dataset", default="mnist", help="train --dataset (default: mnist)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one run per seed (default: 1 2 3)")

@@ -264,7 +264,7 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=20.0,
                         help=f"seconds of load (default: 20, max {MAX_DURATION_S:g})")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections (default: 16)")

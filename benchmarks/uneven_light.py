@@ -136,7 +136,7 @@ def right_share(reader, photos: list[np.ndarray], labels: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="bundled", help="model to read with (default: bundled)")
     parser.add_argument("--digits", type=int, default=200, help="MNIST test digits per case (default: 200)")
     args = parser.parse_args(argv)

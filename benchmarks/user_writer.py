@@ -250,7 +250,7 @@ def honesty_rows(before: dict, after: dict) -> list[tuple[str, str, str, str, st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="model to fine-tune (default: models/simple_cnn_best.pth, "
                         "else the model bundled in the package)")
     parser.add_argument("--fresh", type=int, help=f"fresh drawings to measure on, rounded up to a multiple of 10 "

@@ -54,7 +54,14 @@ def test_library_start_table_states_the_repeats_it_measured():
     rows = [{"model": name, "import": 0.2, "load": 0.1, "predict": 0.01, "total": total, "torch": torch,
              "digit": 7, "repeats": 3} for name, total, torch in (("onnx", 0.31, False), ("pth", 1.2, True))]
     text = library_start.table(rows)
-    assert "medians of 3 fresh processes" in text and "of 5" not in text
+    assert "the median of 3 fresh processes" in text and "of 5" not in text
+
+
+def test_library_start_shows_one_runs_columns_which_add_up_to_its_total():
+    runs = [{"import": i, "load": load, "predict": 0.05, "total": i + load + 0.05}
+            for i, load in ((0.9, 0.2), (0.7, 0.3), (0.6, 0.1), (1.1, 0.1))]
+    chosen = library_start.median_run(runs)
+    assert chosen is runs[1] and chosen["import"] + chosen["load"] + chosen["predict"] == chosen["total"]
 
 
 # ------------------------------------------------------------------ honest_answers.py
