@@ -219,6 +219,9 @@ def test_a_wrong_answer_short_of_certainty_is_never_labelled_100_percent():
 
     assert [percent(p) for p in (0.9972, 0.995, 0.994, 1.0, 0.5, np.float32(0.99999))] == \
         ["≥99.5%", "≥99.5%", "99%", "100%", "50%", "≥99.5%"]
+    # helper-91: float32 softmax saturates at 1.0 for a wrong answer too; the report's table has one decimal
+    assert percent(1.0, wrong=True) == "≥99.5%" and percent(np.float32(1.0), 1, wrong=True) == "≥99.95%"
+    assert [percent(p, 1) for p in (0.99999964, 0.9994, 1.0)] == ["≥99.95%", "99.9%", "100.0%"]
 
 
 def test_calibration_and_verdicts_are_measured_and_reported(report, metrics, small_checkpoint):

@@ -201,7 +201,8 @@ def test_an_uncalibrated_checkpoint_is_evaluated_with_the_fix_beside_it(fashion_
     out = capsys.readouterr().out
     assert "calibration (no stored temperature)" in out
     assert f"fix: mnist-classifier calibrate --checkpoint {tmp_path / 'old.pth'}" in out
-
+    page = (tmp_path / "report" / "report.html").read_text()  # helper-91: it said "before and after calibration"
+    assert "of the raw softmax (no stored calibration)</figcaption>" in page and "before and after" not in page
 
 
 def test_evaluate_dataset_alone_without_its_model_says_how_to_make_one(fashion_run, small_checkpoint, tmp_path,

@@ -560,3 +560,44 @@ def test_a_reader_goes_to_another_process_as_the_model_to_load(small_checkpoint,
 def test_the_command_line_says_its_version():
     done = subprocess.run([sys.executable, "-m", "mnist_classifier", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"mnist-classifier {mnist_classifier.__version__}"
+
+
+def test_a_cut_off_animation_or_multi_page_file_is_a_damaged_file_not_a_crash(mnist_data, tmp_path):
+    """helper-91: counting the frames of a cut-off GIF or TIFF raised PIL's TypeError or IndexError."""
+    reader = mnist_classifier.load(BUNDLED_ONNX)
+    digits = [Image.fromarray(255 - mnist_data.test.images[i].numpy()) for i in range(3)]
+    for name in ("pages.tiff", "anim.gif"):
+        digits[0].save(tmp_path / name, save_all=True, append_images=digits[1:])
+        whole = (tmp_path / name).read_bytes()
+        for cut in range(len(whole) // 3, len(whole), max(1, len(whole) // 60)):
+            with pytest.raises(ImageError, match=r"truncated or corrupt|holds \d frames|not an image file"):
+                reader.predict(whole[:cut])
+
+
+def test_a_pickled_reader_loads_the_same_file_from_another_folder(small_checkpoint, tmp_path, monkeypatch, mnist_data):
+    import pickle
+
+    (tmp_path / "here" / "models").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "models").mkdir(parents=True)
+    shutil.copy(small_checkpoint, tmp_path / "here" / "models" / "simple_cnn_best.pth")
+    monkeypatch.chdir(tmp_path / "here")
+    reader = mnist_classifier.load("models/simple_cnn_best.pth")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a folder without the file: helper-91's copy looked for it here
+    copy = pickle.loads(pickle.dumps(reader))
+    image = mnist_data.test.images[0].numpy()
+    assert copy.predict(image) == reader.predict(image)
+
+
+def test_every_note_of_load_names_the_callers_line(small_checkpoint, tmp_path):
+    from mnist_classifier.export import export_onnx
+
+    ours = torch.load(small_checkpoint, weights_only=True)
+    torch.save({key: ours[key] for key in ("model_state_dict", "epoch", "accuracy")}, tmp_path / "old.pth")
+    shutil.copy(small_checkpoint, tmp_path / "mine.pth")
+    export_onnx(tmp_path / "mine.pth", data_dir=REPO_ROOT / "data")
+    with open(tmp_path / "mine.pth", "ab") as changed:  # trained again since its export
+        changed.write(b"\0")
+    for model, says in ((tmp_path / "old.pth", "no stored calibration"), (tmp_path / "mine.onnx", "exported from an earlier")):
+        with pytest.warns(UserWarning, match=says) as caught:
+            mnist_classifier.load(model)
+        assert [Path(warning.filename).name for warning in caught] == [Path(__file__).name], model

@@ -152,7 +152,11 @@ def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
 def _refuse_several_frames(im: Image.Image, name: str) -> None:
     """An animation or a multi-page TIFF holds several pictures; reading the first alone dropped the
     others without a word (helper-88). A phone's MPO JPEG keeps extra views of one photo: its first is it."""
-    frames = getattr(im, "n_frames", 1)
+    try:
+        frames = getattr(im, "n_frames", 1)  # counting walks every frame's header
+    except Exception as error:  # noqa: BLE001 (a cut-off GIF or TIFF fails in PIL's own words: TypeError, IndexError...)
+        raise ImageError(f"{name}: the file is truncated or corrupt ({type(error).__name__} counting its frames); "
+                         "save it again") from None
     if frames > 1 and im.format != "MPO":
         one = "pass one frame: image.seek(i), then image.copy()" if name == PIL_IMAGE else \
             "save each drawing as an image of its own"

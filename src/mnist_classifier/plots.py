@@ -135,11 +135,14 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
 
 
 # ---------------------------------------------------------------------- images
-def percent(probability: float) -> str:
-    """A whole percent, but never "100%" short of certainty: a wrong answer at 99.7% read as a
-    certain one beside a model that says its confidences are calibrated (helper-89)."""
-    text = f"{probability:.0%}"
-    return "≥99.5%" if text == "100%" and probability < 1 else text
+def percent(probability: float, decimals: int = 0, wrong: bool = False) -> str:
+    """A percent, but never "100%" short of certainty, nor for a wrong answer (float32 softmax
+    saturates at 1.0): a wrong answer at 99.7% read as a certain one beside a model that says its
+    confidences are calibrated (helper-89). Such a figure reads "≥99.5%" ("≥99.95%" to 1 decimal)."""
+    text = f"{probability:.{decimals}%}"
+    if text != f"{1:.{decimals}%}" or (probability >= 1 and not wrong):
+        return text
+    return f"≥{1 - 0.5 * 10 ** -(decimals + 2):.{decimals + 1}%}"
 
 
 def _image_grid(count: int, columns: int, cell_height: float, title: str,
@@ -178,7 +181,7 @@ def mistakes_figure(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, i
     for ax, index in zip(axes, indices):
         order = np.argsort(-probs[index], kind="stable")[:3]
         _show_digit(ax, images[index], WRONG)
-        top3 = "  ".join(f"{class_names[c]}:{percent(probs[index, c])}" for c in order)
+        top3 = "  ".join(f"{class_names[c]}:{percent(probs[index, c], wrong=True)}" for c in order)
         ax.set_title(f"true {class_names[labels[index]]} → pred {class_names[order[0]]}\n{top3}",
                      fontsize=8.5, color=WRONG)
     return figure
@@ -204,7 +207,7 @@ def sample_predictions_figure(images: np.ndarray, labels: np.ndarray, probs: np.
         pred = int(np.argmax(probs[index]))
         right = pred == labels[index]
         _show_digit(ax, images[index], RIGHT if right else WRONG)
-        text = f"{class_names[pred]} ({percent(probs[index, pred])})"
+        text = f"{class_names[pred]} ({percent(probs[index, pred], wrong=not right)})"
         text += "" if right else f"\ntrue {class_names[labels[index]]}"
         ax.set_title(text, fontsize=9, color=RIGHT if right else WRONG,
                      fontweight="normal" if right else "bold")
@@ -350,5 +353,5 @@ def fooled_figure(fooled: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
             _show_digit(ax, image)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{int(prob.argmax())} ({percent(prob.max())})", fontsize=8.5, color=WRONG)
+            ax.set_title(f"{int(prob.argmax())} ({percent(prob.max(), wrong=True)})", fontsize=8.5, color=WRONG)
     return figure

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import warnings
 from contextlib import suppress
 from pathlib import Path
@@ -85,6 +86,7 @@ class Reader:
     def __init__(self, predictor: Predictor, choice: ModelChoice):
         self.predictor = predictor
         self.path = choice.path
+        self._absolute_path = choice.path.absolute()  # what a pickled copy loads, from whatever folder (helper-91)
         self.bundled = choice.bundled
         # the model `finetune` made from your drawings, picked by default or named
         self.tuned = choice.tuned or bool(predictor.info.get("fine_tuned"))
@@ -120,7 +122,7 @@ class Reader:
     def __reduce__(self):
         """Pickled as what to load: an ONNX Runtime session cannot be sent to another process
         (helper-88: ProcessPoolExecutor failed inside onnxruntime). The same file, the same threshold."""
-        model = BUNDLED_NAME if self.bundled else str(Path(self.path).absolute())
+        model = BUNDLED_NAME if self.bundled else str(self._absolute_path)
         return load, (model, self.predictor.calibration.reject_threshold)
 
     def __repr__(self) -> str:
@@ -156,8 +158,13 @@ def load(model: str | Path | None = None, reject_threshold: float | None | str =
 
 
 def _library_note(line: str) -> None:
-    """A library's notes are warnings, which a caller can filter or record; the commands print theirs."""
-    warnings.warn(line, UserWarning, stacklevel=4)  # at the caller's load(), past load_predictor
+    """A library's notes are warnings, which a caller can filter or record; the commands print theirs.
+    Each is attributed to the caller's line, the first frame outside this package, however deep
+    the note was raised (helper-91: a fixed stack level named reader.py for one of them)."""
+    package, frame, level = os.path.dirname(__file__) + os.sep, sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(line, UserWarning, stacklevel=level)
 
 
 def _model_path(model: str | Path | None) -> Path | None:

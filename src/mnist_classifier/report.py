@@ -24,7 +24,7 @@ from .errors import UserError
 from .files import shared_mode
 from .evaluation import METRICS, Evaluation
 from .honesty import reviewed_label, temperature_words
-from .plots import NO_HISTORY, figure_png, fooled_figure, reliability_figure, report_figures
+from .plots import NO_HISTORY, figure_png, fooled_figure, percent, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
 # Figures only some reports have: a folder reused for another kind of report must not keep the old ones.
@@ -279,19 +279,25 @@ def render_html(evaluation: Evaluation, summary: dict[str, Any], pngs: dict[str,
                "<th class='name'>true</th><th class='name'>predicted</th><th>confidence</th>"
                "<th class='name'>top 3</th></tr>")
     for mistake in summary["most_confident_mistakes"][:12]:
-        top3 = ", ".join(f"{esc(t['class'])}: {t['probability']:.1%}" for t in mistake["top3"])
+        top3 = ", ".join(f"{esc(t['class'])}: {percent(t['probability'], 1, wrong=True)}" for t in mistake["top3"])
         out.append(f"<tr><td>{mistake['index']}</td><td class='name'>{esc(mistake['true'])}</td>"
-                   f"<td class='name'>{esc(mistake['predicted'])}</td><td>{mistake['confidence']:.1%}</td>"
+                   f"<td class='name'>{esc(mistake['predicted'])}</td><td>{percent(mistake['confidence'], 1, wrong=True)}</td>"
                    f"<td class='name'>{top3}</td></tr>")
     out.append("</table>")
     out.extend(_honesty_html(summary))
     out.append("<h2>Figures</h2>")
     for name, data in pngs.items():
         encoded = base64.b64encode(data).decode("ascii")
-        out.append(f"<figure><figcaption>{esc(FIGURE_TITLES.get(name, name))}</figcaption>"
+        out.append(f"<figure><figcaption>{esc(_caption(name, summary))}</figcaption>"
                    f"<img alt='{esc(name)}' src='data:image/png;base64,{encoded}'></figure>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _caption(figure: str, summary: dict[str, Any]) -> str:
+    if figure == "reliability" and (summary.get("calibration") or {}).get("temperature") is None:
+        return "Reliability diagram: accuracy against confidence of the raw softmax (no stored calibration)"
+    return FIGURE_TITLES.get(figure, figure)
 
 
 def _honesty_html(summary: dict[str, Any]) -> list[str]:
