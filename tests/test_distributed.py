@@ -99,13 +99,11 @@ def test_a_rank_killed_mid_run_leaves_one_line_and_a_resume_point(tmp_path, mnis
     while not last.is_file() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert last.is_file(), job.communicate(timeout=60)
-    survivor = rank_pid(job.pid, 1 - killed)
-    if killed == 0:  # frozen meanwhile, it wakes to torchrun's SIGTERM before any broken connection (as a busy rank)
-        os.kill(survivor, signal.SIGSTOP)
+    # Rank 1 meets the broken connection or torchrun's SIGTERM first, as it happens to be in a collective
+    # or computing. (Frozen with SIGSTOP to force the SIGTERM, it once sat in the epoch's closing
+    # collective until torchrun killed it: gloo had not seen the peer go. distributed.main_rank_gone is
+    # tested with real processes below.)
     os.kill(rank_pid(job.pid, killed), signal.SIGKILL)
-    if killed == 0:
-        time.sleep(2)
-        os.kill(survivor, signal.SIGCONT)
     _, stderr = job.communicate(timeout=120)
     assert job.returncode != 0
     # rank 0 meets the broken connection first, or torchrun stops it (SIGTERM) first: either way one line
