@@ -130,6 +130,26 @@ def test_offline_the_failed_apt_get_update_is_the_reason_given(tmp_path, monkeyp
         fetch_dataset(tmp_path / "data", "debian", dataset=SPEC.name, log=quiet)
 
 
+def test_damaged_clothes_are_named_not_called_absent_in_the_verdict_tables(fashion_raw, tmp_path):
+    """evaluate's clothes row: files that are there but cut short were "not on disk" (helper-93)."""
+    from mnist_classifier.honesty import _fashion_test_items, verdict_text
+
+    raw = tmp_path / "data" / SPEC.folder / "raw"
+    shutil.copytree(fashion_raw, raw)
+    labels = next(raw.glob(f"{SPEC.test_labels.name}*"))
+    labels.write_bytes(labels.read_bytes()[:5000])
+    items, problem = _fashion_test_items(tmp_path / "data")
+    assert items is None and problem.startswith(f"{labels} is ") and problem.endswith(
+        f"delete it and run `mnist-classifier data --dataset fashion-mnist --data-dir {tmp_path / 'data'}`"), problem
+    report = {"reject_threshold": 1.0, "digits": [{"set": "digits", "images": 9, "answered_digit": 1.0, "accuracy": 1.0}],
+              "non_digits": [{"family": "scribble", "images": 9, "answered_not_a_digit": 1.0}], "fashion_mnist_missing": True,
+              "fashion_mnist_problem": problem}
+    assert verdict_text(report).splitlines()[-1] == f"  (clothes left out: {problem})"
+    assert _fashion_test_items(tmp_path / "elsewhere") == (None, None)  # never fetched: the usual note
+    found, none = _fashion_test_items(DATA_DIR)
+    assert none is None and found.shape[1:] == (28, 28)
+
+
 # ------------------------------------------------------------------ training and evaluation
 
 

@@ -319,9 +319,18 @@ def test_too_few_examples_say_how_many_more(small_checkpoint, tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
-@pytest.mark.parametrize("folder, says", [("missing", "does not exist"), ("empty", "has none yet")])
+@pytest.mark.parametrize("folder, says", [("missing", "does not exist"), ("empty", "has none yet"),
+                                          ("index lost", "lists none, yet {inputs} holds 3 drawings: restore "
+                                                         "examples.jsonl (their labels are only in it)")])
 def test_no_examples_at_all_is_one_line(small_checkpoint, tmp_path, folder, says):
+    """helper-92: drawings whose index was lost (moved, deleted) were "none yet": draw them all again."""
     (tmp_path / "empty").mkdir()
+    store = ExampleStore(tmp_path / "index lost", warn=pytest.fail)
+    drawings, inputs, _ = load_writer().writer_digits(1, seed=5)
+    for digit in range(3):
+        store.add(drawings[digit], inputs[digit], digit, model="test")
+    (tmp_path / "index lost" / INDEX).unlink()
+    says = says.format(inputs=tmp_path / "index lost" / "inputs")
     status, _, stderr = run_cli("finetune", "--checkpoint", str(small_checkpoint), "--user-data",
                                 str(tmp_path / folder), "--out", str(tmp_path / "out.pth"))
     assert status == 2 and says in stderr and len(stderr.strip().splitlines()) == 1
@@ -371,10 +380,41 @@ def test_tuning_another_base_never_replaces_the_tuned_model_that_answers(tuned, 
     assert status == 2 and err.startswith("error: models/simple_cnn_user_best.pth is the fine-tuned model that "
                                           "answers now") and "--out models/simple_cnn_user_best.pth" not in err
     assert "name the new one with --out" in err and sha256(Path("models/simple_cnn_user_best.pth")) == before
+    # helper-92: naming the answering model's own file with --out was no way round it
+    status = main(["finetune", "--checkpoint", "bundled", "--out", "models/simple_cnn_user_best.pth",
+                   "--user-data", str(writer_folder / "user"), "--data-dir", str(DATA_DIR)])
+    assert status == 2 and "is the fine-tuned model that answers now" in capsys.readouterr().err
+    assert sha256(Path("models/simple_cnn_user_best.pth")) == before
     # tuning the answering model's own base again replaces it, as after a new `train`
     keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), Path("models/simple_cnn_best.pth"), False)
     with pytest.raises(UserError, match="the fine-tuned model that answers now"):
         keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), BUNDLED_CHECKPOINT, True)
+
+
+def test_a_damaged_tuned_model_names_finetune_as_the_fix(tuned, small_checkpoint, monkeypatch, tmp_path, capsys):
+    """helper-92: every command and load() said "retrain or restore it", and `train` left the damaged file
+    answering; `finetune` (which replaces it) went unnamed."""
+    from mnist_classifier import load
+    from mnist_classifier.bundled import choose_model
+    from mnist_classifier.errors import CheckpointError
+    from mnist_classifier.finetune_paths import keep_the_answering_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    shutil.copy(small_checkpoint, "models/simple_cnn_best.pth")
+    Path("models/simple_cnn_user_best.pth").write_bytes(tuned[3].read_bytes()[:100_000])
+    said = ("models/simple_cnn_user_best.pth, the model `finetune` made from your drawings, cannot be loaded (damaged, "
+            "or not a checkpoint): run `mnist-classifier finetune` to make it again, or delete it to answer with the "
+            "model it was tuned from")
+    assert main(["predict", str(REPO_ROOT / "examples" / "seven.png")]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
+    with pytest.raises(CheckpointError) as caught:
+        load()
+    assert str(caught.value) == said
+    assert choose_model(None, tuned=False).path == Path("models/simple_cnn_best.pth")  # evaluate, export, finetune
+    # finetune, the fix named, may replace it whatever it tunes
+    keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), Path("models/simple_cnn_best.pth"), False)
+    keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), tmp_path / "other.pth", False)
 
 
 def test_export_says_when_the_model_that_answers_is_the_fine_tuned_one(tuned, small_checkpoint, monkeypatch,

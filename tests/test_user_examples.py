@@ -20,6 +20,7 @@ from mnist_classifier.errors import UserError
 from mnist_classifier.preprocess import to_mnist
 from mnist_classifier import user_examples
 from mnist_classifier.user_examples import INDEX, JOURNAL, ExampleStore
+MEND = "; mend or delete that line to use the rest without this warning"  # what every skipped line adds
 
 
 def digit_drawing(mnist_data, index: int) -> np.ndarray:
@@ -63,7 +64,7 @@ def test_an_example_whose_image_is_gone_is_skipped_with_our_warning_only(tmp_pat
     (tmp_path / gone.input).unlink()
     images, labels = store.arrays()
     assert len(images) == 1 and list(labels) == [kept.label]
-    assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: its input image {gone.input} is missing"]
+    assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: its input image {gone.input} is missing{MEND}"]
     out, err = capfd.readouterr()
     assert "WARN" not in err  # no OpenCV log line printed from C++ before ours
     # helper-86: the counts the page and the API show are the drawings finetune can learn
@@ -200,7 +201,7 @@ def test_an_unreadable_line_is_warned_about_by_its_own_problem(tmp_path, mnist_d
     (tmp_path / INDEX).write_text(line + "\n" + (tmp_path / INDEX).read_text())
     images, labels = store.arrays()
     assert list(labels) == [int(mnist_data.test.labels[1])]
-    assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: {problem.format(folder=tmp_path)}"]
+    assert said == [f"warning: skipping line 1 of {tmp_path / INDEX}: {problem.format(folder=tmp_path)}{MEND}"]
 
 
 def test_invalid_json_and_a_missing_or_wrong_sized_image_say_so(tmp_path, mnist_data):
@@ -212,13 +213,14 @@ def test_invalid_json_and_a_missing_or_wrong_sized_image_say_so(tmp_path, mnist_
     (tmp_path / gone.input).unlink()
     assert cv2.imwrite(str(tmp_path / wrong_size.input), np.zeros((30, 20), np.uint8))
     with open(tmp_path / INDEX, "a") as index:
-        index.write('{"id": 1,}\n')
+        index.write('{"id": 1,}\n{"id": "cut sh\n')
     images, labels = store.arrays()
     assert list(labels) == [kept.label]
     where = f"warning: skipping line {{}} of {tmp_path / INDEX}: "
-    assert said == [where.format(4) + "invalid JSON (Expecting property name enclosed in double quotes at column 10)",
-                    where.format(1) + f"its input image {gone.input} is missing",
-                    where.format(2) + f"its input image {wrong_size.input} is 20x30, not 28x28"]
+    assert said == [where.format(4) + f"invalid JSON (Expecting property name enclosed in double quotes at column 10){MEND}",
+                    where.format(5) + f"invalid JSON (Unterminated string starting at column 8){MEND}",  # not "at at"
+                    where.format(1) + f"its input image {gone.input} is missing{MEND}",
+                    where.format(2) + f"its input image {wrong_size.input} is 20x30, not 28x28{MEND}"]
 
 
 def test_an_index_with_no_readable_line_is_an_error_saying_so(tmp_path, mnist_data):

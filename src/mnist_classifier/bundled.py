@@ -86,7 +86,7 @@ def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool
         return ModelChoice(Path(named), bundled=False, named=True)
     outdated = False
     if named is None and tuned and USER_CHECKPOINT.is_file():
-        if tuned_from_current_model(USER_CHECKPOINT):
+        if tuned_from_current_model(USER_CHECKPOINT, refuse_damaged=True):
             return ModelChoice(USER_CHECKPOINT, bundled=False, tuned=True)
         outdated = True  # trained again since, or tuned from another base: not the tuning of what answers
     if named is None and TRAINED_CHECKPOINT.is_file():
@@ -98,18 +98,22 @@ def choose_model(named: str | Path | None, prefer_onnx: bool = True, tuned: bool
     return ModelChoice(shipped, bundled=True, named=named is not None, outdated=outdated)
 
 
-def tuned_from_current_model(tuned: Path) -> bool:
+def tuned_from_current_model(tuned: Path, refuse_damaged: bool = False) -> bool:
     """Whether `finetune` made `tuned` from the model that would answer without it: the trained
     checkpoint it recorded (by SHA-256 of the file, or of its weights: `calibrate` rewrites the
     file), or the bundled one when models/ has none. A file without that record (made
-    otherwise) is taken as it is."""
+    otherwise) is taken as it is; a damaged one answers nothing (`refuse_damaged`: it is an
+    error, naming the command that makes it again)."""
     from .checkpoint import load_checkpoint, weights_sha256  # imports torch; a .pth is about to be loaded anyway
-    from .errors import UserError
 
     try:
         record = load_checkpoint(tuned).get("finetune")
     except UserError:
-        return True  # damaged: loading it says so, in the words every command uses
+        if refuse_damaged:  # "retrain or restore it", as for any checkpoint, sent users to `train`, which left it there
+            raise CheckpointError(f"{tuned}, the model `finetune` made from your drawings, cannot be loaded (damaged, "
+                                  "or not a checkpoint): run `mnist-classifier finetune` to make it again, or delete "
+                                  "it to answer with the model it was tuned from") from None
+        return False
     if not isinstance(record, dict) or "base_sha256" not in record:
         return True
     if not TRAINED_CHECKPOINT.is_file():

@@ -118,8 +118,7 @@ def finetune(checkpoint: str | Path | None = None, user_data: str | Path = "data
     model = model_from_checkpoint(payload, base)
     check_digit_model(payload, base)
     target = output_path(out, payload, base)
-    if out is None:
-        keep_the_answering_model(target, base, bundled)
+    keep_the_answering_model(target, base, bundled)  # --out naming the default file included (helper-92)
     mine = read_examples(user_data)  # before MNIST is loaded: "too few" is said at once
     check_enough(mine.labels, user_data, len(stored_class_names(payload, base)))
     config = config_from_dict(payload.get("config") or {})  # no stored recipe: today's defaults

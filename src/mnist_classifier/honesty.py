@@ -38,7 +38,7 @@ from .calibration import STORED_KEYS, calibrate_logits, calibration_scores, reli
 from .checkpoint import load_model, save_checkpoint
 from .data import Split, load_data
 from .datasets import get_dataset_spec
-from .errors import UserError, to_stderr
+from .errors import NotFetchedYet, UserError, to_stderr
 from .files import write_probe
 from .inference import Predictor
 from .strokes import random_pen_images
@@ -132,7 +132,7 @@ def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "da
         digit_sets = [(f"{dataset} test digits", digit_sets[0][1]), *digit_sets[1:]]
     digits = [_digit_row(name, *predictor.assess(images), labels, threshold) for name, images in digit_sets]
     families = list(families)
-    fashion = _fashion_test_items(data_dir)
+    fashion, fashion_problem = _fashion_test_items(data_dir)
     if fashion is not None:
         families.append(("clothes (Fashion-MNIST, never trained on)", fashion_as_ink(fashion)))
     # reviewers read pieces and scribbles cut from MNIST's test digits: another dataset's are not those
@@ -149,7 +149,8 @@ def verdict_report(predictor: Predictor, test: Split, data_dir: str | Path = "da
         reviewed_rows.append({**_non_digit_row(name, kept_scores, threshold), "read_as_digit": read_as_digit})
         fooled[f"{name} (reviewed)"] = _most_convincing(kept, kept_probs, kept_scores, threshold)
     table = {"reject_threshold": threshold, "digits": digits, "non_digits": non_digits,
-             "reviewed": reviewed_rows, "fashion_mnist_missing": fashion is None}
+             "reviewed": reviewed_rows, "fashion_mnist_missing": fashion is None,
+             "fashion_mnist_problem": fashion_problem}
     return Verdicts(table, fooled)
 
 
@@ -250,12 +251,16 @@ def _passes(scores: np.ndarray, threshold: float | None) -> np.ndarray:
     return np.ones(len(scores), bool) if threshold is None else scores >= threshold
 
 
-def _fashion_test_items(data_dir: str | Path) -> np.ndarray | None:
-    """Fashion-MNIST's first test items when its files are already here (never fetched for this)."""
+def _fashion_test_items(data_dir: str | Path) -> tuple[np.ndarray | None, str | None]:
+    """Fashion-MNIST's first test items when its files are already here (never fetched for this),
+    else None and, when files are there but unusable (damaged, unreadable), what is wrong."""
     try:
-        return load_data(data_dir, "fashion-mnist", source="local", log=lambda _line: None).test.images[:FASHION_IMAGES].numpy()
-    except UserError:
-        return None
+        data = load_data(data_dir, "fashion-mnist", source="local", log=lambda _line: None)
+    except NotFetchedYet:
+        return None, None
+    except UserError as err:  # there, but damaged: named, not passed off as absent (helper-93)
+        return None, str(err).removeprefix("local: ")
+    return data.test.images[:FASHION_IMAGES].numpy(), None
 
 
 def verdict_text(report: dict[str, Any]) -> str:
@@ -275,7 +280,9 @@ def verdict_text(report: dict[str, Any]) -> str:
         lines.append(f"  {'less what reviewers read as a digit':<{wide}} {'images':>7} {'answered not_a_digit':>20}")
         lines += [f"  {reviewed_label(row):<{wide}} {row['images']:>7,} {row['answered_not_a_digit']:>20.2%}"
                   for row in report["reviewed"]]
-    if report.get("fashion_mnist_missing"):
+    if report.get("fashion_mnist_problem"):
+        lines.append(f"  (clothes left out: {report['fashion_mnist_problem']})")
+    elif report.get("fashion_mnist_missing"):
         lines.append("  (clothes: Fashion-MNIST is not on disk; `mnist-classifier data --dataset fashion-mnist` adds them)")
     return "\n".join(lines)
 

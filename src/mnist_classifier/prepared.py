@@ -11,7 +11,7 @@ kept in `<data_dir>/prepared/` under a hash of all three: change a pixel, a sett
 the generating modules or a library version and the hash changes, so a stale file is never
 read, only pruned (the newest KEEP stay).
 
-A kept file is an array and the SHA-256 of its bytes; one that fails to load or to match is
+A kept file is an array, the SHA-256 of its bytes and its own name; one that fails to load or to match is
 prepared afresh and replaced. Writing is best effort (a read-only or full disk only costs the
 time), through a temporary file and a rename, so a killed run never leaves half a file behind
 under a real name.
@@ -22,6 +22,7 @@ under a real name.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import time
@@ -38,8 +39,10 @@ from joblib import Parallel, delayed
 
 from .parent import end_with_the_parent
 
-# The modules whose code decides what is prepared: any edit to them prepares afresh.
-MAKERS = ("skeletons", "preprocess", "paper", "ruled", "outliers", "doodles", "exposure")
+# The modules of the makers (exposure.py's recipe); with every module of this package they import
+# (`maker_modules`), their code decides what is prepared: any edit to one prepares afresh.
+MAKERS = ("skeletons", "preprocess", "outliers")
+RECIPE = "exposure"  # chooses the makers' settings; its own imports (torch's side) make nothing
 LIBRARIES = ("numpy", "cv2", "skimage", "scipy")
 KEEP = 6  # kept files, newest by use first: the full split's three, and room for another run's
 MIN_IMAGES = 10_000  # smaller splits prepare in a second or two: not worth the disk, nor the processes
@@ -159,11 +162,36 @@ def _fingerprint(name: str, inputs: tuple[np.ndarray, ...], settings: tuple) -> 
 
 
 @cache
+def maker_modules() -> tuple[str, ...]:
+    """MAKERS and every module of this package they import, directly or not, with RECIPE: read
+    from their source, so that a helper module (images.py, say) cannot be left off by hand."""
+    here, found, waiting = Path(__file__).parent, {RECIPE}, list(MAKERS)
+    while waiting:
+        module = waiting.pop()
+        if module in found:
+            continue
+        found.add(module)
+        if (here / f"{module}.py").is_file():  # a subpackage is hashed by its __init__.py alone
+            waiting += _package_imports((here / f"{module}.py").read_text())
+    return tuple(sorted(found))
+
+
+def _package_imports(source: str) -> list[str]:
+    """The modules of this package that `source` imports (relative imports, at any depth of the code)."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names += [node.module.split(".")[0]] if node.module else [alias.name for alias in node.names]
+    return names
+
+
+@cache
 def _code_version() -> str:
     from importlib import import_module
 
     digest = hashlib.sha256()
-    for module in MAKERS:
+    for module in maker_modules():
+        digest.update(module.encode())
         digest.update(Path(import_module(f"{__package__}.{module}").__file__).read_bytes())
     for library in LIBRARIES:
         try:
@@ -176,10 +204,11 @@ def _code_version() -> str:
 def _load(path: Path) -> np.ndarray | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
-            array, expected = stored["array"], str(stored["sha256"])
+            array, expected, key = stored["array"], str(stored["sha256"]), str(stored["key"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing, damaged or not ours
         return None
-    if hashlib.sha256(np.ascontiguousarray(array).data).hexdigest() != expected:
+    # The file's own name is in it: another extra's file copied or renamed to this name is not this one
+    if key != path.stem or hashlib.sha256(np.ascontiguousarray(array).data).hexdigest() != expected:
         return None
     with suppress(OSError):  # a read-only folder: still a good file
         os.utime(path)  # recently used: pruned last
@@ -191,7 +220,8 @@ def _store(path: Path, array: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
-            np.savez(file, array=array, sha256=np.array(hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()))
+            np.savez(file, array=array, key=np.array(path.stem),
+                     sha256=np.array(hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()))
         os.replace(temporary, path)
     except OSError:  # read-only, full, or no folder there
         with suppress(OSError):

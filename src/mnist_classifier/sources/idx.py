@@ -70,8 +70,22 @@ def verify_dataset(raw_dir: Path, spec: DatasetSpec) -> None:
         path = find_idx_file(raw_dir, f)
         digest = hash_file(path, f)
         if digest != f.sha256:
-            raise DataError(f"{path} is not the expected {f.name} (SHA-256 {digest[:12]}… "
-                            f"instead of {f.sha256[:12]}…): delete it and run `{fetch_hint(spec, raw_dir)}`")
+            raise DataError(f"{path} {_mismatch(path, f, digest)}: delete it and run `{fetch_hint(spec, raw_dir)}`")
+
+
+def _mismatch(path: Path, f: IdxFile, digest: str) -> str:
+    """What is wrong with a file whose hash is not the registry's: cut short (a copy or download
+    stopped), or other bytes of the full length."""
+    try:
+        with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as src:
+            size = sum(len(chunk) for chunk in iter(lambda: src.read(_CHUNK), b""))
+    except (OSError, EOFError, zlib.error):
+        size = None  # a .gz cut short inside its stream: hash_file read what it could
+    if size == 0:
+        return "is empty"
+    if size is not None and size < f.size:
+        return f"is truncated ({size:,} of {f.size:,} bytes)"
+    return f"is not the expected {f.name} (SHA-256 {digest[:12]}… instead of {f.sha256[:12]}…)"
 
 
 def read_idx(path: Path) -> np.ndarray:

