@@ -244,6 +244,23 @@ def test_an_index_with_no_readable_line_is_an_error_saying_so(tmp_path, mnist_da
     assert len(ExampleStore(tmp_path, warn=pytest.fail).arrays()[1]) == 0  # empty: none yet, not an error
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_an_index_an_editor_saved_as_utf16_is_one_error_naming_the_encoding(tmp_path, mnist_data, encoding):
+    """helper-92: Notepad's "Unicode" gave a warning for each of 601 lines, then "none is readable"."""
+    store = ExampleStore(tmp_path, warn=pytest.fail)
+    add(store, mnist_data, 0), add(store, mnist_data, 1)
+    text = (tmp_path / INDEX).read_text(encoding="utf-8")
+    (tmp_path / INDEX).write_bytes(text.encode(encoding))
+    says = (f"{tmp_path / INDEX} is not UTF-8 (an editor saved it as UTF-16 or UTF-32, 'Unicode'): save it again as "
+            "UTF-8, which finetune, the demos and serve read")
+    for read in (store.arrays, store.counts):  # finetune's reading, and serve's /api/examples/stats (a 507)
+        with pytest.raises(UserError) as caught:
+            read()
+        assert str(caught.value) == says
+    (tmp_path / INDEX).write_text(text, encoding="utf-8")  # saved again as UTF-8: both drawings back
+    assert len(store.arrays()[1]) == 2
+
+
 def test_naming_the_index_file_instead_of_its_folder_names_the_folder(tmp_path, mnist_data):
     from mnist_classifier.user_split import read_examples
 
@@ -386,8 +403,11 @@ def test_drawings_an_unreadable_or_missing_index_does_not_name_are_kept_by_the_n
     index = tmp_path / INDEX
     if index_was == "moved away":
         index.rename(tmp_path / "examples.jsonl.bak")
-    else:  # what an editor's "save as" may do: no line readable, no image name found in its bytes
+    else:  # what an editor's "save as" may do: refused whole now, and nothing of the store touched
         index.write_bytes(index.read_text().encode("utf-16"))
+        with pytest.raises(UserError, match="is not UTF-8"):
+            add(ExampleStore(tmp_path, warn=lambda _line: None), mnist_data, 3)
+        index.write_bytes(index.read_bytes().decode("utf-16").encode("utf-8"))
     added = add(ExampleStore(tmp_path, warn=lambda _line: None), mnist_data, 3).example
     for example in (*earlier, added):
         assert (tmp_path / example.drawing).is_file() and (tmp_path / example.input).is_file(), example.id

@@ -22,6 +22,7 @@ dropped, by `undo` neither: a user may mend it by hand.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import numbers
 import os
@@ -125,7 +126,7 @@ class ExampleStore:
     def _index_bytes(self) -> bytes:
         self._refuse_a_file()
         try:
-            return self.index.read_bytes()
+            return _utf8_or_refused(self.index, self.index.read_bytes())
         except FileNotFoundError:
             return b""
         except IsADirectoryError:
@@ -418,6 +419,17 @@ def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) == b"\n"
+
+
+def _utf8_or_refused(index: Path, data: bytes) -> bytes:
+    """The index's bytes, unless an editor saved it as UTF-16 or UTF-32 ("Unicode"): then one error
+    naming the encoding, rather than a warning for every line of it (helper-92: 601)."""
+    wide = data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    start = data[:64]  # no mark: ASCII text with a zero byte beside every character
+    if wide or (len(start) >= 8 and (start[1::2].count(0) == len(start) // 2 or start[0::2].count(0) == len(start) // 2)):
+        raise UserError(f"{index} is not UTF-8 (an editor saved it as UTF-16 or UTF-32, 'Unicode'): save it again "
+                        "as UTF-8, which finetune, the demos and serve read")
+    return data
 
 
 def _split_lines(data: bytes) -> list[bytes]:
