@@ -259,6 +259,8 @@ def test_an_index_an_editor_saved_as_utf16_is_one_error_naming_the_encoding(tmp_
         assert str(caught.value) == says
     (tmp_path / INDEX).write_text(text, encoding="utf-8")  # saved again as UTF-8: both drawings back
     assert len(store.arrays()[1]) == 2
+    (tmp_path / INDEX).write_bytes(text.encode() + bytes(64))  # a crash's zero-filled block: no encoding to name
+    assert len(ExampleStore(tmp_path, warn=lambda _line: None).arrays()[1]) == 2
 
 
 def test_naming_the_index_file_instead_of_its_folder_names_the_folder(tmp_path, mnist_data):

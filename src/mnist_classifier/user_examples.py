@@ -424,9 +424,11 @@ def _ends_with_newline(path: Path) -> bool:
 def _utf8_or_refused(index: Path, data: bytes) -> bytes:
     """The index's bytes, unless an editor saved it as UTF-16 or UTF-32 ("Unicode"): then one error
     naming the encoding, rather than a warning for every line of it (helper-92: 601)."""
-    wide = data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    start = data[:64]  # no mark: ASCII text with a zero byte beside every character
-    if wide or (len(start) >= 8 and (start[1::2].count(0) == len(start) // 2 or start[0::2].count(0) == len(start) // 2)):
+    marked = data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    # No mark: ASCII text with a zero byte beside every character (a crash's zero-filled block has no text)
+    even, odd = data[:64:2], data[1:64:2]
+    unmarked = len(odd) >= 4 and any(not any(zeros) and all(text) for zeros, text in ((odd, even), (even, odd)))
+    if marked or unmarked:
         raise UserError(f"{index} is not UTF-8 (an editor saved it as UTF-16 or UTF-32, 'Unicode'): save it again "
                         "as UTF-8, which finetune, the demos and serve read")
     return data
