@@ -217,3 +217,14 @@ def test_a_value_of_nested_aliases_is_shown_cut_short(tmp_path, line, said):
     with pytest.raises(UserError, match=said) as error:
         resolve_config(recipe, {})
     assert len(str(error.value)) < 300
+
+
+def test_a_folder_under_home_in_a_recipe_is_the_home_folder_not_one_named_tilde(tmp_path, monkeypatch):
+    """helper-94: `save_dir: ~/models` made ./~/models, printed as ~/models (a `rm -rf ~` away from harm)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    recipe = tmp_path / "home_dirs.yaml"
+    recipe.write_text("save_dir: ~/models\nlog_dir: ~/runs\ndata_dir: ~/data\nepochs: 1\n")
+    config = resolve_config(recipe)
+    assert (config.save_dir, config.log_dir, config.data_dir) == tuple(
+        str(tmp_path / "home" / name) for name in ("models", "runs", "data"))
+    assert resolve_config(None, {"save_dir": "~/elsewhere"}).save_dir == str(tmp_path / "home" / "elsewhere")

@@ -429,7 +429,9 @@ def test_no_display_is_one_clear_line_not_a_qt_abort(display, wayland, monkeypat
         monkeypatch.setenv("DISPLAY", display)  # nothing listens there
     assert main(["demo", "--checkpoint", "faked.pth"]) == 2  # named: no "bundled model" notice
     err = capsys.readouterr().err
-    assert "xvfb-run" in err and len(err.splitlines()) == 1
+    # helper-95: xvfb-run, the advice once, opens the window on a screen nobody sees: the browser demo instead
+    assert "or draw in the browser demo instead: `mnist-classifier serve`" in err and len(err.splitlines()) == 1
+    assert ("enable XWayland" in err) == (wayland is not None and display is None)
 
 
 def test_an_x_server_that_refuses_this_process_is_one_line_not_a_qt_abort(small_checkpoint, x_tools, tmp_path,
@@ -539,11 +541,11 @@ def test_real_window_draws_predicts_labels_resizes_and_quits_on_escape(x_display
         canvas = compute_layout(*geometry[2:]).canvas
         draw_vertical_stroke(x_display, window, canvas)
         xdotool(x_display, "key", "--window", window, "s")
-        printed = wait_for(lambda: re.search(r"prediction: (\d) \(([\d.]+)%\)\nprobabilities: (.+)\n",
+        printed = wait_for(lambda: re.search(r"prediction: (\d) \((≥?[\d.]+)%\)\nprobabilities: (.+)\n",
                                              out.read_text()), timeout=30)
         assert printed, f"nothing printed; stdout: {out.read_text()!r}"
         assert printed[1] == "1", printed[0]
-        assert len(re.findall(r"\d: +[\d.]+%", printed[3])) == 10
+        assert len(re.findall(r"\d: +≥?[\d.]+%", printed[3])) == 10  # never 100% short of certainty (helper-95)
         shot = painted_screenshot(x_display, geometry, ARTIFACTS / "demo_window_960x600.png")
         _assert_looks_like_the_demo(shot, compute_layout(*geometry[2:]), stroke_x=canvas.w // 2)
 
@@ -568,6 +570,23 @@ def test_real_window_draws_predicts_labels_resizes_and_quits_on_escape(x_display
         xdotool(x_display, "key", "--window", window, "u")
         assert wait_for(lambda: "removed the last example (a 7): 0 left" in out.read_text(), timeout=15)
         assert (tmp_path / "user" / INDEX).read_text() == ""
+        # helper-95: a digit key mid-stroke labels it; the rest of that drag drew a blob on the fresh sheet
+        x = canvas.x + canvas.w // 2
+        xdotool(x_display, "mousemove", "--window", window, str(x), str(canvas.y + canvas.h // 5))
+        xdotool(x_display, "mousedown", "1")
+        for f in np.linspace(0.25, 0.8, 8):
+            xdotool(x_display, "mousemove", "--window", window, str(x), str(int(canvas.y + canvas.h * f)))
+            time.sleep(0.03)
+        xdotool(x_display, "key", "--window", window, "3")
+        assert wait_for(lambda: "saved as 3: 1 example, 1 of 3" in out.read_text(), timeout=15), out.read_text()
+        for f in np.linspace(0.8, 0.4, 6):
+            xdotool(x_display, "mousemove", "--window", window, str(x - canvas.w // 5), str(int(canvas.y + canvas.h * f)))
+            time.sleep(0.03)
+        xdotool(x_display, "mouseup", "1")
+        xdotool(x_display, "key", "--window", window, "s")
+        assert wait_for(lambda: out.read_text().rstrip().endswith("no digit: the canvas is empty"), timeout=15), \
+            out.read_text()[-300:]
+        xdotool(x_display, "key", "--window", window, "u")
         draw_vertical_stroke(x_display, window, canvas)  # the save cleared the sheet: draw again for the shot
 
         xdotool(x_display, "windowsize", window, "520", "780")  # portrait: the canvas moves to the top
@@ -760,6 +779,9 @@ def _assert_looks_like_the_demo(shot: np.ndarray, layout, stroke_x: int) -> None
     c = layout.canvas
     canvas = shot[c.y + 2:c.y + c.h - 2, c.x + 2:c.x + c.w - 2]
     assert (np.abs(canvas.astype(int) - PAPER).max(axis=2) < 8).mean() > 0.7, "no paper where the canvas should be"
+    if c.x >= 6:  # and none in the margin beside it: Qt's wheel zoom once moved everything (helper-95)
+        margin = shot[c.y + c.h // 4:c.y + 3 * c.h // 4, c.x - 5]
+        assert (np.abs(margin.astype(int) - PAPER).max(axis=1) >= 8).mean() > 0.9, "paper beyond the canvas: zoomed?"
     middle = shot[c.y + c.h // 2, c.x:c.x + c.w]
     dark = np.flatnonzero(middle.max(axis=1) < 80)
     assert dark.size and abs(dark.mean() - stroke_x) < c.w * 0.05, "the stroke is not where it was drawn"

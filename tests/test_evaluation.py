@@ -215,7 +215,7 @@ def test_the_reliability_figure_of_a_model_without_calibration_draws_no_calibrat
 
 
 def test_a_wrong_answer_short_of_certainty_is_never_labelled_100_percent():
-    from mnist_classifier.plots import percent
+    from mnist_classifier.answer import percent
 
     assert [percent(p) for p in (0.9972, 0.995, 0.994, 1.0, 0.5, np.float32(0.99999))] == \
         ["≥99.5%", "≥99.5%", "99%", "100%", "50%", "≥99.5%"]

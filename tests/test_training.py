@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -90,6 +91,12 @@ def test_resume_continues_exactly_beside_the_file_it_resumes(tmp_path, mnist_raw
     resume_config(partial.last_path, {"save_dir": str(moved)})
     assert sorted(path.name for path in moved.iterdir()) == sorted((partial.best_path.name, partial.last_path.name))
     resume_config(partial.last_path, {"save_dir": str(moved)})  # a copy of this run: replaced
+    # ...unless it holds this run further on: the command run again from history rewound a finished run (helper-94)
+    finished_there = {path.name: path.read_bytes() for path in copy.glob("*.pth")}
+    with pytest.raises(UserError, match=rf"holds this run further on \(epoch \d, [\d.]+% test\) than .*: --resume "
+                                        rf"--save-dir would take it back; resume with --resume {copy / partial.last_path.name}$"):
+        resume_config(partial.last_path, {"save_dir": str(copy)})
+    assert {path.name: path.read_bytes() for path in copy.glob("*.pth")} == finished_there
     others = straight.best_path.parent  # another run's models: never replaced (helper-56)
     kept_there = {path.name: path.read_bytes() for path in others.glob("*.pth")}
     with pytest.raises(UserError, match=f"^{straight.best_path} holds another run's model, .*% test: --resume "):
@@ -507,6 +514,15 @@ def test_a_signal_as_the_last_epoch_lands_on_disk_still_names_its_resume(tmp_pat
                    str(DATA_DIR), "--save-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path / "runs")])
     last = tmp_path / "models" / "simple_cnn_last.pth"
     assert status == 130 and load_checkpoint(last)["epoch"] == 1
-    assert capsys.readouterr().err.strip() == f"interrupted: the last finished epoch is saved; resume with " \
-                                              f"`mnist-classifier train --resume {last}`"
+    out, err = capsys.readouterr()
+    assert err.strip() == f"interrupted: the last finished epoch is saved; resume with " \
+                          f"`mnist-classifier train --resume {last}`"
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # each one put back
+    # helper-94: the saved epoch is told too, on the terminal and in TensorBoard (a resume would leave a hole)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert re.search(r"^epoch  1/2  train loss ", out, re.MULTILINE), out
+    (run,) = (tmp_path / "runs").iterdir()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [event.step for event in events.Scalars("Val/Acc_epoch")] == [1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .datasets import DATASETS, SOURCE_NAMES
-from .errors import UserError, hide_image_size_warning
+from .errors import INTERRUPTED_EXIT, UserError, hide_image_size_warning
 from .hardware import DEVICES, PRECISIONS
 from .plugins import import_plugins
 
@@ -400,7 +400,6 @@ def _negative_values_joined(argv: list[str]) -> list[str]:
 
 
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a process that SIGPIPE ended
-INTERRUPTED_EXIT = 128 + 2  # and for one that Ctrl-C (SIGINT) ended
 
 
 def stop_writing_to_closed_pipe() -> int:

@@ -26,6 +26,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 OUTLIER_TARGETS = ("uniform", "class", "energy")  # exposure.py
+FOLDER_KEYS = ("data_dir", "save_dir", "log_dir")  # a leading ~ is the user's home, as in a shell
 
 
 @dataclass
@@ -234,6 +235,9 @@ def resolve_config(
     unknown = sorted(map(str, set(values) - known))  # YAML reads `yes:` or `1:` as a bool or a number
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}: valid keys are {', '.join(sorted(known))}")
+    for key in FOLDER_KEYS:  # `save_dir: ~/models` in a YAML file made a folder named "~" here (helper-94)
+        if isinstance(values.get(key), str) and values[key].startswith("~"):
+            values[key] = str(Path(values[key]).expanduser())
     return TrainConfig(**values).validate()
 
 

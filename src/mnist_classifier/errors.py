@@ -55,6 +55,9 @@ def hide_image_size_warning() -> None:
     warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
+INTERRUPTED_EXIT = 128 + 2  # what a shell reports for a process that Ctrl-C (SIGINT) ended
+
+
 def to_stderr(line: str) -> None:
     """Where a warning goes when stdout carries the command's result."""
     print(line, file=sys.stderr)

@@ -23,6 +23,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, MultipleLocator, PercentFormatter, StrMethodFormatter
 
+from .answer import percent
+
 DPI = 120
 TITLE_POINTS = 12  # matplotlib's "large", the size of every title here
 RIGHT, WRONG = "#1a7f37", "#cf222e"  # green and red that stay legible on white
@@ -135,16 +137,6 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str],
 
 
 # ---------------------------------------------------------------------- images
-def percent(probability: float, decimals: int = 0, wrong: bool = False) -> str:
-    """A percent, but never "100%" short of certainty, nor for a wrong answer (float32 softmax
-    saturates at 1.0): a wrong answer at 99.7% read as a certain one beside a model that says its
-    confidences are calibrated (helper-89). Such a figure reads "≥99.5%" ("≥99.95%" to 1 decimal)."""
-    text = f"{probability:.{decimals}%}"
-    if text != f"{1:.{decimals}%}" or (probability >= 1 and not wrong):
-        return text
-    return f"≥{1 - 0.5 * 10 ** -(decimals + 2):.{decimals + 1}%}"
-
-
 def _image_grid(count: int, columns: int, cell_height: float, title: str,
                 cell_width: float = 1.45) -> tuple[Figure, list]:
     rows = max(1, math.ceil(count / columns))

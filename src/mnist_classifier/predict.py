@@ -23,7 +23,7 @@ from typing import TextIO
 
 
 from .errors import ImageError, UserError
-from .answer import DIGIT, EMPTY, Answer, empty_answer
+from .answer import DIGIT, EMPTY, Answer, empty_answer, percent
 from .inference import Predictor
 from .reader import framing_of, load_predictor
 
@@ -85,10 +85,10 @@ def answer_line(result: FileAnswer, class_names: list[str], top: int, refusal: s
     answer = result.answer
     if answer.verdict == EMPTY:
         return f"{result.file}: empty (the image has no visible ink)"
-    ranked = ", ".join(f"{class_names[i]} {prob:.1%}" for i, prob in answer.top(top))
+    ranked = ", ".join(f"{class_names[i]} {percent(prob, 1)}" for i, prob in answer.top(top))
     guess = class_names[answer.best_guess]
-    said = f"{guess} ({answer.confidence:.1%})" if answer.verdict == DIGIT else \
-        f"{refusal} (best guess {guess}, {answer.confidence:.1%})"
+    said = f"{guess} ({percent(answer.confidence, 1)})" if answer.verdict == DIGIT else \
+        f"{refusal} (best guess {guess}, {percent(answer.confidence, 1)})"
     hint = f"  ({answer.hint})" if answer.hint else ""
     return f"{result.file}: {said}  top {top}: {ranked}{hint}"
 

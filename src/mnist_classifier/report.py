@@ -24,7 +24,8 @@ from .errors import UserError
 from .files import shared_mode
 from .evaluation import METRICS, Evaluation
 from .honesty import reviewed_label, temperature_words
-from .plots import NO_HISTORY, figure_png, fooled_figure, percent, reliability_figure, report_figures
+from .answer import percent
+from .plots import NO_HISTORY, figure_png, fooled_figure, reliability_figure, report_figures
 
 REPORTS_DIR = Path("reports")
 # Figures only some reports have: a folder reused for another kind of report must not keep the old ones.

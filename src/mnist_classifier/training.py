@@ -257,29 +257,34 @@ class Trainer:
         improved = val.accuracy > self.state.best_accuracy
         self.state.best_accuracy = max(self.state.best_accuracy, val.accuracy)
         payload = self.payload(epoch + 1, val.accuracy, val.loss)  # collective: every rank builds it
-        failure = self.save(payload, improved) if self.ctx.is_main else None
+
+        def record() -> None:  # rank 0's account of the saved epoch: TensorBoard's points and the line
+            self.run_log.epoch(epoch + 1, train_loss, train_acc, val.loss, val.accuracy, lr)
+            self.log(f"epoch {epoch + 1:>2}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
+                     f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  {rate:,.0f} img/s  "
+                     f"{seconds:.1f}s{'  *best' if improved else ''}")
+
+        failure = self.save(payload, improved, record) if self.ctx.is_main else None
         if not distributed.all_succeeded(failure is None):  # rank 0 alone says why; every rank stops
             raise failure or UserError(f"rank 0 could not save epoch {epoch + 1}")
         if not self.ctx.is_main:
             self.epochs_saved = epoch + 1  # by rank 0: what a rank left alone when it dies says to resume from
-            return
-        self.run_log.epoch(epoch + 1, train_loss, train_acc, val.loss, val.accuracy, lr)
-        self.log(f"epoch {epoch + 1:>2}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
-                 f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  {rate:,.0f} img/s  "
-                 f"{seconds:.1f}s{'  *best' if improved else ''}")
 
-    def save(self, payload: dict[str, Any], improved: bool) -> UserError | None:
-        """The epoch's checkpoints written; else the error that stopped them (a full disk)."""
+    def save(self, payload: dict[str, Any], improved: bool, record: Callable[[], None]) -> UserError | None:
+        """The epoch's checkpoints written and `record`ed; else the error that stopped them (a full disk)."""
         epochs_done = payload["epoch"]
         best_path, last_path = checkpoint_paths(self.config)
         try:
             if improved:
                 save_checkpoint(payload, best_path)
-            with interrupts_deferred():  # the file and the count that says it is there, together
+            # The resume point, the count that says it is there, and what tells of the epoch, together: a
+            # Ctrl+C as the file landed once left a hole in TensorBoard's curves after the resume (helper-94)
+            with interrupts_deferred():
                 save_checkpoint(payload, last_path)  # written last: the resume point always exists
                 self.epochs_saved = epochs_done
-            if epochs_done % self.config.save_interval == 0:
-                save_checkpoint(payload, snapshot_path(self.config, epochs_done))
+                if epochs_done % self.config.save_interval == 0:
+                    save_checkpoint(payload, snapshot_path(self.config, epochs_done))
+                record()
         except UserError as error:
             return error
         return None

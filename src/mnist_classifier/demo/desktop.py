@@ -32,7 +32,7 @@ import cv2
 import torch
 
 from ..datasets import get_dataset_spec
-from ..errors import UserError
+from ..errors import INTERRUPTED_EXIT, UserError, to_stderr
 from ..inference import Predictor
 from ..reader import load_predictor
 from ..user_examples import ExampleStore
@@ -94,9 +94,14 @@ def run_demo(checkpoint: str, reject_threshold: float | None | str = "stored",
     _require_drawable(predictor)
     _require_display()
     torch.set_num_threads(TORCH_THREADS)
-    store = None if user_data is None else ExampleStore(user_data, num_classes=len(predictor.class_names))
+    # warnings on stderr, as serve's: stdout carries what S prints
+    store = None if user_data is None else ExampleStore(user_data, num_classes=len(predictor.class_names),
+                                                        warn=to_stderr)
     if store is not None:
         store.check_usable()  # refused now, not at the first label
+        # relative to where the demo started: said, so that `finetune` is run from there (helper-95)
+        print(f"drawings you label are saved in {store.folder.absolute()} (for `mnist-classifier finetune`; "
+              "--no-collect: never)", file=sys.stderr)
     return _Window(predictor, store, model=Path(checkpoint).name).run()
 
 
@@ -116,9 +121,14 @@ def _require_display() -> None:
         return
     display = os.environ.get("DISPLAY", "")
     problem = "DISPLAY is not set" if not display else f"no X server answers on DISPLAY={display}"
+    if os.environ.get("WAYLAND_DISPLAY") and not display:
+        problem = ("this Wayland desktop offers no X11 display (DISPLAY is not set), which OpenCV's window needs: "
+                   "enable XWayland")
     if not display or not _x_server_answers(display):
-        raise UserError(f"the demo needs a display and {problem}; on a headless machine run it "
-                        "under a virtual one: xvfb-run mnist-classifier demo")
+        # xvfb-run alone would open the window on a screen nobody sees (helper-95)
+        raise UserError(f"the demo needs a display: {problem}; or draw in the browser demo instead: "
+                        "`mnist-classifier serve` (from another machine: `ssh -L 8000:127.0.0.1:8000 HOST`, then "
+                        "open http://127.0.0.1:8000)")
     if not _x_server_lets_us_in(display):  # sudo, a container, `ssh -X` without xauth
         raise UserError(f"the X server on DISPLAY={display} refused this process (no authorisation): run the "
                         "demo as the desktop's own user, or pass its cookie (XAUTHORITY, `xauth`)")
@@ -255,8 +265,9 @@ class _Window:
         try:
             while self.step():
                 pass
-        except KeyboardInterrupt:  # Ctrl+C in the terminal: the same clean exit as Esc
-            pass
+        except KeyboardInterrupt:  # Ctrl+C in the terminal: quietly, but `demo && next` must not go on
+            cv2.destroyAllWindows()
+            return INTERRUPTED_EXIT
         cv2.destroyAllWindows()
         return 0
 
@@ -278,6 +289,7 @@ class _Window:
         elif key in DIGIT_KEYS:
             if self.state.pen is not None:  # a key mid-stroke: label what is drawn so far, not the last answer
                 self.state = with_prediction(self.state, self.predictor)
+                self.held = False  # the rest of that drag must not start a drawing on the fresh sheet
             self._say(save_label(self.state, self.store, DIGIT_KEYS[key], self.model))
         elif key in UNDO_KEYS:
             self._say(undo_label(self.state, self.store))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..answer import percent
 from ..preprocess import Preprocessed, preview
 from .state import SHEET, DemoState
 
@@ -171,9 +172,9 @@ def _draw_answer(frame: np.ndarray, layout: Layout, state: DemoState, names: lis
     _text(frame, "prediction", Rect(r.x, r.y - cap, r.w, cap * 4 // 5), MUTED)
     answer = state.answer
     if answer is not None and answer.digit is not None:
-        big, line, color = names[answer.digit], f"{answer.confidence:.1%} sure", ACCENT
+        big, line, color = names[answer.digit], f"{percent(answer.confidence, 1)} sure", ACCENT
     elif answer is not None:  # refused: say so instead of a big number, and show the guess small
-        big, line, color = "not a digit?", f"best guess {names[answer.best_guess]}, {answer.confidence:.1%}", MUTED
+        big, line, color = "not a digit?", f"best guess {names[answer.best_guess]}, {percent(answer.confidence, 1)}", MUTED
         if answer.hint:  # the whole hint is in the S printout; the window has room for its gist
             line = "strokes too thick: draw it larger"
     elif state.predicted:
@@ -208,7 +209,7 @@ def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str], 
         cv2.rectangle(frame, (bar_x, bar_top), (bar_x + bar_w - 1, bar_top + bar_h - 1), TRACK, -1)
         if p * bar_w >= 1:
             cv2.rectangle(frame, (bar_x, bar_top), (bar_x + int(p * bar_w) - 1, bar_top + bar_h - 1), color, -1)
-        pct = "-" if probabilities is None else f"{p:.1%}"
+        pct = "-" if probabilities is None else percent(p, 1)
         box = Rect(bar_x + bar_w, bar_top + bar_h // 8, pct_w, bar_h * 3 // 4)
         _text(frame, pct, box, TEXT if i == best else MUTED, align="right")
 

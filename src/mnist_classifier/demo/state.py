@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from ..answer import DIGIT, Answer
+from ..answer import DIGIT, Answer, percent
 from ..inference import Predictor
 from ..preprocess import NO_INK, Preprocessed, to_mnist
 from ..user_examples import Saved
@@ -112,8 +112,8 @@ def report(state: DemoState, class_names: list[str]) -> str:
     if state.answer is None:
         return "no digit: the canvas is empty"
     answer = state.answer
-    spread = "  ".join(f"{name}: {prob:6.2%}" for name, prob in zip(class_names, answer.probabilities))
-    name, confidence = class_names[answer.best_guess], f"{answer.confidence:.1%}"
+    spread = "  ".join(f"{name}: {percent(prob, 2):>6}" for name, prob in zip(class_names, answer.probabilities))
+    name, confidence = class_names[answer.best_guess], percent(answer.confidence, 1)
     said = f"prediction: {name} ({confidence})" if answer.verdict == DIGIT else \
         f"not a digit (best guess {name}, {confidence})" + (f": {answer.hint}" if answer.hint else "")
     return f"{said}\nprobabilities: {spread}"

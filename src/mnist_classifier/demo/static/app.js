@@ -281,11 +281,18 @@ function buildBars(names) {
   view.bars.style.setProperty("--name-width", `${Math.max(1.6, longest * 0.62)}em`);
 }
 
+// A percent, never "100%" short of certainty: as the commands and the desktop demo print it (answer.percent)
+function percentText(p, decimals) {
+  const text = (p * 100).toFixed(decimals);
+  if (text !== (100).toFixed(decimals) || p >= 1) return `${text}%`;
+  return `≥${(100 - 0.5 * 10 ** -decimals).toFixed(decimals + 1)}%`;
+}
+
 function showBars(probabilities, top) {
   probabilities.forEach((p, i) => {
     if (!bars[i]) return;
     bars[i].fill.style.width = `${(p * 100).toFixed(1)}%`;
-    bars[i].value.textContent = p > 0 ? `${Math.round(p * 100)}%` : "";
+    bars[i].value.textContent = p > 0 ? percentText(p, 0) : "";
     bars[i].row.classList.toggle("top", i === top);
   });
 }
@@ -293,7 +300,7 @@ function showBars(probabilities, top) {
 function showPrediction(answer, roundTripMs) {
   if (answer.verdict === "empty") return showEmpty();
   const refused = answer.verdict === "not_a_digit";
-  const percentSure = `${(answer.confidence * 100).toFixed(1)}%`;
+  const percentSure = percentText(answer.confidence, 1);
   if (refused) {
     // The model does not take this for a digit: say so, and show its guess small.
     view.digit.textContent = state.refusal;
@@ -325,7 +332,7 @@ async function readAnswer(response) {
 
 // What a screen reader announces: the verdict of the finished drawing, once.
 function speak(answer) {
-  const percentSure = `${(answer.confidence * 100).toFixed(0)}%`;
+  const percentSure = percentText(answer.confidence, 0);
   if (answer.verdict === "empty") view.spoken.textContent = "nothing drawn";
   else if (answer.verdict === "not_a_digit") {
     const hint = answer.hint ? `; ${answer.hint}` : "";
