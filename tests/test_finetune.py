@@ -412,6 +412,10 @@ def test_a_damaged_tuned_model_names_finetune_as_the_fix(tuned, small_checkpoint
         load()
     assert str(caught.value) == said
     assert choose_model(None, tuned=False).path == Path("models/simple_cnn_best.pth")  # evaluate, export, finetune
+    from mnist_classifier.cli import trained_model
+
+    assert trained_model(None, "exported") == Path("models/simple_cnn_best.pth")  # not stopped by the damaged one
+    assert capsys.readouterr().err == ""
     # finetune, the fix named, may replace it whatever it tunes
     keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), Path("models/simple_cnn_best.pth"), False)
     keep_the_answering_model(Path("models/simple_cnn_user_best.pth"), tmp_path / "other.pth", False)

@@ -128,11 +128,15 @@ def trained_model(named: str | None, doing: str = "using") -> Path:
     (a fresh clone, nothing trained yet) the bundled checkpoint, said on stderr; and when a fine-tuned
     model answers `predict`, that it is not the one `doing` ("exported") here."""
     from .bundled import choose_model
+    from .errors import CheckpointError
 
     choice = choose_model(named, prefer_onnx=False, tuned=False)
     if choice.worth_saying:
         print(choice.describe(), file=sys.stderr)
-    answering = choose_model(named, prefer_onnx=False) if named is None else choice
+    try:
+        answering = choose_model(named, prefer_onnx=False) if named is None else choice
+    except CheckpointError:  # a damaged fine-tuned model answers nothing (predict says so): no matter here
+        answering = choice
     if answering.tuned:  # helper-59: the deployed export was the original, while predict and serve use the tuned one
         print(f"note: {doing} {choice.path}, not {answering.path}, the model fine-tuned on your drawings that "
               f"predict, demo and serve answer with; --checkpoint {answering.path} for that one", file=sys.stderr)
