@@ -323,45 +323,37 @@ def _move_run_files(last: Path, best: Path, config: TrainConfig, run_id: str) ->
     new_best, new_last = checkpoint_paths(config)
     check_writable(config.save_dir)
     for source, target in ((best, new_best), (last, new_last)):
-        _refuse_another_runs(target, run_id, source)
-        _refuse_going_back(target, source, new_last)
+        _refuse_to_replace(target, run_id, source, new_last)
     for source, target in ((best, new_best), (last, new_last)):
         write_atomically(target, source.read_bytes())
 
 
-def _refuse_another_runs(target: Path, run_id: str, source: Path) -> None:
-    """A UserError when `target` is a model another run saved (a copy of this run may be replaced).
-    Files saved before run ids: another run's when its weights differ from `source`'s."""
+def _refuse_to_replace(target: Path, run_id: str, source: Path, resume_there: Path) -> None:
+    """A UserError when `target` is a model another run saved, or this run further on than `source`
+    (a later epoch, or the same one tested: the same command run again from the shell's history
+    silently rewound it, helper-94). A copy of this run as far on may be replaced. Files saved
+    before run ids: another run's when its weights differ from `source`'s."""
     try:
         there = load_checkpoint(target) if target.is_file() else None
     except UserError:  # damaged or foreign: no run's model to lose
         return
     if there is None:
         return
+    here = load_checkpoint(source)
+    scored = f", {there['test_accuracy']:.2%} test" if isinstance(there.get("test_accuracy"), float) else ""
     theirs = str(there.get("run_id") or "")
     if theirs and run_id:
         another = theirs != run_id
     else:  # helper-60: the bundled model's files, and any from before run ids, have none
-        another = weights_sha256(there) != weights_sha256(load_checkpoint(source))
+        another = weights_sha256(there) != weights_sha256(here)
     if another:
-        scored = f", {there['test_accuracy']:.2%} test" if isinstance(there.get("test_accuracy"), float) else ""
         raise UserError(f"{target} holds another run's model{scored}: --resume --save-dir would replace it; "
                         "name an empty folder, or move that file away first")
-
-
-def _refuse_going_back(target: Path, source: Path, resume_there: Path) -> None:
-    """A UserError when `target` holds this run further on than `source` (a later epoch, or the same
-    one tested): the same command run again from the shell's history silently rewound it (helper-94)."""
-    try:
-        there, here = load_checkpoint(target), load_checkpoint(source)
-    except UserError:  # not there, damaged or foreign: nothing of this run to lose
-        return
     epoch_there, epoch_here = there.get("epoch"), here.get("epoch")
     if not (isinstance(epoch_there, int) and isinstance(epoch_here, int)):
         return
-    tested = isinstance(there.get("test_accuracy"), float) and not isinstance(here.get("test_accuracy"), float)
+    tested = bool(scored) and not isinstance(here.get("test_accuracy"), float)
     if epoch_there > epoch_here or (epoch_there == epoch_here and tested):
-        scored = f", {there['test_accuracy']:.2%} test" if isinstance(there.get("test_accuracy"), float) else ""
         raise UserError(f"{target} holds this run further on (epoch {epoch_there}{scored}) than {source} (epoch "
                         f"{epoch_here}): --resume --save-dir would take it back; resume with --resume {resume_there}")
 
