@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 import mnist_classifier
+from mnist_classifier.answer import percent
 from mnist_classifier.demo.desktop import START_SIZE, save_label
 from mnist_classifier.demo.panel import compute_layout, hint_line, render
 from mnist_classifier.demo.state import idle_line, new_state, pen_down, pen_move, pen_up, with_prediction
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, shown in (("desktop_demo.png", labelled), ("desktop_not_a_digit.png", refused)):
         cv2.imwrite(str(out / name), render(shown, layout, names, idle, hint))
         answer = shown.answer
-        print(f"wrote {out / name}: {answer.verdict}, best guess {answer.best_guess} ({answer.confidence:.1%}); "
+        print(f"wrote {out / name}: {answer.verdict}, best guess {answer.best_guess} ({percent(answer.confidence, 1)}); "
               f"status: {shown.status or idle}")
     return 0
 

@@ -197,8 +197,8 @@ def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str], 
     (grey, like every bar, when the answer is "not a digit")."""
     row = rect.h / len(names)
     label_w = max(8, int(row * 1.1))
-    pct_w = max(20, int(row * 2.6))
-    bar_x, bar_w = rect.x + label_w, max(1, rect.w - label_w - pct_w)
+    pct_w, gap = max(20, int(row * 3.3)), max(2, int(row * 0.25))  # room for "≥99.95%" at the size of "0.0%"
+    bar_x, bar_w = rect.x + label_w, max(1, rect.w - label_w - pct_w - gap)
     best = int(np.argmax(probabilities)) if probabilities is not None else -1
     for i, name in enumerate(names):
         top, bar_h = rect.y + int(i * row), max(1, int(row * 0.62))
@@ -210,7 +210,7 @@ def _draw_chart(frame: np.ndarray, rect: Rect, probabilities, names: list[str], 
         if p * bar_w >= 1:
             cv2.rectangle(frame, (bar_x, bar_top), (bar_x + int(p * bar_w) - 1, bar_top + bar_h - 1), color, -1)
         pct = "-" if probabilities is None else percent(p, 1)
-        box = Rect(bar_x + bar_w, bar_top + bar_h // 8, pct_w, bar_h * 3 // 4)
+        box = Rect(bar_x + bar_w + gap, bar_top + bar_h // 8, pct_w, bar_h * 3 // 4)
         _text(frame, pct, box, TEXT if i == best else MUTED, align="right")
 
 
