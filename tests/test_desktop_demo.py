@@ -449,7 +449,15 @@ def test_an_x_server_that_refuses_this_process_is_one_line_not_a_qt_abort(small_
         assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
         assert f"the X server on DISPLAY={display} refused this process" in refused.stderr
         monkeypatch.setenv("XAUTHORITY", str(cookie))
-        assert desktop._x_server_lets_us_in(display)  # the control: with the cookie the same server lets us in
+        assert desktop._x_connection_error(display) == 0  # the control: with the cookie the same server lets us in
+        # A screen the server lacks, and a name that is no display, each abort Qt just the same
+        for wrong, said in ((f"{display}.3", f"the X server on DISPLAY={display}.3 has no screen 3: use DISPLAY={display}"),
+                            ("garbage", "DISPLAY=garbage is not an X display name")):
+            refused = subprocess.run([sys.executable, "-m", "mnist_classifier", "demo", "--checkpoint",
+                                      str(small_checkpoint), "--no-collect"], env={**env, "DISPLAY": wrong,
+                                      "XAUTHORITY": str(cookie)}, capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 2, refused.stderr
+            assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and said in refused.stderr
 
 
 def test_a_qt_platform_opencv_lacks_falls_back_to_x11_instead_of_aborting(x_tools):

@@ -129,7 +129,15 @@ def _require_display() -> None:
         raise UserError(f"the demo needs a display: {problem}; or draw in the browser demo instead: "
                         "`mnist-classifier serve` (from another machine: `ssh -L 8000:127.0.0.1:8000 HOST`, then "
                         "open http://127.0.0.1:8000)")
-    if not _x_server_lets_us_in(display):  # sudo, a container, `ssh -X` without xauth
+    refusal = _x_connection_error(display)
+    if refusal == XCB_PARSE_ERROR:
+        raise UserError(f"DISPLAY={display} is not an X display name: set it as your desktop does (like :0, "
+                        "or localhost:10.0 under `ssh -X`), or unset it to be told about the browser demo")
+    if refusal == XCB_INVALID_SCREEN:
+        whole = display.rpartition(".")[0]
+        raise UserError(f"the X server on DISPLAY={display} has no screen {display.rpartition('.')[2]}: "
+                        f"use DISPLAY={whole} (its first screen)")
+    if refusal:  # sudo, a container, `ssh -X` without xauth
         raise UserError(f"the X server on DISPLAY={display} refused this process (no authorisation): run the "
                         "demo as the desktop's own user, or pass its cookie (XAUTHORITY, `xauth`)")
 
@@ -186,19 +194,26 @@ def _x_server_answers(display: str) -> bool:
     return False
 
 
-def _x_server_lets_us_in(display: str) -> bool:
-    """Whether an X connection is accepted, authorisation included, as Qt's own will be; True where
-    libxcb (what Qt's xcb plugin connects through) cannot be found to ask."""
+# libxcb's xcb_connection_has_error codes for a display name it cannot read and a screen the
+# server lacks (Qt aborts on both, as on a refusal)
+XCB_PARSE_ERROR, XCB_INVALID_SCREEN = 5, 6
+
+
+def _x_connection_error(display: str) -> int:
+    """libxcb's error code for an X connection made as Qt's own will be, authorisation and screen
+    included: 0 when it is accepted, or where libxcb (what Qt's xcb plugin uses) cannot be found."""
     path = ctypes.util.find_library("xcb")
     if path is None:
-        return True
+        return 0
     xcb = ctypes.CDLL(path)
     xcb.xcb_connect.restype, xcb.xcb_connect.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
     xcb.xcb_connection_has_error.argtypes = xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
     with _stderr_silenced():  # libxcb prints the server's refusal itself; ours says what to do
-        connection = xcb.xcb_connect(display.encode(), None)  # never NULL: a failed one carries its error
+        # Never NULL: a failed one carries its error. Asked for the screen number, libxcb also checks
+        # that the server has that screen, as Qt's connection does.
+        connection = xcb.xcb_connect(display.encode(), ctypes.byref(ctypes.c_int()))
     try:
-        return xcb.xcb_connection_has_error(connection) == 0
+        return xcb.xcb_connection_has_error(connection)
     finally:
         xcb.xcb_disconnect(connection)
 
