@@ -405,7 +405,7 @@ def test_a_dataset_that_is_not_drawable_is_refused(monkeypatch, capsys):
     monkeypatch.setitem(datasets.DATASETS, "textures", replace(datasets.MNIST, name="textures", drawable=False))
     predictor = fake_predictor([0.1] * 10)
     predictor.info["dataset"] = "textures"
-    monkeypatch.setattr(desktop, "load_predictor", lambda _path: predictor)
+    monkeypatch.setattr(desktop, "load_predictor", lambda _path, warn=None: predictor)
     assert main(["demo", "--checkpoint", "fake.pth"]) == 2
     err = capsys.readouterr().err
     assert "digit-only" in err and "textures" in err and len(err.splitlines()) == 1
@@ -417,7 +417,7 @@ def test_no_display_is_one_clear_line_not_a_qt_abort(display, wayland, monkeypat
     """Qt would abort the process with a core dump; the demo says what to do instead. OpenCV's Qt speaks
     X11 only: a Wayland session (or a stale WAYLAND_DISPLAY in tmux) still needs an X server."""
     assert not list((Path(cv2.__file__).parent / "qt" / "plugins" / "platforms").glob("*wayland*"))
-    monkeypatch.setattr(desktop, "load_predictor", lambda _path: fake_predictor([0.1] * 10))
+    monkeypatch.setattr(desktop, "load_predictor", lambda _path, warn=None: fake_predictor([0.1] * 10))
     monkeypatch.setattr(desktop.sys, "platform", "linux")
     if wayland is None:
         monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

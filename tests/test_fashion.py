@@ -264,6 +264,10 @@ def test_the_drawing_demos_are_digit_only(fashion_run, capsys):
     assert main(["demo", "--checkpoint", str(result.best_path)]) == 2  # refused before any window
     err = capsys.readouterr().err
     assert "digit-only" in err and "fashion-mnist" in err
+    # The resume point holds no calibration: its note, about refusing "not a digit", came before the refusal
+    assert main(["demo", "--checkpoint", str(result.last_path)]) == 2
+    err = capsys.readouterr().err
+    assert "digit-only" in err and len(err.splitlines()) == 1, err
     card = model_card(load_predictor(result.best_path))  # the page shows a notice for these
     assert card["drawable"] is False and card["class_names"] == list(SPEC.class_names)
 

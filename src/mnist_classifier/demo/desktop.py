@@ -88,10 +88,13 @@ def run_demo(checkpoint: str, reject_threshold: float | None | str = "stored",
              user_data: str | Path | None = None) -> int:
     """Open the window and run until Esc or the window is closed; 0 on a clean exit.
     `user_data`: the folder labelled drawings are saved in; None turns labelling off."""
-    predictor = load_predictor(checkpoint)  # a missing checkpoint: one line, exit 2
+    notes: list[str] = []  # about calibration: said once the model is known to be one the demo can use
+    predictor = load_predictor(checkpoint, warn=notes.append)  # a missing checkpoint: one line, exit 2
     if reject_threshold != "stored":
         predictor = predictor.with_reject_threshold(reject_threshold)
     _require_drawable(predictor)
+    for note in notes:
+        to_stderr(note)
     _require_display()
     torch.set_num_threads(TORCH_THREADS)
     # warnings on stderr, as serve's: stdout carries what S prints
