@@ -22,6 +22,7 @@ import yaml
 
 from mnist_classifier import cli
 from mnist_classifier.checkpoint import load_checkpoint
+from mnist_classifier.files import ROOM_FIX
 
 from .conftest import DATA_DIR
 
@@ -88,7 +89,7 @@ def test_read_only_save_dir_is_refused_before_training(tmp_path, capsys, subfold
         save_dir = mount / subfolder
         assert cli.main(train_argv(tmp_path, save_dir)) == 2
         line, out = one_error_line(capsys)
-    assert f"cannot write to {save_dir}" in line and "Read-only file system" in line
+    assert f"cannot write to {save_dir}" in line and line.endswith("(Read-only file system): choose another folder")
     assert_no_training_started(tmp_path, out)
 
 
@@ -104,6 +105,7 @@ def test_full_save_dir_is_refused_before_training(tmp_path, capsys, mnist_raw_di
         assert cli.main(train_argv(tmp_path, mount)) == 2
         line, out = one_error_line(capsys)
     assert f"cannot write to {mount}" in line and "No space left on device" in line
+    assert line.endswith(f"choose another folder or {ROOM_FIX}")  # not "fix its permissions"
     assert_no_training_started(tmp_path, out)
 
 

@@ -306,8 +306,9 @@ def check_writable(directory: str | Path) -> None:
         reason = "it takes no new files" if existing.is_dir() and error.errno == errno.ENOENT else error.strerror
         if existing.exists() and not existing.is_dir():
             reason = "it is a file, not a folder" if existing == directory else f"{existing} is a file, not a folder"
-        raise UserError(f"cannot write to {directory} ({reason}): choose another folder or fix its permissions") \
-            from None
+        fix = ("" if error.errno == errno.EROFS else f" or {ROOM_FIX}" if error.errno in OUT_OF_ROOM
+               else " or fix its permissions")
+        raise UserError(f"cannot write to {directory} ({reason}): choose another folder{fix}") from None
 
 
 def checkpoint_bytes(model: nn.Module, weight_copies: int = 1) -> int:
