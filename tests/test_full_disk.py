@@ -146,6 +146,22 @@ def test_disk_filling_mid_run_is_reported_and_loses_nothing(tmp_path, capsys, on
         assert load_checkpoint(mount / "simple_cnn_last.pth")["epoch"] == 2
 
 
+
+def test_a_full_tensorboard_folder_is_one_line_and_the_run_resumes(tmp_path, capsys, one_thread, mnist_raw_dir):
+    """TensorBoard's writer thread printed its traceback, then the run ended with "cannot use: No space
+    left on device" naming no folder and no way on."""
+    with tmpfs(tmp_path / "runs", "48k") as mount:  # the epochs' points fit; the test's figures do not
+        save_dir = tmp_path / "models"
+        assert cli.main(train_argv(tmp_path, save_dir, "--log-dir", str(mount))) == 2
+        line, _ = one_error_line(capsys)  # the thread's traceback is not printed
+        assert line.startswith(f"error: cannot write TensorBoard's log in {mount}/simple_cnn_") and \
+            "(No space left on device): free some space" in line, line
+        assert f"`mnist-classifier train --resume {save_dir / 'simple_cnn_last.pth'}`" in line
+        subprocess.run(["mount", "-o", "remount,size=4m", str(mount)], check=True)
+        assert cli.main(["train", "--resume", str(save_dir / "simple_cnn_last.pth")]) == 0
+        assert "test accuracy" in capsys.readouterr().out
+        assert "test_accuracy" in load_checkpoint(save_dir / "simple_cnn_best.pth")
+
 def test_a_report_folder_that_is_a_mount_point_takes_the_report(tmp_path):
     """A Docker volume or a mounted disk as `evaluate --out`: staged beside it, the files could not
     be renamed into it (EXDEV), so every report there failed."""

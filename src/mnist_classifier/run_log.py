@@ -12,14 +12,18 @@ its curves carry on where the saved epoch left them.
 from __future__ import annotations
 
 import shutil
+import threading
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import yaml
 
 from .data import Split
+from .errors import UserError
 from .evaluation import log_test_figures
+from .files import OUT_OF_ROOM, ROOM_FIX
 
 
 class RunLog:
@@ -36,6 +40,7 @@ class RunLog:
         # stay (helper-56); such runs write no batch points, the epoch's say the same.
         self.batch_points = steps_per_epoch > 1
         purge_step = start_epoch * steps_per_epoch if self.batch_points else start_epoch + 1
+        _quiet_writer_thread_failures()
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step if start_epoch else None)
         self.writer.add_text("config", f"```\n{config_text}```", start_epoch)
 
@@ -44,15 +49,17 @@ class RunLog:
         if not self.batch_points:
             return
         loss_sum, correct, seen = batch_totals.tolist()
-        self.writer.add_scalar("Train/Loss_batch", loss_sum / seen, global_step)
-        self.writer.add_scalar("Train/Acc_batch", correct / seen, global_step)
+        with self._writing():
+            self.writer.add_scalar("Train/Loss_batch", loss_sum / seen, global_step)
+            self.writer.add_scalar("Train/Acc_batch", correct / seen, global_step)
 
     def epoch(self, epochs_done: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float,
               lr: float) -> None:
-        for tag, value in (("Train/Loss_epoch", train_loss), ("Train/Acc_epoch", train_acc),
-                           ("Val/Loss_epoch", val_loss), ("Val/Acc_epoch", val_acc), ("LR", lr)):
-            self.writer.add_scalar(tag, value, epochs_done)
-        self.writer.flush()  # the curves show up while the next epoch trains
+        with self._writing():
+            for tag, value in (("Train/Loss_epoch", train_loss), ("Train/Acc_epoch", train_acc),
+                               ("Val/Loss_epoch", val_loss), ("Val/Acc_epoch", val_acc), ("LR", lr)):
+                self.writer.add_scalar(tag, value, epochs_done)
+            self.writer.flush()  # the curves show up while the next epoch trains
 
     def result(self, precision_used: str, test_accuracy: float, best_val_accuracy: float, test_logits: torch.Tensor,
                test: Split, class_names: Sequence[str], epochs_done: int) -> None:
@@ -61,13 +68,25 @@ class RunLog:
         hparams = {key: _hparam(value) for key, value in (self.config | options).items()
                    if isinstance(value, (int, float, str, bool))}
         hparams["precision_used"] = precision_used
-        self.writer.add_hparams(hparams, {"hparam/test_accuracy": test_accuracy,
-                                          "hparam/best_val_accuracy": best_val_accuracy}, run_name=".")
-        log_test_figures(self.writer, test_logits, test, class_names, epochs_done)
-        self.writer.flush()  # on disk before the checkpoint says the run is done (Trainer.test_best)
+        with self._writing():
+            self.writer.add_hparams(hparams, {"hparam/test_accuracy": test_accuracy,
+                                              "hparam/best_val_accuracy": best_val_accuracy}, run_name=".")
+            log_test_figures(self.writer, test_logits, test, class_names, epochs_done)
+            self.writer.flush()  # on disk before the checkpoint says the run is done (Trainer.test_best)
 
     def close(self) -> None:
-        self.writer.close()
+        with suppress(OSError):  # a failed write was said when it happened (result() flushed everything that counts)
+            self.writer.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (a full disk) as one line naming the folder; training adds what is saved."""
+        try:
+            yield
+        except OSError as error:
+            fix = ROOM_FIX if error.errno in OUT_OF_ROOM else "check that folder, or give this run another --log-dir"
+            raise UserError(f"cannot write TensorBoard's log in {self.run_dir} "
+                            f"({error.strerror or error}): {fix}") from None
 
     def discard(self) -> None:
         """Close and remove the folder: what it holds so far (the config, part of an epoch's batch
@@ -80,3 +99,18 @@ def _hparam(value: int | float | str | bool) -> int | float | str:
     """torch's add_hparams tests for numbers before booleans (a bool is an int), so `augment: true`
     would show as 1.0: on/off settings go in as the words the recipe uses."""
     return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+def _quiet_writer_thread_failures() -> None:
+    """TensorBoard writes from a thread of its own, which prints a traceback of a failed write and
+    then hands the error to this thread's next write, where `_writing` says it in one line."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (type(args.thread).__module__.startswith("tensorboard.") and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    hook.quiets_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
