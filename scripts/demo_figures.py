@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, shown in (("desktop_demo.png", labelled), ("desktop_not_a_digit.png", refused)):
         cv2.imwrite(str(out / name), render(shown, layout, names, idle, hint))
         answer = shown.answer
-        print(f"wrote {out / name}: {answer.verdict}, best guess {answer.best_guess} ({percent(answer.confidence, 1)}); "
-              f"status: {shown.status or idle}")
+        print(f"wrote {out / name}: {answer.verdict}, best guess {answer.best_guess} "
+              f"({percent(answer.confidence, 1)}); status: {shown.status or idle}")
     return 0
 
 

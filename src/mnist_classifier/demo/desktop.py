@@ -137,8 +137,8 @@ def _require_display() -> None:
         raise UserError(f"DISPLAY={display} is not an X display name: set it as your desktop does (like :0, "
                         "or localhost:10.0 under `ssh -X`), or unset it to be told about the browser demo")
     if refusal == XCB_INVALID_SCREEN:
-        whole = display.rpartition(".")[0]
-        raise UserError(f"the X server on DISPLAY={display} has no screen {display.rpartition('.')[2]}: "
+        whole, _, screen = display.rpartition(".")
+        raise UserError(f"the X server on DISPLAY={display} has no screen {screen}: "
                         f"use DISPLAY={whole} (its first screen)")
     if refusal:  # sudo, a container, `ssh -X` without xauth
         raise UserError(f"the X server on DISPLAY={display} refused this process (no authorisation): run the "
